@@ -1,0 +1,794 @@
+//! The config file: one TOML document, `${VAR}` interpolation, `HOOKGATE__SECTION__KEY`
+//! environment overrides, unknown keys rejected, every problem reported with its location.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hookgate_sinks::chat::{self, ChatConfig, RouteConfig, SinkConfig};
+use hookgate_sinks::kafka::KafkaConfig;
+use hookgate_sinks::spool::SpoolConfig;
+use hookgate_sinks::units::ByteSize;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::extract::FieldSpec;
+use crate::verify::{GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding, Verifier};
+
+/// The whole config, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[kafka]`; absent: the spool is the log.
+    pub kafka: Option<KafkaConfig>,
+    /// `[spool]`; the log when `[kafka]` is absent, the safety net when both are present.
+    pub spool: Option<SpoolConfig>,
+    /// `[dedupe]`
+    pub dedupe: DedupeConfig,
+    /// `[dispatch]`
+    pub dispatch: DispatchConfig,
+    /// `[bench]`
+    pub bench: BenchConfig,
+    /// `[[sources]]`
+    pub sources: Vec<SourceConfig>,
+    /// `[[sinks]]`
+    pub sinks: Vec<SinkConfig>,
+    /// `[[routes]]`
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: the HTTP listener and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted (413 beyond).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: ByteSize,
+    /// Time allowed to receive a request's headers (HTTP/1).
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Time allowed to receive a request's body (408 beyond).
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Most headers in one request (431 beyond).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Most requests handled at once (503 + Retry-After beyond).
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_concurrency() -> usize {
+    4096
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            max_headers: default_max_headers(),
+            max_concurrency: default_max_concurrency(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+/// `[dedupe]`: the delivery-id cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeConfig {
+    /// How long a delivery id is remembered.
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most delivery ids remembered (least recently used evicted first).
+    #[serde(default = "default_capacity")]
+    pub capacity: u64,
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_capacity() -> u64 {
+    1_000_000
+}
+
+impl Default for DedupeConfig {
+    fn default() -> Self {
+        DedupeConfig {
+            ttl: default_ttl(),
+            capacity: default_capacity(),
+        }
+    }
+}
+
+/// `[dispatch]`: the dispatcher that feeds routes from the log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Run the dispatcher inside `hookgate serve` (when there are routes).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Kafka consumer group of the dispatchers.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Kafka topic of dead letters.
+    #[serde(default = "default_dlq_topic")]
+    pub dlq_topic: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_group() -> String {
+    "hookgate-dispatch".into()
+}
+fn default_dlq_topic() -> String {
+    "hookgate.dlq".into()
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            enabled: true,
+            group_id: default_group(),
+            dlq_topic: default_dlq_topic(),
+        }
+    }
+}
+
+/// `[bench]`: measuring aids. Never for production.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchConfig {
+    /// Acknowledge verified, deduplicated events WITHOUT storing them.
+    #[serde(default)]
+    pub discard: bool,
+}
+
+/// One `[[sources]]` entry: a path `/hooks/{name}` and how its requests are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Path segment: `POST /hooks/{name}`.
+    pub name: String,
+    /// Signature scheme / provider, kebab-case (`github`, `stripe`, …).
+    pub provider: String,
+    /// Secrets accepted at once (several during a rotation).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Kafka topic; default `[kafka] default_topic`.
+    pub topic: Option<String>,
+    /// Allowed clock skew for timestamped schemes.
+    #[serde(default = "default_tolerance", with = "humantime_serde")]
+    pub tolerance: Duration,
+    /// Where the delivery id comes from: `header:NAME` or a JSON pointer (`/id`).
+    pub dedupe_key: Option<String>,
+    /// Where the event type comes from: `header:NAME` or a JSON pointer.
+    pub event_type: Option<String>,
+    /// Where the Kafka partition key comes from: `header:NAME` or a JSON pointer;
+    /// default the delivery id.
+    pub partition_key: Option<String>,
+    /// Original request headers copied onto the Kafka record.
+    #[serde(default)]
+    pub keep_headers: Vec<String>,
+    /// Client networks allowed to post (CIDR); empty = any.
+    #[serde(default)]
+    pub allow_ips: Vec<ipnet::IpNet>,
+    /// generic-hmac: the signature header.
+    pub signature_header: Option<String>,
+    /// generic-hmac: `sha1`, `sha256` or `sha512`.
+    pub algorithm: Option<String>,
+    /// generic-hmac: `hex` or `base64`.
+    pub encoding: Option<String>,
+    /// generic-hmac: text before the encoded signature (e.g. `sha256=`).
+    pub prefix: Option<String>,
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// One problem found in the config, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `file:line` or the key path (`sources[1].provider`).
+    pub location: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Every problem found; loading fails if there is any.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+impl Config {
+    /// Reads, interpolates, overrides and validates a config file.
+    pub fn load(path: &Path) -> Result<(Config, Vec<String>), ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![Problem {
+                location: path.display().to_string(),
+                message: format!("cannot read config: {e}"),
+            }])
+        })?;
+        Config::parse(&text, &path.display().to_string(), &env_map())
+    }
+
+    /// The built-in config used by `hookgate serve` without `--config`, with environment
+    /// overrides applied.
+    pub fn embedded() -> Result<(Config, Vec<String>), ConfigErrors> {
+        Config::parse(EMBEDDED, "<embedded>", &env_map())
+    }
+
+    /// Parses config text. `env` supplies `${VAR}` values and `HOOKGATE__…` overrides.
+    /// Returns the config and warnings (things that work but should be looked at).
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: &HashMap<String, String>,
+    ) -> Result<(Config, Vec<String>), ConfigErrors> {
+        let mut problems = Vec::new();
+        let text = interpolate(text, origin, env, &mut problems);
+        let mut table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                let loc = e
+                    .span()
+                    .map(|s| format!("{origin}:{}", line_of(&text, s.start)))
+                    .unwrap_or_else(|| origin.to_owned());
+                problems.push(Problem {
+                    location: loc,
+                    message: e.message().to_owned(),
+                });
+                return Err(ConfigErrors(problems));
+            }
+        };
+        apply_env_overrides(&mut table, env, &mut problems);
+        let lines = SectionLines::new(&text, origin);
+        let mut cfg = Config::default();
+        for key in table.keys() {
+            if !matches!(
+                key.as_str(),
+                "server"
+                    | "kafka"
+                    | "spool"
+                    | "dedupe"
+                    | "dispatch"
+                    | "bench"
+                    | "sources"
+                    | "sinks"
+                    | "routes"
+            ) {
+                problems.push(Problem {
+                    location: format!("{origin}: `{key}`"),
+                    message: format!("unknown section `{key}` (expected server, kafka, spool, dedupe, dispatch, bench, sources, sinks, routes)"),
+                });
+            }
+        }
+        let mut section = |name: &str| table.remove(name);
+        if let Some(v) = section("server") {
+            if let Some(s) = de(v, &lines.at("server", None), &mut problems) {
+                cfg.server = s;
+            }
+        }
+        if let Some(v) = section("kafka") {
+            cfg.kafka = de(v, &lines.at("kafka", None), &mut problems);
+        }
+        if let Some(v) = section("spool") {
+            cfg.spool = de(v, &lines.at("spool", None), &mut problems);
+        }
+        if let Some(v) = section("dedupe") {
+            if let Some(s) = de(v, &lines.at("dedupe", None), &mut problems) {
+                cfg.dedupe = s;
+            }
+        }
+        if let Some(v) = section("dispatch") {
+            if let Some(s) = de(v, &lines.at("dispatch", None), &mut problems) {
+                cfg.dispatch = s;
+            }
+        }
+        if let Some(v) = section("bench") {
+            if let Some(s) = de(v, &lines.at("bench", None), &mut problems) {
+                cfg.bench = s;
+            }
+        }
+        for (name, out) in [("sources", 0), ("sinks", 1), ("routes", 2)] {
+            let Some(v) = section(name) else { continue };
+            let toml::Value::Array(items) = v else {
+                problems.push(Problem {
+                    location: lines.at(name, None),
+                    message: format!("`{name}` must be an array of tables: [[{name}]]"),
+                });
+                continue;
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                let loc = lines.at(name, Some(i));
+                match out {
+                    0 => cfg.sources.extend(de(item, &loc, &mut problems)),
+                    1 => cfg.sinks.extend(de(item, &loc, &mut problems)),
+                    _ => cfg.routes.extend(de(item, &loc, &mut problems)),
+                }
+            }
+        }
+        let warnings = cfg.validate(&lines, &mut problems);
+        if problems.is_empty() {
+            Ok((cfg, warnings))
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// Semantic checks across sections; returns warnings.
+    fn validate(&self, lines: &SectionLines, problems: &mut Vec<Problem>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let mut names = HashMap::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let loc = lines.at("sources", Some(i));
+            let mut bad = |m: String| {
+                problems.push(Problem {
+                    location: loc.clone(),
+                    message: format!("source `{}`: {m}", s.name),
+                })
+            };
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                bad("name must be non-empty and use only letters, digits, `-`, `_`, `.`".into());
+            }
+            if names.insert(s.name.clone(), i).is_some() {
+                bad("a source of this name is already defined".into());
+            }
+            if let Err(m) = s.build_verifier() {
+                bad(m);
+            }
+            for (field, v) in [
+                ("dedupe_key", &s.dedupe_key),
+                ("event_type", &s.event_type),
+                ("partition_key", &s.partition_key),
+            ] {
+                if let Some(v) = v {
+                    if let Err(m) = FieldSpec::parse(v) {
+                        bad(format!("{field}: {m}"));
+                    }
+                }
+            }
+            for h in &s.keep_headers {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    bad(format!("keep_headers: `{h}` is not a header name"));
+                }
+            }
+        }
+        if self.sources.is_empty() {
+            warnings.push("no [[sources]] defined: every POST /hooks/… will answer 404".into());
+        }
+        let chat = ChatConfig {
+            sinks: self.sinks.clone(),
+            routes: self.routes.clone(),
+        };
+        for e in chat::check(&chat) {
+            problems.push(Problem {
+                location: "sinks/routes".into(),
+                message: e.to_string(),
+            });
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            if !self.sources.iter().any(|s| s.name == r.source) {
+                problems.push(Problem {
+                    location: lines.at("routes", Some(i)),
+                    message: format!("route source `{}` is not a defined source", r.source),
+                });
+            }
+        }
+        if self.bench.discard {
+            warnings.push(
+                "bench.discard = true: events are ACKNOWLEDGED WITHOUT BEING STORED (measuring only)"
+                    .into(),
+            );
+        }
+        if self.kafka.is_none() && self.spool.is_none() {
+            warnings.push("neither [kafka] nor [spool]: events go to the default spool directory ./hookgate-spool".into());
+        }
+        if let Some(k) = &self.kafka {
+            if k.ack == hookgate_sinks::kafka::AckMode::Spool && self.spool.is_none() {
+                problems.push(Problem {
+                    location: lines.at("kafka", None),
+                    message: "kafka.ack = \"spool\" needs a [spool] section".into(),
+                });
+            }
+        }
+        warnings
+    }
+
+    /// The topic of a source (its own, else the Kafka default).
+    pub fn topic_of(&self, s: &SourceConfig) -> String {
+        s.topic.clone().unwrap_or_else(|| {
+            self.kafka
+                .as_ref()
+                .map(|k| k.default_topic.clone())
+                .unwrap_or_else(|| "webhooks".into())
+        })
+    }
+}
+
+impl SourceConfig {
+    /// The parsed provider.
+    pub fn provider(&self) -> Result<Provider, String> {
+        Provider::parse(&self.provider).ok_or_else(|| {
+            let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+            format!(
+                "unknown provider `{}` (known: {})",
+                self.provider,
+                names.join(", ")
+            )
+        })
+    }
+
+    /// Builds the verifier; the message never contains a secret.
+    pub fn build_verifier(&self) -> Result<Verifier, String> {
+        let provider = self.provider()?;
+        let generic = if provider == Provider::GenericHmac {
+            let header = self
+                .signature_header
+                .as_deref()
+                .ok_or("generic-hmac needs `signature_header`")?;
+            let header = http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("signature_header `{header}` is not a header name"))?;
+            let algorithm = HmacAlgorithm::parse(self.algorithm.as_deref().unwrap_or("sha256"))
+                .ok_or("algorithm must be sha1, sha256 or sha512")?;
+            let encoding = SigEncoding::parse(self.encoding.as_deref().unwrap_or("hex"))
+                .ok_or("encoding must be hex or base64")?;
+            Some(GenericHmacOptions {
+                header,
+                algorithm,
+                encoding,
+                prefix: self.prefix.clone().unwrap_or_default(),
+            })
+        } else {
+            None
+        };
+        Verifier::new(provider, &self.secrets, self.tolerance, generic)
+            .map_err(|e| format!("secrets: {e}"))
+    }
+}
+
+/// The embedded default: one GitHub source on 127.0.0.1:8080, the spool as the log.
+pub const EMBEDDED: &str = include_str!("../../deploy/examples/embedded.toml");
+
+fn env_map() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
+fn de<T: DeserializeOwned>(v: toml::Value, loc: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    match T::deserialize(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problems.push(Problem {
+                location: loc.to_owned(),
+                message: e.message().trim().to_owned(),
+            });
+            None
+        }
+    }
+}
+
+fn line_of(text: &str, byte: usize) -> usize {
+    text.get(..byte.min(text.len()))
+        .map(|s| s.bytes().filter(|b| *b == b'\n').count() + 1)
+        .unwrap_or(1)
+}
+
+/// Where each section header stands in the text, for `file:line` locations.
+struct SectionLines {
+    origin: String,
+    map: HashMap<String, Vec<usize>>,
+}
+
+impl SectionLines {
+    fn new(text: &str, origin: &str) -> Self {
+        let mut map: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim();
+            let name = t
+                .strip_prefix("[[")
+                .and_then(|r| r.split_once("]]"))
+                .or_else(|| t.strip_prefix('[').and_then(|r| r.split_once(']')))
+                .map(|(n, _)| n.trim().to_owned());
+            if let Some(n) = name {
+                map.entry(n).or_default().push(i + 1);
+            }
+        }
+        SectionLines {
+            origin: origin.to_owned(),
+            map,
+        }
+    }
+
+    fn at(&self, section: &str, index: Option<usize>) -> String {
+        let line = self
+            .map
+            .get(section)
+            .and_then(|v| v.get(index.unwrap_or(0)))
+            .map(|l| format!(":{l}"))
+            .unwrap_or_default();
+        match index {
+            Some(i) => format!("{}{line} [{section}][{i}]", self.origin),
+            None => format!("{}{line} [{section}]", self.origin),
+        }
+    }
+}
+
+/// Replaces `${VAR}` with the variable's value (`${VAR:-default}` falls back to `default`);
+/// an unset variable without a default is a problem.
+/// `$${` stays a literal `${`.
+fn interpolate(
+    text: &str,
+    origin: &str,
+    env: &HashMap<String, String>,
+    problems: &mut Vec<Problem>,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut consumed = 0usize;
+    while let Some(i) = rest.find("${") {
+        if i > 0 && rest.as_bytes()[i - 1] == b'$' {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            consumed += i + 2;
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find('}') {
+            Some(j) => {
+                let inner = &after[..j];
+                let (name, default) = match inner.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (inner, None),
+                };
+                match env.get(name).map(String::as_str).or(default) {
+                    Some(v) => out.push_str(&escape_toml_fragment(v)),
+                    None => problems.push(Problem {
+                        location: format!("{origin}:{}", line_of(text, consumed + i)),
+                        message: format!("environment variable `{name}` is not set"),
+                    }),
+                }
+                consumed += i + 2 + j + 1;
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Values land inside TOML strings; keep quotes and backslashes from breaking them.
+fn escape_toml_fragment(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// `HOOKGATE__SERVER__LISTEN=…` sets `server.listen`; numeric segments index arrays
+/// (`HOOKGATE__SOURCES__0__SECRETS`). Values are read as TOML when they parse as a value
+/// (`true`, `5`, `["a"]`), else as strings.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: &HashMap<String, String>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut keys: Vec<&String> = env.keys().filter(|k| k.starts_with("HOOKGATE__")).collect();
+    keys.sort();
+    for k in keys {
+        let path: Vec<String> = k["HOOKGATE__".len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        let raw = &env[k];
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        if let Err(m) = set_path(table, &path, value) {
+            problems.push(Problem {
+                location: format!("environment `{k}`"),
+                message: m,
+            });
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((first, rest)) = path.split_first() else {
+        return Err("empty key".into());
+    };
+    if first.is_empty() {
+        return Err("empty key segment".into());
+    }
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    set_in_value(entry, rest, value)
+}
+
+fn set_in_value(v: &mut toml::Value, path: &[String], value: toml::Value) -> Result<(), String> {
+    match v {
+        toml::Value::Table(t) => set_path(t, path, value),
+        toml::Value::Array(a) => {
+            let Some((first, rest)) = path.split_first() else {
+                return Err("empty key".into());
+            };
+            let i: usize = first
+                .parse()
+                .map_err(|_| format!("`{first}` is not an array index"))?;
+            let slot = a
+                .get_mut(i)
+                .ok_or_else(|| format!("index {i} is past the end of the array"))?;
+            if rest.is_empty() {
+                *slot = value;
+                Ok(())
+            } else {
+                set_in_value(slot, rest, value)
+            }
+        }
+        _ => Err("cannot set a key inside a plain value".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+max_body_bytes = "64KiB"
+body_timeout = "3s"
+
+[dedupe]
+ttl = "5m"
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["${GH_SECRET}"]
+partition_key = "/repository/full_name"
+"#;
+
+    #[test]
+    fn parses_durations_sizes_and_interpolates() {
+        let (c, _) = Config::parse(GOOD, "t.toml", &env(&[("GH_SECRET", "s3\"cr")])).unwrap();
+        assert_eq!(c.server.max_body_bytes, ByteSize(64 << 10));
+        assert_eq!(c.server.body_timeout, Duration::from_secs(3));
+        assert_eq!(c.dedupe.ttl, Duration::from_secs(300));
+        assert_eq!(c.sources[0].secrets, vec!["s3\"cr".to_string()]);
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let (c, _) = Config::parse(
+            GOOD,
+            "t.toml",
+            &env(&[
+                ("GH_SECRET", "x"),
+                ("HOOKGATE__SERVER__LISTEN", "0.0.0.0:7000"),
+                ("HOOKGATE__BENCH__DISCARD", "true"),
+                ("HOOKGATE__SOURCES__0__TOPIC", "t.gh"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 7000);
+        assert!(c.bench.discard);
+        assert_eq!(c.sources[0].topic.as_deref(), Some("t.gh"));
+    }
+
+    #[test]
+    fn reports_every_problem_with_location() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:9000"
+bogus = 1
+
+[[sources]]
+name = "a"
+provider = "nope"
+secrets = ["x"]
+
+[[sources]]
+name = "b"
+provider = "github"
+secrets = []
+
+[[sources]]
+name = "c"
+provider = "stripe"
+secrets = ["${MISSING}"]
+"#;
+        let err = Config::parse(text, "t.toml", &env(&[])).unwrap_err();
+        let all = err.to_string();
+        assert!(
+            all.contains("t.toml:19: environment variable `MISSING`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("t.toml:2 [server]") && all.contains("bogus"),
+            "{all}"
+        );
+        assert!(
+            all.contains("[sources][0]") && all.contains("unknown provider `nope`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("[sources][1]") && all.contains("secrets"),
+            "{all}"
+        );
+        assert_eq!(err.0.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn secrets_never_in_problems() {
+        let text = "[[sources]]\nname = \"x\"\nprovider = \"discord\"\nsecrets = [\"not-hex-supersecret\"]\n";
+        let err = Config::parse(text, "t", &env(&[])).unwrap_err();
+        assert!(!err.to_string().contains("supersecret"));
+    }
+
+    #[test]
+    fn embedded_default_parses() {
+        let (c, _) = Config::parse(EMBEDDED, "<embedded>", &env(&[])).unwrap();
+        assert!(c.kafka.is_none());
+        assert!(c.spool.is_some());
+        assert!(!c.sources.is_empty());
+    }
+}

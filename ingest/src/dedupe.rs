@@ -1,0 +1,199 @@
+//! Dedupe of `(source, delivery id)` with moka.
+//!
+//! Semantics (DESIGN.md): concurrent duplicates coalesce onto the first attempt and get its
+//! outcome (`try_get_with`); a failed append inserts nothing, so the provider's retry is
+//! accepted; a duplicate of a committed event answers 200 `"duplicate":true` and produces
+//! nothing. LRU eviction, because TinyLFU may refuse to admit new keys — and a key that is
+//! not admitted is a duplicate that gets through.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookgate_proto::Ulid;
+use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
+
+/// The cache key: source index and delivery id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    source: u32,
+    id: Box<str>,
+}
+
+/// What an admission found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// This call ran the append; the event has this id.
+    New(Ulid),
+    /// Another call (earlier or concurrent) committed this delivery as this id.
+    Duplicate(Ulid),
+}
+
+/// The delivery-id cache.
+#[derive(Clone)]
+pub struct Dedupe {
+    cache: moka::future::Cache<Key, Ulid>,
+}
+
+impl Dedupe {
+    /// A cache keeping at most `capacity` ids for `ttl` each.
+    pub fn new(capacity: u64, ttl: Duration) -> Dedupe {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(capacity)
+            .time_to_live(ttl)
+            .eviction_policy(EvictionPolicy::lru())
+            .eviction_listener(|_k, _v, cause| {
+                if cause == RemovalCause::Size {
+                    metrics::counter!("hookgate_dedupe_evictions_total").increment(1);
+                }
+            })
+            .build();
+        Dedupe { cache }
+    }
+
+    /// Runs `append` unless `(source, id)` was already committed or is being committed;
+    /// the id is remembered only if `append` succeeds.
+    pub async fn admit<E, F>(&self, source: u32, id: &str, append: F) -> Result<Admission, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<Ulid, E>>,
+    {
+        let ran = AtomicBool::new(false);
+        let key = Key {
+            source,
+            id: id.into(),
+        };
+        let ulid = self
+            .cache
+            .try_get_with(key, async {
+                ran.store(true, Ordering::Relaxed);
+                append.await
+            })
+            .await?;
+        if ran.load(Ordering::Relaxed) {
+            metrics::counter!("hookgate_dedupe_misses_total").increment(1);
+            Ok(Admission::New(ulid))
+        } else {
+            metrics::counter!("hookgate_dedupe_hits_total").increment(1);
+            Ok(Admission::Duplicate(ulid))
+        }
+    }
+
+    /// Remembers an id accepted before a restart.
+    pub async fn seed(&self, source: u32, id: &str, ulid: Ulid) {
+        self.cache
+            .insert(
+                Key {
+                    source,
+                    id: id.into(),
+                },
+                ulid,
+            )
+            .await;
+    }
+
+    /// Ids currently remembered (approximate).
+    pub fn len(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Whether nothing is remembered (approximate).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn committed_duplicate_and_failed_append() {
+        let d = Dedupe::new(100, Duration::from_secs(60));
+        let first = d
+            .admit::<(), _>(0, "a", async { Ok(Ulid::new()) })
+            .await
+            .unwrap();
+        let Admission::New(id) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            d.admit::<(), _>(0, "a", async { Ok(Ulid::new()) })
+                .await
+                .unwrap(),
+            Admission::Duplicate(id)
+        );
+        // Another source, same delivery id: not a duplicate.
+        assert!(matches!(
+            d.admit::<(), _>(1, "a", async { Ok(Ulid::new()) })
+                .await
+                .unwrap(),
+            Admission::New(_)
+        ));
+        // A failed append leaves no key: the retry runs.
+        assert!(d
+            .admit::<&str, _>(0, "b", async { Err("down") })
+            .await
+            .is_err());
+        assert!(matches!(
+            d.admit::<(), _>(0, "b", async { Ok(Ulid::new()) })
+                .await
+                .unwrap(),
+            Admission::New(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_duplicates_coalesce_onto_one_append() {
+        let d = Dedupe::new(100, Duration::from_secs(60));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (d, runs) = (d.clone(), runs.clone());
+            tasks.push(tokio::spawn(async move {
+                d.admit::<(), _>(0, "same", async {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(Ulid::new())
+                })
+                .await
+                .unwrap()
+            }));
+        }
+        let mut news = 0;
+        let mut ids = std::collections::HashSet::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Admission::New(id) => {
+                    news += 1;
+                    ids.insert(id);
+                }
+                Admission::Duplicate(id) => {
+                    ids.insert(id);
+                }
+            }
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(news, 1);
+        assert_eq!(ids.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_expire_after_ttl() {
+        // moka reads its own clock, not tokio's; use a tiny real TTL.
+        let d = Dedupe::new(100, Duration::from_millis(50));
+        d.admit::<(), _>(0, "x", async { Ok(Ulid::new()) })
+            .await
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(matches!(
+            d.admit::<(), _>(0, "x", async { Ok(Ulid::new()) })
+                .await
+                .unwrap(),
+            Admission::New(_)
+        ));
+    }
+}

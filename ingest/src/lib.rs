@@ -1,0 +1,18 @@
+//! hookgate's ingest: the HTTP edge that proves each webhook authentic, drops duplicates
+//! and answers 2xx only once the event is durable.
+//!
+//! Layout:
+//! - [`config`]: the TOML config, `${VAR}` interpolation, `HOOKGATE__…` overrides, `check`.
+//! - [`verify`]: one pure, constant-time verifier per provider, and `sign` for tests/CLI.
+//! - [`extract`]: delivery id / event type / partition key, provider handshakes (simd-json).
+//! - [`dedupe`]: `(source, delivery id)` in a moka LRU with coalesced concurrent duplicates.
+//! - [`server`]: the request path ([`server::App::handle`]) and the hyper listener.
+//! - [`runtime`]: building the log from config, metrics, signals: what `serve` wires up.
+//! - `main.rs`: the `hookgate` CLI (`serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`).
+
+pub mod config;
+pub mod dedupe;
+pub mod extract;
+pub mod runtime;
+pub mod server;
+pub mod verify;

@@ -1,0 +1,307 @@
+//! The `hookgate` command: `serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use hookgate_ingest::config::Config;
+use hookgate_ingest::runtime;
+use hookgate_ingest::server::{self, App};
+use hookgate_ingest::verify::{self, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding};
+use hookgate_sinks::spool::Spool;
+
+/// hookgate: verified, deduplicated, durable webhook ingest into Kafka and chat sinks.
+#[derive(Parser)]
+#[command(name = "hookgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the webhook server (embedded default config when --config is not given).
+    Serve {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file and report every problem with its location.
+    Check {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the headers a provider would send for a body (a test aid).
+    Sign {
+        /// Provider name (github, stripe, standard-webhooks, slack, shopify, gitlab,
+        /// telegram, discord, generic-hmac).
+        #[arg(long)]
+        provider: String,
+        /// The secret (for discord: the Ed25519 private seed, 64 hex digits).
+        #[arg(long, env = "HOOKGATE_SIGN_SECRET", hide_env_values = true)]
+        secret: String,
+        /// File with the body; `-` or absent reads standard input.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// Unix time to sign at (default now).
+        #[arg(long)]
+        timestamp: Option<i64>,
+        /// generic-hmac: signature header name.
+        #[arg(long, default_value = "x-signature")]
+        header: String,
+        /// generic-hmac: sha1, sha256 or sha512.
+        #[arg(long, default_value = "sha256")]
+        algorithm: String,
+        /// generic-hmac: hex or base64.
+        #[arg(long, default_value = "hex")]
+        encoding: String,
+        /// generic-hmac: text before the signature.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Print a curl command line instead of bare headers, for this URL.
+        #[arg(long)]
+        curl: Option<String>,
+    },
+    /// Inspect the local spool.
+    Spool {
+        #[command(subcommand)]
+        cmd: SpoolCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolCmd {
+    /// Print spooled events as JSON lines.
+    Read {
+        /// Config file (its [spool] path; default the embedded default's).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Start at this offset.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// At most this many events.
+        #[arg(long, default_value_t = u64::MAX)]
+        limit: u64,
+    },
+    /// Print the spool's size and positions as JSON.
+    Stats {
+        /// Config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.cmd {
+        Cmd::Serve { config } => serve(config.as_deref()).await,
+        Cmd::Check { config } => Ok(check(&config)),
+        Cmd::Sign {
+            provider,
+            secret,
+            body,
+            timestamp,
+            header,
+            algorithm,
+            encoding,
+            prefix,
+            curl,
+        } => {
+            let provider = Provider::parse(&provider)
+                .with_context(|| format!("unknown provider `{provider}`"))?;
+            let body = read_body(body.as_deref())?;
+            let now = timestamp.unwrap_or_else(|| hookgate_proto::now_ms() / 1000);
+            let generic = GenericHmacOptions {
+                header: header.parse().context("--header is not a header name")?,
+                algorithm: HmacAlgorithm::parse(&algorithm).context("--algorithm")?,
+                encoding: SigEncoding::parse(&encoding).context("--encoding")?,
+                prefix,
+            };
+            let headers = verify::sign(provider, &secret, &body, now, Some(&generic))
+                .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
+            let mut out = std::io::stdout().lock();
+            if provider == Provider::Discord {
+                let pk =
+                    verify::discord_public_key_hex(&secret).map_err(|e| anyhow::anyhow!("{e}"))?;
+                eprintln!("# configure this public key as the discord source's secret: {pk}");
+            }
+            match curl {
+                Some(url) => {
+                    write!(out, "curl -sS -X POST '{url}'")?;
+                    for (k, v) in &headers {
+                        write!(out, " -H '{k}: {v}'")?;
+                    }
+                    writeln!(out, " -H 'content-type: application/json' --data-binary @-")?;
+                }
+                None => {
+                    for (k, v) in &headers {
+                        writeln!(out, "{k}: {v}")?;
+                    }
+                }
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Spool { cmd } => spool_cmd(cmd),
+    }
+}
+
+fn read_body(path: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    match path {
+        Some(p) if p != Path::new("-") => {
+            body = std::fs::read(p).with_context(|| format!("read {}", p.display()))?
+        }
+        _ => {
+            std::io::stdin().read_to_end(&mut body)?;
+        }
+    }
+    Ok(body)
+}
+
+fn load(config: Option<&Path>) -> anyhow::Result<Config> {
+    let (cfg, warnings) = match config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded()?,
+    };
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(cfg)
+}
+
+fn check(path: &Path) -> std::process::ExitCode {
+    match Config::load(path) {
+        Ok((cfg, warnings)) => {
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "ok: {} source(s), {} sink(s), {} route(s); log: {}",
+                cfg.sources.len(),
+                cfg.sinks.len(),
+                cfg.routes.len(),
+                match (&cfg.kafka, cfg.bench.discard) {
+                    (_, true) => "DISCARD (bench only)",
+                    (Some(_), _) if cfg.spool.is_some() => "kafka with spool",
+                    (Some(_), _) => "kafka",
+                    (None, _) => "spool",
+                }
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for p in &errs.0 {
+                println!("error: {p}");
+            }
+            println!("{} problem(s) found", errs.0.len());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HOOKGATE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let json = std::env::var("HOOKGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
+    init_tracing();
+    if config.is_none() {
+        tracing::info!("no --config: using the embedded default (spool log, development secrets from HOOKGATE_*_SECRET or built-in defaults)");
+    }
+    let cfg = load(config)?;
+    let prometheus = runtime::install_metrics()?;
+    let log = runtime::build_log(&cfg).await?;
+    let app = Arc::new(App::new(&cfg, log.clone(), Some(prometheus))?);
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, sources = cfg.sources.len(), "hookgate listening");
+    // Tests and scripts read this line to learn the port when listening on :0.
+    println!("listening on {addr}");
+    let _ = std::io::stdout().flush();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let consumers = Arc::new(runtime::spool_consumers(&cfg, &log));
+    let tasks = runtime::spawn_log_tasks(&log, consumers, stop_rx.clone());
+    let server = tokio::spawn(server::serve(app, listener, stop_rx));
+    runtime::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    if server.await.is_err() {
+        bail!("the server task failed");
+    }
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    log.shutdown(Duration::from_secs(10)).await;
+    tracing::info!("hookgate stopped");
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn spool_cmd(cmd: SpoolCmd) -> anyhow::Result<std::process::ExitCode> {
+    let config = match &cmd {
+        SpoolCmd::Read { config, .. } | SpoolCmd::Stats { config } => config.clone(),
+    };
+    let cfg = load(config.as_deref())?;
+    let sc = runtime::spool_config(&cfg).context("this config has no spool")?;
+    let spool = Spool::open(&sc).with_context(|| format!("open spool at {}", sc.path.display()))?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        SpoolCmd::Stats { .. } => {
+            writeln!(out, "{}", serde_json::to_string(&spool.stats()?)?)?;
+        }
+        SpoolCmd::Read { from, limit, .. } => {
+            let mut at = from;
+            let mut left = limit;
+            while left > 0 {
+                let (batch, next) = spool.read(at, left.min(1024) as usize)?;
+                if batch.is_empty() {
+                    break;
+                }
+                for (off, ev) in &batch {
+                    let mut v = ev.to_json();
+                    v["offset"] = (*off).into();
+                    writeln!(out, "{v}")?;
+                }
+                left -= batch.len() as u64;
+                at = next;
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

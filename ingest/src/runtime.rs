@@ -1,0 +1,161 @@
+//! Wiring for `hookgate serve`: the log from config, the metrics recorder, background
+//! tasks (forwarder, readiness probe, spool gauges) and shutdown signals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hookgate_sinks::kafka::KafkaLog;
+use hookgate_sinks::spool::{Spool, SpoolConfig};
+use hookgate_sinks::Log;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// Installs the Prometheus recorder (once per process) and returns its render handle.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let latency = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("install metrics recorder")?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// The spool config in force: `[spool]`, or the default directory when there is no Kafka.
+pub fn spool_config(cfg: &Config) -> Option<SpoolConfig> {
+    match (&cfg.kafka, &cfg.spool) {
+        (_, Some(s)) => Some(s.clone()),
+        (None, None) => Some(SpoolConfig::default()),
+        (Some(_), None) => None,
+    }
+}
+
+/// Builds the log the config asks for and checks Kafka topics exist (creating them when
+/// `kafka.create_topics` is set).
+pub async fn build_log(cfg: &Config) -> anyhow::Result<Log> {
+    if cfg.bench.discard {
+        tracing::warn!("!!! bench.discard = true: events are ACKNOWLEDGED WITHOUT BEING STORED. Never use this outside a benchmark. !!!");
+        return Ok(Log::Discard);
+    }
+    let spool = match spool_config(cfg) {
+        Some(sc) => {
+            Some(Spool::open(&sc).with_context(|| format!("open spool at {}", sc.path.display()))?)
+        }
+        None => None,
+    };
+    let Some(kc) = &cfg.kafka else {
+        return Ok(Log::Spool(spool.context("spool")?));
+    };
+    let kafka = KafkaLog::new(kc).context("build kafka producer")?;
+    let mut topics: Vec<String> = cfg.sources.iter().map(|s| cfg.topic_of(s)).collect();
+    if !cfg.routes.is_empty() {
+        topics.push(cfg.dispatch.dlq_topic.clone());
+    }
+    match kafka.ensure_topics(&topics).await {
+        Ok(()) => {}
+        // With a spool, a broker that is down at start is survivable: spill until it returns.
+        Err(hookgate_sinks::kafka::KafkaSinkError::Unavailable(e)) if spool.is_some() => {
+            tracing::warn!(error = %e, "kafka unreachable at start; events spill to the spool until it returns");
+        }
+        Err(e) => return Err(e).context("kafka topics"),
+    }
+    Ok(match spool {
+        Some(s) => Log::KafkaSpool(kafka, s),
+        None => Log::Kafka(kafka),
+    })
+}
+
+/// Names of the spool consumers whose cursors hold data back.
+pub fn spool_consumers(cfg: &Config, log: &Log) -> Vec<String> {
+    let mut v = Vec::new();
+    if matches!(log, Log::KafkaSpool(..)) {
+        v.push(hookgate_sinks::log::FORWARDER.to_owned());
+    }
+    if matches!(log, Log::Spool(_)) && !cfg.routes.is_empty() {
+        v.push("dispatcher".to_owned());
+    }
+    v
+}
+
+/// Starts the background tasks the log needs: the spool forwarder, the Kafka readiness
+/// probe and the spool gauges.
+pub fn spawn_log_tasks(
+    log: &Log,
+    consumers: Arc<Vec<String>>,
+    stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Log::KafkaSpool(k, s) = log {
+        tasks.push(tokio::spawn(hookgate_sinks::log::run_forwarder(
+            k.clone(),
+            s.clone(),
+            consumers,
+            stop.clone(),
+        )));
+    }
+    if let Some(k) = log.kafka() {
+        let k = k.clone();
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                k.probe().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }));
+    }
+    if let Some(s) = log.spool() {
+        let s = s.clone();
+        let mut stop = stop;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                metrics::gauge!("hookgate_spool_bytes").set(s.used_bytes() as f64);
+                let backlog = s
+                    .end_offset()
+                    .saturating_sub(s.cursor_cached(hookgate_sinks::log::FORWARDER));
+                metrics::gauge!("hookgate_spool_backlog_bytes").set(backlog as f64);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}

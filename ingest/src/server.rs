@@ -1,0 +1,566 @@
+//! The HTTP front: routing, limits, the request path of one webhook, and the listener with
+//! graceful shutdown.
+//!
+//! [`App::handle`] is the whole request path with no socket (tests and benches call it);
+//! [`serve`] puts it behind hyper (HTTP/1.1 keep-alive and h2c), with hyper's timer set so
+//! the header read timeout really applies.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hookgate_proto::{Event, Ulid};
+use hookgate_sinks::{AppendError, Log};
+use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use metrics::Counter;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::{Config, ServerConfig};
+use crate::dedupe::{Admission, Dedupe};
+use crate::extract::{Extracted, Extractor, FieldSpec};
+use crate::verify::{Verifier, VerifyError};
+
+/// One configured source, ready for the request path.
+pub struct Source {
+    idx: u32,
+    name: Arc<str>,
+    provider: Arc<str>,
+    topic: Arc<str>,
+    verifier: Verifier,
+    extractor: Extractor,
+    keep_headers: Vec<HeaderName>,
+    allow_ips: Vec<ipnet::IpNet>,
+    counters: StatusCounters,
+}
+
+/// Pre-registered request counters of one source, so the hot path does not build labels.
+struct StatusCounters {
+    by_status: Vec<(u16, Counter)>,
+    other: Counter,
+}
+
+const COUNTED: [u16; 11] = [200, 400, 401, 403, 405, 408, 413, 415, 431, 500, 503];
+
+impl StatusCounters {
+    fn new(source: &str) -> Self {
+        let by_status = COUNTED
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    metrics::counter!("hookgate_requests_total", "source" => source.to_owned(), "status" => s.to_string()),
+                )
+            })
+            .collect();
+        StatusCounters {
+            by_status,
+            other: metrics::counter!("hookgate_requests_total", "source" => source.to_owned(), "status" => "other"),
+        }
+    }
+    fn get(&self, status: StatusCode) -> &Counter {
+        let s = status.as_u16();
+        self.by_status
+            .iter()
+            .find(|(c, _)| *c == s)
+            .map(|(_, c)| c)
+            .unwrap_or(&self.other)
+    }
+}
+
+/// The request path's shared state.
+pub struct App {
+    sources: HashMap<Box<str>, Arc<Source>>,
+    dedupe: Dedupe,
+    log: Log,
+    limits: ServerConfig,
+    permits: Arc<Semaphore>,
+    prometheus: Option<PrometheusHandle>,
+}
+
+/// An HTTP error: status and stable code; the message is for people.
+struct Reject {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+    retry_after: Option<u32>,
+}
+
+const fn reject(status: StatusCode, code: &'static str, message: &'static str) -> Reject {
+    Reject {
+        status,
+        code,
+        message,
+        retry_after: None,
+    }
+}
+
+impl App {
+    /// Builds the request path from a validated config and the log it appends to.
+    pub fn new(
+        cfg: &Config,
+        log: Log,
+        prometheus: Option<PrometheusHandle>,
+    ) -> anyhow::Result<App> {
+        let mut sources = HashMap::new();
+        for (i, s) in cfg.sources.iter().enumerate() {
+            let verifier = s
+                .build_verifier()
+                .map_err(|m| anyhow::anyhow!("source `{}`: {m}", s.name))?;
+            let spec = |v: &Option<String>| -> anyhow::Result<Option<FieldSpec>> {
+                v.as_deref()
+                    .map(FieldSpec::parse)
+                    .transpose()
+                    .map_err(|m| anyhow::anyhow!("source `{}`: {m}", s.name))
+            };
+            let extractor = Extractor::new(
+                verifier.provider(),
+                spec(&s.dedupe_key)?,
+                spec(&s.event_type)?,
+                spec(&s.partition_key)?,
+            );
+            let keep_headers = s
+                .keep_headers
+                .iter()
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect();
+            let src = Source {
+                idx: i as u32,
+                name: Arc::from(s.name.as_str()),
+                provider: Arc::from(verifier.provider().as_str()),
+                topic: Arc::from(cfg.topic_of(s).as_str()),
+                verifier,
+                extractor,
+                keep_headers,
+                allow_ips: s.allow_ips.clone(),
+                counters: StatusCounters::new(&s.name),
+            };
+            sources.insert(Box::from(s.name.as_str()), Arc::new(src));
+        }
+        Ok(App {
+            sources,
+            dedupe: Dedupe::new(cfg.dedupe.capacity, cfg.dedupe.ttl),
+            log,
+            limits: cfg.server.clone(),
+            permits: Arc::new(Semaphore::new(cfg.server.max_concurrency.max(1))),
+            prometheus,
+        })
+    }
+
+    /// The dedupe cache (seeded at start from the spool's memory of accepted ids).
+    pub fn dedupe(&self) -> &Dedupe {
+        &self.dedupe
+    }
+
+    /// Index of a source by name, for seeding dedupe.
+    pub fn source_index(&self, name: &str) -> Option<u32> {
+        self.sources.get(name).map(|s| s.idx)
+    }
+
+    /// The log this app appends to.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Handles one request end to end. `peer` is the client address (for `allow_ips`).
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, peer: IpAddr) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = req.uri().path();
+        if let Some(name) = path.strip_prefix("/hooks/") {
+            let Some(src) = self.sources.get(name).cloned() else {
+                return error_response(&reject(
+                    StatusCode::NOT_FOUND,
+                    "unknown_source",
+                    "no source is configured at this path",
+                ));
+            };
+            let _inflight = InFlight::new();
+            let resp = match self.webhook(&src, req, peer).await {
+                Ok(r) => r,
+                Err(rej) => error_response(&rej),
+            };
+            src.counters.get(resp.status()).increment(1);
+            return resp;
+        }
+        match (req.method(), path) {
+            (&Method::GET, "/healthz") => {
+                json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}"))
+            }
+            (&Method::GET, "/readyz") => {
+                let status = self.log.status();
+                let code = if self.log.is_ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                json(code, Bytes::from(format!("{{\"status\":\"{status}\"}}")))
+            }
+            (&Method::GET, "/metrics") => {
+                let text = self
+                    .prometheus
+                    .as_ref()
+                    .map(|p| p.render())
+                    .unwrap_or_default();
+                let mut r = Response::new(Full::new(Bytes::from(text)));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            (_, "/healthz" | "/readyz" | "/metrics") => {
+                let mut r = error_response(&reject(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                ));
+                r.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static("GET"));
+                r
+            }
+            _ => error_response(&reject(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such path; webhooks go to POST /hooks/{source}",
+            )),
+        }
+    }
+
+    async fn webhook<B>(
+        self: &Arc<Self>,
+        src: &Arc<Source>,
+        req: Request<B>,
+        peer: IpAddr,
+    ) -> Result<Response<Full<Bytes>>, Reject>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if req.method() != Method::POST {
+            let mut r = error_response(&reject(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "webhooks are POSTed",
+            ));
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            return Ok(r);
+        }
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            return Err(Reject {
+                retry_after: Some(1),
+                ..reject(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many requests in flight; retry later",
+                )
+            });
+        };
+        if !src.allow_ips.is_empty() && !src.allow_ips.iter().any(|n| n.contains(&peer)) {
+            return Err(reject(
+                StatusCode::FORBIDDEN,
+                "ip_not_allowed",
+                "the client address is not allowed for this source",
+            ));
+        }
+        let max = self.limits.max_body_bytes.0;
+        if let Some(len) = req.headers().get(CONTENT_LENGTH) {
+            match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+                Some(n) if n > max => {
+                    return Err(reject(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the body is larger than server.max_body_bytes",
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(reject(
+                        StatusCode::BAD_REQUEST,
+                        "bad_content_length",
+                        "Content-Length is not a number",
+                    ))
+                }
+            }
+        }
+        let (parts, body) = req.into_parts();
+        let body = match tokio::time::timeout(
+            self.limits.body_timeout,
+            Limited::new(body, max as usize).collect(),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(reject(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the body is larger than server.max_body_bytes",
+                ));
+            }
+            Ok(Err(_)) => {
+                return Err(reject(
+                    StatusCode::BAD_REQUEST,
+                    "body_read_error",
+                    "the body could not be read",
+                ))
+            }
+            Err(_) => {
+                return Err(reject(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the body did not arrive within server.body_timeout",
+                ))
+            }
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        if let Err(e) = src
+            .verifier
+            .verify(&parts.headers, &body, now.as_secs() as i64)
+        {
+            metrics::counter!("hookgate_verify_failures_total", "source" => src.name.to_string(), "reason" => e.code()).increment(1);
+            return Err(reject(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                verify_message(e),
+            ));
+        }
+        let (delivery_id, event_type, key) = match src.extractor.extract(&parts.headers, &body) {
+            Ok(Extracted::Event {
+                delivery_id,
+                event_type,
+                key,
+            }) => (delivery_id, event_type, key),
+            Ok(Extracted::Handshake(answer)) => {
+                return Ok(json(StatusCode::OK, Bytes::from(answer)))
+            }
+            Err(e) => {
+                let status = match e {
+                    crate::extract::ExtractError::UnsupportedMediaType => {
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE
+                    }
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                return Err(reject(status, e.code(), extract_message(e)));
+            }
+        };
+        let event = Event {
+            id: Ulid::new(),
+            source: src.name.clone(),
+            provider: src.provider.clone(),
+            topic: src.topic.clone(),
+            event_type,
+            delivery_id,
+            key,
+            received_at_ms: now.as_millis() as i64,
+            content_type: parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            kept_headers: kept(&parts.headers, &src.keep_headers),
+            body,
+        };
+        // The append runs in its own task: a client that hangs up must not cancel a write
+        // the broker may already have, nor leave dedupe without the key.
+        let app = self.clone();
+        let idx = src.idx;
+        let task = tokio::spawn(async move {
+            let id = event.id;
+            app.dedupe
+                .admit(idx, &event.delivery_id, async {
+                    app.log.append(&event).await.map(|()| id)
+                })
+                .await
+        });
+        match task.await {
+            Ok(Ok(Admission::New(id))) => Ok(accepted(id, false)),
+            Ok(Ok(Admission::Duplicate(id))) => Ok(accepted(id, true)),
+            Ok(Err(e)) => Err(append_reject(&e)),
+            Err(_) => Err(reject(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request failed inside hookgate",
+            )),
+        }
+    }
+}
+
+fn verify_message(e: VerifyError) -> &'static str {
+    match e {
+        VerifyError::Missing => "the signature is missing",
+        VerifyError::Malformed => "the signature header is malformed",
+        VerifyError::Invalid => "the signature does not match",
+        VerifyError::Expired => "the signature timestamp is outside the allowed tolerance",
+    }
+}
+
+fn extract_message(e: crate::extract::ExtractError) -> &'static str {
+    use crate::extract::ExtractError as E;
+    match e {
+        E::MissingDeliveryId => "the delivery id this provider always sends is missing",
+        E::InvalidJson => "the body is not valid JSON",
+        E::UnsupportedMediaType => "this source needs a JSON body",
+    }
+}
+
+fn append_reject(e: &AppendError) -> Reject {
+    match e {
+        AppendError::Unavailable { retry_after } => Reject {
+            retry_after: Some(*retry_after),
+            ..reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                "the event log cannot take the event now; retry later",
+            )
+        },
+        AppendError::Full { retry_after } => Reject {
+            retry_after: Some(*retry_after),
+            ..reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "spool_full",
+                "the local spool is full; retry later",
+            )
+        },
+        AppendError::TooLarge => reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "record_too_large",
+            "the event is larger than the log accepts",
+        ),
+        AppendError::Rejected => reject(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "log_rejected",
+            "the event log refused the event; see hookgate's log",
+        ),
+    }
+}
+
+fn kept(headers: &HeaderMap, names: &[HeaderName]) -> Vec<(String, Bytes)> {
+    let mut out = Vec::new();
+    for n in names {
+        if let Some(v) = headers.get(n) {
+            out.push((n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())));
+        }
+    }
+    out
+}
+
+fn accepted(id: Ulid, duplicate: bool) -> Response<Full<Bytes>> {
+    let mut buf = [0u8; ulid::ULID_LEN];
+    let id = id.array_to_str(&mut buf);
+    json(
+        StatusCode::OK,
+        Bytes::from(format!("{{\"id\":\"{id}\",\"duplicate\":{duplicate}}}")),
+    )
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_response(rej: &Reject) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": rej.code, "message": rej.message }).to_string();
+    let mut r = json(rej.status, Bytes::from(body));
+    if let Some(s) = rej.retry_after {
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+/// Keeps the in-flight gauge true even when a request future is dropped.
+struct InFlight;
+impl InFlight {
+    fn new() -> Self {
+        metrics::gauge!("hookgate_requests_in_flight").increment(1.0);
+        InFlight
+    }
+}
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("hookgate_requests_in_flight").decrement(1.0);
+    }
+}
+
+/// Accepts connections until `stop` fires, then stops accepting, lets in-flight requests
+/// finish (at most `server.shutdown_timeout`) and returns.
+pub async fn serve(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let limits = app.limits.clone();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.handle(req, peer_ip(peer)).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("stopped accepting; waiting for in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(limits.shutdown_timeout) => tracing::warn!("shutdown timeout: closing remaining connections"),
+    }
+}
+
+fn peer_ip(a: SocketAddr) -> IpAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}

@@ -1,0 +1,932 @@
+//! Webhook signature verification.
+//!
+//! Each provider's scheme lives in its own file; this file holds the shared
+//! types ([`Provider`], [`Verifier`], the error enums) and the small parsing and
+//! comparison helpers every scheme uses, so that each rule ("timestamp before
+//! HMAC", "decode before compare", "non-ASCII header is malformed") is written
+//! once.
+//!
+//! Keys are prepared once, when a [`Verifier`] is built from configuration, so
+//! the request path never parses a secret. Secrets never reach `Debug` or
+//! `Display` output, and no error says which secret was tried.
+
+// The request path handles attacker-controlled bytes: make the compiler refuse
+// the shortcuts that could panic on them rather than relying on review.
+#![deny(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use http::header::AsHeaderName;
+use http::{HeaderMap, HeaderName};
+use ring::{hmac, rand, signature};
+
+mod discord;
+mod generic_hmac;
+mod github;
+mod gitlab;
+mod shopify;
+mod slack;
+mod standard_webhooks;
+mod stripe;
+mod telegram;
+
+pub use discord::discord_public_key_hex;
+
+/// A webhook sender whose signature scheme hookgate knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(body)>`.
+    Github,
+    /// GitLab: shared token echoed in `X-Gitlab-Token`.
+    Gitlab,
+    /// Stripe: `Stripe-Signature: t=<unix>,v1=<hex>` over `"{t}.{body}"`.
+    Stripe,
+    /// Shopify: `X-Shopify-Hmac-Sha256: <base64 HMAC-SHA256(body)>`.
+    Shopify,
+    /// Slack: `X-Slack-Signature: v0=<hex>` over `"v0:{ts}:{body}"`.
+    Slack,
+    /// Standard Webhooks (and Svix): `webhook-*` or `svix-*` headers.
+    StandardWebhooks,
+    /// Telegram: shared token echoed in `X-Telegram-Bot-Api-Secret-Token`.
+    Telegram,
+    /// Discord interactions: Ed25519 over `timestamp || body`.
+    Discord,
+    /// Any HMAC-over-body scheme described by [`GenericHmacOptions`].
+    GenericHmac,
+}
+
+impl Provider {
+    /// Every provider, in a stable order, so callers can list valid names.
+    pub const ALL: [Provider; 9] = [
+        Provider::Github,
+        Provider::Gitlab,
+        Provider::Stripe,
+        Provider::Shopify,
+        Provider::Slack,
+        Provider::StandardWebhooks,
+        Provider::Telegram,
+        Provider::Discord,
+        Provider::GenericHmac,
+    ];
+
+    /// Parses the kebab-case config name; `"svix"` is accepted as an alias
+    /// of `"standard-webhooks"` because Svix is the scheme's origin and many
+    /// senders document it under that name.
+    pub fn parse(name: &str) -> Option<Provider> {
+        match name {
+            "github" => Some(Provider::Github),
+            "gitlab" => Some(Provider::Gitlab),
+            "stripe" => Some(Provider::Stripe),
+            "shopify" => Some(Provider::Shopify),
+            "slack" => Some(Provider::Slack),
+            "standard-webhooks" | "svix" => Some(Provider::StandardWebhooks),
+            "telegram" => Some(Provider::Telegram),
+            "discord" => Some(Provider::Discord),
+            "generic-hmac" => Some(Provider::GenericHmac),
+            _ => None,
+        }
+    }
+
+    /// The canonical kebab-case name (never the `svix` alias), as used in
+    /// config files, logs and metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Gitlab => "gitlab",
+            Provider::Stripe => "stripe",
+            Provider::Shopify => "shopify",
+            Provider::Slack => "slack",
+            Provider::StandardWebhooks => "standard-webhooks",
+            Provider::Telegram => "telegram",
+            Provider::Discord => "discord",
+            Provider::GenericHmac => "generic-hmac",
+        }
+    }
+}
+
+/// Hash function for [`Provider::GenericHmac`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA1: only for legacy senders that offer nothing better.
+    Sha1,
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+impl HmacAlgorithm {
+    /// Parses `"sha1"`, `"sha256"` or `"sha512"`.
+    pub fn parse(name: &str) -> Option<HmacAlgorithm> {
+        match name {
+            "sha1" => Some(HmacAlgorithm::Sha1),
+            "sha256" => Some(HmacAlgorithm::Sha256),
+            "sha512" => Some(HmacAlgorithm::Sha512),
+            _ => None,
+        }
+    }
+
+    /// The config name accepted by [`HmacAlgorithm::parse`].
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HmacAlgorithm::Sha1 => "sha1",
+            HmacAlgorithm::Sha256 => "sha256",
+            HmacAlgorithm::Sha512 => "sha512",
+        }
+    }
+
+    fn ring(self) -> hmac::Algorithm {
+        match self {
+            HmacAlgorithm::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            HmacAlgorithm::Sha256 => hmac::HMAC_SHA256,
+            HmacAlgorithm::Sha512 => hmac::HMAC_SHA512,
+        }
+    }
+
+    /// Tag length in bytes, so a received signature of any other length is
+    /// rejected before any HMAC work.
+    fn tag_len(self) -> usize {
+        match self {
+            HmacAlgorithm::Sha1 => 20,
+            HmacAlgorithm::Sha256 => 32,
+            HmacAlgorithm::Sha512 => 64,
+        }
+    }
+}
+
+/// How a [`Provider::GenericHmac`] signature is written in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigEncoding {
+    /// Hex digits; either case is accepted when verifying, lowercase is emitted.
+    Hex,
+    /// Standard base64 alphabet with padding.
+    Base64,
+}
+
+impl SigEncoding {
+    /// Parses `"hex"` or `"base64"`.
+    pub fn parse(name: &str) -> Option<SigEncoding> {
+        match name {
+            "hex" => Some(SigEncoding::Hex),
+            "base64" => Some(SigEncoding::Base64),
+            _ => None,
+        }
+    }
+
+    /// The config name accepted by [`SigEncoding::parse`].
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SigEncoding::Hex => "hex",
+            SigEncoding::Base64 => "base64",
+        }
+    }
+}
+
+/// Options only generic-hmac uses.
+///
+/// The header value is `prefix` followed by the encoded
+/// `HMAC(algorithm, secret, body)`; the prefix is matched exactly and
+/// case-sensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenericHmacOptions {
+    /// Header that carries the signature.
+    pub header: HeaderName,
+    /// Hash function of the HMAC.
+    pub algorithm: HmacAlgorithm,
+    /// Encoding of the tag after the prefix.
+    pub encoding: SigEncoding,
+    /// Literal text before the encoded tag (may be empty), e.g. `"sha256="`.
+    pub prefix: String,
+}
+
+/// Why a request failed verification. Stable codes for the HTTP error body.
+///
+/// The messages are deliberately generic: they never contain a secret, a
+/// computed signature, or which configured secret was tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// A required signature, timestamp, id or token header is absent.
+    #[error("a required signature header is missing")]
+    Missing,
+    /// A signature header is present but cannot be parsed (wrong prefix, bad
+    /// encoding, wrong length, non-visible-ASCII bytes, non-integer
+    /// timestamp, or the header repeated).
+    #[error("the signature header is malformed")]
+    Malformed,
+    /// The request is well-formed but no configured secret produced a matching
+    /// signature.
+    #[error("the signature does not match")]
+    Invalid,
+    /// The signed timestamp is further from now than the tolerance, in either
+    /// direction.
+    #[error("the signed timestamp is outside the allowed tolerance")]
+    Expired,
+}
+
+impl VerifyError {
+    /// Stable machine-readable code for the HTTP error body; clients may match
+    /// on it, so these strings never change.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::Missing => "signature_missing",
+            VerifyError::Malformed => "signature_malformed",
+            VerifyError::Invalid => "signature_invalid",
+            VerifyError::Expired => "timestamp_out_of_tolerance",
+        }
+    }
+}
+
+/// Why a verifier (or a signature) could not be built from config: the caller
+/// must refuse to start that route rather than accept unsigned traffic.
+///
+/// `index` is the 0-based position in the configured secret list, so an
+/// operator can find the bad entry without the message ever quoting it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The secret list is empty.
+    #[error("no secrets are configured")]
+    NoSecrets,
+    /// A secret is the empty string.
+    #[error("secret #{index} is empty")]
+    EmptySecret {
+        /// 0-based position in the secret list.
+        index: usize,
+    },
+    /// A secret is present but unusable for this provider.
+    #[error("secret #{index} is unusable: {reason}")]
+    BadSecret {
+        /// 0-based position in the secret list.
+        index: usize,
+        /// Fixed explanation; never contains secret material.
+        reason: &'static str,
+    },
+    /// `generic-hmac` was selected without [`GenericHmacOptions`].
+    #[error("generic-hmac needs signature options (header, algorithm, encoding, prefix)")]
+    MissingOptions,
+}
+
+/// A ready-to-use verifier: keys pre-parsed at config load (ring HMAC keys
+/// built once, Ed25519 public keys decoded once, `whsec_` secrets
+/// base64-decoded once).
+pub struct Verifier {
+    tolerance_secs: u64,
+    scheme: Scheme,
+}
+
+/// Prepared key material per provider. One variant per provider means
+/// `verify` can never pair a provider with the wrong kind of key.
+enum Scheme {
+    Github(Vec<hmac::Key>),
+    Gitlab(TokenSet),
+    Stripe(Vec<hmac::Key>),
+    Shopify(Vec<hmac::Key>),
+    Slack(Vec<hmac::Key>),
+    StandardWebhooks(Vec<hmac::Key>),
+    Telegram(TokenSet),
+    Discord(Vec<Ed25519PublicKey>),
+    GenericHmac {
+        keys: Vec<hmac::Key>,
+        options: GenericHmacOptions,
+    },
+}
+
+type Ed25519PublicKey = signature::UnparsedPublicKey<[u8; 32]>;
+
+impl Verifier {
+    /// Builds a verifier, failing closed on an empty list, an empty secret, or
+    /// a secret the provider cannot use.
+    ///
+    /// `tolerance` bounds how far a signed timestamp may be from `now` for the
+    /// timestamped schemes (Stripe, Slack, Standard Webhooks, Discord); whole
+    /// seconds are used. `generic` is required for
+    /// [`Provider::GenericHmac`] ([`KeyError::MissingOptions`] otherwise) and
+    /// ignored for every other provider.
+    pub fn new(
+        provider: Provider,
+        secrets: &[String],
+        tolerance: Duration,
+        generic: Option<GenericHmacOptions>,
+    ) -> Result<Verifier, KeyError> {
+        if secrets.is_empty() {
+            return Err(KeyError::NoSecrets);
+        }
+        if let Some(index) = secrets.iter().position(|s| s.is_empty()) {
+            return Err(KeyError::EmptySecret { index });
+        }
+        let scheme = match provider {
+            Provider::Github => Scheme::Github(sha256_keys(secrets)),
+            Provider::Gitlab => Scheme::Gitlab(TokenSet::new(secrets)?),
+            Provider::Stripe => Scheme::Stripe(sha256_keys(secrets)),
+            Provider::Shopify => Scheme::Shopify(sha256_keys(secrets)),
+            Provider::Slack => Scheme::Slack(sha256_keys(secrets)),
+            Provider::StandardWebhooks => Scheme::StandardWebhooks(
+                secrets
+                    .iter()
+                    .enumerate()
+                    .map(|(index, s)| standard_webhooks::key(index, s))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Provider::Telegram => {
+                for (index, s) in secrets.iter().enumerate() {
+                    telegram::check_token(index, s)?;
+                }
+                Scheme::Telegram(TokenSet::new(secrets)?)
+            }
+            Provider::Discord => Scheme::Discord(
+                secrets
+                    .iter()
+                    .enumerate()
+                    .map(|(index, s)| discord::public_key(index, s))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Provider::GenericHmac => {
+                let options = generic.ok_or(KeyError::MissingOptions)?;
+                let algorithm = options.algorithm.ring();
+                Scheme::GenericHmac {
+                    keys: secrets
+                        .iter()
+                        .map(|s| hmac::Key::new(algorithm, s.as_bytes()))
+                        .collect(),
+                    options,
+                }
+            }
+        };
+        Ok(Verifier {
+            tolerance_secs: tolerance.as_secs(),
+            scheme,
+        })
+    }
+
+    /// Verify the exact raw bytes. `now` = unix seconds. Constant time. Any
+    /// one of the secrets may match (rotation).
+    ///
+    /// Comparisons of secret-derived values are constant-time; the loop stops
+    /// at the first matching secret, which reveals only *that* some secret
+    /// matched, never anything about its value. Timestamps are checked before
+    /// any HMAC is computed, so stale or far-future requests cost no crypto.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), VerifyError> {
+        let tolerance = self.tolerance_secs;
+        match &self.scheme {
+            Scheme::Github(keys) => github::verify(keys, headers, body),
+            Scheme::Gitlab(tokens) => gitlab::verify(tokens, headers),
+            Scheme::Stripe(keys) => stripe::verify(keys, tolerance, headers, body, now),
+            Scheme::Shopify(keys) => shopify::verify(keys, headers, body),
+            Scheme::Slack(keys) => slack::verify(keys, tolerance, headers, body, now),
+            Scheme::StandardWebhooks(keys) => {
+                standard_webhooks::verify(keys, tolerance, headers, body, now)
+            }
+            Scheme::Telegram(tokens) => telegram::verify(tokens, headers),
+            Scheme::Discord(keys) => discord::verify(keys, tolerance, headers, body, now),
+            Scheme::GenericHmac { keys, options } => {
+                generic_hmac::verify(keys, options, headers, body)
+            }
+        }
+    }
+
+    /// Which provider this verifier checks (`svix` reports as
+    /// [`Provider::StandardWebhooks`]).
+    pub fn provider(&self) -> Provider {
+        match self.scheme {
+            Scheme::Github(_) => Provider::Github,
+            Scheme::Gitlab(_) => Provider::Gitlab,
+            Scheme::Stripe(_) => Provider::Stripe,
+            Scheme::Shopify(_) => Provider::Shopify,
+            Scheme::Slack(_) => Provider::Slack,
+            Scheme::StandardWebhooks(_) => Provider::StandardWebhooks,
+            Scheme::Telegram(_) => Provider::Telegram,
+            Scheme::Discord(_) => Provider::Discord,
+            Scheme::GenericHmac { .. } => Provider::GenericHmac,
+        }
+    }
+
+    fn key_count(&self) -> usize {
+        match &self.scheme {
+            Scheme::Github(k)
+            | Scheme::Stripe(k)
+            | Scheme::Shopify(k)
+            | Scheme::Slack(k)
+            | Scheme::StandardWebhooks(k)
+            | Scheme::GenericHmac { keys: k, .. } => k.len(),
+            Scheme::Gitlab(t) | Scheme::Telegram(t) => t.tags.len(),
+            Scheme::Discord(k) => k.len(),
+        }
+    }
+}
+
+impl fmt::Debug for Verifier {
+    // Only shapes, never key bytes: ring's own Debug for keys is safe today,
+    // but a redacting impl here keeps that true whatever the key types become.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Verifier");
+        d.field("provider", &self.provider())
+            .field("tolerance_secs", &self.tolerance_secs)
+            .field("keys", &format_args!("<{} redacted>", self.key_count()));
+        if let Scheme::GenericHmac { options, .. } = &self.scheme {
+            d.field("generic", options);
+        }
+        d.finish()
+    }
+}
+
+/// What `hookgate sign` prints: the headers the provider would send for this
+/// body, as `(name, value)` pairs in the provider's usual spelling.
+///
+/// `secret` is what the provider's config takes, except for Discord, where it
+/// is the hex Ed25519 private *seed* (the verifier takes the public key; see
+/// [`discord_public_key_hex`]). For the token schemes (GitLab, Telegram) the
+/// output necessarily contains the token, because that is what those senders
+/// put on the wire. `generic` is required for [`Provider::GenericHmac`].
+/// Standard Webhooks gets a `webhook-id` derived from `now` and the body, so
+/// the output is deterministic.
+pub fn sign(
+    provider: Provider,
+    secret: &str,
+    body: &[u8],
+    now: i64,
+    generic: Option<&GenericHmacOptions>,
+) -> Result<Vec<(String, String)>, KeyError> {
+    if secret.is_empty() {
+        return Err(KeyError::EmptySecret { index: 0 });
+    }
+    let sha256 = || hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    match provider {
+        Provider::Github => Ok(github::sign(&sha256(), body)),
+        Provider::Gitlab => Ok(gitlab::sign(secret)),
+        Provider::Stripe => Ok(stripe::sign(&sha256(), body, now)),
+        Provider::Shopify => Ok(shopify::sign(&sha256(), body)),
+        Provider::Slack => Ok(slack::sign(&sha256(), body, now)),
+        Provider::StandardWebhooks => Ok(standard_webhooks::sign(
+            &standard_webhooks::key(0, secret)?,
+            body,
+            now,
+        )),
+        Provider::Telegram => {
+            telegram::check_token(0, secret)?;
+            Ok(telegram::sign(secret))
+        }
+        Provider::Discord => discord::sign(secret, body, now),
+        Provider::GenericHmac => {
+            let options = generic.ok_or(KeyError::MissingOptions)?;
+            Ok(generic_hmac::sign(options, secret, body))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared helpers. Private to the module tree; the provider files use them as
+// `super::...`.
+// ---------------------------------------------------------------------------
+
+/// Largest binary signature any scheme carries (HMAC-SHA512 and Ed25519 are
+/// both 64 bytes); decode buffers are sized from it so they live on the stack.
+const MAX_SIG_LEN: usize = 64;
+
+/// Longest base64 text that can encode [`MAX_SIG_LEN`] bytes; anything longer
+/// is rejected before decoding.
+const MAX_B64_LEN: usize = MAX_SIG_LEN.div_ceil(3) * 4;
+
+fn sha256_keys(secrets: &[String]) -> Vec<hmac::Key> {
+    secrets
+        .iter()
+        .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes()))
+        .collect()
+}
+
+/// Returns the single value of a required header as visible ASCII.
+///
+/// Absent → `Missing`. Repeated → `Malformed`: with two values there is no
+/// safe choice of which one the sender signed, and picking one would let a
+/// proxy-added header shadow the real one. Empty, or containing control or
+/// non-ASCII bytes (tab included) → `Malformed`.
+fn header_str<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Result<&str, VerifyError> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next().ok_or(VerifyError::Missing)?;
+    if values.next().is_some() {
+        return Err(VerifyError::Malformed);
+    }
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || !bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+        return Err(VerifyError::Malformed);
+    }
+    std::str::from_utf8(bytes).map_err(|_| VerifyError::Malformed)
+}
+
+/// Parses a unix-seconds timestamp: ASCII digits only (no sign, no spaces,
+/// no fraction), at most 18 of them so it always fits an `i64`.
+fn parse_timestamp(text: &str) -> Result<i64, VerifyError> {
+    if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(VerifyError::Malformed);
+    }
+    text.parse::<i64>().map_err(|_| VerifyError::Malformed)
+}
+
+/// Rejects a timestamp more than `tolerance_secs` away from `now`, in either
+/// direction: a far-future timestamp would otherwise let a captured request
+/// be replayed for longer than the window. Widened to `i128` so no pair of
+/// `i64` values can overflow.
+fn check_tolerance(timestamp: i64, now: i64, tolerance_secs: u64) -> Result<(), VerifyError> {
+    let skew = (i128::from(now) - i128::from(timestamp)).unsigned_abs();
+    if skew > u128::from(tolerance_secs) {
+        Err(VerifyError::Expired)
+    } else {
+        Ok(())
+    }
+}
+
+/// Decodes hex that must be exactly `out.len()` bytes long; any other length
+/// or a non-hex digit is `Malformed`. Either letter case is accepted.
+fn decode_hex_exact(text: &str, out: &mut [u8]) -> Result<(), VerifyError> {
+    hex::decode_to_slice(text, out).map_err(|_| VerifyError::Malformed)
+}
+
+/// Stack buffer for base64 decoding: a little larger than [`MAX_SIG_LEN`]
+/// because the decoder asks for room for its length estimate, which can
+/// exceed the exact decoded length by a couple of bytes.
+type B64Buf = [u8; MAX_SIG_LEN + 8];
+
+/// Decodes padded standard base64 that must decode to exactly `len` bytes.
+/// Overlong input is rejected before decoding so it cannot cost anything.
+fn decode_b64_exact<'b>(
+    text: &str,
+    len: usize,
+    buf: &'b mut B64Buf,
+) -> Result<&'b [u8], VerifyError> {
+    if text.len() > MAX_B64_LEN {
+        return Err(VerifyError::Malformed);
+    }
+    let n = base64::engine::general_purpose::STANDARD
+        .decode_slice(text, buf)
+        .map_err(|_| VerifyError::Malformed)?;
+    if n != len {
+        return Err(VerifyError::Malformed);
+    }
+    buf.get(..n).ok_or(VerifyError::Malformed)
+}
+
+/// HMAC over several pieces without concatenating them, so schemes that sign
+/// `prefix || body` never copy the body.
+fn hmac_parts(key: &hmac::Key, parts: &[&[u8]]) -> hmac::Tag {
+    let mut ctx = hmac::Context::with_key(key);
+    for part in parts {
+        ctx.update(part);
+    }
+    ctx.sign()
+}
+
+/// Constant-time equality for two HMAC tags.
+///
+/// `ring::hmac::verify` only accepts one contiguous message, and the schemes
+/// that sign `prefix || body` compute their tag with [`hmac_parts`] to avoid
+/// copying the body; ring's own slice comparison is deprecated for outside
+/// use, so this is the small XOR fold it would do. The lengths compared are
+/// fixed digest sizes (public), so the early length check leaks nothing;
+/// `black_box` stops the optimiser turning the fold into an early exit.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Shared-token schemes (GitLab, Telegram): the sender echoes the secret
+/// itself, so the check is an equality test on the secret.
+///
+/// Comparing raw strings would leak their length and, with a naive compare,
+/// a matching prefix. Instead each configured token is replaced at load time
+/// by its HMAC under a random key made for this verifier, and a presented
+/// token is checked with `ring::hmac::verify` against those tags: the
+/// comparison is constant-time over fixed-length tags and the random key
+/// means an attacker cannot precompute anything about them.
+struct TokenSet {
+    key: hmac::Key,
+    tags: Vec<hmac::Tag>,
+}
+
+impl TokenSet {
+    fn new(secrets: &[String]) -> Result<TokenSet, KeyError> {
+        let rng = rand::SystemRandom::new();
+        let key =
+            hmac::Key::generate(hmac::HMAC_SHA256, &rng).map_err(|_| KeyError::BadSecret {
+                index: 0,
+                reason: "could not create a comparison key: the system random generator failed",
+            })?;
+        let tags = secrets
+            .iter()
+            .map(|s| hmac::sign(&key, s.as_bytes()))
+            .collect();
+        Ok(TokenSet { key, tags })
+    }
+
+    fn matches(&self, presented: &[u8]) -> bool {
+        self.tags
+            .iter()
+            .any(|tag| hmac::verify(&self.key, presented, tag.as_ref()).is_ok())
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+pub(crate) mod test_support {
+    //! Helpers shared by every provider's tests, so each file's tests read as
+    //! the scheme's rules rather than as HeaderMap plumbing.
+
+    use std::time::Duration;
+
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    use super::{GenericHmacOptions, Provider, Verifier};
+
+    /// A fixed "current time" for tests.
+    pub(crate) const NOW: i64 = 1_700_000_000;
+    /// The tolerance hookgate's caller uses.
+    pub(crate) const TOLERANCE: Duration = Duration::from_secs(300);
+    /// [`TOLERANCE`] in seconds, for timestamp arithmetic.
+    pub(crate) const TOL: i64 = 300;
+    /// A JSON-ish body with bytes worth flipping.
+    pub(crate) const BODY: &[u8] = br#"{"event":"ping","id":42}"#;
+
+    pub(crate) fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    pub(crate) fn verifier(provider: Provider, secrets: &[&str]) -> Verifier {
+        Verifier::new(provider, &strings(secrets), TOLERANCE, None).expect("verifier builds")
+    }
+
+    pub(crate) fn generic_verifier(secrets: &[&str], options: &GenericHmacOptions) -> Verifier {
+        Verifier::new(
+            Provider::GenericHmac,
+            &strings(secrets),
+            TOLERANCE,
+            Some(options.clone()),
+        )
+        .expect("verifier builds")
+    }
+
+    pub(crate) fn header_map(pairs: &[(String, String)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        map
+    }
+
+    /// Headers with `name` (case-insensitive) replaced by a raw byte value,
+    /// so tests can inject obs-text and other bytes `&str` cannot carry.
+    pub(crate) fn with_raw(pairs: &[(String, String)], name: &str, value: &[u8]) -> HeaderMap {
+        let mut map = header_map(pairs);
+        map.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            HeaderValue::from_bytes(value).expect("raw header value"),
+        );
+        map
+    }
+
+    /// Headers with `name` (case-insensitive) set to `value`.
+    pub(crate) fn with(pairs: &[(String, String)], name: &str, value: &str) -> HeaderMap {
+        with_raw(pairs, name, value.as_bytes())
+    }
+
+    /// Headers with `name` (case-insensitive) removed.
+    pub(crate) fn without(pairs: &[(String, String)], name: &str) -> HeaderMap {
+        let mut map = header_map(pairs);
+        let removed = map.remove(name);
+        assert!(removed.is_some(), "test bug: {name} was not in the headers");
+        map
+    }
+
+    /// Headers with `name` (case-insensitive) sent twice, both copies valid.
+    pub(crate) fn duplicated(pairs: &[(String, String)], name: &str) -> HeaderMap {
+        let mut map = header_map(pairs);
+        let value = map.get(name).expect("header present").clone();
+        map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value);
+        map
+    }
+
+    /// The value of `name` (case-insensitive) among signed headers.
+    pub(crate) fn value_of(pairs: &[(String, String)], name: &str) -> String {
+        pairs
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("test bug: {name} not signed"))
+    }
+
+    /// The body with one bit of its middle byte inverted.
+    pub(crate) fn flip_bit(body: &[u8]) -> Vec<u8> {
+        let mut out = body.to_vec();
+        let mid = out.len() / 2;
+        out[mid] ^= 0x01;
+        out
+    }
+
+    /// `text` with the character at byte `index` changed to another
+    /// character that is valid in both hex and base64 ('0' <-> '1'), so the
+    /// result still decodes and the failure must come from the comparison.
+    pub(crate) fn flip_char(text: &str, index: usize) -> String {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes[index] = if bytes[index] == b'0' { b'1' } else { b'0' };
+        String::from_utf8(bytes).unwrap()
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn provider_names_round_trip_and_svix_is_an_alias() {
+        for p in Provider::ALL {
+            assert_eq!(Provider::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Provider::parse("svix"), Some(Provider::StandardWebhooks));
+        assert_eq!(
+            Provider::parse("GitHub"),
+            None,
+            "names are exact kebab-case"
+        );
+        assert_eq!(Provider::parse("standard_webhooks"), None);
+    }
+
+    #[test]
+    fn algorithm_and_encoding_names_round_trip() {
+        for a in [
+            HmacAlgorithm::Sha1,
+            HmacAlgorithm::Sha256,
+            HmacAlgorithm::Sha512,
+        ] {
+            assert_eq!(HmacAlgorithm::parse(a.as_str()), Some(a));
+        }
+        for e in [SigEncoding::Hex, SigEncoding::Base64] {
+            assert_eq!(SigEncoding::parse(e.as_str()), Some(e));
+        }
+        assert_eq!(HmacAlgorithm::parse("md5"), None);
+        assert_eq!(SigEncoding::parse("base32"), None);
+    }
+
+    #[test]
+    fn error_codes_are_stable() {
+        assert_eq!(VerifyError::Missing.code(), "signature_missing");
+        assert_eq!(VerifyError::Malformed.code(), "signature_malformed");
+        assert_eq!(VerifyError::Invalid.code(), "signature_invalid");
+        assert_eq!(VerifyError::Expired.code(), "timestamp_out_of_tolerance");
+    }
+
+    #[test]
+    fn empty_config_fails_closed_for_every_provider() {
+        for p in Provider::ALL {
+            let e = Verifier::new(p, &[], TOLERANCE, None).err();
+            assert_eq!(e, Some(KeyError::NoSecrets), "{p:?}");
+            let e = Verifier::new(p, &strings(&["x", ""]), TOLERANCE, None).err();
+            assert_eq!(e, Some(KeyError::EmptySecret { index: 1 }), "{p:?}");
+            assert_eq!(
+                sign(p, "", b"", NOW, None).err(),
+                Some(KeyError::EmptySecret { index: 0 })
+            );
+        }
+    }
+
+    #[test]
+    fn generic_without_options_is_rejected() {
+        let e = Verifier::new(Provider::GenericHmac, &strings(&["k"]), TOLERANCE, None).err();
+        assert_eq!(e, Some(KeyError::MissingOptions));
+        assert_eq!(
+            sign(Provider::GenericHmac, "k", b"", NOW, None).err(),
+            Some(KeyError::MissingOptions)
+        );
+    }
+
+    #[test]
+    fn debug_and_display_never_show_secrets() {
+        let secret = "super-secret-value-1234";
+        for p in [
+            Provider::Github,
+            Provider::Gitlab,
+            Provider::Stripe,
+            Provider::Shopify,
+            Provider::Slack,
+        ] {
+            let v = verifier(p, &[secret]);
+            let dbg = format!("{v:?}");
+            assert!(!dbg.contains(secret), "{dbg}");
+            assert!(dbg.contains("redacted"), "{dbg}");
+            assert!(dbg.contains(&format!("{p:?}")), "{dbg}");
+        }
+        // A secret a provider rejects must not be echoed by the error either.
+        let bad = "whsec_!!not-base64-secret!!";
+        let e = Verifier::new(
+            Provider::StandardWebhooks,
+            &strings(&[bad]),
+            TOLERANCE,
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(!format!("{e} {e:?}").contains("not-base64-secret"));
+        for e in [
+            VerifyError::Missing,
+            VerifyError::Malformed,
+            VerifyError::Invalid,
+            VerifyError::Expired,
+        ] {
+            assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn tolerance_is_inclusive_and_symmetric() {
+        assert_eq!(check_tolerance(NOW - TOL, NOW, 300), Ok(()));
+        assert_eq!(check_tolerance(NOW + TOL, NOW, 300), Ok(()));
+        assert_eq!(
+            check_tolerance(NOW - TOL - 1, NOW, 300),
+            Err(VerifyError::Expired)
+        );
+        assert_eq!(
+            check_tolerance(NOW + TOL + 1, NOW, 300),
+            Err(VerifyError::Expired)
+        );
+        // Extreme values neither overflow nor pass.
+        assert_eq!(
+            check_tolerance(i64::MAX, i64::MIN, u64::MAX),
+            Ok(()),
+            "a huge tolerance accepts anything without overflowing"
+        );
+        assert_eq!(
+            check_tolerance(i64::MAX, i64::MIN, 300),
+            Err(VerifyError::Expired)
+        );
+    }
+
+    #[test]
+    fn timestamps_must_be_plain_digits() {
+        assert_eq!(parse_timestamp("1531420618"), Ok(1_531_420_618));
+        for bad in [
+            "",
+            "-5",
+            "+5",
+            " 5",
+            "5 ",
+            "1.5",
+            "0x10",
+            "1e9",
+            "9999999999999999999",
+        ] {
+            assert_eq!(parse_timestamp(bad), Err(VerifyError::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ct_eq_compares_every_byte() {
+        assert!(ct_eq(b"abcd", b"abcd"));
+        assert!(!ct_eq(b"abcd", b"abce"));
+        assert!(!ct_eq(b"abcd", b"bbcd"));
+        assert!(!ct_eq(b"abcd", b"abc"));
+    }
+
+    #[test]
+    fn token_set_matches_only_exact_tokens() {
+        let set = TokenSet::new(&strings(&["alpha", "beta"])).unwrap();
+        assert!(set.matches(b"alpha"));
+        assert!(set.matches(b"beta"));
+        assert!(!set.matches(b"alph"));
+        assert!(!set.matches(b"alphaa"));
+        assert!(!set.matches(b""));
+    }
+
+    #[test]
+    fn oversized_base64_is_rejected_without_decoding() {
+        let mut buf = [0u8; MAX_SIG_LEN + 8];
+        let long = "A".repeat(MAX_B64_LEN + 4);
+        assert_eq!(
+            decode_b64_exact(&long, 32, &mut buf).err(),
+            Some(VerifyError::Malformed)
+        );
+        // The longest legal input (a 64-byte tag) still fits the buffer.
+        let tag = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
+        assert_eq!(decode_b64_exact(&tag, 64, &mut buf).unwrap(), &[7u8; 64]);
+    }
+}

@@ -1,0 +1,293 @@
+//! `llm` sink: answers chat messages with an OpenAI-compatible chat completion and replies
+//! through a chat sink into the same chat.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hookgate_proto::Event;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::chat::chat_in::{chat_message, ChatMessage};
+use crate::chat::{net, retry, ConfigError, LlmConfig, RetryPolicy, Secret, Sink, SinkError};
+
+/// Event ids remembered as answered, so a redelivered update gets one reply.
+const ANSWERED_CAP: usize = 10_000;
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Turn {
+    /// `system`, `user` or `assistant`.
+    pub role: &'static str,
+    /// The text.
+    pub content: String,
+}
+
+/// What handling one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// An answer was sent.
+    Answered,
+    /// Nothing to do, with why.
+    Skipped(String),
+}
+
+/// The llm responder. Keeps bounded per-chat history (LRU over chats) and a bounded set
+/// of answered event ids.
+pub struct LlmSink {
+    name: String,
+    endpoint: String,
+    model: String,
+    api_key: Option<Secret>,
+    system_prompt: Option<String>,
+    history: usize,
+    max_chats: usize,
+    reply_via: String,
+    client: reqwest::Client,
+    retry: RetryPolicy,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    tick: u64,
+    chats: HashMap<String, (u64, VecDeque<Turn>)>,
+    answered: HashSet<String>,
+    answered_order: VecDeque<String>,
+}
+
+impl LlmSink {
+    /// Builds the responder from its config (the reply sink is resolved by the dispatcher).
+    pub fn new(c: &LlmConfig) -> Result<Self, ConfigError> {
+        let err = |message: String| ConfigError::Sink {
+            sink: c.name.clone(),
+            message,
+        };
+        let base = url::Url::parse(&c.api_url).map_err(|e| err(format!("api_url: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(err("api_url must be http or https".into()));
+        }
+        let retry = c.retry(Duration::from_secs(30));
+        Ok(LlmSink {
+            name: c.name.clone(),
+            endpoint: format!("{}/chat/completions", c.api_url.trim_end_matches('/')),
+            model: c.model.clone(),
+            api_key: c.api_key.clone(),
+            system_prompt: c.system_prompt.clone(),
+            history: c.history,
+            max_chats: c.max_chats.max(1),
+            reply_via: c.reply_via.clone(),
+            client: net::client(retry.timeout).map_err(err)?,
+            retry,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name of the chat sink answers go through.
+    pub fn reply_via(&self) -> &str {
+        &self.reply_via
+    }
+
+    /// Retry limits for the completion call.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dedupe_keys(ev: &Event) -> Vec<String> {
+        let mut keys = vec![format!("id:{}", ev.id)];
+        if !ev.delivery_id.is_empty() {
+            keys.push(format!("delivery:{}:{}", ev.source, ev.delivery_id));
+        }
+        keys
+    }
+
+    /// Marks `ev` as being answered; false if it already was (or is in flight).
+    fn claim(&self, ev: &Event) -> bool {
+        let keys = Self::dedupe_keys(ev);
+        let mut st = self.state();
+        if keys.iter().any(|k| st.answered.contains(k)) {
+            return false;
+        }
+        for k in keys {
+            st.answered.insert(k.clone());
+            st.answered_order.push_back(k);
+        }
+        while st.answered_order.len() > ANSWERED_CAP {
+            if let Some(old) = st.answered_order.pop_front() {
+                st.answered.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Forgets a claim after a failure so a replay can answer.
+    fn release(&self, ev: &Event) {
+        let mut st = self.state();
+        for k in Self::dedupe_keys(ev) {
+            st.answered.remove(&k);
+        }
+    }
+
+    fn chat_key(m: &ChatMessage) -> String {
+        format!("{:?}:{}", m.platform, m.chat)
+    }
+
+    /// The remembered turns of a chat, oldest first.
+    pub fn history_of(&self, key: &str) -> Vec<Turn> {
+        let mut st = self.state();
+        st.tick += 1;
+        let tick = st.tick;
+        match st.chats.get_mut(key) {
+            Some((t, turns)) => {
+                *t = tick;
+                turns.iter().cloned().collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn remember(&self, key: &str, user: String, answer: String) {
+        if self.history == 0 {
+            return;
+        }
+        let mut st = self.state();
+        st.tick += 1;
+        let tick = st.tick;
+        if !st.chats.contains_key(key) && st.chats.len() >= self.max_chats {
+            // Evict the least recently used chat; O(chats) is fine at these sizes.
+            if let Some(old) = st
+                .chats
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
+            {
+                st.chats.remove(&old);
+            }
+        }
+        let entry = st.chats.entry(key.to_owned()).or_default();
+        entry.0 = tick;
+        entry.1.push_back(Turn {
+            role: "user",
+            content: user,
+        });
+        entry.1.push_back(Turn {
+            role: "assistant",
+            content: answer,
+        });
+        while entry.1.len() > self.history {
+            entry.1.pop_front();
+        }
+    }
+
+    /// One chat-completion call: the answer text.
+    pub async fn complete(&self, messages: &[Turn]) -> Result<String, SinkError> {
+        let body = json!({ "model": self.model, "messages": messages });
+        let mut req = self.client.post(&self.endpoint).json(&body);
+        if let Some(k) = &self.api_key {
+            req = req.bearer_auth(k.expose());
+        }
+        let redact = |e: SinkError| match &self.api_key {
+            Some(k) => e.redacted(k),
+            None => e,
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| redact(SinkError::from_reqwest("llm", e)))?;
+        let status = resp.status();
+        let retry_after = net::header_secs(resp.headers(), "retry-after");
+        let text = net::body_text(resp, 1024 * 1024).await;
+        if !status.is_success() {
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let detail = parsed["error"]["message"].as_str().unwrap_or(&text);
+            let msg = format!("llm: {}: {}", status.as_u16(), net::short(detail));
+            return Err(redact(SinkError::from_status(status, retry_after, msg)));
+        }
+        let parsed: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|_| SinkError::retryable("llm: response is not JSON"))?;
+        match parsed
+            .pointer("/choices/0/message/content")
+            .and_then(|v| v.as_str())
+        {
+            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+            // Local models occasionally return nothing; another try usually helps.
+            _ => Err(SinkError::retryable("llm: response has no answer")),
+        }
+    }
+
+    /// Answers the chat message in `body` (if any) and replies through `reply`.
+    pub(crate) async fn handle(
+        &self,
+        ev: &Event,
+        body: Option<&serde_json::Value>,
+        reply: &Arc<dyn Sink>,
+        received_at_ms: i64,
+    ) -> Result<Handled, SinkError> {
+        let Some(msg) = body.and_then(chat_message) else {
+            return Ok(Handled::Skipped("not a chat message".into()));
+        };
+        if reply.platform() != Some(msg.platform) {
+            return Ok(Handled::Skipped(format!(
+                "message from {:?} but reply_via sink is not {:?}",
+                msg.platform, msg.platform
+            )));
+        }
+        if !self.claim(ev) {
+            return Ok(Handled::Skipped("already answered".into()));
+        }
+        let result = self.answer(ev, &msg, reply, received_at_ms).await;
+        if result.is_err() {
+            self.release(ev);
+        }
+        result.map(|()| Handled::Answered)
+    }
+
+    async fn answer(
+        &self,
+        ev: &Event,
+        msg: &ChatMessage,
+        reply: &Arc<dyn Sink>,
+        received_at_ms: i64,
+    ) -> Result<(), SinkError> {
+        let key = Self::chat_key(msg);
+        let mut messages = Vec::new();
+        if let Some(sp) = &self.system_prompt {
+            messages.push(Turn {
+                role: "system",
+                content: sp.clone(),
+            });
+        }
+        messages.extend(self.history_of(&key));
+        messages.push(Turn {
+            role: "user",
+            content: msg.text.clone(),
+        });
+        let (answer, _) = retry::run(&self.name, &self.retry, received_at_ms, || {
+            self.complete(&messages)
+        })
+        .await?;
+        let markup = reply.markup().unwrap_or(crate::chat::Markup::Plain);
+        let text = markup.escape(&answer);
+        crate::chat::dispatcher::deliver_text(
+            reply.as_ref(),
+            ev,
+            &text,
+            Some(&msg.chat),
+            received_at_ms,
+        )
+        .await
+        .map_err(|e| SinkError::Permanent(format!("reply via '{}': {e}", reply.name())))?;
+        self.remember(&key, msg.text.clone(), answer);
+        Ok(())
+    }
+}

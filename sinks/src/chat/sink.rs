@@ -1,0 +1,63 @@
+//! The [`Sink`] trait every delivery target implements, and building sinks from config.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use hookgate_proto::Event;
+
+use crate::chat::{
+    ConfigError, DiscordSink, HttpSink, LlmSink, Markup, Platform, RetryPolicy, SinkConfig,
+    SinkError, SlackSink, TelegramSink,
+};
+
+/// One message for one delivery attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The event being delivered (the http sink forwards its body).
+    pub event: &'a Event,
+    /// The rendered text, already escaped for the sink's markup and within its length limit.
+    pub text: &'a str,
+    /// Send to this chat/channel instead of the configured one (replies from an llm sink).
+    pub chat: Option<&'a str>,
+}
+
+/// A delivery target. `send` makes ONE attempt (after waiting for its rate limiter);
+/// the dispatcher owns retries, splitting and dead-lettering.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// The configured name.
+    fn name(&self) -> &str;
+    /// How template values are escaped; `None` = the sink sends no text (it forwards the body).
+    fn markup(&self) -> Option<Markup>;
+    /// Longest text per message in UTF-16 code units; longer texts are split.
+    fn max_len(&self) -> usize;
+    /// The chat platform, for sinks that accept a per-message chat override (`reply_via` targets).
+    fn platform(&self) -> Option<Platform> {
+        None
+    }
+    /// Retry, timeout and age limits.
+    fn retry(&self) -> &RetryPolicy;
+    /// One delivery attempt.
+    async fn send(&self, msg: &Message<'_>) -> Result<(), SinkError>;
+}
+
+/// A built sink: a plain delivery target or an llm responder.
+#[derive(Clone)]
+pub enum Target {
+    /// Delivers rendered messages.
+    Deliver(Arc<dyn Sink>),
+    /// Answers chat messages and replies through another sink.
+    Llm(Arc<LlmSink>),
+}
+
+/// Builds the runtime sink for one config entry. Adding a sink type = a new file and
+/// one arm here.
+pub fn build(cfg: &SinkConfig) -> Result<Target, ConfigError> {
+    Ok(match cfg {
+        SinkConfig::Telegram(c) => Target::Deliver(Arc::new(TelegramSink::new(c)?)),
+        SinkConfig::Discord(c) => Target::Deliver(Arc::new(DiscordSink::new(c)?)),
+        SinkConfig::Slack(c) => Target::Deliver(Arc::new(SlackSink::new(c)?)),
+        SinkConfig::Http(c) => Target::Deliver(Arc::new(HttpSink::new(c)?)),
+        SinkConfig::Llm(c) => Target::Llm(Arc::new(LlmSink::new(c)?)),
+    })
+}

@@ -1,0 +1,341 @@
+//! The Kafka producer: idempotent, `acks=all`, one record per accepted event, keyed and
+//! headed per the record contract. Each append waits for its own delivery report.
+//!
+//! Errors are sorted once, here (the list vector keeps in `sinks/kafka/service.rs`):
+//! - final, the event can never be written as is: message too large, record/batch invalid,
+//!   topic or cluster authorization failed, unknown topic after the start-up check;
+//! - retriable, the provider should try again later (503): queue full, message timed out,
+//!   all brokers down, transport errors, not enough replicas, leader changes — everything else.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookgate_proto::Event;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde::Deserialize;
+
+/// `[kafka]` config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Topic for sources that name none.
+    #[serde(default = "default_topic")]
+    pub default_topic: String,
+    /// When an event is acknowledged: `kafka` (on the broker's ack; spill to the spool when
+    /// the broker is slower than `spill_after`) or `spool` (after the local fsync, forwarded
+    /// in the background).
+    #[serde(default)]
+    pub ack: AckMode,
+    /// How long a request waits for the broker before spilling to the spool (ack = "kafka"
+    /// with a `[spool]` section).
+    #[serde(default = "default_spill_after", with = "humantime_serde")]
+    pub spill_after: Duration,
+    /// How long a request waits for the broker's ack before answering 503; also librdkafka's
+    /// `message.timeout.ms`, so a message that got a 503 is not delivered later.
+    #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// librdkafka `linger.ms`: how long the producer waits to fill a batch.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: Duration,
+    /// Create missing topics at start (else a missing topic is a start-up error).
+    #[serde(default)]
+    pub create_topics: bool,
+    /// Partitions for topics hookgate creates.
+    #[serde(default = "default_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor for topics hookgate creates.
+    #[serde(default = "default_replication")]
+    pub topic_replication: i32,
+    /// Seconds in the `Retry-After` of a 503 when the broker cannot take the event.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_secs: u32,
+    /// Passed to librdkafka as is (SASL, TLS, compression, …); these win over hookgate's
+    /// defaults.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// When an event is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AckMode {
+    /// 2xx on the broker's ack.
+    #[default]
+    Kafka,
+    /// 2xx after the spool's fsync; forwarded in the background.
+    Spool,
+}
+
+fn default_topic() -> String {
+    "webhooks".into()
+}
+fn default_spill_after() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(1)
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_retry_after() -> u32 {
+    5
+}
+
+/// Why the producer could not take an event.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSinkError {
+    /// Retriable: the broker is down, slow, or the local queue is full.
+    #[error("kafka unavailable: {0}")]
+    Unavailable(KafkaError),
+    /// The record is larger than the broker or producer accepts.
+    #[error("record too large for kafka: {0}")]
+    TooLarge(KafkaError),
+    /// Final: the broker refuses this record (authorization, unknown topic, invalid).
+    #[error("kafka rejected the record: {0}")]
+    Rejected(KafkaError),
+    /// The producer could not be built from config.
+    #[error("kafka config: {0}")]
+    Config(KafkaError),
+    /// Topics missing at start.
+    #[error("kafka topics missing: {0:?} (create them, or set kafka.create_topics = true)")]
+    MissingTopics(Vec<String>),
+}
+
+/// The Kafka producer hookgate appends to.
+#[derive(Clone)]
+pub struct KafkaLog {
+    producer: FutureProducer,
+    cfg: Arc<KafkaConfig>,
+    ready: Arc<AtomicBool>,
+}
+
+impl KafkaLog {
+    /// Builds the producer (idempotent, acks=all, lz4, small linger; user options on top).
+    pub fn new(cfg: &KafkaConfig) -> Result<KafkaLog, KafkaSinkError> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.codec", "lz4")
+            .set("linger.ms", cfg.linger.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                cfg.delivery_timeout.as_millis().max(1).to_string(),
+            )
+            .set("queue.buffering.max.messages", "1000000")
+            .set("client.id", "hookgate");
+        for (k, v) in &cfg.options {
+            cc.set(k, v);
+        }
+        let producer: FutureProducer = cc.create().map_err(KafkaSinkError::Config)?;
+        Ok(KafkaLog {
+            producer,
+            cfg: Arc::new(cfg.clone()),
+            ready: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    /// The config this producer was built from.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.cfg
+    }
+
+    /// Checks that every topic exists; creates the missing ones when configured to.
+    pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), KafkaSinkError> {
+        let missing = self.missing_topics(topics).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !self.cfg.create_topics {
+            return Err(KafkaSinkError::MissingTopics(missing));
+        }
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.cfg.brokers);
+        for (k, v) in &self.cfg.options {
+            cc.set(k, v);
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            cc.create().map_err(KafkaSinkError::Config)?;
+        let news: Vec<NewTopic> = missing
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.cfg.topic_partitions,
+                    TopicReplication::Fixed(self.cfg.topic_replication),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics(&news, &opts)
+            .await
+            .map_err(KafkaSinkError::Unavailable)?;
+        for r in results {
+            match r {
+                Ok(t) => tracing::info!(topic = %t, "created kafka topic"),
+                Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    tracing::debug!(topic = %t, "topic already exists")
+                }
+                Err((t, code)) => {
+                    tracing::error!(topic = %t, error = %code, "could not create kafka topic");
+                    return Err(KafkaSinkError::Rejected(KafkaError::AdminOp(code)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn missing_topics(&self, topics: &[String]) -> Result<Vec<String>, KafkaSinkError> {
+        let producer = self.producer.clone();
+        let topics = topics.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let md = producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map_err(KafkaSinkError::Unavailable)?;
+            let have: std::collections::HashSet<&str> =
+                md.topics().iter().map(|t| t.name()).collect();
+            let mut missing: Vec<String> = topics
+                .iter()
+                .filter(|t| !have.contains(t.as_str()))
+                .cloned()
+                .collect();
+            missing.sort();
+            missing.dedup();
+            Ok(missing)
+        })
+        .await
+        .map_err(|_| KafkaSinkError::Unavailable(KafkaError::Canceled))?
+    }
+
+    /// Produces one event and waits for its delivery report.
+    pub async fn append(&self, ev: &Event) -> Result<(), KafkaSinkError> {
+        self.append_within(ev, self.cfg.delivery_timeout).await
+    }
+
+    /// Produces one event and waits at most `wait` for its delivery report. On a timeout the
+    /// message may still be delivered later (at-least-once; consumers dedupe by `hookgate-id`).
+    pub async fn append_within(&self, ev: &Event, wait: Duration) -> Result<(), KafkaSinkError> {
+        let headers = ev.record_headers();
+        let mut oh = OwnedHeaders::new_with_capacity(headers.len());
+        for (k, v) in &headers {
+            oh = oh.insert(Header {
+                key: k,
+                value: Some(v.as_ref()),
+            });
+        }
+        let mut record = FutureRecord::to(&ev.topic)
+            .payload(&ev.body[..])
+            .key(&ev.key[..])
+            .headers(oh);
+        let started = Instant::now();
+        let deadline = started + wait;
+        let fut = loop {
+            match self.producer.send_result(record) {
+                Ok(f) => break f,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // Backpressure: librdkafka's queue is full; wait for room until the deadline.
+                    if Instant::now() >= deadline {
+                        return Err(KafkaSinkError::Unavailable(KafkaError::MessageProduction(
+                            RDKafkaErrorCode::QueueFull,
+                        )));
+                    }
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(classify(e)),
+            }
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let res = tokio::time::timeout(left, fut).await;
+        metrics::histogram!("hookgate_kafka_delivery_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match res {
+            Ok(Ok(Ok(_))) => {
+                self.ready.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Ok(Err((e, _)))) => {
+                let err = classify(e);
+                if matches!(err, KafkaSinkError::Unavailable(_)) {
+                    self.ready.store(false, Ordering::Relaxed);
+                }
+                Err(err)
+            }
+            Ok(Err(_canceled)) => Err(KafkaSinkError::Unavailable(KafkaError::Canceled)),
+            Err(_elapsed) => Err(KafkaSinkError::Unavailable(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            ))),
+        }
+    }
+
+    /// Whether the broker looked reachable at the last delivery or probe.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Probes the cluster with a metadata request and updates readiness.
+    pub async fn probe(&self) -> bool {
+        let producer = self.producer.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(|md| !md.brokers().is_empty())
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
+        self.ready.store(ok, Ordering::Relaxed);
+        ok
+    }
+
+    /// Waits for every queued message to be delivered (or `timeout`).
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        let res = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+        match res {
+            Ok(Ok(())) => tracing::info!("kafka producer flushed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "kafka producer flush incomplete"),
+            Err(_) => tracing::warn!("kafka flush task failed"),
+        }
+    }
+}
+
+fn classify(e: KafkaError) -> KafkaSinkError {
+    use RDKafkaErrorCode as C;
+    let code = match &e {
+        KafkaError::MessageProduction(c) => Some(*c),
+        other => other.rdkafka_error_code(),
+    };
+    match code {
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize) => KafkaSinkError::TooLarge(e),
+        Some(
+            C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::InvalidMessage
+            | C::InvalidRecord
+            | C::UnknownTopic
+            | C::InvalidTopic,
+        ) => KafkaSinkError::Rejected(e),
+        _ => KafkaSinkError::Unavailable(e),
+    }
+}
