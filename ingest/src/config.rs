@@ -263,13 +263,12 @@ impl Config {
         env: &HashMap<String, String>,
     ) -> Result<(Config, Vec<String>), ConfigErrors> {
         let mut problems = Vec::new();
-        let text = interpolate(text, origin, env, &mut problems);
         let mut table: toml::Table = match text.parse() {
             Ok(t) => t,
             Err(e) => {
                 let loc = e
                     .span()
-                    .map(|s| format!("{origin}:{}", line_of(&text, s.start)))
+                    .map(|s| format!("{origin}:{}", line_of(text, s.start)))
                     .unwrap_or_else(|| origin.to_owned());
                 problems.push(Problem {
                     location: loc,
@@ -278,8 +277,12 @@ impl Config {
                 return Err(ConfigErrors(problems));
             }
         };
+        // Interpolate inside string values only: `${…}` in a comment is just text.
+        for (_, v) in table.iter_mut() {
+            interpolate_value(v, text, origin, env, &mut problems);
+        }
         apply_env_overrides(&mut table, env, &mut problems);
-        let lines = SectionLines::new(&text, origin);
+        let lines = SectionLines::new(text, origin);
         let mut cfg = Config::default();
         for key in table.keys() {
             if !matches!(
@@ -555,58 +558,81 @@ impl SectionLines {
     }
 }
 
-/// Replaces `${VAR}` with the variable's value (`${VAR:-default}` falls back to `default`);
-/// an unset variable without a default is a problem.
-/// `$${` stays a literal `${`.
+fn interpolate_value(
+    v: &mut toml::Value,
+    text: &str,
+    origin: &str,
+    env: &HashMap<String, String>,
+    problems: &mut Vec<Problem>,
+) {
+    match v {
+        toml::Value::String(s) if s.contains("${") => {
+            *s = interpolate(s, text, origin, env, problems);
+        }
+        toml::Value::Array(a) => {
+            for x in a {
+                interpolate_value(x, text, origin, env, problems);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (_, x) in t.iter_mut() {
+                interpolate_value(x, text, origin, env, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Replaces `${VAR}` in one string value with the variable's value (`${VAR:-default}` falls
+/// back to `default`); an unset variable without a default is a problem, located at the
+/// first line of the file that uses it outside a comment. `$${` stays a literal `${`.
 fn interpolate(
+    value: &str,
     text: &str,
     origin: &str,
     env: &HashMap<String, String>,
     problems: &mut Vec<Problem>,
 ) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut consumed = 0usize;
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
     while let Some(i) = rest.find("${") {
         if i > 0 && rest.as_bytes()[i - 1] == b'$' {
             out.push_str(&rest[..i - 1]);
             out.push_str("${");
-            consumed += i + 2;
             rest = &rest[i + 2..];
             continue;
         }
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
-        match after.find('}') {
-            Some(j) => {
-                let inner = &after[..j];
-                let (name, default) = match inner.split_once(":-") {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (inner, None),
-                };
-                match env.get(name).map(String::as_str).or(default) {
-                    Some(v) => out.push_str(&escape_toml_fragment(v)),
-                    None => problems.push(Problem {
-                        location: format!("{origin}:{}", line_of(text, consumed + i)),
-                        message: format!("environment variable `{name}` is not set"),
-                    }),
-                }
-                consumed += i + 2 + j + 1;
-                rest = &after[j + 1..];
-            }
+        let Some(j) = after.find('}') else {
+            out.push_str(&rest[i..]);
+            rest = "";
+            break;
+        };
+        let inner = &after[..j];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match env.get(name).map(String::as_str).or(default) {
+            Some(v) => out.push_str(v),
             None => {
-                out.push_str(&rest[i..]);
-                rest = "";
+                let needle = format!("${{{inner}}}");
+                let line = text
+                    .lines()
+                    .position(|l| l.split('#').next().unwrap_or("").contains(&needle))
+                    .map(|n| format!(":{}", n + 1))
+                    .unwrap_or_default();
+                problems.push(Problem {
+                    location: format!("{origin}{line}"),
+                    message: format!("environment variable `{name}` is not set"),
+                });
             }
         }
+        rest = &after[j + 1..];
     }
     out.push_str(rest);
     out
-}
-
-/// Values land inside TOML strings; keep quotes and backslashes from breaking them.
-fn escape_toml_fragment(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// `HOOKGATE__SERVER__LISTEN=…` sets `server.listen`; numeric segments index arrays

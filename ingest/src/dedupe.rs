@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(ids.len(), 1);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn ids_expire_after_ttl() {
         // moka reads its own clock, not tokio's; use a tiny real TTL.
         let d = Dedupe::new(100, Duration::from_millis(50));

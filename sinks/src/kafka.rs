@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use hookgate_proto::Event;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext};
 use serde::Deserialize;
+use std::sync::RwLock;
 
 /// `[kafka]` config.
 #[derive(Debug, Clone, Deserialize)]
@@ -117,10 +118,41 @@ pub enum KafkaSinkError {
     MissingTopics(Vec<String>),
 }
 
+/// librdkafka callbacks: note when every broker connection is down.
+#[derive(Clone)]
+pub struct Ctx {
+    down: Arc<AtomicBool>,
+}
+
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.down.store(true, Ordering::Relaxed);
+        }
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+type Inner = FutureProducer<Ctx>;
+
 /// The Kafka producer hookgate appends to.
+///
+/// The producer is rebuilt (a new idempotent producer id) when librdkafka reports a fatal
+/// error — its documented remedy — and when the cluster comes back after every broker was
+/// down: a broker that lost its producer state (Tansu with sqlite storage panics on a
+/// produce from a producer id issued before its restart) must not see the old id again.
+/// While the cluster is known to be down, appends fail fast with `Unavailable` instead of
+/// each waiting out `delivery_timeout`.
 #[derive(Clone)]
 pub struct KafkaLog {
-    producer: FutureProducer,
+    producer: Arc<RwLock<Inner>>,
+    client_config: Arc<ClientConfig>,
+    ctx: Ctx,
     cfg: Arc<KafkaConfig>,
     ready: Arc<AtomicBool>,
 }
@@ -143,12 +175,49 @@ impl KafkaLog {
         for (k, v) in &cfg.options {
             cc.set(k, v);
         }
-        let producer: FutureProducer = cc.create().map_err(KafkaSinkError::Config)?;
+        let ctx = Ctx {
+            down: Arc::new(AtomicBool::new(false)),
+        };
+        let producer: Inner = cc
+            .create_with_context(ctx.clone())
+            .map_err(KafkaSinkError::Config)?;
         Ok(KafkaLog {
-            producer,
+            producer: Arc::new(RwLock::new(producer)),
+            client_config: Arc::new(cc),
+            ctx,
             cfg: Arc::new(cfg.clone()),
             ready: Arc::new(AtomicBool::new(true)),
         })
+    }
+
+    fn current(&self) -> Inner {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the producer with a fresh one (new producer id); the old one's queue is
+    /// flushed briefly in the background and then dropped (its undelivered messages fail,
+    /// and their requests have already been answered non-2xx).
+    fn rebuild(&self, why: &str) {
+        match self
+            .client_config
+            .create_with_context::<Ctx, Inner>(self.ctx.clone())
+        {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self.producer.write().unwrap_or_else(|p| p.into_inner()),
+                    fresh,
+                );
+                tracing::warn!(why, "kafka producer rebuilt");
+                metrics::counter!("hookgate_kafka_producer_rebuilds_total").increment(1);
+                std::thread::spawn(move || {
+                    let _ = old.flush(Duration::from_millis(500));
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "kafka producer could not be rebuilt"),
+        }
     }
 
     /// The config this producer was built from.
@@ -203,7 +272,7 @@ impl KafkaLog {
     }
 
     async fn missing_topics(&self, topics: &[String]) -> Result<Vec<String>, KafkaSinkError> {
-        let producer = self.producer.clone();
+        let producer = self.current();
         let topics = topics.to_vec();
         tokio::task::spawn_blocking(move || {
             let md = producer
@@ -245,10 +314,16 @@ impl KafkaLog {
             .payload(&ev.body[..])
             .key(&ev.key[..])
             .headers(oh);
+        if self.ctx.down.load(Ordering::Relaxed) {
+            return Err(KafkaSinkError::Unavailable(KafkaError::MessageProduction(
+                RDKafkaErrorCode::AllBrokersDown,
+            )));
+        }
+        let producer = self.current();
         let started = Instant::now();
         let deadline = started + wait;
         let fut = loop {
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(f) => break f,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     // Backpressure: librdkafka's queue is full; wait for room until the deadline.
@@ -291,25 +366,36 @@ impl KafkaLog {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// Probes the cluster with a metadata request and updates readiness.
+    /// Probes the cluster with a metadata request, updates readiness, and rebuilds the
+    /// producer after a fatal error or once the cluster is back from a full outage.
     pub async fn probe(&self) -> bool {
-        let producer = self.producer.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            producer
+        let producer = self.current();
+        let (ok, fatal) = tokio::task::spawn_blocking(move || {
+            let ok = producer
                 .client()
                 .fetch_metadata(None, Duration::from_secs(2))
                 .map(|md| !md.brokers().is_empty())
-                .unwrap_or(false)
+                .unwrap_or(false);
+            (ok, producer.client().fatal_error())
         })
         .await
-        .unwrap_or(false);
+        .unwrap_or((false, None));
+        if let Some((code, reason)) = fatal {
+            tracing::error!(error = %code, reason, "kafka producer hit a fatal error");
+            self.rebuild("fatal error");
+        } else if ok && self.ctx.down.load(Ordering::Relaxed) {
+            self.rebuild("cluster back after all brokers were down");
+        }
+        if ok {
+            self.ctx.down.store(false, Ordering::Relaxed);
+        }
         self.ready.store(ok, Ordering::Relaxed);
         ok
     }
 
     /// Waits for every queued message to be delivered (or `timeout`).
     pub async fn flush(&self, timeout: Duration) {
-        let producer = self.producer.clone();
+        let producer = self.current();
         let res = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         match res {
             Ok(Ok(())) => tracing::info!("kafka producer flushed"),

@@ -8,9 +8,12 @@
 //!   default when no Kafka is configured.
 //! - [`chat`]: the dispatcher and chatbot / HTTP sinks (Telegram, Discord, Slack, HTTP
 //!   forward, LLM assistant) with retries, rate limits and dead-lettering.
+//! - [`feed`]: what feeds the dispatcher from the log (Kafka consumer group or spool
+//!   cursor), committing only after delivery, and the dead-letter stores with list/replay.
 //! - [`units`]: config value types shared with the ingest crate (byte sizes).
 
 pub mod chat;
+pub mod feed;
 pub mod kafka;
 pub mod log;
 pub mod spool;

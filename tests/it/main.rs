@@ -1,1 +1,12 @@
-fn main() {}
+//! hookgate's end-to-end suite: one test binary (so the 2-core CI links the dependency tree
+//! once), with a module per capability. Every test starts its own real processes on
+//! 127.0.0.1 — a Tansu broker, the `hookgate` binary, fake chat APIs — and uses its own
+//! topic and ports, so tests run in parallel.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod chat_lib;
+mod fakes;
+mod feed_lib;
+mod harness;
+mod ingest;

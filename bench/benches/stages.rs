@@ -1,0 +1,452 @@
+//! Criterion benches of every stage of hookgate's request path, on 1 KB and 64 KB bodies:
+//!
+//! - `verify/<provider>/<size>`: `Verifier::verify` per provider (HMAC, tokens, Ed25519);
+//! - `extract/{header,simd-json-pointer,serde_json-pointer}/<size>`: delivery id / event /
+//!   partition key from headers only; from a JSON pointer with simd-json into the reused
+//!   scratch buffer (`Extractor`); and `serde_json::from_slice::<Value>` + `pointer()` as
+//!   the comparison;
+//! - `dedupe/{miss-insert,hit,miss-insert-2-threads,hit-2-threads}`: `Dedupe::admit`
+//!   (independent of body size, so measured once);
+//! - `kafka-record/<size>`: `Event::record_headers` + rdkafka `OwnedHeaders` and
+//!   `FutureRecord` construction, no send;
+//! - `spool/append-<N>-appenders/<size>`: per-append cost of `Spool::append` (write + group
+//!   commit fdatasync) with N concurrent appenders, in a temp dir under `target/`;
+//! - `handler/<size>`: `App::handle` end to end with no socket and `Log::Discard`, each
+//!   request a new delivery id (`handler/duplicate-1KB`: the dedupe-hit path);
+//!   `handler-prometheus/1KB`: the same with the Prometheus recorder installed, as in
+//!   `hookgate serve` (runs last, because the recorder is process-global).
+//!
+//! Run all: `cargo bench -p hookgate-bench --bench stages`; one group:
+//! `cargo bench -p hookgate-bench --bench stages -- verify/github`. Medians land in
+//! `target/criterion/<id>/new/estimates.json`, which `budgets` reads.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hookgate_bench::corpus::{self, SignedRequest};
+use hookgate_ingest::config::Config;
+use hookgate_ingest::dedupe::Dedupe;
+use hookgate_ingest::extract::{Extractor, FieldSpec};
+use hookgate_ingest::server::App;
+use hookgate_ingest::verify::{Provider, Verifier};
+use hookgate_proto::{Event, Ulid};
+use hookgate_sinks::spool::{Spool, SpoolConfig};
+use hookgate_sinks::units::ByteSize;
+use hookgate_sinks::Log;
+use http::HeaderMap;
+use http_body_util::Full;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use std::hint::black_box;
+
+const SIZES: [(usize, &str); 2] = [(1024, "1KB"), (64 << 10, "64KB")];
+/// The signing time of every request (verification uses the same `now`).
+const NOW: i64 = 1_714_564_800;
+
+fn header_map(r: &SignedRequest) -> HeaderMap {
+    let mut hm = HeaderMap::new();
+    for (k, v) in &r.headers {
+        hm.insert(k.clone(), v.clone());
+    }
+    hm
+}
+
+fn provider(name: &str) -> Provider {
+    Provider::parse(name).expect("known provider")
+}
+
+fn signed(p: Provider, size: usize, path: &str) -> SignedRequest {
+    let id = corpus::delivery_id(p, 1, 1);
+    corpus::signed_request(p, corpus::default_secret(p), size, &id, NOW, path)
+        .expect("sign a bench request")
+}
+
+fn verify(c: &mut Criterion) {
+    let mut g = c.benchmark_group("verify");
+    for name in corpus::PROVIDERS {
+        let p = provider(name);
+        let secret = corpus::config_secret(p, corpus::default_secret(p)).expect("secret");
+        let generic = (p == Provider::GenericHmac).then(corpus::generic_options);
+        let v = Verifier::new(p, &[secret], Duration::from_secs(300), generic).expect("verifier");
+        for (size, label) in SIZES {
+            let r = signed(p, size, "/");
+            let hm = header_map(&r);
+            v.verify(&hm, &r.body, NOW)
+                .expect("the bench request verifies");
+            g.throughput(Throughput::Bytes(r.body.len() as u64));
+            g.bench_function(BenchmarkId::new(name, label), |b| {
+                b.iter(|| v.verify(black_box(&hm), black_box(&r.body), NOW))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn extract(c: &mut Criterion) {
+    let mut g = c.benchmark_group("extract");
+    let header = Extractor::new(Provider::Github, None, None, None);
+    let pointer = Extractor::new(
+        Provider::Github,
+        None,
+        None,
+        Some(FieldSpec::parse("/repository/full_name").expect("pointer")),
+    );
+    for (size, label) in SIZES {
+        let r = signed(Provider::Github, size, "/");
+        let hm = header_map(&r);
+        assert!(pointer.extract(&hm, &r.body).is_ok());
+        g.throughput(Throughput::Bytes(r.body.len() as u64));
+        g.bench_function(BenchmarkId::new("header", label), |b| {
+            b.iter(|| header.extract(black_box(&hm), black_box(&r.body)))
+        });
+        g.bench_function(BenchmarkId::new("simd-json-pointer", label), |b| {
+            b.iter(|| pointer.extract(black_box(&hm), black_box(&r.body)))
+        });
+        g.bench_function(BenchmarkId::new("serde_json-pointer", label), |b| {
+            b.iter(|| {
+                // The same three fields, the body parsed by serde_json into a Value.
+                let hm = black_box(&hm);
+                let delivery = hm
+                    .get("x-github-delivery")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let event = hm
+                    .get("x-github-event")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let v: serde_json::Value =
+                    serde_json::from_slice(black_box(&r.body)).expect("json");
+                let key = v
+                    .pointer("/repository/full_name")
+                    .and_then(|v| v.as_str())
+                    .map(|s| Bytes::copy_from_slice(s.as_bytes()));
+                (delivery, event, key)
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Writes `n` as 16 hex digits into `buf`: a unique key without `format!`'s cost.
+fn hex_key(n: u64, buf: &mut [u8; 16]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    std::str::from_utf8(buf).unwrap_or("0")
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn dedupe(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dedupe");
+    let rt = current_thread();
+    let d = Dedupe::new(1_000_000, Duration::from_secs(24 * 3600));
+    let next = Arc::new(AtomicU64::new(1));
+    let ok = |id: Ulid| async move { Ok::<_, ()>(id) };
+    let id = Ulid::new();
+    g.bench_function("miss-insert", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut buf = [0u8; 16];
+                let first = next.fetch_add(iters, Ordering::Relaxed);
+                let t = Instant::now();
+                for i in first..first + iters {
+                    let key = hex_key(i, &mut buf);
+                    black_box(d.admit(0, key, ok(id)).await.expect("admit"));
+                }
+                t.elapsed()
+            })
+        })
+    });
+    rt.block_on(d.admit(0, "hot", ok(id))).expect("admit");
+    g.bench_function("hit", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    black_box(d.admit(0, "hot", ok(id)).await.expect("admit"));
+                }
+                t.elapsed()
+            })
+        })
+    });
+    // Two threads admitting at once into one cache; time per iteration = one admit on
+    // each thread.
+    let two = |hot: bool| {
+        let d = d.clone();
+        let next = next.clone();
+        move |iters: u64| {
+            let barrier = Barrier::new(3);
+            let first = next.fetch_add(2 * iters, Ordering::Relaxed);
+            std::thread::scope(|s| {
+                for t in 0..2u64 {
+                    let (d, barrier) = (&d, &barrier);
+                    s.spawn(move || {
+                        let rt = current_thread();
+                        barrier.wait();
+                        rt.block_on(async {
+                            let mut buf = [0u8; 16];
+                            for i in 0..iters {
+                                let key = if hot {
+                                    "hot"
+                                } else {
+                                    hex_key(first + 2 * i + t, &mut buf)
+                                };
+                                black_box(d.admit(0, key, ok(id)).await.expect("admit"));
+                            }
+                        });
+                        barrier.wait();
+                    });
+                }
+                barrier.wait();
+                let t = Instant::now();
+                barrier.wait();
+                t.elapsed()
+            })
+        }
+    };
+    g.bench_function("miss-insert-2-threads", |b| b.iter_custom(two(false)));
+    g.bench_function("hit-2-threads", |b| b.iter_custom(two(true)));
+    g.finish();
+}
+
+fn event(size: usize) -> Event {
+    let r = signed(Provider::Github, size, "/");
+    Event {
+        id: Ulid::new(),
+        source: Arc::from("github"),
+        provider: Arc::from("github"),
+        topic: Arc::from("webhooks.github"),
+        event_type: "push".into(),
+        delivery_id: r.delivery_id.clone(),
+        key: Bytes::from_static(b"octo-org/hello-world"),
+        received_at_ms: NOW * 1000,
+        content_type: Some("application/json".into()),
+        kept_headers: Vec::new(),
+        body: r.body,
+    }
+}
+
+fn kafka_record(c: &mut Criterion) {
+    let mut g = c.benchmark_group("kafka-record");
+    for (size, label) in SIZES {
+        let ev = event(size);
+        g.throughput(Throughput::Bytes(ev.body.len() as u64));
+        g.bench_function(label, |b| {
+            b.iter(|| {
+                let ev = black_box(&ev);
+                let headers = ev.record_headers();
+                let mut oh = OwnedHeaders::new_with_capacity(headers.len());
+                for (k, v) in &headers {
+                    oh = oh.insert(Header {
+                        key: k,
+                        value: Some(v.as_ref()),
+                    });
+                }
+                let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&ev.topic)
+                    .payload(&ev.body[..])
+                    .key(&ev.key[..])
+                    .headers(oh);
+                black_box(record);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Where spool benches put their files: on the disk `target/` is on (a tmpfs would make
+/// fsync free and the number meaningless).
+fn spool_parent() -> std::path::PathBuf {
+    let dir = option_env!("CARGO_TARGET_TMPDIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+fn spool(c: &mut Criterion) {
+    let mut g = c.benchmark_group("spool");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(3));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let parent = spool_parent();
+    for (size, label) in SIZES {
+        let ev = Arc::new(event(size));
+        for n in [1u64, 16, 64] {
+            g.bench_function(
+                BenchmarkId::new(format!("append-{n}-appenders"), label),
+                |b| {
+                    b.iter_custom(|iters| {
+                        // A fresh spool per sample keeps the files small; deleted after.
+                        let dir = tempfile::tempdir_in(&parent).expect("temp dir");
+                        let spool = Spool::open(&SpoolConfig {
+                            path: dir.path().to_path_buf(),
+                            max_bytes: ByteSize(u64::MAX / 2),
+                            segment_bytes: ByteSize(64 << 20),
+                        })
+                        .expect("open spool");
+                        let elapsed = rt.block_on(async {
+                            let t = Instant::now();
+                            let tasks: Vec<_> = (0..n)
+                                .map(|j| {
+                                    let (spool, ev) = (spool.clone(), ev.clone());
+                                    let share = iters / n + u64::from(j < iters % n);
+                                    tokio::spawn(async move {
+                                        for _ in 0..share {
+                                            spool.append(&ev).await.expect("spool append");
+                                        }
+                                    })
+                                })
+                                .collect();
+                            for t in tasks {
+                                t.await.expect("appender");
+                            }
+                            t.elapsed()
+                        });
+                        drop(spool);
+                        elapsed
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+fn app() -> Arc<App> {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}",
+        corpus::source_toml("github", Provider::Github, corpus::HMAC_SECRET).expect("source")
+    );
+    let (cfg, _) = Config::parse(&text, "bench", &HashMap::new()).expect("bench config");
+    Arc::new(App::new(&cfg, Log::Discard, None).expect("app"))
+}
+
+/// Times `App::handle` on `iters` requests built in chunks outside the clock; each gets a
+/// fresh delivery id unless `same_id`.
+fn handle_iters(
+    rt: &tokio::runtime::Runtime,
+    app: &Arc<App>,
+    r: &SignedRequest,
+    next: &AtomicU64,
+    iters: u64,
+    same_id: bool,
+) -> Duration {
+    let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    let mut buf = [0u8; 16];
+    while done < iters {
+        let n = (iters - done).min(1024);
+        let first = next.fetch_add(n, Ordering::Relaxed);
+        let reqs: Vec<_> = (0..n)
+            .map(|i| {
+                let mut b = http::Request::post(r.path.as_str());
+                let h = b.headers_mut().expect("request builder");
+                for (k, v) in &r.headers {
+                    h.insert(k.clone(), v.clone());
+                }
+                let id = if same_id {
+                    "same"
+                } else {
+                    hex_key(first + i, &mut buf)
+                };
+                h.insert(
+                    "x-github-delivery",
+                    http::HeaderValue::from_str(id).expect("header value"),
+                );
+                b.body(Full::new(r.body.clone())).expect("request")
+            })
+            .collect();
+        let t = Instant::now();
+        rt.block_on(async {
+            for req in reqs {
+                black_box(app.handle(req, peer).await);
+            }
+        });
+        total += t.elapsed();
+        done += n;
+    }
+    total
+}
+
+fn handler_group(c: &mut Criterion, group: &str, sizes: &[(usize, &str)], dup: bool) {
+    let rt = current_thread();
+    let app = app();
+    let next = AtomicU64::new(1 << 40);
+    let mut g = c.benchmark_group(group);
+    for &(size, label) in sizes {
+        let r = signed(Provider::Github, size, "/hooks/github");
+        let resp = rt.block_on(
+            app.handle(
+                http::Request::post("/hooks/github")
+                    .body(Full::new(r.body.clone()))
+                    .map(|mut q| {
+                        *q.headers_mut() = header_map(&r);
+                        q
+                    })
+                    .expect("request"),
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ),
+        );
+        assert_eq!(resp.status(), 200, "the bench request is accepted");
+        g.throughput(Throughput::Bytes(r.body.len() as u64));
+        g.bench_function(label, |b| {
+            b.iter_custom(|iters| handle_iters(&rt, &app, &r, &next, iters, false))
+        });
+        if dup && size == 1024 {
+            g.bench_function("duplicate-1KB", |b| {
+                b.iter_custom(|iters| handle_iters(&rt, &app, &r, &next, iters, true))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn handler(c: &mut Criterion) {
+    handler_group(c, "handler", &SIZES, true);
+}
+
+fn handler_prometheus(c: &mut Criterion) {
+    // Process-global: every bench after this one would pay for it too, so it runs last.
+    if metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .is_err()
+    {
+        eprintln!("a metrics recorder is already installed; handler-prometheus measures it");
+    }
+    handler_group(c, "handler-prometheus", &SIZES[..1], false);
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+}
+
+/// The group lives in a private module so the `pub fn` the macro writes needs no docs.
+mod group {
+    use super::*;
+    criterion_group! {
+        name = stages;
+        config = config();
+        targets = verify, extract, dedupe, kafka_record, spool, handler, handler_prometheus
+    }
+}
+criterion_main!(group::stages);

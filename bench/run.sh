@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# bench/run.sh — hookgate's standard load scenarios, back to back on loopback, each driven
+# by hookgate-load (GitHub `push`, ~1 KB, HTTP/1.1 keep-alive), then the budgets:
+#
+#   1. bare-hyper             the ceiling: a bare hyper server that reads the body, answers 200
+#   2. hookgate-discard       hookgate, verify + dedupe, log that discards (HOOKGATE__BENCH__DISCARD)
+#   3. kafka-c64 / kafka-c256 hookgate into Kafka (Tansu on loopback, acks=all), closed loop,
+#      kafka-open-half        and open loop at half of the best of the two; all --verify-kafka
+#   4. spool                  hookgate with the local spool as the log (fsync group commit)
+#
+# It builds release, starts every process itself (hookgate via `target/release/hookgate serve
+# --config bench/configs/…`, Tansu from ~/.cargo/bin/tansu with memory storage), stops them
+# all on exit, writes each result to target/hookgate-bench/<UTC time>/ (and the `latest`
+# link), and puts the table, the machine and the command in bench/RESULTS.md between the
+# `run.sh:begin/end` markers (the rest of that file, e.g. profile notes, is kept).
+#
+# Usage: bench/run.sh [--duration 10s] [--warmup 1s] [--connections 64] [--no-build]
+#                     [--no-budgets] [--all-benches] [--skip-criterion] [--only "1 2 3 4"]
+#   --all-benches     budgets runs every criterion bench (default: the budgeted ones only)
+#   --skip-criterion  budgets reads the criterion results already under target/criterion
+set -euo pipefail
+
+DURATION=10s
+WARMUP=1s
+CONNS=64
+BUILD=1
+BUDGETS=1
+BUDGET_ARGS=(--only-budgeted)
+ONLY="1 2 3 4"
+ARGS_TEXT="$*"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --no-budgets) BUDGETS=0; shift ;;
+    --all-benches) BUDGET_ARGS=(); shift ;;
+    --skip-criterion) BUDGET_ARGS=(--skip-bench); shift ;;
+    --only) ONLY=$2; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$TARGET/hookgate-bench/$STAMP
+mkdir -p "$OUT"
+ln -sfn "$STAMP" "$TARGET/hookgate-bench/latest"
+TANSU=${TANSU:-$HOME/.cargo/bin/tansu}
+
+if [ "$BUILD" = 1 ]; then
+  cargo build --release -p hookgate-ingest --bin hookgate -p hookgate-bench --bins
+fi
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && kill "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && wait "$p" 2>/dev/null || true
+  done
+  rm -rf "$OUT/spool"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_server NAME CMD... — runs CMD in the background, waits for "listening on ADDR",
+# sets SERVER_PID and SERVER_ADDR.
+start_server() {
+  local name=$1; shift
+  "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  for _ in $(seq 1 300); do
+    SERVER_ADDR=$(sed -n 's/^listening on //p' "$OUT/$name.stdout" | head -n1)
+    [ -n "$SERVER_ADDR" ] && return 0
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "$name exited before listening; stderr:" >&2
+      tail -n 20 "$OUT/$name.stderr" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "$name did not print 'listening on' within 30 s" >&2
+  return 1
+}
+
+stop_server() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# load FILE LABEL URL [hookgate-load args…]
+load() {
+  local file=$1 label=$2 url=$3; shift 3
+  echo
+  echo "=== $label ==="
+  "$BIN/hookgate-load" --url "$url" --duration "$DURATION" --warmup "$WARMUP" \
+    --label "$label" --json "$OUT/$file.json" "$@" | tee "$OUT/$file.txt"
+}
+
+rps_of() { jq -r '.rps' "$OUT/$1.json"; }
+
+want() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if want 1; then
+  start_server bare-hyper "$BIN/bare-hyper" --listen 127.0.0.1:0 --exit-after 900
+  load 1a-bare-hyper bare-hyper "http://$SERVER_ADDR/hooks/github" --connections "$CONNS"
+  load 1b-bare-hyper-c256 bare-hyper-c256 "http://$SERVER_ADDR/hooks/github" --connections 256
+  stop_server "$SERVER_PID"
+fi
+
+if want 2; then
+  mkdir -p "$OUT/spool"
+  HOOKGATE__BENCH__DISCARD=true HOOKGATE_BENCH_SPOOL="$OUT/spool/discard" \
+    start_server hookgate-discard "$BIN/hookgate" serve --config bench/configs/spool.toml
+  load 2-hookgate-discard hookgate-discard "http://$SERVER_ADDR/hooks/github" --connections "$CONNS"
+  stop_server "$SERVER_PID"
+fi
+
+if want 3; then
+  KPORT=$(free_port)
+  BROKERS=127.0.0.1:$KPORT
+  "$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
+    --storage-engine memory://tansu/ >"$OUT/tansu.stdout" 2>"$OUT/tansu.stderr" &
+  TANSU_PID=$!
+  PIDS+=("$TANSU_PID")
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null && break
+    sleep 0.1
+  done
+  kafka_scenario() {
+    local file=$1 label=$2 topic=$3; shift 3
+    HOOKGATE_BENCH_BROKERS=$BROKERS HOOKGATE_BENCH_TOPIC=$topic \
+      start_server "hookgate-$label" "$BIN/hookgate" serve --config bench/configs/kafka.toml
+    load "$file" "$label" "http://$SERVER_ADDR/hooks/github" \
+      --verify-kafka "$BROKERS" --topic "$topic" "$@" || echo "$label: hookgate-load failed" >&2
+    stop_server "$SERVER_PID"
+  }
+  kafka_scenario 3a-kafka-c64 kafka-c64 bench.c64 --connections 64
+  kafka_scenario 3b-kafka-c256 kafka-c256 bench.c256 --connections 256
+  if [ -f "$OUT/3a-kafka-c64.json" ] && [ -f "$OUT/3b-kafka-c256.json" ]; then
+    HALF=$(jq -n --argjson a "$(rps_of 3a-kafka-c64)" --argjson b "$(rps_of 3b-kafka-c256)" \
+      '[$a,$b] | max / 2 | floor')
+    if [ "$HALF" -gt 0 ]; then
+      kafka_scenario 3c-kafka-open-half kafka-open-half bench.open --connections 256 \
+        --mode open --rate "$HALF"
+    fi
+  fi
+  stop_server "$TANSU_PID"
+fi
+
+if want 4; then
+  mkdir -p "$OUT/spool"
+  HOOKGATE_BENCH_SPOOL="$OUT/spool/spool" \
+    start_server hookgate-spool "$BIN/hookgate" serve --config bench/configs/spool.toml
+  load 4-spool spool "http://$SERVER_ADDR/hooks/github" --connections "$CONNS"
+  stop_server "$SERVER_PID"
+  rm -rf "$OUT/spool"
+fi
+
+"$BIN/hookgate-load" --report "$OUT" --baseline bare-hyper >"$OUT/table.md"
+BUDGET_OUT="(budgets not run: --no-budgets)"
+if [ "$BUDGETS" = 1 ]; then
+  BUDGET_OUT=$(cargo run --release -q -p hookgate-bench --bin budgets -- \
+    --load-results "$OUT" "${BUDGET_ARGS[@]}" 2>"$OUT/budgets.stderr") || true
+  echo "$BUDGET_OUT" >"$OUT/budgets.md"
+fi
+
+# ---- bench/RESULTS.md ------------------------------------------------------------------
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet 2>/dev/null || REV="$REV + uncommitted changes"
+BLOCK=$OUT/results-block.md
+{
+  echo "<!-- run.sh:begin (everything up to run.sh:end is rewritten by bench/run.sh) -->"
+  echo "## Last run"
+  echo
+  echo "- date (UTC): $(date -u '+%Y-%m-%d %H:%M:%S')"
+  echo "- machine: $(nproc) CPU(s), ${CPU:-unknown CPU}, $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'), kernel $(uname -r)"
+  echo "- command: \`bench/run.sh${ARGS_TEXT:+ $ARGS_TEXT}\` (revision $REV)"
+  echo "- load: hookgate-load, GitHub \`push\` ~1 KB, HTTP/1.1 keep-alive, $DURATION measured after $WARMUP warm-up, 1 generator thread on the same machine as the server; Kafka = Tansu 0.6 (memory storage) on loopback, idempotent producer, acks=all"
+  echo "- raw results: \`target/hookgate-bench/$STAMP/\`"
+  echo
+  echo "### Load scenarios (ratio = req/s vs bare-hyper at c$CONNS)"
+  echo
+  cat "$OUT/table.md"
+  echo
+  echo "### Budgets (\`bench/budgets.toml\`)"
+  echo
+  echo "$BUDGET_OUT"
+  echo
+  echo "<!-- run.sh:end -->"
+} >"$BLOCK"
+RESULTS=bench/RESULTS.md
+if [ -f "$RESULTS" ] && grep -q '<!-- run.sh:begin' "$RESULTS"; then
+  awk -v block="$BLOCK" '
+    /<!-- run.sh:begin/ { while ((getline line < block) > 0) print line; skip = 1; next }
+    /<!-- run.sh:end -->/ { skip = 0; next }
+    !skip { print }
+  ' "$RESULTS" >"$OUT/RESULTS.md.new"
+  mv "$OUT/RESULTS.md.new" "$RESULTS"
+else
+  { echo "# hookgate bench results"; echo; cat "$BLOCK"; } >"$RESULTS"
+fi
+echo
+cat "$OUT/table.md"
+echo
+echo "$BUDGET_OUT"
+echo "results: $OUT; table written to $RESULTS"

@@ -1,0 +1,13 @@
+//! hookgate's measuring instruments, shared by the criterion benches (`benches/stages.rs`)
+//! and the binaries (`hookgate-load`, `bare-hyper`, `budgets`).
+//!
+//! This library holds what both sides need to agree on:
+//! - [`corpus`]: realistic webhook bodies of a chosen size per provider, signed with
+//!   `hookgate_ingest::verify::sign` before any clock starts;
+//! - [`report`]: the JSON a load run writes (`hookgate-load --json FILE`) and the
+//!   markdown table `run.sh` puts in `bench/RESULTS.md`.
+//!
+//! Nothing here is on hookgate's request path; it only drives and observes it.
+
+pub mod corpus;
+pub mod report;

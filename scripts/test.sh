@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (C toolchain
+# bits for librdkafka, the Tansu broker), then checks formatting and lints, then runs every
+# test (unit tests and the end-to-end suite against real processes on 127.0.0.1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+bash scripts/install-tansu.sh
+export HOOKGATE_TANSU="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# Two test threads: the end-to-end tests each start a broker and a hookgate process.
+cargo test --workspace -- --test-threads "${HOOKGATE_TEST_THREADS:-3}"

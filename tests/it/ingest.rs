@@ -1,0 +1,586 @@
+//! The core ingest path against a real broker: record contract, verification, dedupe,
+//! limits, broker outage, graceful shutdown, the embedded default and the CLI.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{self, client, now, read_topic, sign, Broker, Hookgate};
+
+const GH_SECRET: &str = "gh-secret";
+const STRIPE_SECRET: &str = "whsec_stripe";
+
+fn kafka_config(broker: &Broker, topic: &str, extra_kafka: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+max_body_bytes = "64KiB"
+max_headers = 30
+
+[kafka]
+brokers = "{boot}"
+create_topics = true
+delivery_timeout = "3s"
+retry_after_secs = 2
+{extra_kafka}
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["old-secret", "{GH_SECRET}"]
+topic = "{topic}"
+partition_key = "/repository/full_name"
+keep_headers = ["x-github-hook-id"]
+
+[[sources]]
+name = "stripe"
+provider = "stripe"
+secrets = ["{STRIPE_SECRET}"]
+topic = "{topic}"
+"#,
+        boot = broker.bootstrap()
+    )
+}
+
+pub fn push_body(n: usize) -> Vec<u8> {
+    serde_json::json!({
+        "ref": "refs/heads/main",
+        "repository": {"full_name": "octo/hello"},
+        "pusher": {"name": "mona"},
+        "commits": [{"id": format!("c{n}"), "message": format!("change {n}\n\nlong text")}],
+        "n": n
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// POSTs a signed GitHub push; returns status and JSON body.
+pub async fn post_github(
+    c: &reqwest::Client,
+    hg: &Hookgate,
+    delivery: &str,
+    body: &[u8],
+) -> (u16, Value, Option<String>) {
+    let mut req = c
+        .post(hg.url("/hooks/github"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-github-hook-id", "4242")
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in sign("github", GH_SECRET, body, now()) {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let v = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, v, retry)
+}
+
+fn topic(name: &str) -> String {
+    format!("it.{name}.{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_event_lands_in_kafka_byte_identical_with_contract_headers() {
+    let broker = Broker::start();
+    let t = topic("contract");
+    let hg = Hookgate::start(&kafka_config(&broker, &t, ""));
+    let c = client();
+    let body = push_body(1);
+    let (status, v, _) = post_github(&c, &hg, "del-1", &body).await;
+    assert_eq!(status, 200, "{v} {}", hg.log());
+    assert_eq!(v["duplicate"], false);
+    let id = v["id"].as_str().unwrap().to_owned();
+
+    let recs = read_topic(&broker.bootstrap(), &t, 1, Duration::from_secs(20));
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.value, body, "value must be the raw body, byte for byte");
+    assert_eq!(r.key.as_deref(), Some(&b"octo/hello"[..]));
+    assert_eq!(r.header("hookgate-id").as_deref(), Some(id.as_str()));
+    assert_eq!(r.header("hookgate-source").as_deref(), Some("github"));
+    assert_eq!(r.header("hookgate-provider").as_deref(), Some("github"));
+    assert_eq!(r.header("hookgate-event").as_deref(), Some("push"));
+    assert_eq!(r.header("hookgate-delivery-id").as_deref(), Some("del-1"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(r.header("x-github-hook-id").as_deref(), Some("4242"));
+    let at = r.header("hookgate-received-at").unwrap();
+    assert!(humantime::parse_rfc3339(&at).is_ok(), "{at}");
+    assert!(
+        at.ends_with('Z') && at.len() == "2026-01-01T00:00:00.000Z".len(),
+        "{at}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_requests_are_401_and_produce_nothing() {
+    let broker = Broker::start();
+    let t = topic("forged");
+    let hg = Hookgate::start(&kafka_config(&broker, &t, ""));
+    let c = client();
+    let body = push_body(2);
+
+    // Signed with a secret the source does not have.
+    let mut req = c
+        .post(hg.url("/hooks/github"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "forged-1")
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (k, v) in sign("github", "not-the-secret", &body, now()) {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "signature_invalid");
+    assert!(!v.to_string().contains(GH_SECRET));
+
+    // Body changed after signing.
+    let mut req = c
+        .post(hg.url("/hooks/github"))
+        .header("x-github-delivery", "forged-2")
+        .body(push_body(3));
+    for (k, v) in sign("github", GH_SECRET, &body, now()) {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await.unwrap().status(), 401);
+
+    // A correctly signed Stripe event, replayed 20 minutes later.
+    let sbody = br#"{"id":"evt_replayed","type":"charge.succeeded"}"#;
+    let mut req = c.post(hg.url("/hooks/stripe")).body(sbody.to_vec());
+    for (k, v) in sign("stripe", STRIPE_SECRET, sbody, now() - 1200) {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "timestamp_out_of_tolerance");
+
+    // No signature at all.
+    let resp = c
+        .post(hg.url("/hooks/github"))
+        .header("x-github-delivery", "forged-3")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // A valid marker proves the topic works; it must be the only record.
+    let (status, _, _) = post_github(&c, &hg, "marker", &body).await;
+    assert_eq!(status, 200);
+    let recs = read_topic(&broker.bootstrap(), &t, 1, Duration::from_secs(20));
+    let ids: Vec<String> = recs
+        .iter()
+        .filter_map(|r| r.header("hookgate-delivery-id"))
+        .collect();
+    assert_eq!(ids, vec!["marker".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_delivery_ids_produce_one_record_even_fifty_at_once() {
+    let broker = Broker::start();
+    let t = topic("dedupe");
+    let hg = Hookgate::start(&kafka_config(&broker, &t, ""));
+    let c = client();
+    let body = push_body(4);
+    let (s1, v1, _) = post_github(&c, &hg, "dup-seq", &body).await;
+    let (s2, v2, _) = post_github(&c, &hg, "dup-seq", &body).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(v1["duplicate"], false);
+    assert_eq!(v2["duplicate"], true);
+    assert_eq!(v1["id"], v2["id"]);
+
+    let hg = Arc::new(hg);
+    let body = Arc::new(push_body(5));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (c, hg, body) = (c.clone(), hg.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            post_github(&c, &hg, "dup-burst", &body).await
+        }));
+    }
+    let mut fresh = 0;
+    let mut ids = HashSet::new();
+    for t in tasks {
+        let (s, v, _) = t.await.unwrap();
+        assert_eq!(s, 200, "{v}");
+        if v["duplicate"] == false {
+            fresh += 1;
+        }
+        ids.insert(v["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(fresh, 1, "exactly one of 50 concurrent copies is new");
+    assert_eq!(ids.len(), 1, "every copy reports the same event id");
+
+    let recs = read_topic(&broker.bootstrap(), &t, 2, Duration::from_secs(20));
+    let mut per: HashMap<String, usize> = HashMap::new();
+    for r in &recs {
+        *per.entry(r.header("hookgate-delivery-id").unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(per.get("dup-seq"), Some(&1), "{per:?}");
+    assert_eq!(per.get("dup-burst"), Some(&1), "{per:?}");
+    assert_eq!(recs.len(), 2);
+}
+
+fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_413_404_405_431_with_json_errors() {
+    let broker = Broker::start();
+    let t = topic("limits");
+    let hg = Hookgate::start(&kafka_config(&broker, &t, ""));
+    let c = client();
+
+    // 413 from Content-Length, before the body is read.
+    let r = raw_http(
+        hg.addr,
+        b"POST /hooks/github HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    assert!(r.contains("\"error\":\"body_too_large\""), "{r}");
+
+    // 413 for a chunked body that grows past the limit.
+    let big = vec![b'a'; 70 * 1024];
+    let mut req = Vec::new();
+    req.extend_from_slice(
+        b"POST /hooks/github HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+    );
+    req.extend_from_slice(format!("{:x}\r\n", big.len()).as_bytes());
+    req.extend_from_slice(&big);
+    req.extend_from_slice(b"\r\n0\r\n\r\n");
+    let r = raw_http(hg.addr, &req);
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+
+    let resp = c
+        .post(hg.url("/hooks/nope"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "unknown_source");
+
+    let resp = c.get(hg.url("/hooks/github")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "method_not_allowed");
+
+    let mut req = String::from("POST /hooks/github HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n");
+    for i in 0..40 {
+        req.push_str(&format!("x-filler-{i}: {i}\r\n"));
+    }
+    req.push_str("\r\n{}");
+    let r = raw_http(hg.addr, req.as_bytes());
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+
+    // A missing delivery id the provider always sends is a 400.
+    let body = push_body(6);
+    let mut req = c.post(hg.url("/hooks/github")).body(body.clone());
+    for (k, v) in sign("github", GH_SECRET, &body, now()) {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"], "missing_delivery_id");
+
+    // Health endpoints.
+    assert_eq!(
+        c.get(hg.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(c.get(hg.url("/readyz")).send().await.unwrap().status(), 200);
+    let m = c
+        .get(hg.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("hookgate_requests_total{source=\"github\",status=\"405\"}"))
+        .unwrap_or("");
+    assert!(line.ends_with(" 1"), "{line:?}");
+    assert!(
+        m.contains("hookgate_requests_total{source=\"github\",status=\"400\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_answers_503_with_retry_after_then_recovers() {
+    let mut broker = Broker::start_persistent();
+    let t = topic("outage");
+    let hg = Hookgate::start(&kafka_config(&broker, &t, ""));
+    let c = client();
+    let (s, _, _) = post_github(&c, &hg, "before", &push_body(7)).await;
+    assert_eq!(s, 200, "{}", hg.log());
+
+    broker.stop();
+    let (s, v, retry) = post_github(&c, &hg, "during", &push_body(8)).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"], "log_unavailable");
+    assert_eq!(retry.as_deref(), Some("2"));
+
+    broker.restart();
+    // The provider retries the same delivery; it must be accepted now (no stale dedupe key).
+    let mut ok = false;
+    for _ in 0..60 {
+        let (s, v, _) = post_github(&c, &hg, "during", &push_body(8)).await;
+        if s == 200 {
+            assert_eq!(v["duplicate"], false);
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(ok, "not accepted after the broker returned: {}", hg.log());
+    let recs = read_topic(&broker.bootstrap(), &t, 2, Duration::from_secs(30));
+    let ids: HashSet<String> = recs
+        .iter()
+        .filter_map(|r| r.header("hookgate-delivery-id"))
+        .collect();
+    assert!(ids.contains("before") && ids.contains("during"), "{ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_loses_no_acknowledged_event() {
+    let broker = Broker::start();
+    let t = topic("sigterm");
+    let mut hg = Hookgate::start(&kafka_config(&broker, &t, "linger = \"5ms\""));
+    let c = client();
+    let url_hg = Arc::new(hg.url("/hooks/github"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (c, url, stop) = (c.clone(), url_hg.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 2000 {
+                n += 1;
+                let body = push_body(w * 100_000 + n);
+                let delivery = format!("w{w}-{n}");
+                let mut req = c
+                    .post(url.as_str())
+                    .header("x-github-event", "push")
+                    .header("x-github-delivery", &delivery)
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                for (k, v) in sign("github", GH_SECRET, &body, now()) {
+                    req = req.header(k, v);
+                }
+                match req.send().await {
+                    Ok(r) if r.status() == 200 => acked.push(delivery),
+                    Ok(_) => {}
+                    Err(_) => break, // the server closed: shutdown
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = hg.terminate();
+        (s, hg)
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        status.0.success(),
+        "exit status {:?}: {}",
+        status.0,
+        status.1.log()
+    );
+    let mut acked = HashSet::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(!acked.is_empty(), "load produced no acknowledged events");
+    let recs = read_topic(
+        &broker.bootstrap(),
+        &t,
+        acked.len(),
+        Duration::from_secs(30),
+    );
+    let in_kafka: HashSet<String> = recs
+        .iter()
+        .filter_map(|r| r.header("hookgate-delivery-id"))
+        .collect();
+    let missing: Vec<&String> = acked.difference(&in_kafka).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_is_served() {
+    let broker = Broker::start();
+    let t = topic("h2c");
+    let hg = Hookgate::start(&kafka_config(&broker, &t, ""));
+    let c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let body = push_body(9);
+    let (s, v, _) = post_github(&c, &hg, "h2", &body).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_serves_without_config_and_spool_read_prints_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = harness::free_port();
+    let mut child = std::process::Command::new(harness::hookgate_bin())
+        .current_dir(dir.path())
+        .arg("serve")
+        .env("HOOKGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+
+    // The README's example: sign with the development secret, post with curl-like headers.
+    let body = push_body(10);
+    let c = client();
+    let mut req = c
+        .post(format!("http://127.0.0.1:{port}/hooks/github"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "readme-1")
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (k, v) in sign("github", "dev-github-secret", &body, now()) {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let out = std::process::Command::new(harness::hookgate_bin())
+        .current_dir(dir.path())
+        .args(["spool", "read"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first: Value = serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap();
+    assert_eq!(first["delivery_id"], "readme-1");
+    assert_eq!(first["body"].as_str().unwrap().as_bytes(), &body[..]);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn check_accepts_the_examples_and_reports_every_problem_with_its_location() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&examples).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) != Some("toml") {
+            continue;
+        }
+        n += 1;
+        let out = std::process::Command::new(harness::hookgate_bin())
+            .args(["check", "--config"])
+            .arg(&p)
+            .env("KAFKA_BROKERS", "127.0.0.1:9092")
+            .env("GITHUB_SECRET", "x")
+            .env("STRIPE_SECRET", "whsec_x")
+            .env("TELEGRAM_BOT_TOKEN", "1:x")
+            .env("TELEGRAM_SECRET", "tg-secret")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert!(n >= 2, "examples found: {n}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"nope\"\n\n[[sources]]\nname = \"a\"\nprovider = \"martian\"\nsecrets = [\"s\"]\n\n[[sources]]\nname = \"b\"\nprovider = \"github\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(harness::hookgate_bin())
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("bad.toml:1 [server]"), "{text}");
+    assert!(
+        text.contains("bad.toml:4 [sources][0]") && text.contains("martian"),
+        "{text}"
+    );
+    assert!(text.contains("bad.toml:9 [sources][1]"), "{text}");
+    assert!(text.contains("3 problem(s)"), "{text}");
+}
+
+#[test]
+fn sign_prints_headers_that_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("b.json");
+    std::fs::write(&body, b"{\"id\":\"evt_1\"}").unwrap();
+    let out = std::process::Command::new(harness::hookgate_bin())
+        .args([
+            "sign",
+            "--provider",
+            "stripe",
+            "--secret",
+            "whsec_abc",
+            "--timestamp",
+            "1700000000",
+            "--body",
+        ])
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = sign("stripe", "whsec_abc", b"{\"id\":\"evt_1\"}", 1_700_000_000);
+    assert_eq!(
+        text.trim(),
+        format!("Stripe-Signature: {}", expected["Stripe-Signature"])
+    );
+}
