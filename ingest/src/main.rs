@@ -71,6 +71,40 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SpoolCmd,
     },
+    /// Run only the dispatcher (Kafka consumer group), without the HTTP server. Several
+    /// dispatcher processes in one group share the work.
+    Dispatch {
+        /// Config file (needs [kafka], [[sinks]] and [[routes]]).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Inspect and replay dead letters.
+    Dlq {
+        #[command(subcommand)]
+        cmd: DlqCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// Print pending dead letters as JSON lines.
+    List {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only entries for this sink.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+    /// Deliver pending dead letters again; stops at the first failure (exit 1).
+    Replay {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only entries for this sink.
+        #[arg(long)]
+        sink: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,7 +200,72 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Spool { cmd } => spool_cmd(cmd),
+        Cmd::Dispatch { config } => dispatch(&config).await,
+        Cmd::Dlq { cmd } => dlq_cmd(cmd).await,
     }
+}
+
+async fn dispatch(config: &Path) -> anyhow::Result<std::process::ExitCode> {
+    init_tracing();
+    let cfg = load(Some(config))?;
+    let k = cfg
+        .kafka
+        .clone()
+        .context("`hookgate dispatch` reads Kafka; with the spool as the log the dispatcher runs inside `hookgate serve`")?;
+    if cfg.routes.is_empty() {
+        bail!("the config has no [[routes]]: nothing to dispatch");
+    }
+    let _prom = runtime::install_metrics()?;
+    let dispatcher = runtime::build_dispatcher(&cfg, Arc::new(runtime::dlq_store(&cfg)?))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let topics = runtime::routed_topics(&cfg);
+    let group = cfg.dispatch.group_id.clone();
+    let task = tokio::spawn(async move {
+        hookgate_sinks::feed::run_kafka_feed(&k, &group, topics, dispatcher, stop_rx).await
+    });
+    println!("dispatching");
+    let _ = std::io::stdout().flush();
+    runtime::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    match task.await {
+        Ok(Ok(())) => Ok(std::process::ExitCode::SUCCESS),
+        Ok(Err(e)) => Err(anyhow::anyhow!("dispatcher: {e}")),
+        Err(_) => bail!("the dispatcher task failed"),
+    }
+}
+
+async fn dlq_cmd(cmd: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
+    let (config, sink, replay) = match cmd {
+        DlqCmd::List { config, sink } => (config, sink, false),
+        DlqCmd::Replay { config, sink } => (config, sink, true),
+    };
+    let cfg = load(Some(&config))?;
+    let store = runtime::dlq_store(&cfg)?;
+    let mut out = std::io::stdout().lock();
+    if !replay {
+        for e in hookgate_sinks::feed::dlq_list(&store, sink.as_deref()).await? {
+            writeln!(out, "{}", e.to_json())?;
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let store = Arc::new(store);
+    let dispatcher = runtime::build_dispatcher(&cfg, store.clone())?;
+    let report = hookgate_sinks::feed::dlq_replay(&store, &dispatcher, sink.as_deref()).await?;
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({
+            "replayed": report.replayed,
+            "failed": report.failed,
+            "remaining": report.remaining,
+            "failure": report.failure.as_ref().map(|(e, err)| serde_json::json!({"entry": e.to_json(), "error": err})),
+        })
+    )?;
+    Ok(if report.failed > 0 {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }
 
 fn read_body(path: Option<&Path>) -> anyhow::Result<Vec<u8>> {
@@ -246,7 +345,25 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
     let cfg = load(config)?;
     let prometheus = runtime::install_metrics()?;
     let log = runtime::build_log(&cfg).await?;
-    let app = Arc::new(App::new(&cfg, log.clone(), Some(prometheus))?);
+    let mut app = App::new(&cfg, log.clone(), Some(prometheus))?;
+    let mut store_task = None;
+    if let Some(sc) = runtime::spool_config(&cfg).filter(|_| !cfg.bench.discard) {
+        let store = Arc::new(
+            hookgate_ingest::dedupe::DedupeStore::open(&sc.path.join("dedupe"), cfg.dedupe.ttl)
+                .context("open the dedupe id store")?,
+        );
+        let (a, seeded) = app.with_dedupe_store(store.clone()).await;
+        app = a;
+        tracing::info!(seeded, "dedupe cache re-seeded from disk");
+        store_task = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let s = store.clone();
+                let _ = tokio::task::spawn_blocking(move || s.maintain()).await;
+            }
+        }));
+    }
+    let app = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.server.listen))?;
@@ -258,7 +375,8 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let consumers = Arc::new(runtime::spool_consumers(&cfg, &log));
-    let tasks = runtime::spawn_log_tasks(&log, consumers, stop_rx.clone());
+    let mut tasks = runtime::spawn_log_tasks(&log, consumers.clone(), stop_rx.clone());
+    tasks.extend(runtime::spawn_dispatch(&cfg, &log, consumers, stop_rx.clone())?);
     let server = tokio::spawn(server::serve(app, listener, stop_rx));
     runtime::shutdown_signal().await;
     let _ = stop_tx.send(true);
@@ -269,6 +387,9 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     log.shutdown(Duration::from_secs(10)).await;
+    if let Some(t) = store_task {
+        t.abort();
+    }
     tracing::info!("hookgate stopped");
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -279,7 +400,8 @@ fn spool_cmd(cmd: SpoolCmd) -> anyhow::Result<std::process::ExitCode> {
     };
     let cfg = load(config.as_deref())?;
     let sc = runtime::spool_config(&cfg).context("this config has no spool")?;
-    let spool = Spool::open(&sc).with_context(|| format!("open spool at {}", sc.path.display()))?;
+    let spool = Spool::open_read_only(&sc)
+        .with_context(|| format!("open spool at {}", sc.path.display()))?;
     let mut out = std::io::stdout().lock();
     match cmd {
         SpoolCmd::Stats { .. } => {

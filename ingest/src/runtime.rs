@@ -159,3 +159,79 @@ pub async fn shutdown_signal() {
         _ = term => tracing::info!("SIGTERM: shutting down"),
     }
 }
+
+/// The dead-letter store the config implies: the DLQ topic with Kafka, else a spool beside
+/// the main one.
+pub fn dlq_store(cfg: &Config) -> anyhow::Result<hookgate_sinks::feed::DlqStore> {
+    use hookgate_sinks::feed::{DlqStore, KafkaDeadLetter, SpoolDeadLetter};
+    if let Some(k) = &cfg.kafka {
+        return Ok(DlqStore::Kafka(
+            KafkaDeadLetter::new(k, &cfg.dispatch.dlq_topic).context("dead-letter producer")?,
+        ));
+    }
+    let sc = spool_config(cfg).context("no spool for dead letters")?;
+    Ok(DlqStore::Spool(
+        SpoolDeadLetter::open_beside(&sc).context("open the dead-letter spool")?,
+    ))
+}
+
+/// The dispatcher for the config's sinks and routes.
+pub fn build_dispatcher(
+    cfg: &Config,
+    store: Arc<hookgate_sinks::feed::DlqStore>,
+) -> anyhow::Result<hookgate_sinks::chat::Dispatcher> {
+    hookgate_sinks::chat::Dispatcher::new(cfg.sinks.clone(), cfg.routes.clone(), store)
+        .map_err(|e| anyhow::anyhow!("sinks/routes: {e}"))
+}
+
+/// Topics the dispatcher reads: those of the sources that routes name.
+pub fn routed_topics(cfg: &Config) -> Vec<String> {
+    let mut t: Vec<String> = cfg
+        .sources
+        .iter()
+        .filter(|s| cfg.routes.iter().any(|r| r.source == s.name))
+        .map(|s| cfg.topic_of(s))
+        .collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
+/// Starts the dispatcher inside `serve` when there are routes: a Kafka consumer group when
+/// Kafka is the log, the spool's `dispatcher` cursor otherwise.
+pub fn spawn_dispatch(
+    cfg: &Config,
+    log: &Log,
+    consumers: Arc<Vec<String>>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if cfg.routes.is_empty() || !cfg.dispatch.enabled {
+        return Ok(None);
+    }
+    let dispatcher = build_dispatcher(cfg, Arc::new(dlq_store(cfg)?))?;
+    let task = match log {
+        Log::Kafka(_) | Log::KafkaSpool(..) => {
+            let k = cfg.kafka.clone().context("kafka config")?;
+            let group = cfg.dispatch.group_id.clone();
+            let topics = routed_topics(cfg);
+            tokio::spawn(async move {
+                if let Err(e) =
+                    hookgate_sinks::feed::run_kafka_feed(&k, &group, topics, dispatcher, stop).await
+                {
+                    tracing::error!(error = %e, "dispatcher stopped");
+                }
+            })
+        }
+        Log::Spool(s) => tokio::spawn(hookgate_sinks::feed::run_spool_feed(
+            s.clone(),
+            dispatcher,
+            consumers,
+            stop,
+        )),
+        Log::Discard => {
+            tracing::warn!("bench.discard: events are not stored, so routes receive nothing");
+            return Ok(None);
+        }
+    };
+    Ok(Some(task))
+}

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, ServerConfig};
-use crate::dedupe::{Admission, Dedupe};
+use crate::dedupe::{Admission, Dedupe, DedupeStore};
 use crate::extract::{Extracted, Extractor, FieldSpec};
 use crate::verify::{Verifier, VerifyError};
 
@@ -84,6 +84,7 @@ pub struct App {
     limits: ServerConfig,
     permits: Arc<Semaphore>,
     prometheus: Option<PrometheusHandle>,
+    store: Option<Arc<DedupeStore>>,
 }
 
 /// An HTTP error: status and stable code; the message is for people.
@@ -152,7 +153,22 @@ impl App {
             limits: cfg.server.clone(),
             permits: Arc::new(Semaphore::new(cfg.server.max_concurrency.max(1))),
             prometheus,
+            store: None,
         })
+    }
+
+    /// Keeps accepted delivery ids on disk and re-seeds the dedupe cache from it, so
+    /// duplicates are recognised across restarts. Returns how many ids were re-seeded.
+    pub async fn with_dedupe_store(mut self, store: Arc<DedupeStore>) -> (App, usize) {
+        let mut n = 0;
+        for (source, delivery, id) in store.load() {
+            if let Some(idx) = self.source_index(&source) {
+                self.dedupe.seed(idx, &delivery, id).await;
+                n += 1;
+            }
+        }
+        self.store = Some(store);
+        (self, n)
     }
 
     /// The dedupe cache (seeded at start from the spool's memory of accepted ids).

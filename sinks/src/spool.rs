@@ -79,9 +79,12 @@ pub enum SpoolError {
         /// The OS error.
         source: io::Error,
     },
-    /// The writer thread is gone (shutdown).
+    /// The writer thread is gone (shutdown), or the handle is read-only.
     #[error("spool is closed")]
     Closed,
+    /// Another process has this spool open for writing.
+    #[error("spool {0} is in use by another hookgate process")]
+    Locked(String),
 }
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> SpoolError {
@@ -110,8 +113,11 @@ struct Shared {
 /// The spool handle. Cheap to clone; appends go to the one writer thread.
 #[derive(Clone)]
 pub struct Spool {
-    tx: mpsc::Sender<Append>,
+    /// `None` for a read-only handle (`hookgate spool read` beside a running server).
+    tx: Option<mpsc::Sender<Append>>,
     shared: Arc<Shared>,
+    /// Held while a writer has the spool open: one writer per directory.
+    _lock: Option<Arc<File>>,
 }
 
 /// What `hookgate spool stats` prints.
@@ -129,9 +135,14 @@ pub struct SpoolStats {
 
 impl Spool {
     /// Opens (or creates) the spool at `cfg.path`, cuts any torn tail, and starts the writer.
+    /// Fails if another process has it open for writing.
     pub fn open(cfg: &SpoolConfig) -> Result<Spool, SpoolError> {
         let dir = cfg.path.clone();
         fs::create_dir_all(&dir).map_err(io_err("create spool directory"))?;
+        let lock = File::create(dir.join("LOCK")).map_err(io_err("create spool lock"))?;
+        if lock.try_lock().is_err() {
+            return Err(SpoolError::Locked(dir.display().to_string()));
+        }
         let segs = list_segments(&dir)?;
         let (file, base, len) = match segs.last() {
             Some(&base) => {
@@ -182,7 +193,35 @@ impl Spool {
             .name("hookgate-spool".into())
             .spawn(move || writer.run(rx))
             .map_err(io_err("start spool writer"))?;
-        Ok(Spool { tx, shared })
+        Ok(Spool {
+            tx: Some(tx),
+            shared,
+            _lock: Some(Arc::new(lock)),
+        })
+    }
+
+    /// Opens the spool for reading only: no writer, nothing truncated, safe beside a
+    /// running server. Reads stop at the last whole record.
+    pub fn open_read_only(cfg: &SpoolConfig) -> Result<Spool, SpoolError> {
+        let dir = cfg.path.clone();
+        let segs = list_segments(&dir)?;
+        let end = match segs.last() {
+            Some(&base) => base + scan_valid_len(&seg_path(&dir, base))?,
+            None => 0,
+        };
+        let (committed, _) = watch::channel(end);
+        Ok(Spool {
+            tx: None,
+            shared: Arc::new(Shared {
+                dir,
+                committed,
+                start: AtomicU64::new(segs.first().copied().unwrap_or(0)),
+                max_bytes: cfg.max_bytes.0,
+                gc: Mutex::new(()),
+                cursors: Mutex::new(Default::default()),
+            }),
+            _lock: None,
+        })
     }
 
     /// Appends one event; resolves once it is fsync'd, with its offset.
@@ -196,6 +235,8 @@ impl Spool {
         frame[4..8].copy_from_slice(&crc.to_be_bytes());
         let (done, rx) = oneshot::channel();
         self.tx
+            .as_ref()
+            .ok_or(SpoolError::Closed)?
             .send(Append { frame, done })
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
