@@ -255,10 +255,13 @@ impl DedupeStore {
 
     /// Every `(source, delivery id, event id)` accepted within the TTL.
     pub fn load(&self) -> Vec<(String, String, Ulid)> {
-        let cutoff = (hookgate_proto::now_ms().max(0) as u64).saturating_sub(self.ttl.as_millis() as u64);
+        let cutoff =
+            (hookgate_proto::now_ms().max(0) as u64).saturating_sub(self.ttl.as_millis() as u64);
         let mut out = Vec::new();
         for (_, path) in self.files() {
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
             for line in text.lines() {
                 // A torn last line after a crash simply fails to parse.
                 let Ok((at, source, delivery, id)) =
@@ -312,7 +315,12 @@ mod store_tests {
         s.record("github", "d-1", id).unwrap();
         s.record("github", "d\n\"2", id).unwrap();
         drop(s);
-        let path = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let path = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
         std::io::Write::write_all(&mut f, b"[123,\"gith").unwrap();
         let s = DedupeStore::open(dir.path(), Duration::from_secs(3600)).unwrap();

@@ -376,7 +376,12 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let consumers = Arc::new(runtime::spool_consumers(&cfg, &log));
     let mut tasks = runtime::spawn_log_tasks(&log, consumers.clone(), stop_rx.clone());
-    tasks.extend(runtime::spawn_dispatch(&cfg, &log, consumers, stop_rx.clone())?);
+    tasks.extend(runtime::spawn_dispatch(
+        &cfg,
+        &log,
+        consumers,
+        stop_rx.clone(),
+    )?);
     let server = tokio::spawn(server::serve(app, listener, stop_rx));
     runtime::shutdown_signal().await;
     let _ = stop_tx.send(true);

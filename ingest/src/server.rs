@@ -401,7 +401,15 @@ impl App {
             let id = event.id;
             app.dedupe
                 .admit(idx, &event.delivery_id, async {
-                    app.log.append(&event).await.map(|()| id)
+                    app.log.append(&event).await?;
+                    if let Some(store) = &app.store {
+                        if let Err(e) = store.record(&event.source, &event.delivery_id, id) {
+                            // The event is durable; only cross-restart dedupe of it is at risk.
+                            tracing::warn!(error = %e, "could not record the delivery id on disk");
+                            metrics::counter!("hookgate_dedupe_store_errors_total").increment(1);
+                        }
+                    }
+                    Ok::<_, AppendError>(id)
                 })
                 .await
         });

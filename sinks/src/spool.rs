@@ -531,6 +531,9 @@ fn parse_record(data: &[u8], pos: usize) -> Option<(std::ops::Range<usize>, usiz
     (crc32fast::hash(payload) == crc).then_some((range.clone(), range.end))
 }
 
+/// Most bytes one read call loads from a segment (more only for a single larger record).
+const READ_CHUNK: u64 = 4 << 20;
+
 fn read_records(
     shared: &Shared,
     from: u64,
@@ -547,37 +550,55 @@ fn read_records(
         if seg_end <= at || out.len() >= max {
             continue;
         }
-        let mut data = Vec::new();
-        File::open(seg_path(&shared.dir, base))
-            .and_then(|mut f| f.read_to_end(&mut data))
-            .map_err(io_err("read segment"))?;
-        let limit = ((seg_end - base) as usize).min(data.len());
-        data.truncate(limit);
-        let data = Bytes::from(data);
-        let mut pos = (at - base) as usize;
-        while out.len() < max {
-            let Some((range, next)) = parse_record(&data, pos) else {
-                break;
-            };
-            match Event::decode(&data.slice(range)) {
-                Ok(ev) => out.push((base + pos as u64, ev)),
-                Err(e) => {
-                    tracing::error!(offset = base + pos as u64, error = %e, "spool record undecodable; skipped")
+        let mut file = File::open(seg_path(&shared.dir, base)).map_err(io_err("read segment"))?;
+        while at < seg_end && out.len() < max {
+            let want = (seg_end - at).min(READ_CHUNK);
+            let data = read_at(&mut file, at - base, want)?;
+            let mut data = Bytes::from(data);
+            // One record larger than the chunk: read exactly that record.
+            if parse_record(&data, 0).is_none() && data.len() >= HEADER {
+                let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as u64;
+                let need = (HEADER as u64 + len).min(seg_end - at);
+                if need > want {
+                    data = Bytes::from(read_at(&mut file, at - base, need)?);
                 }
             }
-            pos = next;
-        }
-        at = base + pos as u64;
-        if pos < limit && out.len() < max {
-            // A bad record inside a sealed segment: skip the rest of it rather than loop.
-            tracing::error!(
-                offset = at,
-                "spool segment corrupt past this offset; skipping to next segment"
-            );
-            at = seg_end;
+            let mut pos = 0usize;
+            while out.len() < max {
+                let Some((range, next)) = parse_record(&data, pos) else {
+                    break;
+                };
+                match Event::decode(&data.slice(range)) {
+                    Ok(ev) => out.push((at + pos as u64, ev)),
+                    Err(e) => {
+                        tracing::error!(offset = at + pos as u64, error = %e, "spool record undecodable; skipped")
+                    }
+                }
+                pos = next;
+            }
+            if pos == 0 {
+                // A bad record inside a sealed segment: skip the rest of it rather than loop.
+                tracing::error!(
+                    offset = at,
+                    "spool segment corrupt past this offset; skipping to next segment"
+                );
+                at = seg_end;
+                break;
+            }
+            at += pos as u64;
         }
     }
     Ok((out, at))
+}
+
+fn read_at(file: &mut File, pos: u64, len: u64) -> Result<Vec<u8>, SpoolError> {
+    file.seek(SeekFrom::Start(pos))
+        .map_err(io_err("read segment"))?;
+    let mut data = Vec::with_capacity(len as usize);
+    file.take(len)
+        .read_to_end(&mut data)
+        .map_err(io_err("read segment"))?;
+    Ok(data)
 }
 
 #[cfg(test)]

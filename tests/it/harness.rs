@@ -123,6 +123,25 @@ impl Broker {
         }
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing is answered — a hung
+    /// broker, without a restart.
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-STOP", &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Thaws a paused broker (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// Starts it again on the same port and storage.
     pub fn restart(&mut self) {
         self.stop();
@@ -154,8 +173,23 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// What the broker logged (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- tansu log tail ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         self.stop();
     }
 }
@@ -220,7 +254,11 @@ pub fn read_topic(bootstrap: &str, topic: &str, min: usize, within: Duration) ->
                     headers,
                 });
             }
-            Some(Err(e)) => panic!("consume {topic}: {e}"),
+            // Transient while a broker restarts; a dead broker shows up as missing records.
+            Some(Err(e)) => {
+                eprintln!("consume {topic}: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
             None => {
                 if out.len() >= min && quiet_since.elapsed() > Duration::from_millis(1500) {
                     break;
@@ -229,6 +267,27 @@ pub fn read_topic(bootstrap: &str, topic: &str, min: usize, within: Duration) ->
         }
     }
     out
+}
+
+/// Anything with an address to post to.
+pub trait Target {
+    /// The base URL plus `path`.
+    fn url(&self, path: &str) -> String;
+}
+
+/// Just an address of a running hookgate (for tasks that must not own the process).
+pub struct HookgateRef(pub SocketAddr);
+
+impl Target for HookgateRef {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.0, path)
+    }
+}
+
+impl Target for Hookgate {
+    fn url(&self, path: &str) -> String {
+        Hookgate::url(self, path)
+    }
 }
 
 /// A running `hookgate serve`. Killed on drop.
@@ -351,6 +410,9 @@ impl Hookgate {
 
 impl Drop for Hookgate {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- hookgate log ---\n{}", self.log());
+        }
         self.kill();
     }
 }

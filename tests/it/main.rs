@@ -10,3 +10,4 @@ mod fakes;
 mod feed_lib;
 mod harness;
 mod ingest;
+mod spool;
