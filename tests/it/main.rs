@@ -6,6 +6,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod chat_lib;
+mod dispatch;
 mod fakes;
 mod feed_lib;
 mod harness;

@@ -1,0 +1,316 @@
+//! The dispatcher end to end: the real binary, a real broker (or the spool), and fake
+//! Telegram / OpenAI-compatible servers speaking the real wire formats.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::fakes::{FakeOpenAi, FakeTelegram, Reply};
+use crate::harness::{client, now, sign, Broker, Hookgate};
+use crate::ingest::post_github;
+
+const WAIT: Duration = Duration::from_secs(30);
+const BOT_TOKEN: &str = "123456:SECRET-bot-token";
+
+fn topic(name: &str) -> String {
+    format!("it.{name}.{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// Sources, sinks and routes shared by every dispatch test; `log` is the `[kafka]` (or
+/// empty for the embedded spool) section.
+fn config(log: &str, topic: &str, tg: &FakeTelegram, ai: &FakeOpenAi) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+{log}
+
+[spool]
+path = "{{dir}}/spool"
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["gh-secret"]
+topic = "{topic}"
+
+[[sources]]
+name = "telegram"
+provider = "telegram"
+secrets = ["tg-secret"]
+topic = "{topic}"
+
+[[sources]]
+name = "shop"
+provider = "shopify"
+secrets = ["shop-secret"]
+topic = "{topic}"
+
+[[sinks]]
+name = "team-chat"
+type = "telegram"
+bot_token = "{BOT_TOKEN}"
+chat_id = "-1001"
+api_url = "{tg_url}"
+max_attempts = 3
+backoff_base = "100ms"
+backoff_max = "500ms"
+chat_interval = "10ms"
+
+[[sinks]]
+name = "assistant"
+type = "llm"
+api_url = "{ai_url}"
+model = "test-model"
+system_prompt = "You are a helpful assistant."
+reply_via = "team-chat"
+
+[[routes]]
+source = "github"
+events = ["push"]
+sink = "team-chat"
+template = """{{{{ pusher.name }}}} pushed {{{{ commits | length }}}} commit(s) to {{{{ repository.full_name }}}} on {{{{ ref | replace("refs/heads/", "") }}}}
+{{% for c in commits %}}- {{{{ c.message | first_line }}}}
+{{% endfor %}}"""
+
+[[routes]]
+source = "shop"
+events = ["orders/create"]
+sink = "team-chat"
+template = "New order #{{{{ order_number }}}}: {{{{ total_price }}}} {{{{ currency }}}}"
+
+[[routes]]
+source = "telegram"
+events = ["message"]
+sink = "assistant"
+"#,
+        tg_url = tg.api_url(),
+        ai_url = ai.api_url(),
+    )
+}
+
+fn kafka_section(broker: &Broker, name: &str) -> String {
+    format!(
+        "[kafka]\nbrokers = \"{}\"\ncreate_topics = true\n\n[dispatch]\ngroup_id = \"g-{name}\"\ndlq_topic = \"{name}.dlq\"\n",
+        broker.bootstrap()
+    )
+}
+
+fn push(n_commits: usize) -> Vec<u8> {
+    let commits: Vec<Value> = (0..n_commits)
+        .map(|i| json!({"id": format!("c{i}"), "message": format!("Fix bug {i}\n\nDetails that stay out")}))
+        .collect();
+    json!({
+        "ref": "refs/heads/main",
+        "repository": {"full_name": "octo/hello"},
+        "pusher": {"name": "mona"},
+        "commits": commits
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn post_telegram(hg: &Hookgate, update: &Value) -> Value {
+    client()
+        .post(hg.url("/hooks/telegram"))
+        .header("x-telegram-bot-api-secret-token", "tg-secret")
+        .header("content-type", "application/json")
+        .body(update.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn update(id: i64, chat: i64, text: &str) -> Value {
+    json!({
+        "update_id": id,
+        "message": {
+            "message_id": 5, "date": now(), "text": text,
+            "from": {"id": 42, "is_bot": false, "first_name": "Ann"},
+            "chat": {"id": chat, "type": "private"}
+        }
+    })
+}
+
+async fn wait_sent(
+    tg: &FakeTelegram,
+    pred: impl Fn(&(String, String)) -> bool,
+) -> Vec<(String, String)> {
+    let end = Instant::now() + WAIT;
+    loop {
+        let hits: Vec<_> = tg.sent().into_iter().filter(|m| pred(m)).collect();
+        if !hits.is_empty() || Instant::now() > end {
+            return hits;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Scenarios 1–3: chat message → LLM → answer in that chat (once, even re-delivered);
+/// Shopify order → confirmation; GitHub push → summary.
+async fn assistant_order_and_push(hg: &Hookgate, tg: &FakeTelegram, ai: &FakeOpenAi) {
+    ai.set_answer("hookgate verifies webhooks.");
+    let v = post_telegram(hg, &update(9001, 777, "What is hookgate?")).await;
+    assert_eq!(v["duplicate"], false, "{v}");
+    let again = post_telegram(hg, &update(9001, 777, "What is hookgate?")).await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    let answers = wait_sent(tg, |(chat, _)| chat == "777").await;
+    assert_eq!(answers.len(), 1, "{:?}\n{}", tg.sent(), hg.log());
+    assert_eq!(answers[0].1, "hookgate verifies webhooks.");
+    let asked = ai.asked();
+    let last = asked.last().unwrap();
+    assert_eq!(
+        last[0],
+        ("system".into(), "You are a helpful assistant.".into())
+    );
+    assert_eq!(
+        last.last().unwrap(),
+        &("user".into(), "What is hookgate?".into())
+    );
+
+    let order =
+        br#"{"id":820982911946154508,"order_number":1234,"total_price":"199.00","currency":"EUR"}"#;
+    let mut req = client()
+        .post(hg.url("/hooks/shop"))
+        .header("x-shopify-topic", "orders/create")
+        .header(
+            "x-shopify-webhook-id",
+            "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+        )
+        .header("content-type", "application/json")
+        .body(order.to_vec());
+    for (k, v) in sign("shopify", "shop-secret", order, now()) {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await.unwrap().status(), 200);
+    let msgs = wait_sent(tg, |(_, t)| t.contains("#1234")).await;
+    assert_eq!(msgs.len(), 1, "{:?}", tg.sent());
+    assert_eq!(msgs[0].0, "-1001");
+    assert_eq!(msgs[0].1, "New order #1234: 199.00 EUR");
+
+    let (s, v, _) = post_github(&client(), hg, "push-1", &push(2)).await;
+    assert_eq!(s, 200, "{v}");
+    let msgs = wait_sent(tg, |(_, t)| t.contains("octo/hello")).await;
+    assert_eq!(msgs.len(), 1, "{:?}", tg.sent());
+    let text = &msgs[0].1;
+    assert!(
+        text.starts_with("mona pushed 2 commit(s) to octo/hello on main"),
+        "{text}"
+    );
+    assert!(text.contains("- Fix bug 0\n- Fix bug 1"), "{text}");
+    assert!(!text.contains("Details that stay out"), "{text}");
+    assert!(
+        !hg.log().contains("SECRET-bot-token"),
+        "bot token leaked into the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_assistant_answers_in_chat_order_and_push_notifications() {
+    let broker = Broker::start();
+    let (tg, ai) = (FakeTelegram::start().await, FakeOpenAi::start().await);
+    let t = topic("chat");
+    let hg = Hookgate::start(&config(&kafka_section(&broker, &t), &t, &tg, &ai));
+    assistant_order_and_push(&hg, &tg, &ai).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_default_assistant_answers_in_chat_order_and_push_notifications() {
+    let (tg, ai) = (FakeTelegram::start().await, FakeOpenAi::start().await);
+    let hg = Hookgate::start(&config("", "webhooks", &tg, &ai));
+    assistant_order_and_push(&hg, &tg, &ai).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_is_obeyed_and_failures_dead_letter_then_replay() {
+    let broker = Broker::start();
+    let (tg, ai) = (FakeTelegram::start().await, FakeOpenAi::start().await);
+    let t = topic("dlq");
+    let hg = Hookgate::start(&config(&kafka_section(&broker, &t), &t, &tg, &ai));
+
+    // 429 with retry_after 2: the retry comes no sooner than 2 s later.
+    tg.push(Reply::RateLimited(2.0));
+    let (s, _, _) = post_github(&client(), &hg, "rl-1", &push(1)).await;
+    assert_eq!(s, 200);
+    let reqs = tg.wait_for(2, WAIT).await;
+    assert!(reqs.len() >= 2, "{}", hg.log());
+    assert!(
+        reqs[1].at - reqs[0].at >= Duration::from_secs(2),
+        "retried too early"
+    );
+
+    // A sink that keeps failing: dead-lettered, listed, then replayed once it recovers.
+    tg.set_default(Reply::ServerError);
+    let before = tg.count();
+    let (s, _, _) = post_github(&client(), &hg, "dead-1", &push(3)).await;
+    assert_eq!(s, 200);
+    let mut listed = Vec::new();
+    let end = Instant::now() + WAIT;
+    while listed.is_empty() && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let out = hg.cli(&["dlq", "list"]);
+        listed = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+    }
+    assert_eq!(listed.len(), 1, "{}", hg.log());
+    assert_eq!(tg.count() - before, 3, "max_attempts = 3");
+    let text = listed[0].to_string();
+    assert!(
+        text.contains("team-chat") && text.contains("dead-1"),
+        "{text}"
+    );
+    assert!(!text.contains("SECRET-bot-token"), "{text}");
+
+    tg.set_default(Reply::Ok);
+    let out = hg.cli(&["dlq", "replay"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let msgs = wait_sent(&tg, |(_, t)| t.contains("3 commit(s)")).await;
+    assert!(!msgs.is_empty());
+    let out = hg.cli(&["dlq", "replay"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["replayed"], 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatcher_killed_mid_delivery_loses_no_notification() {
+    let broker = Broker::start();
+    let (tg, ai) = (FakeTelegram::start().await, FakeOpenAi::start().await);
+    let t = topic("killdisp");
+    // A killed member holds its partitions until the group's session times out; keep that
+    // short so the restarted dispatcher gets them back quickly.
+    let kafka = kafka_section(&broker, &t).replace(
+        "[dispatch]",
+        "[kafka.options]\n\"session.timeout.ms\" = \"6000\"\n\n[dispatch]",
+    );
+    let mut hg = Hookgate::start(&config(&kafka, &t, &tg, &ai));
+    tg.push(Reply::Delay(Duration::from_secs(20)));
+    let (s, _, _) = post_github(&client(), &hg, "slow-1", &push(4)).await;
+    assert_eq!(s, 200);
+    tg.wait_for(1, WAIT).await;
+    hg.kill();
+    hg.restart();
+    // The first attempt was cut off by the kill (the fake saw it arrive, the dispatcher never
+    // saw an answer); the restarted dispatcher, resuming from the committed offset, sends it
+    // again.
+    let end = Instant::now() + Duration::from_secs(90);
+    let mut n = 0;
+    while n < 2 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n = tg
+            .sent()
+            .iter()
+            .filter(|(_, t)| t.contains("4 commit(s)"))
+            .count();
+    }
+    assert!(n >= 2, "{:?}\n{}", tg.sent(), hg.log());
+}
