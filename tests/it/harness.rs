@@ -197,7 +197,6 @@ impl Drop for Broker {
 /// One record read back from Kafka.
 #[derive(Debug, Clone)]
 pub struct Record {
-    pub partition: i32,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -248,7 +247,6 @@ pub fn read_topic(bootstrap: &str, topic: &str, min: usize, within: Duration) ->
                     })
                     .unwrap_or_default();
                 out.push(Record {
-                    partition: m.partition(),
                     key: m.key().map(<[u8]>::to_vec),
                     value: m.payload().unwrap_or_default().to_vec(),
                     headers,

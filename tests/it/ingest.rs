@@ -586,3 +586,34 @@ fn sign_prints_headers_that_verify() {
         format!("Stripe-Signature: {}", expected["Stripe-Signature"])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_topics_stop_the_start_with_a_clear_error_unless_created() {
+    let broker = Broker::start();
+    let t = topic("missing");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = kafka_config(&broker, &t, "")
+        .replace("create_topics = true", "create_topics = false")
+        .replace("{listen}", &format!("127.0.0.1:{}", harness::free_port()));
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let out = std::process::Command::new(harness::hookgate_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kafka topics missing") && err.contains(&t),
+        "{err}"
+    );
+    assert!(err.contains("create_topics"), "{err}");
+
+    broker.create_topic(&t, 2).await;
+    let hg = Hookgate::start(
+        &kafka_config(&broker, &t, "").replace("create_topics = true", "create_topics = false"),
+    );
+    let (s, v, _) = post_github(&client(), &hg, "after-create", &push_body(11)).await;
+    assert_eq!(s, 200, "{v}");
+}
