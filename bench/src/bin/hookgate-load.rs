@@ -109,6 +109,11 @@ struct Args {
     /// Topic for `--verify-kafka`.
     #[arg(long)]
     topic: Option<String>,
+    /// `--verify-kafka`: before reading, produce one marker record (no hookgate headers)
+    /// to every partition. Tells "the broker holds the last batch but does not serve it
+    /// until the next write" (Tansu 0.6's high watermark lags) from a real loss.
+    #[arg(long)]
+    verify_nudge: bool,
     /// Instead of a run: print the markdown table of the `*.json` results in this folder.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -357,9 +362,12 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let kafka = match (&args.verify_kafka, &args.topic) {
         (Some(brokers), Some(topic)) => {
             let (brokers, topic) = (brokers.clone(), topic.clone());
+            let nudge = args.verify_nudge;
             Some(
-                tokio::task::spawn_blocking(move || verify_kafka(&brokers, &topic, &ids, &dup_ids))
-                    .await??,
+                tokio::task::spawn_blocking(move || {
+                    verify_kafka(&brokers, &topic, &ids, &dup_ids, nudge)
+                })
+                .await??,
             )
         }
         _ => None,
@@ -585,6 +593,7 @@ fn verify_kafka(
     topic: &str,
     accepted: &[u128],
     dup_answers: &[u128],
+    nudge: bool,
 ) -> anyhow::Result<KafkaCheck> {
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -614,6 +623,31 @@ fn verify_kafka(
         .collect();
     if parts.is_empty() {
         bail!("topic {topic} has no partitions (does it exist?)");
+    }
+    if nudge {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            .create()
+            .context("kafka producer")?;
+        for p in &parts {
+            producer
+                .send(
+                    BaseRecord::<[u8], [u8]>::to(topic)
+                        .partition(*p)
+                        .key(b"hookgate-load-nudge"),
+                )
+                .map_err(|(e, _)| e)
+                .context("produce nudge")?;
+        }
+        producer
+            .flush(Duration::from_secs(10))
+            .context("flush nudge")?;
+        eprintln!(
+            "nudged {} partition(s) of {topic} with a marker record",
+            parts.len()
+        );
     }
     let mut tpl = TopicPartitionList::new();
     let mut high: HashMap<i32, i64> = HashMap::new();
