@@ -284,6 +284,30 @@ impl Spool {
         read_records(&self.shared, from, max)
     }
 
+    /// The first durable record at or after `from` (clamped to the oldest on disk), read
+    /// alone — for gauges such as the oldest record's age.
+    pub fn peek(&self, from: u64) -> Result<Option<Event>, SpoolError> {
+        let end = self.end_offset();
+        let _g = self.shared.gc.lock().unwrap_or_else(|p| p.into_inner());
+        let segs = list_segments(&self.shared.dir)?;
+        let at = from.max(segs.first().copied().unwrap_or(0));
+        if at >= end {
+            return Ok(None);
+        }
+        let Some(&base) = segs.iter().rev().find(|b| **b <= at) else {
+            return Ok(None);
+        };
+        let mut file =
+            File::open(seg_path(&self.shared.dir, base)).map_err(io_err("read segment"))?;
+        let head = read_at(&mut file, at - base, HEADER as u64)?;
+        if head.len() < HEADER {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
+        let data = Bytes::from(read_at(&mut file, at - base, HEADER as u64 + len)?);
+        Ok(parse_record(&data, 0).and_then(|(r, _)| Event::decode(&data.slice(r)).ok()))
+    }
+
     /// The saved position of consumer `name` (0 when it has none yet).
     pub fn cursor(&self, name: &str) -> Result<u64, SpoolError> {
         let path = self.shared.dir.join(format!("{name}.cursor"));
@@ -645,8 +669,12 @@ mod tests {
         let spool = Spool::open(&cfg(dir.path())).unwrap();
         let (got, next) = spool.read(0, 1000).unwrap();
         assert_eq!(next, spool.end_offset());
+        let offs: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
         let got: Vec<Event> = got.into_iter().map(|(_, e)| e).collect();
         assert_eq!(got, want);
+        assert_eq!(spool.peek(0).unwrap().as_ref(), Some(&want[0]));
+        assert_eq!(spool.peek(offs[57]).unwrap().as_ref(), Some(&want[57]));
+        assert_eq!(spool.peek(spool.end_offset()).unwrap(), None);
     }
 
     #[tokio::test]

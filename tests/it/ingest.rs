@@ -617,3 +617,85 @@ async fn missing_topics_stop_the_start_with_a_clear_error_unless_created() {
     let (s, v, _) = post_github(&client(), &hg, "after-create", &push_body(11)).await;
     assert_eq!(s, 200, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_time_out_408_and_over_capacity_answers_503_overloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let hg = Hookgate::start_in(
+        dir.path(),
+        r#"
+[server]
+listen = "{listen}"
+body_timeout = "1500ms"
+max_concurrency = 1
+
+[spool]
+path = "{dir}/spool"
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["gh-secret"]
+"#,
+        &[],
+    );
+    // Holds the only permit: headers promise 100 bytes, 10 arrive.
+    let mut slow = TcpStream::connect(hg.addr).unwrap();
+    slow.write_all(
+        b"POST /hooks/github HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, v, retry) = post_github(&client(), &hg, "while-busy", &push_body(12)).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"], "overloaded");
+    assert_eq!(retry.as_deref(), Some("1"));
+
+    let r = tokio::task::spawn_blocking(move || {
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = slow.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    assert!(r.contains("body_timeout"), "{r}");
+    // The permit is back.
+    let (s, _, _) = post_github(&client(), &hg, "after", &push_body(13)).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_still_gets_its_event_written_once() {
+    let broker = Broker::start();
+    let t = topic("hangup");
+    let hg = Hookgate::start(&kafka_config(&broker, &t, "linger = \"50ms\""));
+    let body = push_body(14);
+    let mut req = format!(
+        "POST /hooks/github HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-github-event: push\r\nx-github-delivery: hangup-1\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in sign("github", GH_SECRET, &body, now()) {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(&body);
+    {
+        let mut s = TcpStream::connect(hg.addr).unwrap();
+        s.write_all(&bytes).unwrap();
+        // Gone before the broker could possibly have answered.
+    }
+    let recs = read_topic(&broker.bootstrap(), &t, 1, Duration::from_secs(20));
+    assert_eq!(recs.len(), 1, "{}", hg.log());
+    // The provider retries: recognised, not produced again.
+    let (s, v, _) = post_github(&client(), &hg, "hangup-1", &body).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["duplicate"], true, "{v}");
+    assert_eq!(
+        read_topic(&broker.bootstrap(), &t, 1, Duration::from_secs(5)).len(),
+        1
+    );
+}

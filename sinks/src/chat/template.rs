@@ -13,8 +13,9 @@ use crate::chat::{ConfigError, Markup, SinkError};
 /// MarkdownV2 special character so it is valid in all markups.
 pub const DEFAULT_TEMPLATE: &str = r#"
 {%- if event.provider == "github" and event.type == "push" -%}
-{{ pusher.name or sender.login }} pushed {{ commits | length }} commit{{ "s" if commits | length != 1 }} to {{ repository.full_name }} on {{ ref | replace("refs/heads/", "") }}
-{%- for c in commits[:5] %}
+{%- set cs = commits or [] -%}
+{{ pusher.name or sender.login }} pushed {{ cs | length }} commit{{ "s" if cs | length != 1 }} to {{ repository.full_name }} on {{ (ref or "") | replace("refs/heads/", "") }}
+{%- for c in cs[:5] %}
 • {{ c.message | first_line }}
 {%- endfor %}
 {%- elif event.type == "orders/create" -%}
@@ -219,6 +220,18 @@ mod tests {
         let e = ev("stripe", "charge.succeeded", "{}");
         let out = render(None, Markup::TelegramMarkdownV2, &e).unwrap();
         assert_eq!(out, "stripe: charge\\.succeeded d1");
+    }
+
+    #[test]
+    fn default_github_push_without_commits_renders() {
+        let mut e = ev(
+            "github",
+            "push",
+            r#"{"pusher":{"name":"mona"},"repository":{"full_name":"o/r"}}"#,
+        );
+        e.provider = std::sync::Arc::from("github");
+        let out = render(None, Markup::Plain, &e).unwrap();
+        assert_eq!(out, "mona pushed 0 commits to o/r on");
     }
 
     #[test]
