@@ -699,3 +699,33 @@ async fn a_client_that_hangs_up_still_gets_its_event_written_once() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let hg = Hookgate::start_in(
+        dir.path(),
+        "[server]\nlisten = \"{listen}\"\nheader_timeout = \"1s\"\n\n[spool]\npath = \"{dir}/spool\"\n\n[[sources]]\nname = \"github\"\nprovider = \"github\"\nsecrets = [\"gh-secret\"]\n",
+        &[],
+    );
+    let addr = hg.addr;
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"POST /hooks/github HTTP/1.1\r\nhost: x\r\n")
+            .unwrap();
+        // Generous bound: only checks that the server does close it (hyper's timer is set).
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 1024];
+        match s.read(&mut buf) {
+            Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => None,
+        }
+    })
+    .await
+    .unwrap();
+    let text = closed.expect("the server kept a header-less connection open");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
