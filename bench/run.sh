@@ -149,7 +149,7 @@ if want 3; then
     HOOKGATE_BENCH_BROKERS=$BROKERS HOOKGATE_BENCH_TOPIC=$topic \
       start_server "hookgate-$label" "$BIN/hookgate" serve --config bench/configs/kafka.toml
     load "$file" "$label" "http://$SERVER_ADDR/hooks/github" \
-      --verify-kafka "$BROKERS" --topic "$topic" "$@" || echo "$label: hookgate-load failed" >&2
+      --verify-kafka "$BROKERS" --topic "$topic" --verify-nudge "$@" || echo "$label: hookgate-load failed" >&2
     stop_server "$SERVER_PID"
   }
   kafka_scenario 3a-kafka-c64 kafka-c64 bench.c64 --connections 64
