@@ -6,14 +6,18 @@
 //! nothing. LRU eviction, because TinyLFU may refuse to admit new keys — and a key that is
 //! not admitted is a duplicate that gets through.
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookgate_proto::Ulid;
+use metrics::Counter;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
+use tokio::sync::watch;
 
 /// The cache key: source index and delivery id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,16 +35,56 @@ pub enum Admission {
     Duplicate(Ulid),
 }
 
+/// The outcome a first attempt publishes to the duplicates waiting on it. The error is
+/// type-erased so one map serves every caller; waiters downcast it back.
+type Outcome = Option<Result<Ulid, Arc<dyn Any + Send + Sync>>>;
+type Hasher = foldhash::fast::RandomState;
+type Inflight = Mutex<HashMap<Key, watch::Receiver<Outcome>, Hasher>>;
+
+const SHARDS: usize = 64;
+
+struct Inner {
+    /// Committed ids: moka's LRU with TTL and capacity.
+    committed: moka::sync::Cache<Key, Ulid, Hasher>,
+    /// Attempts under way, sharded to keep lock hold times short under contention.
+    inflight: Box<[Inflight]>,
+    hasher: Hasher,
+    hits: Counter,
+    misses: Counter,
+}
+
 /// The delivery-id cache.
 #[derive(Clone)]
 pub struct Dedupe {
-    cache: moka::future::Cache<Key, Ulid>,
+    inner: Arc<Inner>,
+}
+
+/// Removes a first attempt's in-flight entry however its future ends (done or dropped),
+/// so a cancelled attempt never blocks the provider's retry.
+struct InflightGuard<'a> {
+    shard: &'a Inflight,
+    key: &'a Key,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.shard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(self.key);
+    }
+}
+
+enum Role {
+    Wait(watch::Receiver<Outcome>),
+    Run(watch::Sender<Outcome>),
 }
 
 impl Dedupe {
     /// A cache keeping at most `capacity` ids for `ttl` each.
     pub fn new(capacity: u64, ttl: Duration) -> Dedupe {
-        let cache = moka::future::Cache::builder()
+        let hasher = Hasher::default();
+        let committed = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .time_to_live(ttl)
             .eviction_policy(EvictionPolicy::lru())
@@ -49,54 +93,122 @@ impl Dedupe {
                     metrics::counter!("hookgate_dedupe_evictions_total").increment(1);
                 }
             })
-            .build();
-        Dedupe { cache }
+            .build_with_hasher(hasher.clone());
+        let inflight = (0..SHARDS)
+            .map(|_| Mutex::new(HashMap::with_hasher(hasher.clone())))
+            .collect();
+        Dedupe {
+            inner: Arc::new(Inner {
+                committed,
+                inflight,
+                hasher,
+                hits: metrics::counter!("hookgate_dedupe_hits_total"),
+                misses: metrics::counter!("hookgate_dedupe_misses_total"),
+            }),
+        }
     }
 
     /// Runs `append` unless `(source, id)` was already committed or is being committed;
-    /// the id is remembered only if `append` succeeds.
+    /// the id is remembered only if `append` succeeds. Duplicates that arrive while the
+    /// first attempt runs wait for it and get its outcome, success or error.
     pub async fn admit<E, F>(&self, source: u32, id: &str, append: F) -> Result<Admission, Arc<E>>
     where
         E: Send + Sync + 'static,
         F: Future<Output = Result<Ulid, E>>,
     {
-        let ran = AtomicBool::new(false);
+        let inner = &*self.inner;
         let key = Key {
             source,
             id: id.into(),
         };
-        let ulid = self
-            .cache
-            .try_get_with(key, async {
-                ran.store(true, Ordering::Relaxed);
-                append.await
-            })
-            .await?;
-        if ran.load(Ordering::Relaxed) {
-            metrics::counter!("hookgate_dedupe_misses_total").increment(1);
-            Ok(Admission::New(ulid))
-        } else {
-            metrics::counter!("hookgate_dedupe_hits_total").increment(1);
-            Ok(Admission::Duplicate(ulid))
+        let shard = &inner.inflight[(inner.hasher.hash_one(&key) as usize) % SHARDS];
+        let mut append = Some(append);
+        loop {
+            if let Some(u) = inner.committed.get(&key) {
+                inner.hits.increment(1);
+                return Ok(Admission::Duplicate(u));
+            }
+            let role = {
+                let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+                // Re-check under the lock: a first attempt may have committed and left
+                // between the lookup above and here.
+                if let Some(u) = inner.committed.get(&key) {
+                    inner.hits.increment(1);
+                    return Ok(Admission::Duplicate(u));
+                }
+                match map.get(&key) {
+                    Some(rx) => Role::Wait(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        map.insert(key.clone(), rx);
+                        Role::Run(tx)
+                    }
+                }
+            };
+            match role {
+                Role::Wait(mut rx) => {
+                    let outcome = match rx.wait_for(Option::is_some).await {
+                        Ok(o) => o.clone(),
+                        // The first attempt was dropped mid-way: try again ourselves.
+                        Err(_) => continue,
+                    };
+                    match outcome {
+                        Some(Ok(u)) => {
+                            inner.hits.increment(1);
+                            return Ok(Admission::Duplicate(u));
+                        }
+                        Some(Err(e)) => match e.downcast::<E>() {
+                            Ok(e) => return Err(e),
+                            Err(_) => continue,
+                        },
+                        None => continue,
+                    }
+                }
+                Role::Run(tx) => {
+                    let Some(append) = append.take() else {
+                        // Unreachable: a caller runs its append at most once; after that it
+                        // only ever returns. Kept total rather than panicking.
+                        continue;
+                    };
+                    let guard = InflightGuard { shard, key: &key };
+                    inner.misses.increment(1);
+                    let res = append.await;
+                    match res {
+                        Ok(u) => {
+                            // Committed before the in-flight entry goes, so a newcomer
+                            // always finds one or the other.
+                            inner.committed.insert(key.clone(), u);
+                            drop(guard);
+                            tx.send_replace(Some(Ok(u)));
+                            return Ok(Admission::New(u));
+                        }
+                        Err(e) => {
+                            let e = Arc::new(e);
+                            drop(guard);
+                            let erased: Arc<dyn Any + Send + Sync> = e.clone();
+                            tx.send_replace(Some(Err(erased)));
+                            return Err(e);
+                        }
+                    }
+                }
+            }
         }
     }
 
     /// Remembers an id accepted before a restart.
     pub async fn seed(&self, source: u32, id: &str, ulid: Ulid) {
-        self.cache
-            .insert(
-                Key {
-                    source,
-                    id: id.into(),
-                },
-                ulid,
-            )
-            .await;
+        self.inner.committed.insert(
+            Key {
+                source,
+                id: id.into(),
+            },
+            ulid,
+        );
     }
 
     /// Ids currently remembered (approximate).
     pub fn len(&self) -> u64 {
-        self.cache.entry_count()
+        self.inner.committed.entry_count()
     }
 
     /// Whether nothing is remembered (approximate).
@@ -108,7 +220,7 @@ impl Dedupe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
     async fn committed_duplicate_and_failed_append() {
@@ -179,6 +291,48 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert_eq!(news, 1);
         assert_eq!(ids.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_duplicates_share_a_failure_and_a_retry_then_runs() {
+        let d = Dedupe::new(100, Duration::from_secs(60));
+        let first = {
+            let d = d.clone();
+            tokio::spawn(async move {
+                d.admit::<&str, _>(0, "f", async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err("down")
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let waiter = d.admit::<&str, _>(0, "f", async { Ok(Ulid::new()) }).await;
+        assert_eq!(waiter.map_err(|e| *e), Err("down"));
+        assert!(first.await.unwrap().is_err());
+        assert!(matches!(
+            d.admit::<&str, _>(0, "f", async { Ok(Ulid::new()) })
+                .await
+                .unwrap(),
+            Admission::New(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_first_attempt_does_not_block_the_retry() {
+        let d = Dedupe::new(100, Duration::from_secs(60));
+        let slow = d.admit::<(), _>(0, "c", std::future::pending());
+        let _ = tokio::time::timeout(Duration::from_millis(10), slow).await;
+        assert!(matches!(
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                d.admit::<(), _>(0, "c", async { Ok(Ulid::new()) })
+            )
+            .await
+            .unwrap()
+            .unwrap(),
+            Admission::New(_)
+        ));
     }
 
     #[tokio::test]

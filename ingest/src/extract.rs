@@ -3,7 +3,8 @@
 //! handshakes (Slack `url_verification`, Discord `PING`).
 //!
 //! The body is parsed only when a field lives in it, with simd-json, into a per-thread
-//! scratch buffer that is reused across requests; the body itself is never modified or
+//! scratch buffer and tape that are reused across requests (the tape is walked for the
+//! few fields needed; no value tree is built); the body itself is never modified or
 //! re-serialized.
 
 use std::cell::RefCell;
@@ -11,7 +12,8 @@ use std::cell::RefCell;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use simd_json::prelude::*;
-use simd_json::BorrowedValue;
+use simd_json::tape::Value as TapeValue;
+use simd_json::Tape;
 
 use crate::verify::Provider;
 
@@ -209,16 +211,37 @@ impl Extractor {
         }
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
-            let Scratch { buf, buffers } = &mut *scratch;
+            let Scratch { buf, buffers, tape } = &mut *scratch;
             buf.clear();
             buf.extend_from_slice(body);
-            let doc = simd_json::to_borrowed_value_with_buffers(buf, buffers)
-                .map_err(|_| ExtractError::InvalidJson)?;
+            let mut t = std::mem::replace(tape, Tape::null()).reset();
+            let parsed = simd_json::fill_tape(buf, buffers, &mut t);
+            let result = match parsed {
+                Ok(()) => self.read_doc(headers, body, t.as_value()),
+                Err(_) => Err(ExtractError::InvalidJson),
+            };
+            // Keep the tape's allocation for the next request.
+            *tape = t.reset();
+            result
+        })
+    }
+
+    fn read_doc(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        doc: TapeValue<'_, '_>,
+    ) -> Result<Extracted, ExtractError> {
+        {
             match self.handshake {
                 Handshake::SlackUrlVerification
-                    if doc.get("type").and_then(|v| v.as_str()) == Some("url_verification") =>
+                    if doc.get("type").and_then(|v| v.into_string())
+                        == Some("url_verification") =>
                 {
-                    let challenge = doc.get("challenge").and_then(|v| v.as_str()).unwrap_or("");
+                    let challenge = doc
+                        .get("challenge")
+                        .and_then(|v| v.into_string())
+                        .unwrap_or("");
                     return Ok(Extracted::Handshake(
                         serde_json::json!({ "challenge": challenge }).to_string(),
                     ));
@@ -228,15 +251,15 @@ impl Extractor {
                 }
                 _ => {}
             }
-            self.fields(headers, body, Some(&doc))
-        })
+            self.fields(headers, body, Some(doc))
+        }
     }
 
     fn fields(
         &self,
         headers: &HeaderMap,
         body: &[u8],
-        doc: Option<&BorrowedValue<'_>>,
+        doc: Option<TapeValue<'_, '_>>,
     ) -> Result<Extracted, ExtractError> {
         let delivery_id = eval(&self.delivery, headers, body, doc)
             .filter(|s| !s.is_empty())
@@ -263,12 +286,14 @@ impl Extractor {
 struct Scratch {
     buf: Vec<u8>,
     buffers: simd_json::Buffers,
+    tape: Tape<'static>,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         buf: Vec::with_capacity(64 << 10),
         buffers: simd_json::Buffers::new(64 << 10),
+        tape: Tape::null(),
     });
 }
 
@@ -276,7 +301,7 @@ fn eval(
     f: &FieldSpec,
     headers: &HeaderMap,
     body: &[u8],
-    doc: Option<&BorrowedValue<'_>>,
+    doc: Option<TapeValue<'_, '_>>,
 ) -> Option<String> {
     match f {
         FieldSpec::Header(name) => headers
@@ -298,19 +323,27 @@ fn eval(
         FieldSpec::TelegramKind => doc?
             .as_object()?
             .keys()
-            .find(|k| k.as_ref() != "update_id")
-            .map(|k| k.to_string()),
+            .find(|k| *k != "update_id")
+            .map(str::to_owned),
     }
 }
 
-fn scalar_text(v: &BorrowedValue<'_>) -> Option<String> {
-    if v.is_null() {
-        return None;
-    }
+/// A field's text: strings as they are, numbers and booleans as JSON writes them; null,
+/// objects and arrays are not usable as an id or key.
+fn scalar_text(v: TapeValue<'_, '_>) -> Option<String> {
     if let Some(s) = v.as_str() {
         return Some(s.to_owned());
     }
-    Some(v.to_string())
+    if let Some(i) = v.as_i64() {
+        return Some(i.to_string());
+    }
+    if let Some(u) = v.as_u64() {
+        return Some(u.to_string());
+    }
+    if let Some(f) = v.as_f64() {
+        return Some(f.to_string());
+    }
+    v.as_bool().map(|b| b.to_string())
 }
 
 fn hash_hex(body: &[u8]) -> String {

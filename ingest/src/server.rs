@@ -85,6 +85,7 @@ pub struct App {
     permits: Arc<Semaphore>,
     prometheus: Option<PrometheusHandle>,
     store: Option<Arc<DedupeStore>>,
+    inflight: metrics::Gauge,
 }
 
 /// An HTTP error: status and stable code; the message is for people.
@@ -154,6 +155,7 @@ impl App {
             permits: Arc::new(Semaphore::new(cfg.server.max_concurrency.max(1))),
             prometheus,
             store: None,
+            inflight: metrics::gauge!("hookgate_requests_in_flight"),
         })
     }
 
@@ -201,7 +203,7 @@ impl App {
                     "no source is configured at this path",
                 ));
             };
-            let _inflight = InFlight::new();
+            let _inflight = InFlight::new(&self.inflight);
             let resp = match self.webhook(&src, req, peer).await {
                 Ok(r) => r,
                 Err(rej) => error_response(&rej),
@@ -512,16 +514,16 @@ fn error_response(rej: &Reject) -> Response<Full<Bytes>> {
 }
 
 /// Keeps the in-flight gauge true even when a request future is dropped.
-struct InFlight;
-impl InFlight {
-    fn new() -> Self {
-        metrics::gauge!("hookgate_requests_in_flight").increment(1.0);
-        InFlight
+struct InFlight<'a>(&'a metrics::Gauge);
+impl<'a> InFlight<'a> {
+    fn new(g: &'a metrics::Gauge) -> Self {
+        g.increment(1.0);
+        InFlight(g)
     }
 }
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        metrics::gauge!("hookgate_requests_in_flight").decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 

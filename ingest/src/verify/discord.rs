@@ -19,8 +19,8 @@ use ring::signature::{self, KeyPair as _};
 
 use super::{Ed25519PublicKey, KeyError, VerifyError};
 
-const SIG_HEADER: &str = "x-signature-ed25519";
-const TS_HEADER: &str = "x-signature-timestamp";
+static SIG_HEADER: http::HeaderName = http::HeaderName::from_static("x-signature-ed25519");
+static TS_HEADER: http::HeaderName = http::HeaderName::from_static("x-signature-timestamp");
 
 /// Decodes a configured application public key (64 hex digits).
 pub(super) fn public_key(index: usize, secret: &str) -> Result<Ed25519PublicKey, KeyError> {
@@ -62,8 +62,8 @@ pub(super) fn verify(
     body: &[u8],
     now: i64,
 ) -> Result<(), VerifyError> {
-    let sig_hex = super::header_str(headers, SIG_HEADER)?;
-    let ts_text = super::header_str(headers, TS_HEADER)?;
+    let sig_hex = super::header_str(headers, &SIG_HEADER)?;
+    let ts_text = super::header_str(headers, &TS_HEADER)?;
     let timestamp = super::parse_timestamp(ts_text)?;
     let mut sig = [0u8; 64];
     super::decode_hex_exact(sig_hex, &mut sig)?;

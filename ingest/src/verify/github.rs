@@ -10,7 +10,7 @@ use ring::hmac;
 
 use super::VerifyError;
 
-const HEADER: &str = "x-hub-signature-256";
+static HEADER: http::HeaderName = http::HeaderName::from_static("x-hub-signature-256");
 const PREFIX: &str = "sha256=";
 
 /// Checks the SHA-256 signature header against every configured key.
@@ -19,7 +19,7 @@ pub(super) fn verify(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), VerifyError> {
-    let value = super::header_str(headers, HEADER)?;
+    let value = super::header_str(headers, &HEADER)?;
     let hex_sig = value.strip_prefix(PREFIX).ok_or(VerifyError::Malformed)?;
     let mut sig = [0u8; 32];
     super::decode_hex_exact(hex_sig, &mut sig)?;

@@ -9,11 +9,11 @@ use http::HeaderMap;
 
 use super::{TokenSet, VerifyError};
 
-const HEADER: &str = "x-gitlab-token";
+static HEADER: http::HeaderName = http::HeaderName::from_static("x-gitlab-token");
 
 /// Checks the presented token against every configured token.
 pub(super) fn verify(tokens: &TokenSet, headers: &HeaderMap) -> Result<(), VerifyError> {
-    let value = super::header_str(headers, HEADER)?;
+    let value = super::header_str(headers, &HEADER)?;
     if tokens.matches(value.as_bytes()) {
         Ok(())
     } else {

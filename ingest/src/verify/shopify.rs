@@ -11,7 +11,7 @@ use ring::hmac;
 
 use super::VerifyError;
 
-const HEADER: &str = "x-shopify-hmac-sha256";
+static HEADER: http::HeaderName = http::HeaderName::from_static("x-shopify-hmac-sha256");
 
 /// Checks the base64 body MAC against every configured key.
 pub(super) fn verify(
@@ -19,7 +19,7 @@ pub(super) fn verify(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), VerifyError> {
-    let value = super::header_str(headers, HEADER)?;
+    let value = super::header_str(headers, &HEADER)?;
     let mut buf = [0u8; super::MAX_SIG_LEN + 8];
     let sig = super::decode_b64_exact(value, 32, &mut buf)?;
     if keys.iter().any(|key| hmac::verify(key, body, sig).is_ok()) {

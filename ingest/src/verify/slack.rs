@@ -10,8 +10,8 @@ use ring::hmac;
 
 use super::VerifyError;
 
-const SIG_HEADER: &str = "x-slack-signature";
-const TS_HEADER: &str = "x-slack-request-timestamp";
+static SIG_HEADER: http::HeaderName = http::HeaderName::from_static("x-slack-signature");
+static TS_HEADER: http::HeaderName = http::HeaderName::from_static("x-slack-request-timestamp");
 const VERSION: &[u8] = b"v0";
 
 /// Checks the timestamp, then the `v0` signature against every key.
@@ -22,8 +22,8 @@ pub(super) fn verify(
     body: &[u8],
     now: i64,
 ) -> Result<(), VerifyError> {
-    let ts_text = super::header_str(headers, TS_HEADER)?;
-    let sig_value = super::header_str(headers, SIG_HEADER)?;
+    let ts_text = super::header_str(headers, &TS_HEADER)?;
+    let sig_value = super::header_str(headers, &SIG_HEADER)?;
     let timestamp = super::parse_timestamp(ts_text)?;
     let sig_hex = sig_value
         .strip_prefix("v0=")

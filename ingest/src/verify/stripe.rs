@@ -19,7 +19,7 @@ use ring::hmac;
 
 use super::VerifyError;
 
-const HEADER: &str = "stripe-signature";
+static HEADER: http::HeaderName = http::HeaderName::from_static("stripe-signature");
 
 /// The `t` value of a syntactically valid header.
 fn parse(value: &str) -> Result<&str, VerifyError> {
@@ -54,7 +54,7 @@ pub(super) fn verify(
     body: &[u8],
     now: i64,
 ) -> Result<(), VerifyError> {
-    let value = super::header_str(headers, HEADER)?;
+    let value = super::header_str(headers, &HEADER)?;
     let t = parse(value)?;
     super::check_tolerance(super::parse_timestamp(t)?, now, tolerance_secs)?;
     if v1_signatures(value).next().is_none() {

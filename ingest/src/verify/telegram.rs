@@ -11,7 +11,7 @@ use http::HeaderMap;
 
 use super::{KeyError, TokenSet, VerifyError};
 
-const HEADER: &str = "x-telegram-bot-api-secret-token";
+static HEADER: http::HeaderName = http::HeaderName::from_static("x-telegram-bot-api-secret-token");
 
 /// Rejects a configured token Telegram itself would refuse.
 pub(super) fn check_token(index: usize, secret: &str) -> Result<(), KeyError> {
@@ -27,7 +27,7 @@ pub(super) fn check_token(index: usize, secret: &str) -> Result<(), KeyError> {
 
 /// Checks the presented token against every configured token.
 pub(super) fn verify(tokens: &TokenSet, headers: &HeaderMap) -> Result<(), VerifyError> {
-    let value = super::header_str(headers, HEADER)?;
+    let value = super::header_str(headers, &HEADER)?;
     if tokens.matches(value.as_bytes()) {
         Ok(())
     } else {
