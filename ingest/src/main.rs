@@ -327,8 +327,11 @@ fn init_tracing() {
     let filter = EnvFilter::try_from_env("HOOKGATE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
     let json = std::env::var("HOOKGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    use std::io::IsTerminal as _;
+    // Colour only for a person at a terminal; log files and collectors get plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         b.json().init();

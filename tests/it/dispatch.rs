@@ -314,3 +314,96 @@ async fn dispatcher_killed_mid_delivery_loses_no_notification() {
     }
     assert!(n >= 2, "{:?}\n{}", tg.sent(), hg.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatch_processes_in_one_group_share_the_partitions() {
+    let broker = Broker::start();
+    let (tg, ai) = (FakeTelegram::start().await, FakeOpenAi::start().await);
+    let t = topic("shared");
+    let kafka = kafka_section(&broker, &t)
+        .replace(
+            "create_topics = true",
+            "create_topics = true\ntopic_partitions = 4",
+        )
+        .replace(
+            "[dispatch]",
+            "[kafka.options]\n\"session.timeout.ms\" = \"6000\"\n\n[dispatch]\nenabled = false",
+        );
+    let hg = Hookgate::start(&config(&kafka, &t, &tg, &ai));
+    let cfg = hg.dir.join("hookgate.toml");
+    let spawn = |n: usize| {
+        let log = std::fs::File::create(hg.dir.join(format!("dispatch-{n}.log"))).unwrap();
+        std::process::Command::new(crate::harness::hookgate_bin())
+            .args(["dispatch", "--config"])
+            .arg(&cfg)
+            .current_dir(&hg.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let mut a = spawn(1);
+    let mut b = spawn(2);
+    let last_assignment = |n: usize| -> Option<usize> {
+        let text =
+            std::fs::read_to_string(hg.dir.join(format!("dispatch-{n}.log"))).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("partitions assigned"))
+            .filter_map(|l| {
+                l.split("partitions=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .next_back()
+    };
+    let end = Instant::now() + Duration::from_secs(90);
+    let shared = loop {
+        let (x, y) = (last_assignment(1), last_assignment(2));
+        if let (Some(x), Some(y)) = (x, y) {
+            if x >= 1 && y >= 1 && x + y == 4 {
+                break true;
+            }
+        }
+        if Instant::now() > end {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let logs = format!(
+        "{}\n---\n{}",
+        std::fs::read_to_string(hg.dir.join("dispatch-1.log")).unwrap_or_default(),
+        std::fs::read_to_string(hg.dir.join("dispatch-2.log")).unwrap_or_default()
+    );
+    assert!(
+        shared,
+        "the two dispatchers did not split the 4 partitions:\n{logs}"
+    );
+
+    for i in 0..8 {
+        let body = json!({
+            "ref": "refs/heads/main",
+            "repository": {"full_name": format!("octo/repo-{i}")},
+            "pusher": {"name": "mona"},
+            "commits": [{"id": "c", "message": "m"}]
+        })
+        .to_string()
+        .into_bytes();
+        let (s, _, _) = post_github(&client(), &hg, &format!("share-{i}"), &body).await;
+        assert_eq!(s, 200);
+    }
+    let end = Instant::now() + WAIT;
+    let mut got = std::collections::HashSet::new();
+    while got.len() < 8 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        got = tg
+            .sent()
+            .into_iter()
+            .filter_map(|(_, t)| t.split("octo/repo-").nth(1).map(|r| r[..1].to_owned()))
+            .collect();
+    }
+    let _ = (a.kill(), b.kill(), a.wait(), b.wait());
+    assert_eq!(got.len(), 8, "{:?}\n{logs}", tg.sent());
+}
