@@ -20,4 +20,4 @@ export HOOKGATE_TANSU="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Two test threads: the end-to-end tests each start a broker and a hookgate process.
-cargo test --workspace -- --test-threads "${HOOKGATE_TEST_THREADS:-3}"
+cargo test --workspace --no-fail-fast -- --test-threads "${HOOKGATE_TEST_THREADS:-3}"

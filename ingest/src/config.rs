@@ -627,6 +627,9 @@ fn interpolate(
                     location: format!("{origin}{line}"),
                     message: format!("environment variable `{name}` is not set"),
                 });
+                // Keep the reference so later checks do not report a second, derived
+                // problem (an empty secret) for the same cause.
+                out.push_str(&needle);
             }
         }
         rest = &after[j + 1..];
