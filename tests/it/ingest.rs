@@ -668,10 +668,13 @@ secrets = ["gh-secret"]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_hangs_up_still_gets_its_event_written_once() {
+async fn a_client_that_hangs_up_while_the_broker_acks_still_gets_its_event_written_once() {
     let broker = Broker::start();
     let t = topic("hangup");
-    let hg = Hookgate::start(&kafka_config(&broker, &t, "linger = \"50ms\""));
+    let hg = Hookgate::start(&kafka_config(&broker, &t, ""));
+    // Warm the producer up so the append below is purely waiting on the broker.
+    let (s, _, _) = post_github(&client(), &hg, "warm", &push_body(15)).await;
+    assert_eq!(s, 200);
     let body = push_body(14);
     let mut req = format!(
         "POST /hooks/github HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-github-event: push\r\nx-github-delivery: hangup-1\r\ncontent-length: {}\r\n",
@@ -683,21 +686,35 @@ async fn a_client_that_hangs_up_still_gets_its_event_written_once() {
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(&body);
-    {
-        let mut s = TcpStream::connect(hg.addr).unwrap();
+    // A hung broker: the append is under way and waiting for its ack when the client leaves.
+    broker.pause();
+    let addr = hg.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(&bytes).unwrap();
-        // Gone before the broker could possibly have answered.
-    }
-    let recs = read_topic(&broker.bootstrap(), &t, 1, Duration::from_secs(20));
-    assert_eq!(recs.len(), 1, "{}", hg.log());
+        std::thread::sleep(Duration::from_millis(700));
+        // Dropped here: the client hangs up without an answer.
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    broker.resume();
+    let recs = read_topic(&broker.bootstrap(), &t, 2, Duration::from_secs(20));
+    let ids: Vec<String> = recs
+        .iter()
+        .filter_map(|r| r.header("hookgate-delivery-id"))
+        .collect();
+    assert!(
+        ids.contains(&"hangup-1".to_string()),
+        "{ids:?}\n{}",
+        hg.log()
+    );
     // The provider retries: recognised, not produced again.
     let (s, v, _) = post_github(&client(), &hg, "hangup-1", &body).await;
     assert_eq!(s, 200);
     assert_eq!(v["duplicate"], true, "{v}");
-    assert_eq!(
-        read_topic(&broker.bootstrap(), &t, 1, Duration::from_secs(5)).len(),
-        1
-    );
+    let again = read_topic(&broker.bootstrap(), &t, 2, Duration::from_secs(5));
+    assert_eq!(again.len(), 2, "warm + hangup-1 only");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
