@@ -340,10 +340,11 @@ async fn two_dispatch_processes_in_one_group_share_the_partitions() {
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
+            .map(crate::harness::KillOnDrop)
             .unwrap()
     };
-    let mut a = spawn(1);
-    let mut b = spawn(2);
+    let _a = spawn(1);
+    let _b = spawn(2);
     let last_assignment = |n: usize| -> Option<usize> {
         let text =
             std::fs::read_to_string(hg.dir.join(format!("dispatch-{n}.log"))).unwrap_or_default();
@@ -404,6 +405,5 @@ async fn two_dispatch_processes_in_one_group_share_the_partitions() {
             .filter_map(|(_, t)| t.split("octo/repo-").nth(1).map(|r| r[..1].to_owned()))
             .collect();
     }
-    let _ = (a.kill(), b.kill(), a.wait(), b.wait());
     assert_eq!(got.len(), 8, "{:?}\n{logs}", tg.sent());
 }

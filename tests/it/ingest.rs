@@ -464,17 +464,19 @@ async fn h2c_prior_knowledge_is_served() {
 async fn embedded_default_serves_without_config_and_spool_read_prints_events() {
     let dir = tempfile::tempdir().unwrap();
     let port = harness::free_port();
-    let mut child = std::process::Command::new(harness::hookgate_bin())
-        .current_dir(dir.path())
-        .arg("serve")
-        .env("HOOKGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = harness::KillOnDrop(
+        std::process::Command::new(harness::hookgate_bin())
+            .current_dir(dir.path())
+            .arg("serve")
+            .env("HOOKGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
         &mut line,
     )
     .unwrap();
@@ -503,8 +505,6 @@ async fn embedded_default_serves_without_config_and_spool_read_prints_events() {
     let first: Value = serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap();
     assert_eq!(first["delivery_id"], "readme-1");
     assert_eq!(first["body"].as_str().unwrap().as_bytes(), &body[..]);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
