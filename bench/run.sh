@@ -7,6 +7,9 @@
 #   3. kafka-c64 / kafka-c256 hookgate into Kafka (Tansu on loopback, acks=all), closed loop,
 #      kafka-open-half        and open loop at half of the best of the two; all --verify-kafka
 #   4. spool                  hookgate with the local spool as the log (fsync group commit)
+#   5. spool-slow-sink        scenario 4 plus a route to an `http` sink that takes 5 s per call
+#                             (a bare-hyper with --delay 5s); run right after 4, same load, to
+#                             compare ingest p99 with and without a slow sink
 #
 # It builds release, starts every process itself (hookgate via `target/release/hookgate serve
 # --config bench/configs/…`, Tansu from ~/.cargo/bin/tansu with memory storage), stops them
@@ -15,9 +18,11 @@
 # `run.sh:begin/end` markers (the rest of that file, e.g. profile notes, is kept).
 #
 # Usage: bench/run.sh [--duration 10s] [--warmup 1s] [--connections 64] [--no-build]
-#                     [--no-budgets] [--all-benches] [--skip-criterion] [--only "1 2 3 4"]
+#                     [--no-budgets] [--all-benches] [--skip-criterion] [--only "1 2 3 4 5"]
+#                     [--sink-delay 5s]
 #   --all-benches     budgets runs every criterion bench (default: the budgeted ones only)
 #   --skip-criterion  budgets reads the criterion results already under target/criterion
+#   --sink-delay      how long scenario 5's sink takes per call
 set -euo pipefail
 
 DURATION=10s
@@ -26,7 +31,8 @@ CONNS=64
 BUILD=1
 BUDGETS=1
 BUDGET_ARGS=(--only-budgeted)
-ONLY="1 2 3 4"
+ONLY="1 2 3 4 5"
+SINK_DELAY=5s
 ARGS_TEXT="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -38,7 +44,8 @@ while [ $# -gt 0 ]; do
     --all-benches) BUDGET_ARGS=(); shift ;;
     --skip-criterion) BUDGET_ARGS=(--skip-bench); shift ;;
     --only) ONLY=$2; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --sink-delay) SINK_DELAY=$2; shift 2 ;;
+    -h|--help) awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -170,8 +177,61 @@ if want 4; then
   HOOKGATE_BENCH_SPOOL="$OUT/spool/spool" \
     start_server hookgate-spool "$BIN/hookgate" serve --config bench/configs/spool.toml
   load 4-spool spool "http://$SERVER_ADDR/hooks/github" --connections "$CONNS"
+  curl -s --max-time 5 "http://$SERVER_ADDR/metrics" >"$OUT/4-spool.metrics" || true
   stop_server "$SERVER_PID"
   rm -rf "$OUT/spool"
+fi
+
+SLOW_SINK_NOTE=""
+if want 5; then
+  # The slow destination: answers every request after $SINK_DELAY, counts them on exit.
+  start_server slow-sink "$BIN/bare-hyper" --listen 127.0.0.1:0 --delay "$SINK_DELAY" \
+    --threads 1 --exit-after 900
+  SINK_PID=$SERVER_PID
+  SINK_ADDR=$SERVER_ADDR
+  mkdir -p "$OUT/spool"
+  HOOKGATE_BENCH_SPOOL="$OUT/spool/slow-sink" HOOKGATE_BENCH_SINK_URL="http://$SINK_ADDR/" \
+    start_server hookgate-spool-slow-sink "$BIN/hookgate" serve --config bench/configs/spool-slow-sink.toml
+  load 5-spool-slow-sink spool-slow-sink "http://$SERVER_ADDR/hooks/github" --connections "$CONNS"
+  # The dispatcher's own account of the sink, read before hookgate stops.
+  curl -s --max-time 5 "http://$SERVER_ADDR/metrics" >"$OUT/5-spool-slow-sink.metrics" || true
+  stop_server "$SERVER_PID"
+  stop_server "$SINK_PID"
+  rm -rf "$OUT/spool"
+  SINK_CALLS=$(sed -n 's/^requests: //p' "$OUT/slow-sink.stdout" | tail -n1)
+  SINK_METRICS=$(grep -E '^hookgate_sink_(attempts|deliveries)_total' "$OUT/5-spool-slow-sink.metrics" \
+    | sed 's/^/    /' || true)
+  # Group commits of the spool in each run (whole run, warm-up included), from /metrics.
+  fsyncs() {
+    awk '/^hookgate_spool_fsync_seconds_sum/ {s=$2} /^hookgate_spool_fsync_seconds_count/ {n=$2}
+      END { if (n > 0) printf "%d fsyncs, mean %.2f ms, %.1f appends each", n, 1000*s/n, a/n; else printf "n/a" }' \
+      a="$(awk '/^hookgate_spool_appends_total/ {print $2}' "$1" 2>/dev/null)" "$1" 2>/dev/null || echo n/a
+  }
+  SLOW_SINK_NOTE=$(
+    echo "### Slow sink (scenario 5 vs 4: same closed loop, c$CONNS, back to back)"
+    echo
+    if [ -f "$OUT/4-spool.json" ] && [ -f "$OUT/5-spool-slow-sink.json" ]; then
+      jq -rn --slurpfile a "$OUT/4-spool.json" --slurpfile b "$OUT/5-spool-slow-sink.json" '
+        def d2: (. * 100 | round) as $c | ($c % 100) as $f
+          | "\(($c - $f) / 100).\(if $f < 10 then "0" else "" end)\($f)";
+        def ms: . / 1000 | d2;
+        "| | req/s | p50 ms | p99 ms | p99.9 ms |",
+        "|---|---:|---:|---:|---:|",
+        ($a[0], $b[0] | "| \(.label) | \(.rps | round) | \(.latency_us.p50 | ms) | \(.latency_us.p99 | ms) | \(.latency_us.p999 | ms) |"),
+        "",
+        "p99 with the slow sink / p99 without: **\($b[0].latency_us.p99 / $a[0].latency_us.p99 | d2)×**; req/s ratio \($b[0].rps / $a[0].rps | d2)×"'
+    else
+      echo "(scenario 4 or 5 missing: run both, e.g. --only \"4 5\")"
+    fi
+    echo
+    echo "Spool group commits: spool $(fsyncs "$OUT/4-spool.metrics"); spool-slow-sink $(fsyncs "$OUT/5-spool-slow-sink.metrics")."
+    echo
+    echo "The sink (bare-hyper --delay $SINK_DELAY) saw: ${SINK_CALLS:-no count printed}."
+    echo "hookgate's /metrics at the end of the load:"
+    echo
+    if [ -n "$SINK_METRICS" ]; then echo "$SINK_METRICS"; else echo "    (no hookgate_sink_ counters yet)"; fi
+  )
+  echo "$SLOW_SINK_NOTE" | tee "$OUT/slow-sink.md"
 fi
 
 "$BIN/hookgate-load" --report "$OUT" --baseline bare-hyper >"$OUT/table.md"
@@ -201,6 +261,10 @@ BLOCK=$OUT/results-block.md
   echo
   cat "$OUT/table.md"
   echo
+  if [ -n "$SLOW_SINK_NOTE" ]; then
+    echo "$SLOW_SINK_NOTE"
+    echo
+  fi
   echo "### Budgets (\`bench/budgets.toml\`)"
   echo
   echo "$BUDGET_OUT"

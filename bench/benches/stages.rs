@@ -11,6 +11,14 @@
 //!   `FutureRecord` construction, no send;
 //! - `spool/append-<N>-appenders/<size>`: per-append cost of `Spool::append` (write + group
 //!   commit fdatasync) with N concurrent appenders, in a temp dir under `target/`;
+//! - `spool-vs-redb/{append-1-appender,append-16-appenders,read-10k}/{spool,redb}`: the
+//!   spool against redb (an embedded B-tree store) holding the same 1 KB `Event::encode`
+//!   frames keyed by a u64 sequence, `Durability::Immediate`, both in temp dirs under
+//!   `target/`. Appends: per-append wall time (criterion's `elem/s` is appends/s) with 1
+//!   appender (one commit per append) and 16 concurrent appenders (the spool's own group
+//!   commit; for redb a writer thread that drains a channel and commits one write
+//!   transaction per batch, the same shape as the spool's writer). `read-10k`: read back
+//!   10,000 records in order and decode them into `Event`s (warm page cache);
 //! - `handler/<size>`: `App::handle` end to end with no socket and `Log::Discard`, each
 //!   request a new delivery id (`handler/duplicate-1KB`: the dedupe-hit path);
 //!   `handler-prometheus/1KB`: the same with the Prometheus recorder installed, as in
@@ -42,6 +50,7 @@ use http::HeaderMap;
 use http_body_util::Full;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use redb::{Database, Durability, ReadableDatabase as _, TableDefinition};
 use std::hint::black_box;
 
 const SIZES: [(usize, &str); 2] = [(1024, "1KB"), (64 << 10, "64KB")];
@@ -328,6 +337,230 @@ fn spool(c: &mut Criterion) {
     g.finish();
 }
 
+/// The redb table of the comparison: sequence number → `Event::encode` frame.
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+
+struct RedbAppend {
+    frame: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<Result<u64, String>>,
+}
+
+/// redb with the spool's write path: callers encode the frame and hand it to one writer
+/// thread, which takes every append queued meanwhile and commits them in one write
+/// transaction with `Durability::Immediate` (group commit); each caller then gets its key.
+#[derive(Clone)]
+struct RedbLog {
+    db: Arc<Database>,
+    tx: std::sync::mpsc::Sender<RedbAppend>,
+}
+
+impl RedbLog {
+    fn create(path: &std::path::Path) -> RedbLog {
+        let db = Arc::new(Database::create(path).expect("create redb"));
+        let w = db.begin_write().expect("redb write txn");
+        w.open_table(EVENTS).expect("create redb table");
+        w.commit().expect("redb commit");
+        let (tx, rx) = std::sync::mpsc::channel::<RedbAppend>();
+        let writer = db.clone();
+        std::thread::Builder::new()
+            .name("redb-writer".into())
+            .spawn(move || redb_writer(&writer, &rx))
+            .expect("start redb writer");
+        RedbLog { db, tx }
+    }
+
+    async fn append(&self, ev: &Event) -> u64 {
+        let mut frame = Vec::with_capacity(ev.body.len() + 256);
+        ev.encode(&mut frame);
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(RedbAppend { frame, done })
+            .expect("redb writer alive");
+        rx.await.expect("redb writer answers").expect("redb append")
+    }
+
+    /// Reads the first `n` records in key order, decoded.
+    fn read(&self, n: usize) -> Vec<(u64, Event)> {
+        let r = self.db.begin_read().expect("redb read txn");
+        let t = r.open_table(EVENTS).expect("redb table");
+        let mut out = Vec::with_capacity(n);
+        for kv in t.range(0u64..).expect("redb range").take(n) {
+            let (k, v) = kv.expect("redb record");
+            let frame = Bytes::copy_from_slice(v.value());
+            out.push((k.value(), Event::decode(&frame).expect("decode")));
+        }
+        out
+    }
+}
+
+fn redb_writer(db: &Database, rx: &std::sync::mpsc::Receiver<RedbAppend>) {
+    let mut next = 0u64;
+    let mut batch = Vec::new();
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let commit = || -> Result<(), redb::Error> {
+            let mut w = db.begin_write()?;
+            w.set_durability(Durability::Immediate)?;
+            {
+                let mut t = w.open_table(EVENTS)?;
+                for (i, a) in batch.iter().enumerate() {
+                    t.insert(next + i as u64, a.frame.as_slice())?;
+                }
+            }
+            w.commit()?;
+            Ok(())
+        };
+        let res = commit();
+        let n = batch.len() as u64;
+        for (i, a) in batch.drain(..).enumerate() {
+            let _ = a.done.send(match &res {
+                Ok(()) => Ok(next + i as u64),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        if res.is_ok() {
+            next += n;
+        }
+    }
+}
+
+/// One of the two stores under comparison.
+#[derive(Clone)]
+enum Store {
+    Spool(Spool),
+    Redb(RedbLog),
+}
+
+impl Store {
+    /// A fresh store of `kind` in a new temp dir under `parent` (deleted with the guard).
+    fn create(kind: &str, parent: &std::path::Path) -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir_in(parent).expect("temp dir");
+        let store = match kind {
+            "spool" => Store::Spool(
+                Spool::open(&SpoolConfig {
+                    path: dir.path().to_path_buf(),
+                    max_bytes: ByteSize(u64::MAX / 2),
+                    segment_bytes: ByteSize(64 << 20),
+                })
+                .expect("open spool"),
+            ),
+            _ => Store::Redb(RedbLog::create(&dir.path().join("events.redb"))),
+        };
+        (store, dir)
+    }
+
+    async fn append(&self, ev: &Event) -> u64 {
+        match self {
+            Store::Spool(s) => s.append(ev).await.expect("spool append"),
+            Store::Redb(r) => r.append(ev).await,
+        }
+    }
+
+    fn read(&self, n: usize) -> Vec<(u64, Event)> {
+        match self {
+            Store::Spool(s) => s.read(0, n).expect("spool read").0,
+            Store::Redb(r) => r.read(n),
+        }
+    }
+
+    /// `iters` appends of `ev` spread over `n` concurrent tasks; wall time.
+    fn append_many(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        ev: &Arc<Event>,
+        n: u64,
+        iters: u64,
+    ) -> Duration {
+        rt.block_on(async {
+            let t = Instant::now();
+            let tasks: Vec<_> = (0..n)
+                .map(|j| {
+                    let (store, ev) = (self.clone(), ev.clone());
+                    let share = iters / n + u64::from(j < iters % n);
+                    tokio::spawn(async move {
+                        for _ in 0..share {
+                            store.append(&ev).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("appender");
+            }
+            t.elapsed()
+        })
+    }
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Records in the read-back comparison.
+const READ_BACK: usize = 10_000;
+
+fn spool_vs_redb(c: &mut Criterion) {
+    let mut g = c.benchmark_group("spool-vs-redb");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(3));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let parent = spool_parent();
+    let ev = Arc::new(event(1024));
+    for (n, shape) in [(1u64, "append-1-appender"), (16, "append-16-appenders")] {
+        for kind in ["spool", "redb"] {
+            g.throughput(Throughput::Elements(1));
+            g.bench_function(BenchmarkId::new(shape, kind), |b| {
+                b.iter_custom(|iters| {
+                    // A fresh store per sample, deleted after; only the appends are timed.
+                    let (store, _dir) = Store::create(kind, &parent);
+                    let elapsed = store.append_many(&rt, &ev, n, iters);
+                    drop(store);
+                    elapsed
+                })
+            });
+        }
+    }
+    for kind in ["spool", "redb"] {
+        // Filled the way production fills it (64 concurrent appenders, group commit).
+        let (store, dir) = Store::create(kind, &parent);
+        store.append_many(&rt, &ev, 64, READ_BACK as u64);
+        eprintln!(
+            "spool-vs-redb: {kind} holds {READ_BACK} records of {} B bodies in {} bytes on disk",
+            ev.body.len(),
+            dir_bytes(dir.path())
+        );
+        assert_eq!(store.read(READ_BACK).len(), READ_BACK);
+        g.throughput(Throughput::Elements(READ_BACK as u64));
+        g.bench_function(BenchmarkId::new("read-10k", kind), |b| {
+            b.iter(|| {
+                let recs = store.read(READ_BACK);
+                assert_eq!(recs.len(), READ_BACK);
+                black_box(recs)
+            })
+        });
+        drop(store);
+        drop(dir);
+    }
+    g.finish();
+}
+
 fn app() -> Arc<App> {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n{}",
@@ -446,7 +679,7 @@ mod group {
     criterion_group! {
         name = stages;
         config = config();
-        targets = verify, extract, dedupe, kafka_record, spool, handler, handler_prometheus
+        targets = verify, extract, dedupe, kafka_record, spool, spool_vs_redb, handler, handler_prometheus
     }
 }
 criterion_main!(group::stages);

@@ -4,8 +4,14 @@
 //! it tells what the machine, the loopback and the generator allow before hookgate does
 //! any work; `run.sh` reports every scenario as a ratio of it.
 //!
-//! Run: `cargo run --release -p hookgate-bench --bin bare-hyper -- --listen 127.0.0.1:0`
-//! (prints `listening on ADDR` when ready; exits by itself after `--exit-after`).
+//! With `--delay 5s` it holds every answer that long, so it can stand in for a slow HTTP
+//! destination (`run.sh` scenario 5 points a hookgate `http` sink at it). On exit (SIGTERM,
+//! SIGINT or `--exit-after`) it prints `requests: received N, answered M`, so a script can
+//! tell that the destination was really called.
+//!
+//! Run: `cargo run --release -p hookgate-bench --bin bare-hyper -- --listen 127.0.0.1:0
+//! [--delay 5s]` (prints `listening on ADDR` when ready; exits by itself after
+//! `--exit-after`).
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -33,6 +39,10 @@ struct Args {
     /// Exit after this many seconds even if nobody stops it.
     #[arg(long, default_value_t = 600)]
     exit_after: u64,
+    /// Hold every answer this long after reading the request body (e.g. `5s`): a slow
+    /// destination.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    delay: Option<Duration>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,26 +55,45 @@ fn main() -> anyhow::Result<()> {
     rt.build()?.block_on(run(args))
 }
 
+/// Requests seen and answered, printed on exit.
+#[derive(Default)]
+struct Counts {
+    received: AtomicU64,
+    answered: AtomicU64,
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    let counter = Arc::new(AtomicU64::new(1));
+    let counts = Arc::new(Counts::default());
     let deadline = tokio::time::sleep(Duration::from_secs(args.exit_after));
     tokio::pin!(deadline);
-    loop {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let delay = args.delay;
+    let result = loop {
         let (stream, _) = tokio::select! {
-            r = listener.accept() => r?,
-            _ = &mut deadline => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => break Err(e.into()),
+            },
+            _ = &mut deadline => break Ok(()),
+            _ = term.recv() => break Ok(()),
+            _ = tokio::signal::ctrl_c() => break Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let counter = counter.clone();
+        let counts = counts.clone();
         let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let counter = counter.clone();
+            let counts = counts.clone();
             async move {
+                let n = counts.received.fetch_add(1, Ordering::Relaxed) + 1;
                 // Read the whole body, as hookgate must before verifying.
                 let _body = req.into_body().collect().await.map(|c| c.to_bytes());
-                let id = ulid::Ulid(u128::from(counter.fetch_add(1, Ordering::Relaxed)));
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                counts.answered.fetch_add(1, Ordering::Relaxed);
+                let id = ulid::Ulid(u128::from(n));
                 let mut r = Response::new(Full::new(Bytes::from(format!(
                     "{{\"id\":\"{id}\",\"duplicate\":false}}"
                 ))));
@@ -81,5 +110,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
-    }
+    };
+    println!(
+        "requests: received {}, answered {}",
+        counts.received.load(Ordering::Relaxed),
+        counts.answered.load(Ordering::Relaxed)
+    );
+    std::io::stdout().flush()?;
+    result
 }
