@@ -13,6 +13,12 @@ use hookgate_ingest::server::{self, App};
 use hookgate_ingest::verify::{self, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding};
 use hookgate_sinks::spool::Spool;
 
+// The request path allocates small, short-lived buffers on every request from several
+// threads (tokio workers, librdkafka); mimalloc's thread-local free lists measured faster
+// than glibc's malloc here (bench/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// hookgate: verified, deduplicated, durable webhook ingest into Kafka and chat sinks.
 #[derive(Parser)]
 #[command(name = "hookgate", version, about)]
