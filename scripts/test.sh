@@ -19,5 +19,15 @@ export HOOKGATE_TANSU="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-# Two test threads: the end-to-end tests each start a broker and a hookgate process.
-cargo test --workspace --no-fail-fast -- --test-threads "${HOOKGATE_TEST_THREADS:-3}"
+# A few test threads: the end-to-end tests each start a broker and a hookgate process.
+mkdir -p target
+log=target/test-output.log
+set +e
+cargo test --workspace --no-fail-fast -- --test-threads "${HOOKGATE_TEST_THREADS:-3}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (the last binary cargo runs is a doc-test run
+# with nothing in it, whose own summary would read as "0 passed").
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
