@@ -48,7 +48,6 @@ use hookgate_sinks::units::ByteSize;
 use hookgate_sinks::Log;
 use http::HeaderMap;
 use http_body_util::Full;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use redb::{Database, Durability, ReadableDatabase as _, TableDefinition};
 use std::hint::black_box;
@@ -255,14 +254,7 @@ fn kafka_record(c: &mut Criterion) {
         g.bench_function(label, |b| {
             b.iter(|| {
                 let ev = black_box(&ev);
-                let headers = ev.record_headers();
-                let mut oh = OwnedHeaders::new_with_capacity(headers.len());
-                for (k, v) in &headers {
-                    oh = oh.insert(Header {
-                        key: k,
-                        value: Some(v.as_ref()),
-                    });
-                }
+                let oh = hookgate_sinks::kafka::record_headers(ev, 0);
                 let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&ev.topic)
                     .payload(&ev.body[..])
                     .key(&ev.key[..])

@@ -302,14 +302,7 @@ impl KafkaLog {
     /// Produces one event and waits at most `wait` for its delivery report. On a timeout the
     /// message may still be delivered later (at-least-once; consumers dedupe by `hookgate-id`).
     pub async fn append_within(&self, ev: &Event, wait: Duration) -> Result<(), KafkaSinkError> {
-        let headers = ev.record_headers();
-        let mut oh = OwnedHeaders::new_with_capacity(headers.len());
-        for (k, v) in &headers {
-            oh = oh.insert(Header {
-                key: k,
-                value: Some(v.as_ref()),
-            });
-        }
+        let oh = record_headers(ev, 0);
         let mut record = FutureRecord::to(&ev.topic)
             .payload(&ev.body[..])
             .key(&ev.key[..])
@@ -403,6 +396,19 @@ impl KafkaLog {
             Err(_) => tracing::warn!("kafka flush task failed"),
         }
     }
+}
+
+/// The contract headers of `ev` as an rdkafka header block, with room for `extra` more.
+pub fn record_headers(ev: &Event, extra: usize) -> OwnedHeaders {
+    let headers = ev.record_headers();
+    let mut oh = OwnedHeaders::new_with_capacity(headers.len() + extra);
+    for (k, v) in &headers {
+        oh = oh.insert(Header {
+            key: k,
+            value: Some(v.as_ref()),
+        });
+    }
+    oh
 }
 
 fn classify(e: KafkaError) -> KafkaSinkError {

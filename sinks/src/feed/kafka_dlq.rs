@@ -21,7 +21,7 @@ use hookgate_proto::Event;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -211,14 +211,7 @@ fn scan_blocking(
 }
 
 fn record_kind(topic: &str, msg: &impl Message, partition: i32) -> RecordKind {
-    let headers: Vec<(&str, &[u8])> = msg
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key, h.value.unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = super::message_headers(msg);
     let offset = msg.offset() as u64;
     if let Some((_, v)) = headers.iter().find(|(k, _)| *k == dlq_header::REPLAYED) {
         // A marker has no hookgate-id, so it is recognised before decoding.
@@ -241,14 +234,7 @@ fn record_kind(topic: &str, msg: &impl Message, partition: i32) -> RecordKind {
 impl DeadLetter for KafkaDeadLetter {
     async fn dead_letter(&self, ev: &Event, sink: &str, error: &str) -> Result<(), DlqError> {
         let at = now_rfc3339();
-        let contract = ev.record_headers();
-        let mut headers = OwnedHeaders::new_with_capacity(contract.len() + 4);
-        for (k, v) in &contract {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_ref()),
-            });
-        }
+        let mut headers = crate::kafka::record_headers(ev, 4);
         for (k, v) in [
             (dlq_header::SINK, sink),
             (dlq_header::ERROR, error),

@@ -26,7 +26,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
@@ -292,14 +292,7 @@ async fn process(
     stop: &mut watch::Receiver<bool>,
     current: &(dyn Fn() -> bool + Send + Sync),
 ) -> Processed {
-    let headers: Vec<(&str, &[u8])> = msg
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key, h.value.unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = super::message_headers(msg);
     let body = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
     let ev = match Event::from_record(msg.topic(), msg.key(), body, headers) {
         Ok(ev) => ev,

@@ -182,6 +182,18 @@ pub async fn dlq_replay(
     }
 }
 
+/// A consumed record's headers as `(name, value)` pairs (absent values as empty).
+pub(crate) fn message_headers<M: rdkafka::message::Message>(msg: &M) -> Vec<(&str, &[u8])> {
+    use rdkafka::message::Headers as _;
+    msg.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key, h.value.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What one DLQ log record is.
 #[derive(Debug)]
 pub(crate) enum RecordKind {
