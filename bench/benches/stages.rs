@@ -276,15 +276,20 @@ fn spool_parent() -> std::path::PathBuf {
     dir
 }
 
+/// The two-worker runtime the async stages run on (the machine has 2 cores).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 fn spool(c: &mut Criterion) {
     let mut g = c.benchmark_group("spool");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(3));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime();
     let parent = spool_parent();
     for (size, label) in SIZES {
         let ev = Arc::new(event(size));
@@ -508,11 +513,7 @@ fn spool_vs_redb(c: &mut Criterion) {
     let mut g = c.benchmark_group("spool-vs-redb");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(3));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime();
     let parent = spool_parent();
     let ev = Arc::new(event(1024));
     for (n, shape) in [(1u64, "append-1-appender"), (16, "append-16-appenders")] {

@@ -196,11 +196,7 @@ pub async fn run_forwarder(
                 let _ = spool.commit(FORWARDER, next, &refs);
                 continue;
             }
-            tokio::select! {
-                _ = wake.changed() => {}
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+            crate::spool::wait_for_more(&mut wake, &mut stop).await;
             continue;
         }
         // Sent together, acknowledged per partition in order (idempotent producer).

@@ -381,6 +381,16 @@ impl Spool {
     }
 }
 
+/// For consumers that caught up: waits until the writer makes more records durable or
+/// `stop` changes; the one-second cap is a safety net should a wake-up be missed.
+pub async fn wait_for_more(wake: &mut watch::Receiver<u64>, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = wake.changed() => {}
+        _ = stop.changed() => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+    }
+}
+
 struct Writer {
     shared: Arc<Shared>,
     file: File,

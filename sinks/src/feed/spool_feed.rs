@@ -69,13 +69,8 @@ pub async fn run_spool_feed(
                 commit(from);
                 continue;
             }
-            // Caught up: wait for the writer's next fsync (or stop; the timeout is a
-            // safety net should a wake-up be missed).
-            tokio::select! {
-                _ = wake.changed() => {}
-                _ = stop.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+            // Caught up: wait for the writer's next fsync (or stop).
+            crate::spool::wait_for_more(&mut wake, &mut stop).await;
             continue;
         }
         // Events no route matched cost nothing to redo, so they share one commit (an
