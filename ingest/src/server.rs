@@ -7,8 +7,11 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -78,7 +81,7 @@ impl StatusCounters {
 
 /// The request path's shared state.
 pub struct App {
-    sources: HashMap<Box<str>, Arc<Source>>,
+    sources: HashMap<Box<str>, Arc<Source>, foldhash::fast::RandomState>,
     dedupe: Dedupe,
     log: Log,
     limits: ServerConfig,
@@ -112,7 +115,7 @@ impl App {
         log: Log,
         prometheus: Option<PrometheusHandle>,
     ) -> anyhow::Result<App> {
-        let mut sources = HashMap::new();
+        let mut sources = HashMap::with_hasher(foldhash::fast::RandomState::default());
         for (i, s) in cfg.sources.iter().enumerate() {
             let verifier = s
                 .build_verifier()
@@ -395,11 +398,13 @@ impl App {
             kept_headers: kept(&parts.headers, &src.keep_headers),
             body,
         };
-        // The append runs in its own task: a client that hangs up must not cancel a write
-        // the broker may already have, nor leave dedupe without the key.
+        // The append must finish even if the client hangs up: a dropped request must not
+        // cancel a write the broker may already have, nor leave dedupe without the key.
+        // `Detached` runs it here (no task per request) and hands the rest of it to the
+        // runtime if the request future is dropped first.
         let app = self.clone();
         let idx = src.idx;
-        let task = tokio::spawn(async move {
+        let task = Detached::new(async move {
             let id = event.id;
             app.dedupe
                 .admit(idx, &event.delivery_id, async {
@@ -416,14 +421,9 @@ impl App {
                 .await
         });
         match task.await {
-            Ok(Ok(Admission::New(id))) => Ok(accepted(id, false)),
-            Ok(Ok(Admission::Duplicate(id))) => Ok(accepted(id, true)),
-            Ok(Err(e)) => Err(append_reject(&e)),
-            Err(_) => Err(reject(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the request failed inside hookgate",
-            )),
+            Ok(Admission::New(id)) => Ok(accepted(id, false)),
+            Ok(Admission::Duplicate(id)) => Ok(accepted(id, true)),
+            Err(e) => Err(append_reject(&e)),
         }
     }
 }
@@ -490,10 +490,16 @@ fn kept(headers: &HeaderMap, names: &[HeaderName]) -> Vec<(String, Bytes)> {
 fn accepted(id: Ulid, duplicate: bool) -> Response<Full<Bytes>> {
     let mut buf = [0u8; ulid::ULID_LEN];
     let id = id.array_to_str(&mut buf);
-    json(
-        StatusCode::OK,
-        Bytes::from(format!("{{\"id\":\"{id}\",\"duplicate\":{duplicate}}}")),
-    )
+    let tail: &[u8] = if duplicate {
+        b"\",\"duplicate\":true}"
+    } else {
+        b"\",\"duplicate\":false}"
+    };
+    let mut body = Vec::with_capacity(7 + id.len() + tail.len());
+    body.extend_from_slice(b"{\"id\":\"");
+    body.extend_from_slice(id.as_bytes());
+    body.extend_from_slice(tail);
+    json(StatusCode::OK, Bytes::from(body))
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
@@ -511,6 +517,61 @@ fn error_response(rej: &Reject) -> Response<Full<Bytes>> {
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(s));
     }
     r
+}
+
+/// A future that runs to completion even if whoever awaits it goes away: polled in place
+/// while awaited, and if dropped before it is done, the rest of it is spawned on the current
+/// tokio runtime. One allocation instead of a task (and its wake-ups) per request.
+struct Detached<F: Future + Send + 'static>
+where
+    F::Output: Send + 'static,
+{
+    fut: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> Detached<F>
+where
+    F::Output: Send + 'static,
+{
+    fn new(fut: F) -> Self {
+        Detached {
+            fut: Some(Box::pin(fut)),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Detached<F>
+where
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(fut) = self.fut.as_mut() else {
+            // Polled after completion: never happens with `.await`; stay pending.
+            return Poll::Pending;
+        };
+        let out = std::task::ready!(fut.as_mut().poll(cx));
+        self.fut = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Detached<F>
+where
+    F::Output: Send + 'static,
+{
+    fn drop(&mut self) {
+        if let Some(fut) = self.fut.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(fut);
+                }
+                Err(_) => {
+                    tracing::error!("request dropped outside the runtime; its append is abandoned")
+                }
+            }
+        }
+    }
 }
 
 /// Keeps the in-flight gauge true even when a request future is dropped.

@@ -155,6 +155,10 @@ pub struct KafkaLog {
     ctx: Ctx,
     cfg: Arc<KafkaConfig>,
     ready: Arc<AtomicBool>,
+    delivery_seconds: metrics::Histogram,
+    /// Whether librdkafka's own message timeout is `delivery_timeout` (not overridden in
+    /// `[kafka.options]`), so a full-length wait needs no timer of ours.
+    rdkafka_times_out: bool,
 }
 
 impl KafkaLog {
@@ -166,6 +170,9 @@ impl KafkaLog {
             .set("acks", "all")
             .set("compression.codec", "lz4")
             .set("linger.ms", cfg.linger.as_millis().to_string())
+            // Produce requests go out as soon as a batch is ready (Nagle would hold small
+            // ones back for the previous one's ACK).
+            .set("socket.nagle.disable", "true")
             .set(
                 "message.timeout.ms",
                 cfg.delivery_timeout.as_millis().max(1).to_string(),
@@ -187,6 +194,11 @@ impl KafkaLog {
             ctx,
             cfg: Arc::new(cfg.clone()),
             ready: Arc::new(AtomicBool::new(true)),
+            delivery_seconds: metrics::histogram!("hookgate_kafka_delivery_seconds"),
+            rdkafka_times_out: !cfg
+                .options
+                .keys()
+                .any(|k| k == "message.timeout.ms" || k == "delivery.timeout.ms"),
         })
     }
 
@@ -331,9 +343,15 @@ impl KafkaLog {
                 Err((e, _)) => return Err(classify(e)),
             }
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let res = tokio::time::timeout(left, fut).await;
-        metrics::histogram!("hookgate_kafka_delivery_seconds")
+        // librdkafka reports every message by `message.timeout.ms` (= delivery_timeout), so
+        // a wait that long needs no timer of ours; a shorter one (spill_after) does.
+        let res = if self.rdkafka_times_out && wait >= self.cfg.delivery_timeout {
+            Ok(fut.await)
+        } else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::timeout(left, fut).await
+        };
+        self.delivery_seconds
             .record(started.elapsed().as_secs_f64());
         match res {
             Ok(Ok(Ok(_))) => {
