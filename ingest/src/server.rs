@@ -15,11 +15,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use bytes::BytesMut;
 use hookgate_proto::{Event, Ulid};
 use hookgate_sinks::{AppendError, Log};
 use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics::Counter;
@@ -316,24 +317,17 @@ impl App {
             }
         }
         let (parts, body) = req.into_parts();
-        let body = match tokio::time::timeout(
-            self.limits.body_timeout,
-            Limited::new(body, max as usize).collect(),
-        )
-        .await
+        let body = match tokio::time::timeout(self.limits.body_timeout, read_body(body, max)).await
         {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e))
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
+            Ok(Ok(b)) => b,
+            Ok(Err(BodyError::TooLarge)) => {
                 return Err(reject(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
                     "the body is larger than server.max_body_bytes",
                 ));
             }
-            Ok(Err(_)) => {
+            Ok(Err(BodyError::Read)) => {
                 return Err(reject(
                     StatusCode::BAD_REQUEST,
                     "body_read_error",
@@ -426,6 +420,47 @@ impl App {
             Err(e) => Err(append_reject(&e)),
         }
     }
+}
+
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+/// Reads a whole body of at most `max` bytes. A body that arrives as one frame (the usual
+/// webhook) is returned as that frame's buffer, without a copy or a list of chunks.
+async fn read_body<B>(body: B, max: u64) -> Result<Bytes, BodyError>
+where
+    B: Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<BytesMut> = None;
+    let mut len: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| BodyError::Read)?.into_data() else {
+            continue; // trailers
+        };
+        len += data.len() as u64;
+        if len > max {
+            return Err(BodyError::TooLarge);
+        }
+        match (&mut first, &mut more) {
+            (None, _) => first = Some(data),
+            (Some(f), None) => {
+                let mut m = BytesMut::with_capacity(len as usize);
+                m.extend_from_slice(f);
+                m.extend_from_slice(&data);
+                more = Some(m);
+            }
+            (Some(_), Some(m)) => m.extend_from_slice(&data),
+        }
+    }
+    Ok(match (first, more) {
+        (_, Some(m)) => m.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    })
 }
 
 fn verify_message(e: VerifyError) -> &'static str {
@@ -649,5 +684,48 @@ fn peer_ip(a: SocketAddr) -> IpAddr {
             .map(IpAddr::V4)
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    fn frames(
+        parts: &[&'static str],
+    ) -> StreamBody<
+        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>,
+    > {
+        let v: Vec<_> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(v))
+    }
+
+    #[tokio::test]
+    async fn bodies_in_one_or_many_frames_read_whole_and_bounded() {
+        let one = Bytes::from_static(b"{\"a\":1}");
+        let got = read_body(Full::new(one.clone()), 100).await.ok().unwrap();
+        assert_eq!(got, one);
+        // One frame: the very same buffer, no copy.
+        assert_eq!(got.as_ptr(), one.as_ptr());
+        let got = read_body(frames(&["ab", "cd", "ef"]), 6)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(&got[..], b"abcdef");
+        assert!(matches!(
+            read_body(frames(&["ab", "cd", "ef"]), 5).await,
+            Err(BodyError::TooLarge)
+        ));
+        assert!(matches!(
+            read_body(Full::new(Bytes::from_static(b"123456")), 5).await,
+            Err(BodyError::TooLarge)
+        ));
+        assert!(read_body(frames(&[]), 5).await.ok().unwrap().is_empty());
     }
 }
