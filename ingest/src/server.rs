@@ -694,11 +694,7 @@ mod tests {
     use http_body_util::StreamBody;
     use hyper::body::Frame;
 
-    fn frames(
-        parts: &[&'static str],
-    ) -> StreamBody<
-        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>,
-    > {
+    fn frames(parts: &[&'static str]) -> impl Body<Data = Bytes, Error = std::io::Error> {
         let v: Vec<_> = parts
             .iter()
             .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
