@@ -5,7 +5,8 @@
 //! - [`config`]: the TOML config, `${VAR}` interpolation, `HOOKGATE__…` overrides, `check`.
 //! - [`verify`]: one pure, constant-time verifier per provider, and `sign` for tests/CLI.
 //! - [`extract`]: delivery id / event type / partition key, provider handshakes (simd-json).
-//! - [`dedupe`]: `(source, delivery id)` in a moka LRU with coalesced concurrent duplicates.
+//! - [`dedupe`]: `(source, delivery id)` in a sharded fixed-TTL set with coalesced concurrent
+//!   duplicates.
 //! - [`server`]: the request path ([`server::App::handle`]) and the hyper listener.
 //! - [`runtime`]: building the log from config, metrics, signals: what `serve` wires up.
 //! - `main.rs`: the `hookgate` CLI (`serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`).
