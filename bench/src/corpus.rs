@@ -76,10 +76,17 @@ pub fn unsigned_id_header(provider: Provider) -> Option<HeaderName> {
 /// A delivery id unique to (`nonce`, `seq`), in a shape the provider's extractor accepts
 /// (Telegram's `update_id` is a number; the others take text).
 pub fn delivery_id(provider: Provider, nonce: u64, seq: u64) -> String {
-    match provider {
-        Provider::Telegram => format!("{}{:010}", nonce % 100_000 + 1, seq),
-        _ => format!("{:08x}-{seq:012}", nonce as u32),
-    }
+    let mut id = String::with_capacity(24);
+    write_delivery_id(&mut id, provider, nonce, seq);
+    id
+}
+
+/// [`delivery_id`] appended to `out`, so a caller can reuse one buffer per send.
+pub fn write_delivery_id(out: &mut String, provider: Provider, nonce: u64, seq: u64) {
+    let _ = match provider {
+        Provider::Telegram => write!(out, "{}{:010}", nonce % 100_000 + 1, seq),
+        _ => write!(out, "{:08x}-{seq:012}", nonce as u32),
+    };
 }
 
 /// A body of about `size` bytes (never less than the provider's skeleton) carrying `id`

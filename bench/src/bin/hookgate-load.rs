@@ -2,9 +2,21 @@
 //! hookgate (or the `bare-hyper` ceiling) over HTTP/1.1 keep-alive on loopback.
 //!
 //! Before the clock starts it pre-signs a corpus of webhook requests (GitHub `push` of
-//! about 1 KB by default) with `hookgate_ingest::verify::sign`. Then one task per
-//! connection drives a hyper 1 client connection (`hyper::client::conn::http1` over a
-//! `tokio::net::TcpStream`):
+//! about 1 KB by default) with `hookgate_ingest::verify::sign` and serializes each one
+//! into the exact bytes of its HTTP/1.1 request (request line, `host`, the signed
+//! headers, `content-length`, body: the bytes hyper's client wrote for it). Then one task
+//! per connection drives a minimal HTTP/1.1 client over a `tokio::net::TcpStream`
+//! (nodelay, keep-alive): one `writev` of the pre-serialized bytes per request (for
+//! GitHub, GitLab and Shopify the unsigned delivery-id header's value is spliced in per
+//! send), then the answer is read into a reusable per-connection buffer, its head parsed
+//! with `httparse` and its body read by `Content-Length` (an answer without one, or with
+//! `Transfer-Encoding`, counts as a `framing` error and the connection is dropped). EOF
+//! and I/O errors count as `io`; an answer with `Connection: close` counts as an answer
+//! plus one `io` error (as the lost connection did with hyper); either way the next
+//! request reconnects. `--timeout` has no timer per request: a watchdog task looks at
+//! every connection's in-flight send time every 100 ms (a quarter of `--timeout` if that
+//! is less) and shuts down the socket of a request that is older; it counts as `timeout`
+//! and the connection is reopened. The modes:
 //! - `--mode closed`: each connection sends its next request as soon as the previous
 //!   answer arrives (maximum rate);
 //! - `--mode open --rate R`: requests are scheduled at a fixed rate and latency is measured
@@ -21,23 +33,23 @@
 //! Load goes to loopback only, bounded by `--duration` and `--requests`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write as _;
+use std::io::{IoSlice, Write as _};
 use std::net::SocketAddr;
+use std::os::fd::AsFd as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use hookgate_bench::corpus::{self, SignedRequest};
 use hookgate_bench::report::{self, KafkaCheck, Latency, RunResult};
 use hookgate_ingest::verify::Provider;
-use http::{HeaderValue, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 /// Closed or open loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -142,45 +154,117 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pre-signed requests and how to pick one per send.
+/// One pre-signed request as the bytes of a whole HTTP/1.1 request.
+struct Wire {
+    bytes: Box<[u8]>,
+    /// Where the value of the unsigned delivery-id header sits in `bytes` (providers with
+    /// one): every send puts its own id there.
+    id_at: Option<(usize, usize)>,
+}
+
+impl Wire {
+    /// Serializes `entry` as hyper's HTTP/1.1 client did for the request this generator
+    /// used to build: `POST <path> HTTP/1.1`, then the headers of a `HeaderMap` filled with
+    /// `host` and `entry.headers` by `insert` (so in that order, a repeated name keeping
+    /// its first place and last value), the unsigned `id_header` set to `id`, then
+    /// `content-length`, a blank line and the body.
+    fn serialize(
+        entry: &SignedRequest,
+        host: &HeaderValue,
+        id_header: Option<&HeaderName>,
+        id: &str,
+    ) -> anyhow::Result<Wire> {
+        let mut h = HeaderMap::with_capacity(entry.headers.len() + 2);
+        h.insert(http::header::HOST, host.clone());
+        for (k, v) in &entry.headers {
+            h.insert(k.clone(), v.clone());
+        }
+        if let Some(name) = id_header {
+            h.insert(name.clone(), HeaderValue::try_from(id)?);
+        }
+        if !h.contains_key(http::header::CONTENT_LENGTH) {
+            h.insert(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from(entry.body.len()),
+            );
+        }
+        let mut out = Vec::with_capacity(entry.body.len() + 64 * (h.len() + 1));
+        out.extend_from_slice(b"POST ");
+        out.extend_from_slice(entry.path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut id_at = None;
+        for (k, v) in &h {
+            out.extend_from_slice(k.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            if id_header == Some(k) {
+                id_at = Some((out.len(), out.len() + v.len()));
+            }
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&entry.body);
+        Ok(Wire {
+            bytes: out.into_boxed_slice(),
+            id_at,
+        })
+    }
+
+    /// The request's bytes with `id` as its delivery id (`id` is ignored without an
+    /// unsigned id header): up to three slices, to write as they are.
+    fn parts<'a>(&'a self, id: &'a [u8]) -> [&'a [u8]; 3] {
+        match self.id_at {
+            Some((a, b)) => [&self.bytes[..a], id, &self.bytes[b..]],
+            None => [&self.bytes, &[], &[]],
+        }
+    }
+}
+
+/// The pre-serialized requests and how to pick one per send.
 struct Corpus {
     provider: Provider,
-    entries: Vec<SignedRequest>,
+    entries: Vec<Wire>,
     /// The delivery id lives in an unsigned header: a fresh one is put there per send.
-    id_header: Option<http::HeaderName>,
+    id_header: bool,
     nonce: u64,
-    host: HeaderValue,
 }
 
 impl Corpus {
     /// The request for sequence number `seq`; `dup_of` repeats an earlier send's id.
-    /// Returns the request and whether the corpus had to wrap.
-    fn request(&self, seq: u64, dup_of: Option<u64>) -> (Request<Full<Bytes>>, bool) {
+    /// Returns the entry, the sequence number whose delivery id goes in its unsigned id
+    /// header (if it has one) and whether the corpus had to wrap.
+    fn pick(&self, seq: u64, dup_of: Option<u64>) -> (&Wire, u64, bool) {
         let id_seq = dup_of.unwrap_or(seq);
         let n = self.entries.len() as u64;
-        let (entry, wrapped) = match self.id_header {
-            Some(_) => (&self.entries[(id_seq % n) as usize], false),
-            None => (&self.entries[(id_seq % n) as usize], id_seq >= n),
-        };
-        let mut b = Request::post(entry.path.as_str());
-        if let Some(h) = b.headers_mut() {
-            h.reserve(entry.headers.len() + 2);
-            h.insert(http::header::HOST, self.host.clone());
-            for (k, v) in &entry.headers {
-                h.insert(k.clone(), v.clone());
-            }
-            if let Some(name) = &self.id_header {
-                let id = corpus::delivery_id(self.provider, self.nonce, id_seq);
-                if let Ok(v) = HeaderValue::try_from(id) {
-                    h.insert(name.clone(), v);
-                }
-            }
-        }
-        let req = b
-            .body(Full::new(entry.body.clone()))
-            .unwrap_or_else(|_| Request::new(Full::new(Bytes::new())));
-        (req, wrapped && dup_of.is_none())
+        let entry = &self.entries[(id_seq % n) as usize];
+        let wrapped = !self.id_header && id_seq >= n;
+        (entry, id_seq, wrapped && dup_of.is_none())
     }
+
+    /// Puts in `out` the delivery id of `id_seq` for the unsigned id header (nothing
+    /// for providers without one).
+    fn write_id(&self, out: &mut String, id_seq: u64) {
+        out.clear();
+        if self.id_header {
+            corpus::write_delivery_id(out, self.provider, self.nonce, id_seq);
+        }
+    }
+}
+
+/// What the timeout watchdog knows of one connection.
+struct Slot {
+    /// `IDLE`, `TIMED_OUT`, or when the request in flight was sent (µs since
+    /// `Shared::origin`, plus one).
+    sent: AtomicU64,
+    /// A second handle on the connection's socket (a dup of its fd), to shut it down.
+    sock: Mutex<Option<std::net::TcpStream>>,
+}
+
+const IDLE: u64 = 0;
+const TIMED_OUT: u64 = u64::MAX;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Shared run state.
@@ -195,6 +279,17 @@ struct Shared {
     dup_ratio: f64,
     timeout: Duration,
     keep_ids: bool,
+    /// One per connection task, for the watchdog.
+    slots: Vec<Slot>,
+    /// The zero of `Slot::sent`.
+    origin: Instant,
+}
+
+impl Shared {
+    /// `t` as a `Slot::sent` stamp.
+    fn stamp(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.origin).as_micros() as u64 + 1
+    }
 }
 
 /// What one connection task saw.
@@ -268,23 +363,28 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
         args.size
     );
     let t = Instant::now();
+    let host_header = HeaderValue::try_from(format!("{host}:{port}"))?;
     let mut entries = Vec::with_capacity(unique);
     for seq in 0..unique as u64 {
         let id = corpus::delivery_id(provider, nonce, seq);
-        entries.push(corpus::signed_request(
-            provider, &secret, args.size, &id, now, &path,
+        let signed = corpus::signed_request(provider, &secret, args.size, &id, now, &path)?;
+        entries.push(Wire::serialize(
+            &signed,
+            &host_header,
+            id_header.as_ref(),
+            &id,
         )?);
     }
     eprintln!("signed in {:.2?}; running…", t.elapsed());
-    let start = Instant::now() + Duration::from_millis(50);
+    let origin = Instant::now();
+    let start = origin + Duration::from_millis(50);
     let shared = Arc::new(Shared {
         addr,
         corpus: Corpus {
             provider,
             entries,
-            id_header,
+            id_header: id_header.is_some(),
             nonce,
-            host: HeaderValue::try_from(format!("{host}:{port}"))?,
         },
         next_seq: AtomicU64::new(0),
         limit: args.requests.unwrap_or(u64::MAX),
@@ -294,6 +394,13 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
         dup_ratio: args.dup_ratio,
         timeout: args.timeout,
         keep_ids: args.verify_kafka.is_some(),
+        slots: (0..connections)
+            .map(|_| Slot {
+                sent: AtomicU64::new(IDLE),
+                sock: Mutex::new(None),
+            })
+            .collect(),
+        origin,
     });
     // Open loop: a pacer thread hands each connection its intended send times. It sleeps
     // with the OS timer (tens of µs late at most) instead of tokio's 1 ms timer wheel,
@@ -314,6 +421,7 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
     } else {
         tickets.resize_with(connections, || None);
     }
+    let dog = tokio::spawn(watchdog(shared.clone()));
     let mut tasks = Vec::with_capacity(connections);
     for (k, ticket) in tickets.into_iter().enumerate() {
         tasks.push(tokio::spawn(connection(shared.clone(), k, ticket)));
@@ -346,6 +454,7 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
         ids.extend(s.ids);
         dup_ids.extend(s.dup_ids);
     }
+    dog.abort();
     if let Some(p) = pacer {
         let _ = p.join();
     }
@@ -411,16 +520,215 @@ fn latency(h: &Histogram<u64>) -> Latency {
     }
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
+/// Opens a connection for slot `slot` (nodelay) and hands the watchdog a dup of it.
+async fn connect(addr: SocketAddr, slot: &Slot) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
+    let watch = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?);
+    *lock(&slot.sock) = Some(watch);
+    Ok(stream)
+}
+
+/// Closes a connection (both handles on its socket).
+fn hang_up(conn: &mut Option<TcpStream>, slot: &Slot) {
+    *conn = None;
+    lock(&slot.sock).take();
+}
+
+/// The `--timeout` watchdog: every 100 ms (or a quarter of the timeout, if less) it shuts
+/// down the socket of every request in flight for longer than the timeout, which wakes
+/// its task with an error; the task then sees `TIMED_OUT` and counts a timeout.
+async fn watchdog(shared: Arc<Shared>) {
+    let limit = shared.timeout.as_micros() as u64;
+    let tick = (shared.timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
+    let mut every = tokio::time::interval(tick);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = shared.stamp(Instant::now());
+        for slot in &shared.slots {
+            let sent = slot.sent.load(Ordering::Acquire);
+            if sent == IDLE || sent == TIMED_OUT || now.saturating_sub(sent) < limit {
+                continue;
+            }
+            // Under the lock, so the socket is the one this request went out on: the
+            // task replaces it only after it saw `TIMED_OUT` or went idle.
+            let sock = lock(&slot.sock);
+            if slot
+                .sent
+                .compare_exchange(sent, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                if let Some(s) = sock.as_ref() {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
+    }
+}
+
+/// Writes every byte of `parts` (a `writev` each time, usually once).
+async fn write_all_parts(stream: &mut TcpStream, parts: [&[u8]; 3]) -> std::io::Result<()> {
+    let mut slices = parts.map(IoSlice::new);
+    let mut rest: &mut [IoSlice<'_>] = &mut slices;
+    IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        let n = stream.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
+/// Most bytes of an answer's head (status line and headers).
+const MAX_HEAD: usize = 64 << 10;
+/// Largest answer body accepted (hookgate's are tens of bytes).
+const MAX_BODY: u64 = 16 << 20;
+
+/// What an answer's head says.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    /// Bytes of the head in the buffer.
+    len: usize,
+    status: u16,
+    /// Body length; `None` without `Content-Length` or with `Transfer-Encoding`.
+    body: Option<u64>,
+    /// The server closes the connection after this answer.
+    close: bool,
+}
+
+/// Parses the head at the start of `buf`: `Ok(None)` when it is not all there yet.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("io"),
+    };
+    let status = resp.code.ok_or("io")?;
+    let http10 = resp.version == Some(0);
+    let (mut length, mut chunked, mut close, mut keep_alive) = (None, false, false, false);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or("io")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("io");
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    // 1xx, 204 and 304 answers have no body, whatever their headers say.
+    let body = if (100..200).contains(&status) || status == 204 || status == 304 {
+        Some(0)
+    } else if chunked {
+        None
+    } else {
+        length
+    };
+    Ok(Some(Head {
+        len,
+        status,
+        body,
+        close: close || (http10 && !keep_alive),
+    }))
+}
+
+/// An answer read whole into the connection's buffer.
+struct Answer {
+    status: u16,
+    /// The body's place in the buffer.
+    body: (usize, usize),
+    /// The connection cannot carry another request.
+    close: bool,
+}
+
+/// Sends one request and reads its answer into `buf` (emptied first). Errors name the
+/// `errors` entry to count.
+async fn exchange(
+    stream: &mut TcpStream,
+    parts: [&[u8]; 3],
+    buf: &mut Vec<u8>,
+) -> Result<Answer, &'static str> {
+    buf.clear();
+    // Whatever readiness is left from the previous answer is stale (it was read whole):
+    // forget it, so the first read below waits for the answer instead of trying a
+    // `read` that can only say "would block". Done before the write, so the answer's
+    // own wake-up comes after it.
+    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
     });
-    Ok(sender)
+    write_all_parts(stream, parts).await.map_err(|_| "io")?;
+    let head = loop {
+        if !buf.is_empty() {
+            if let Some(head) = parse_head(buf)? {
+                if (100..200).contains(&head.status) && head.status != 101 {
+                    // An interim answer: the real one follows.
+                    buf.drain(..head.len);
+                    continue;
+                }
+                break head;
+            }
+            if buf.len() >= MAX_HEAD {
+                return Err("io");
+            }
+        }
+        if stream.read_buf(buf).await.map_err(|_| "io")? == 0 {
+            return Err("io");
+        }
+    };
+    let Some(len) = head.body.filter(|n| *n <= MAX_BODY) else {
+        return Err("framing");
+    };
+    let end = head.len + len as usize;
+    if buf.len() < end {
+        buf.reserve(end - buf.len());
+        while buf.len() < end {
+            if stream.read_buf(buf).await.map_err(|_| "io")? == 0 {
+                return Err("io");
+            }
+        }
+    }
+    Ok(Answer {
+        status: head.status,
+        body: (head.len, end),
+        // Bytes past the answer were never asked for: do not reuse the connection.
+        close: head.close || buf.len() > end,
+    })
+}
+
+/// Reads `{"id":"…","duplicate":true|false}`: hookgate's exact shape directly, anything
+/// else through serde_json.
+fn parse_answer(body: &[u8]) -> Option<(&str, bool)> {
+    if let Some(rest) = body.strip_prefix(b"{\"id\":\"".as_slice()) {
+        if rest.len() > ulid::ULID_LEN {
+            let (id, tail) = rest.split_at(ulid::ULID_LEN);
+            let duplicate = match tail {
+                b"\",\"duplicate\":true}" => Some(true),
+                b"\",\"duplicate\":false}" => Some(false),
+                _ => None,
+            };
+            if let (Some(d), Ok(id)) = (duplicate, std::str::from_utf8(id)) {
+                return Some((id, d));
+            }
+        }
+    }
+    serde_json::from_slice::<Accepted<'_>>(body)
+        .ok()
+        .map(|a| (a.id, a.duplicate))
 }
 
 /// A tiny xorshift, so duplicate picks are cheap and reproducible per connection.
@@ -494,7 +802,10 @@ async fn connection(
     };
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (k as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407);
     let mut last_seq: Option<u64> = None;
-    let mut sender: Option<Sender> = None;
+    let slot = &shared.slots[k];
+    let mut conn: Option<TcpStream> = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut id = String::with_capacity(32);
     tokio::time::sleep_until(shared.start.into()).await;
     loop {
         // When should this request go out?
@@ -512,25 +823,27 @@ async fn connection(
         if seq >= shared.limit {
             break;
         }
-        let conn = match sender.take() {
-            Some(c) => c,
-            None => match connect(shared.addr).await {
-                Ok(c) => c,
+        if conn.is_none() {
+            match connect(shared.addr, slot).await {
+                Ok(c) => conn = Some(c),
                 Err(_) => {
                     err(&mut s, "connect");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
-            },
+            }
+        }
+        let Some(stream) = conn.as_mut() else {
+            continue;
         };
-        let mut conn = conn;
         let dup_of = match last_seq {
             Some(prev) if shared.dup_ratio > 0.0 && next_rand(&mut rng) < shared.dup_ratio => {
                 Some(prev)
             }
             _ => None,
         };
-        let (req, wrapped) = shared.corpus.request(seq, dup_of);
+        let (wire, id_seq, wrapped) = shared.corpus.pick(seq, dup_of);
+        shared.corpus.write_id(&mut id, id_seq);
         if wrapped {
             s.wrapped += 1;
         }
@@ -538,19 +851,25 @@ async fn connection(
             last_seq = Some(seq);
         }
         let sent = Instant::now();
-        let res = tokio::time::timeout(shared.timeout, async {
-            conn.ready().await?;
-            let resp = conn.send_request(req).await?;
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await?.to_bytes();
-            Ok::<_, hyper::Error>((status, body))
-        })
-        .await;
+        let stamp = shared.stamp(sent);
+        slot.sent.store(stamp, Ordering::Release);
+        let res = exchange(stream, wire.parts(id.as_bytes()), &mut buf).await;
         let done = Instant::now();
+        // The watchdog may have given up on this request (and shut its socket).
+        let in_time = slot
+            .sent
+            .compare_exchange(stamp, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !in_time {
+            slot.sent.store(IDLE, Ordering::Release);
+            hang_up(&mut conn, slot);
+            err(&mut s, "timeout");
+            continue;
+        }
         let began = intended.unwrap_or(sent);
         match res {
-            Ok(Ok((status, body))) => {
-                sender = Some(conn);
+            Ok(answer) => {
+                let status = answer.status;
                 if began >= shared.measure_from {
                     s.measured += 1;
                     *s.status.entry(status).or_default() += 1;
@@ -562,15 +881,16 @@ async fn connection(
                     }
                 }
                 if status == 200 {
-                    if let Ok(a) = serde_json::from_slice::<Accepted<'_>>(&body) {
-                        if a.duplicate {
+                    if let Some((id, duplicate)) = parse_answer(&buf[answer.body.0..answer.body.1])
+                    {
+                        if duplicate {
                             s.duplicates += 1;
                         } else {
                             s.accepted += 1;
                         }
                         if shared.keep_ids {
-                            if let Ok(id) = ulid::Ulid::from_string(a.id) {
-                                if a.duplicate {
+                            if let Ok(id) = ulid::Ulid::from_string(id) {
+                                if duplicate {
                                     s.dup_ids.push(id.0);
                                 } else {
                                     s.ids.push(id.0);
@@ -579,11 +899,19 @@ async fn connection(
                         }
                     }
                 }
+                if answer.close {
+                    // As with hyper: the connection is gone, which costs an `io` error.
+                    hang_up(&mut conn, slot);
+                    err(&mut s, "io");
+                }
             }
-            Ok(Err(_)) => err(&mut s, "io"),
-            Err(_) => err(&mut s, "timeout"),
+            Err(what) => {
+                hang_up(&mut conn, slot);
+                err(&mut s, what);
+            }
         }
     }
+    hang_up(&mut conn, slot);
     s
 }
 
@@ -853,5 +1181,223 @@ fn print_table(r: &RunResult) {
             "kafka        {}: {} records ({} of this run); missing {}, written twice {}, delivery ids under 2+ ids {}",
             k.topic, k.records, k.records_of_run, k.missing, k.written_twice, k.delivery_ids_twice
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    const HOST: &str = "127.0.0.1:8080";
+    const NONCE: u64 = 0x1234_5678_9abc;
+
+    /// The request this generator handed hyper before it wrote its own bytes.
+    fn hyper_request(
+        entry: &SignedRequest,
+        id_header: Option<&HeaderName>,
+        id: &str,
+    ) -> http::Request<Full<Bytes>> {
+        let mut b = http::Request::post(entry.path.as_str());
+        let h = b.headers_mut().expect("valid request");
+        h.insert(http::header::HOST, HeaderValue::from_static(HOST));
+        for (k, v) in &entry.headers {
+            h.insert(k.clone(), v.clone());
+        }
+        if let Some(name) = id_header {
+            h.insert(name.clone(), HeaderValue::try_from(id).expect("valid id"));
+        }
+        b.body(Full::new(entry.body.clone()))
+            .expect("valid request")
+    }
+
+    /// A corpus of `n` entries for `name`, and the signed requests it was made of.
+    fn corpus_of(name: &str, n: u64) -> (Corpus, Vec<SignedRequest>) {
+        let p = Provider::parse(name).expect("provider");
+        let id_header = corpus::unsigned_id_header(p);
+        let host = HeaderValue::from_static(HOST);
+        let mut signed = Vec::new();
+        let mut entries = Vec::new();
+        for seq in 0..n {
+            let id = corpus::delivery_id(p, NONCE, seq);
+            let r = corpus::signed_request(
+                p,
+                corpus::default_secret(p),
+                1024,
+                &id,
+                1_714_564_800,
+                "/hooks/x",
+            )
+            .expect("signed");
+            entries.push(Wire::serialize(&r, &host, id_header.as_ref(), &id).expect("wire"));
+            signed.push(r);
+        }
+        let c = Corpus {
+            provider: p,
+            entries,
+            id_header: id_header.is_some(),
+            nonce: NONCE,
+        };
+        (c, signed)
+    }
+
+    /// The bytes the generator writes for (`seq`, `dup_of`), and the entry and delivery
+    /// id they must carry.
+    fn send_bytes(c: &Corpus, seq: u64, dup_of: Option<u64>) -> (Vec<u8>, u64, bool) {
+        let (wire, id_seq, wrapped) = c.pick(seq, dup_of);
+        let mut id = String::new();
+        c.write_id(&mut id, id_seq);
+        (wire.parts(id.as_bytes()).concat(), id_seq, wrapped)
+    }
+
+    #[test]
+    fn pre_serialized_requests_parse_back_to_the_signed_ones() {
+        for name in corpus::PROVIDERS {
+            let (c, signed) = corpus_of(name, 3);
+            let id_header = corpus::unsigned_id_header(c.provider);
+            for (seq, dup_of) in [(0, None), (2, None), (5, None), (7, Some(4)), (9, Some(1))] {
+                let (bytes, id_seq, _) = send_bytes(&c, seq, dup_of);
+                let entry = &signed[(id_seq % 3) as usize];
+                let id = corpus::delivery_id(c.provider, NONCE, id_seq);
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut req = httparse::Request::new(&mut headers);
+                let n = match req.parse(&bytes) {
+                    Ok(httparse::Status::Complete(n)) => n,
+                    other => panic!("{name}: {other:?}"),
+                };
+                assert_eq!(req.method, Some("POST"), "{name}");
+                assert_eq!(req.path, Some(entry.path.as_str()), "{name}");
+                assert_eq!(req.version, Some(1), "{name}");
+                let got: Vec<(String, Vec<u8>)> = req
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                    .collect();
+                let mut want = vec![("host".to_owned(), HOST.as_bytes().to_vec())];
+                for (k, v) in &entry.headers {
+                    let v = match &id_header {
+                        Some(h) if h == k => id.as_bytes().to_vec(),
+                        _ => v.as_bytes().to_vec(),
+                    };
+                    want.push((k.as_str().to_owned(), v));
+                }
+                want.push((
+                    "content-length".to_owned(),
+                    entry.body.len().to_string().into_bytes(),
+                ));
+                assert_eq!(got, want, "{name} seq {seq} dup_of {dup_of:?}");
+                assert_eq!(&bytes[n..], &entry.body[..], "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn picks_entries_ids_and_wraps_as_before() {
+        let (c, _) = corpus_of("stripe", 3);
+        assert!(!c.id_header);
+        assert_eq!(c.pick(2, None).1, 2);
+        assert!(!c.pick(2, None).2);
+        let (_, id_seq, wrapped) = c.pick(3, None);
+        assert_eq!((id_seq, wrapped), (3, true));
+        assert!(std::ptr::eq(c.pick(3, None).0, &c.entries[0]));
+        // A duplicate send never counts as a wrap.
+        let (wire, id_seq, wrapped) = c.pick(8, Some(4));
+        assert_eq!((id_seq, wrapped), (4, false));
+        assert!(std::ptr::eq(wire, &c.entries[1]));
+        let (g, _) = corpus_of("github", 3);
+        let (wire, id_seq, wrapped) = g.pick(1000, None);
+        assert_eq!((id_seq, wrapped), (1000, false));
+        assert!(std::ptr::eq(wire, &g.entries[1]));
+        let (bytes, _, _) = send_bytes(&g, 1000, None);
+        let id = corpus::delivery_id(g.provider, NONCE, 1000);
+        let line = format!("\r\nx-github-delivery: {id}\r\n");
+        assert!(bytes.windows(line.len()).any(|w| w == line.as_bytes()));
+    }
+
+    /// Byte for byte what hyper's HTTP/1.1 client wrote for the same send.
+    #[tokio::test]
+    async fn pre_serialized_requests_are_the_bytes_hyper_wrote() {
+        for name in ["github", "stripe", "standard-webhooks", "telegram"] {
+            let (c, signed) = corpus_of(name, 2);
+            let id_header = corpus::unsigned_id_header(c.provider);
+            for (seq, dup_of) in [(0, None), (3, None), (5, Some(2))] {
+                let (ours, id_seq, _) = send_bytes(&c, seq, dup_of);
+                let id = corpus::delivery_id(c.provider, NONCE, id_seq);
+                let req = hyper_request(&signed[(id_seq % 2) as usize], id_header.as_ref(), &id);
+                let (client, mut server) = tokio::io::duplex(1 << 20);
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client))
+                        .await
+                        .expect("handshake");
+                let driver = tokio::spawn(conn);
+                let send = tokio::spawn(async move { sender.send_request(req).await });
+                let mut theirs = vec![0u8; ours.len()];
+                tokio::time::timeout(Duration::from_secs(5), server.read_exact(&mut theirs))
+                    .await
+                    .expect("hyper wrote as many bytes")
+                    .expect("hyper's bytes");
+                assert_eq!(
+                    String::from_utf8_lossy(&theirs),
+                    String::from_utf8_lossy(&ours),
+                    "{name} seq {seq}"
+                );
+                send.abort();
+                driver.abort();
+            }
+        }
+    }
+
+    #[test]
+    fn answer_heads() {
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 52\r\ndate: x\r\n\r\n{";
+        let head = parse_head(ok).expect("valid").expect("complete");
+        assert_eq!(
+            head,
+            Head {
+                len: ok.len() - 1,
+                status: 200,
+                body: Some(52),
+                close: false
+            }
+        );
+        assert_eq!(parse_head(&ok[..20]), Ok(None));
+        let close =
+            b"HTTP/1.1 503 Service Unavailable\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n";
+        let head = parse_head(close).expect("valid").expect("complete");
+        assert!(head.close);
+        assert_eq!((head.status, head.body), (503, Some(0)));
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n";
+        assert_eq!(
+            parse_head(chunked).expect("valid").expect("complete").body,
+            None
+        );
+        let unframed = b"HTTP/1.1 200 OK\r\n\r\n";
+        assert_eq!(
+            parse_head(unframed).expect("valid").expect("complete").body,
+            None
+        );
+        let empty = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(
+            parse_head(empty).expect("valid").expect("complete").body,
+            Some(0)
+        );
+        let old = b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert!(parse_head(old).expect("valid").expect("complete").close);
+        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn answer_bodies() {
+        let id = ulid::Ulid(7).to_string();
+        let yes = format!("{{\"id\":\"{id}\",\"duplicate\":true}}");
+        let no = format!("{{\"id\":\"{id}\",\"duplicate\":false}}");
+        assert_eq!(parse_answer(yes.as_bytes()), Some((id.as_str(), true)));
+        assert_eq!(parse_answer(no.as_bytes()), Some((id.as_str(), false)));
+        let spaced = format!("{{ \"duplicate\": true, \"id\": \"{id}\" }}");
+        assert_eq!(parse_answer(spaced.as_bytes()), Some((id.as_str(), true)));
+        assert_eq!(parse_answer(b"{\"error\":\"x\"}"), None);
+        assert_eq!(parse_answer(b""), None);
     }
 }
