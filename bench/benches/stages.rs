@@ -20,7 +20,10 @@
 //!   transaction per batch, the same shape as the spool's writer). `read-10k`: read back
 //!   10,000 records in order and decode them into `Event`s (warm page cache);
 //! - `handler/<size>`: `App::handle` end to end with no socket and `Log::Discard`, each
-//!   request a new delivery id (`handler/duplicate-1KB`: the dedupe-hit path);
+//!   request a new delivery id, the source on hookgate's defaults (the delivery id from its
+//!   header is also the partition key, so the body is not parsed);
+//!   `handler/duplicate-1KB`: the dedupe-hit path; `handler/json-key-1KB`: with
+//!   `partition_key = "/repository/full_name"`, i.e. plus one simd-json parse of the body;
 //!   `handler-prometheus/1KB`: the same with the Prometheus recorder installed, as in
 //!   `hookgate serve` (runs last, because the recorder is process-global).
 //!
@@ -562,9 +565,10 @@ fn spool_vs_redb(c: &mut Criterion) {
     g.finish();
 }
 
-fn app() -> Arc<App> {
+/// The in-process app: one GitHub source on hookgate's defaults plus `extra` TOML lines.
+fn build_app(extra: &str) -> Arc<App> {
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n{}{extra}",
         corpus::source_toml("github", Provider::Github, corpus::HMAC_SECRET).expect("source")
     );
     let (cfg, _) = Config::parse(&text, "bench", &HashMap::new()).expect("bench config");
@@ -621,7 +625,7 @@ fn handle_iters(
 
 fn handler_group(c: &mut Criterion, group: &str, sizes: &[(usize, &str)], dup: bool) {
     let rt = current_thread();
-    let app = app();
+    let app = build_app("");
     let next = AtomicU64::new(1 << 40);
     let mut g = c.benchmark_group(group);
     for &(size, label) in sizes {
@@ -646,6 +650,10 @@ fn handler_group(c: &mut Criterion, group: &str, sizes: &[(usize, &str)], dup: b
         if dup && size == 1024 {
             g.bench_function("duplicate-1KB", |b| {
                 b.iter_custom(|iters| handle_iters(&rt, &app, &r, &next, iters, true))
+            });
+            let keyed = build_app("partition_key = \"/repository/full_name\"\n");
+            g.bench_function("json-key-1KB", |b| {
+                b.iter_custom(|iters| handle_iters(&rt, &keyed, &r, &next, iters, false))
             });
         }
     }

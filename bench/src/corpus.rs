@@ -251,16 +251,14 @@ pub fn signed_request(
     })
 }
 
-/// A `[[sources]]` entry named `name` for `provider`, verifying what `secret` signs.
+/// A `[[sources]]` entry named `name` for `provider`, verifying what `secret` signs, with
+/// hookgate's defaults for everything else (the partition key is the delivery id).
 pub fn source_toml(name: &str, provider: Provider, secret: &str) -> anyhow::Result<String> {
     let mut s = format!(
         "[[sources]]\nname = \"{name}\"\nprovider = \"{}\"\nsecrets = [\"{}\"]\n",
         provider.as_str(),
         config_secret(provider, secret)?
     );
-    if provider == Provider::Github {
-        s.push_str("partition_key = \"/repository/full_name\"\n");
-    }
     if provider == Provider::GenericHmac {
         s.push_str(
             "signature_header = \"x-signature\"\nalgorithm = \"sha256\"\nencoding = \"hex\"\nprefix = \"sha256=\"\n",

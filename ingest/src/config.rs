@@ -436,6 +436,15 @@ impl Config {
                     message: "kafka.ack = \"spool\" needs a [spool] section".into(),
                 });
             }
+            if !(1..=5).contains(&k.max_in_flight) {
+                problems.push(Problem {
+                    location: lines.at("kafka", None),
+                    message: format!(
+                        "kafka.max_in_flight = {}: must be 1 to 5 (the idempotent producer keeps order only up to 5)",
+                        k.max_in_flight
+                    ),
+                });
+            }
         }
         warnings
     }
@@ -804,6 +813,24 @@ secrets = ["${MISSING}"]
             "{all}"
         );
         assert_eq!(err.0.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn kafka_max_in_flight_is_bounded_by_idempotence() {
+        let text = "[kafka]\nbrokers = \"127.0.0.1:9092\"\nmax_in_flight = 6\n\n[[sources]]\nname = \"g\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
+        let err = Config::parse(text, "k.toml", &env(&[])).unwrap_err();
+        let all = err.to_string();
+        assert!(
+            all.contains("k.toml:1 [kafka]") && all.contains("max_in_flight = 6"),
+            "{all}"
+        );
+        let ok = text.replace("max_in_flight = 6", "max_in_flight = 5");
+        let (c, _) = Config::parse(&ok, "k.toml", &env(&[])).unwrap();
+        assert_eq!(c.kafka.unwrap().max_in_flight, 5);
+        let default = text.replace("max_in_flight = 6\n", "");
+        let (c, _) = Config::parse(&default, "k.toml", &env(&[])).unwrap();
+        let k = c.kafka.unwrap();
+        assert_eq!((k.max_in_flight, k.linger_ms().as_str()), (1, "0"));
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl KafkaDeadLetter {
         cc.set("bootstrap.servers", &kafka.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", kafka.linger.as_millis().to_string())
+            .set("linger.ms", kafka.linger_ms())
             .set(
                 "message.timeout.ms",
                 kafka.delivery_timeout.as_millis().max(1).to_string(),
