@@ -1,6 +1,8 @@
 //! Criterion benches of every stage of hookgate's request path, on 1 KB and 64 KB bodies:
 //!
 //! - `verify/<provider>/<size>`: `Verifier::verify` per provider (HMAC, tokens, Ed25519);
+//! - `verify/hmac-sha256-only/<size>`: ring's HMAC of the body alone, the floor under
+//!   `verify/github`;
 //! - `extract/{header,simd-json-pointer,serde_json-pointer}/<size>`: delivery id / event /
 //!   partition key from headers only; from a JSON pointer with simd-json into the reused
 //!   scratch buffer (`Extractor`); and `serde_json::from_slice::<Value>` + `pointer()` as
@@ -94,6 +96,16 @@ fn verify(c: &mut Criterion) {
                 b.iter(|| v.verify(black_box(&hm), black_box(&r.body), NOW))
             });
         }
+    }
+    // The floor under `github`: ring's HMAC-SHA256 of the same body with a prepared key,
+    // no header lookup, hex decoding or comparison (SHA-NI bound on this CPU).
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, corpus::HMAC_SECRET.as_bytes());
+    for (size, label) in SIZES {
+        let r = signed(Provider::Github, size, "/");
+        g.throughput(Throughput::Bytes(r.body.len() as u64));
+        g.bench_function(BenchmarkId::new("hmac-sha256-only", label), |b| {
+            b.iter(|| ring::hmac::sign(&key, black_box(&r.body)))
+        });
     }
     g.finish();
 }
