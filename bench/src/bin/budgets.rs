@@ -160,6 +160,9 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             cmd.arg(format!("^({})$", ids.join("|")));
         }
         cmd.args(&args.criterion_args);
+        // Criterion's report goes to stderr: stdout is the budget table alone (run.sh puts
+        // it in RESULTS.md).
+        cmd.stdout(std::io::stderr());
         eprintln!("running {cmd:?}");
         let status = cmd.status().context("run cargo bench")?;
         if !status.success() {
