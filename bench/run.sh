@@ -141,23 +141,29 @@ if want 2; then
 fi
 
 if want 3; then
-  KPORT=$(free_port)
-  BROKERS=127.0.0.1:$KPORT
-  "$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
-    --storage-engine memory://tansu/ >"$OUT/tansu.stdout" 2>"$OUT/tansu.stderr" &
-  TANSU_PID=$!
-  PIDS+=("$TANSU_PID")
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null && break
-    sleep 0.1
-  done
+  # A fresh broker per Kafka scenario: Tansu's memory storage keeps every record, and a
+  # broker carried over from the previous scenario measured slower (same-session A/B).
+  start_tansu() {
+    KPORT=$(free_port)
+    BROKERS=127.0.0.1:$KPORT
+    "$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
+      --storage-engine memory://tansu/ >>"$OUT/tansu.stdout" 2>>"$OUT/tansu.stderr" &
+    TANSU_PID=$!
+    PIDS+=("$TANSU_PID")
+    for _ in $(seq 1 100); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null && break
+      sleep 0.1
+    done
+  }
   kafka_scenario() {
     local file=$1 label=$2 topic=$3; shift 3
+    start_tansu
     HOOKGATE_BENCH_BROKERS=$BROKERS HOOKGATE_BENCH_TOPIC=$topic \
       start_server "hookgate-$label" "$BIN/hookgate" serve --config bench/configs/kafka.toml
     load "$file" "$label" "http://$SERVER_ADDR/hooks/github" \
       --verify-kafka "$BROKERS" --topic "$topic" --verify-nudge "$@" || echo "$label: hookgate-load failed" >&2
     stop_server "$SERVER_PID"
+    stop_server "$TANSU_PID"
   }
   kafka_scenario 3a-kafka-c64 kafka-c64 bench.c64 --connections 64
   kafka_scenario 3b-kafka-c256 kafka-c256 bench.c256 --connections 256
@@ -169,7 +175,6 @@ if want 3; then
         --mode open --rate "$HALF"
     fi
   fi
-  stop_server "$TANSU_PID"
 fi
 
 if want 4; then
