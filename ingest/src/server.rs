@@ -703,6 +703,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_detached_future_dropped_midway_still_runs_to_the_end() {
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel::<&'static str>();
+        let fut = Detached::new(async move {
+            let _ = wait.await;
+            let _ = done_tx.send("finished");
+            7
+        });
+        // Awaited to the end, it gives its output like the future itself.
+        assert_eq!(Detached::new(async { 5 }).await, 5);
+        // Polled once, then dropped (a client that hung up): the rest runs on the runtime.
+        let mut fut = Box::pin(fut);
+        let pending =
+            std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_pending())).await;
+        assert!(pending);
+        drop(fut);
+        go.send(()).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("the dropped future finished in the background")
+            .unwrap();
+        assert_eq!(got, "finished");
+    }
+
+    #[tokio::test]
     async fn bodies_in_one_or_many_frames_read_whole_and_bounded() {
         let one = Bytes::from_static(b"{\"a\":1}");
         let got = read_body(Full::new(one.clone()), 100).await.ok().unwrap();
