@@ -428,7 +428,8 @@ enum BodyError {
 }
 
 /// Reads a whole body of at most `max` bytes. A body that arrives as one frame (the usual
-/// webhook) is returned as that frame's buffer, without a copy or a list of chunks.
+/// webhook) is returned as that frame's buffer, without a copy or a list of chunks, and as
+/// soon as the body reports its end (`is_end_stream`), not one poll later.
 async fn read_body<B>(body: B, max: u64) -> Result<Bytes, BodyError>
 where
     B: Body<Data = Bytes>,
@@ -454,6 +455,12 @@ where
                 more = Some(m);
             }
             (Some(_), Some(m)) => m.extend_from_slice(&data),
+        }
+        // With a Content-Length, hyper's body says it is complete once that many bytes
+        // came: stop here instead of waiting for its end-of-stream, which would park the
+        // request (and arm the body timer) until hyper's next turn.
+        if body.is_end_stream() {
+            break;
         }
     }
     Ok(match (first, more) {
