@@ -322,33 +322,8 @@ fn spool(c: &mut Criterion) {
                 |b| {
                     b.iter_custom(|iters| {
                         // A fresh spool per sample keeps the files small; deleted after.
-                        let dir = tempfile::tempdir_in(&parent).expect("temp dir");
-                        let spool = Spool::open(&SpoolConfig {
-                            path: dir.path().to_path_buf(),
-                            max_bytes: ByteSize(u64::MAX / 2),
-                            segment_bytes: ByteSize(64 << 20),
-                        })
-                        .expect("open spool");
-                        let elapsed = rt.block_on(async {
-                            let t = Instant::now();
-                            let tasks: Vec<_> = (0..n)
-                                .map(|j| {
-                                    let (spool, ev) = (spool.clone(), ev.clone());
-                                    let share = iters / n + u64::from(j < iters % n);
-                                    tokio::spawn(async move {
-                                        for _ in 0..share {
-                                            spool.append(&ev).await.expect("spool append");
-                                        }
-                                    })
-                                })
-                                .collect();
-                            for t in tasks {
-                                t.await.expect("appender");
-                            }
-                            t.elapsed()
-                        });
-                        drop(spool);
-                        elapsed
+                        let (spool, _dir) = Store::create("spool", &parent);
+                        spool.append_many(&rt, &ev, n, iters)
                     })
                 },
             );

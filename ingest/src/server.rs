@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hookgate_proto::{Event, Ulid};
 use hookgate_sinks::{AppendError, Log};
 use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
@@ -436,7 +435,8 @@ where
 {
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
-    let mut more: Option<BytesMut> = None;
+    // Only a body of several frames is copied together (no allocation until then).
+    let mut joined = BytesMut::new();
     let mut len: u64 = 0;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(|_| BodyError::Read)?.into_data() else {
@@ -446,15 +446,15 @@ where
         if len > max {
             return Err(BodyError::TooLarge);
         }
-        match (&mut first, &mut more) {
-            (None, _) => first = Some(data),
-            (Some(f), None) => {
-                let mut m = BytesMut::with_capacity(len as usize);
-                m.extend_from_slice(f);
-                m.extend_from_slice(&data);
-                more = Some(m);
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if joined.is_empty() {
+                    joined.reserve(len as usize);
+                    joined.extend_from_slice(f);
+                }
+                joined.extend_from_slice(&data);
             }
-            (Some(_), Some(m)) => m.extend_from_slice(&data),
         }
         // With a Content-Length, hyper's body says it is complete once that many bytes
         // came: stop here instead of waiting for its end-of-stream, which would park the
@@ -463,10 +463,10 @@ where
             break;
         }
     }
-    Ok(match (first, more) {
-        (_, Some(m)) => m.freeze(),
-        (Some(f), None) => f,
-        (None, None) => Bytes::new(),
+    Ok(if joined.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        joined.freeze()
     })
 }
 
