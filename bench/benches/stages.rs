@@ -57,6 +57,10 @@ use rdkafka::producer::FutureRecord;
 use redb::{Database, Durability, ReadableDatabase as _, TableDefinition};
 use std::hint::black_box;
 
+// The `hookgate` binary's allocator, so allocation costs here are the ones it pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SIZES: [(usize, &str); 2] = [(1024, "1KB"), (64 << 10, "64KB")];
 /// The signing time of every request (verification uses the same `now`).
 const NOW: i64 = 1_714_564_800;
