@@ -13,7 +13,18 @@
 //! For `sign` the secret is a 32-byte Ed25519 private seed in hex instead,
 //! because only the holder of the private key can produce a signature;
 //! [`discord_public_key_hex`] tells the operator which public key to configure.
+//!
+//! Verification uses ed25519-dalek rather than ring: on the bench machine
+//! ring's portable C verify took 86 µs per 1 KB request and dalek's AVX2
+//! backend (chosen at run time, portable code elsewhere) 43 µs in the same
+//! session (`verify/discord/1KB`, bench/RESULTS.md). The acceptance rule is
+//! ring's, RFC 8032's cofactorless check with `S` required canonical (no
+//! `S + L` malleation); in addition the key is decoded once at start-up, so
+//! a value that is not a curve point, or is a point of small order, is a
+//! config error. Signing (only `hookgate sign`, for tests and operators)
+//! stays on ring.
 
+use ed25519_dalek::Verifier as _;
 use http::HeaderMap;
 use ring::signature::{self, KeyPair as _};
 
@@ -29,10 +40,13 @@ pub(super) fn public_key(index: usize, secret: &str) -> Result<Ed25519PublicKey,
         index,
         reason: "expected the application's Ed25519 public key as 64 hex digits",
     })?;
-    Ok(signature::UnparsedPublicKey::new(
-        &signature::ED25519,
-        bytes,
-    ))
+    match ed25519_dalek::VerifyingKey::from_bytes(&bytes) {
+        Ok(key) if !key.is_weak() => Ok(key),
+        _ => Err(KeyError::BadSecret {
+            index,
+            reason: "not an Ed25519 public key (not a point of full order on the curve)",
+        }),
+    }
 }
 
 fn key_pair(seed_hex: &str) -> Result<signature::Ed25519KeyPair, KeyError> {
@@ -74,8 +88,8 @@ pub(super) fn verify(
 /// The Ed25519 check proper, split out so it can be tested against RFC 8032
 /// vectors whose messages are not valid Discord timestamps.
 ///
-/// ring verifies one contiguous message, so this is the one scheme that must
-/// copy the body; it only runs after every cheap check has passed.
+/// Ed25519 verifies one contiguous message, so this is the one scheme that
+/// must copy the body; it only runs after every cheap check has passed.
 fn check_signature(
     keys: &[Ed25519PublicKey],
     timestamp: &[u8],
@@ -85,7 +99,8 @@ fn check_signature(
     let mut message = Vec::with_capacity(timestamp.len() + body.len());
     message.extend_from_slice(timestamp);
     message.extend_from_slice(body);
-    if keys.iter().any(|key| key.verify(&message, sig).is_ok()) {
+    let sig = ed25519_dalek::Signature::from_bytes(sig);
+    if keys.iter().any(|key| key.verify(&message, &sig).is_ok()) {
         Ok(())
     } else {
         Err(VerifyError::Invalid)
@@ -264,6 +279,46 @@ mod tests {
             discord_public_key_hex(""),
             Err(KeyError::EmptySecret { index: 0 })
         );
+    }
+
+    /// Keys that decode to no curve point (y = 2 has no x) or to a point of
+    /// small order (the identity, and the point of order 2) are refused when
+    /// the verifier is built, not discovered on the first request.
+    #[test]
+    fn keys_off_the_curve_or_of_small_order_are_config_errors() {
+        for bad in [
+            "0200000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        ] {
+            let e = Verifier::new(P, &strings(&[bad]), Duration::from_secs(1), None)
+                .err()
+                .unwrap();
+            assert!(matches!(e, KeyError::BadSecret { index: 0, .. }), "{bad}");
+        }
+    }
+
+    /// A signature whose `S` is replaced by `S + L` (the group order) is the
+    /// classic malleated form: same curve equation, different bytes. It must
+    /// not verify, or one delivery could be replayed under a second signature.
+    #[test]
+    fn non_canonical_s_is_refused() {
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let v = discord(&[SEED]);
+        let mut sig = [0u8; 64];
+        hex::decode_to_slice(value_of(&signed(), SIG), &mut sig).unwrap();
+        let mut carry = 0u16;
+        for (s, l) in sig[32..].iter_mut().zip(L) {
+            let sum = u16::from(*s) + u16::from(l) + carry;
+            *s = sum as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(carry, 0, "S + L fits in 32 bytes");
+        let malleated = with(&signed(), SIG, &hex::encode(sig));
+        assert_eq!(v.verify(&malleated, BODY, NOW), Err(VerifyError::Invalid));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use http::header::AsHeaderName;
 use http::{HeaderMap, HeaderName};
-use ring::{hmac, rand, signature};
+use ring::{hmac, rand};
 
 mod discord;
 mod generic_hmac;
@@ -298,7 +298,7 @@ enum Scheme {
     },
 }
 
-type Ed25519PublicKey = signature::UnparsedPublicKey<[u8; 32]>;
+type Ed25519PublicKey = ed25519_dalek::VerifyingKey;
 
 impl Verifier {
     /// Builds a verifier, failing closed on an empty list, an empty secret, or
