@@ -44,7 +44,7 @@ pub(super) fn public_key(index: usize, secret: &str) -> Result<Ed25519PublicKey,
         Ok(key) if !key.is_weak() => Ok(key),
         _ => Err(KeyError::BadSecret {
             index,
-            reason: "not an Ed25519 public key (not a point of full order on the curve)",
+            reason: "not a usable Ed25519 public key: off the curve or of small order",
         }),
     }
 }
