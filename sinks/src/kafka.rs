@@ -88,6 +88,37 @@ impl KafkaConfig {
     pub fn linger_ms(&self) -> String {
         (self.linger.as_secs_f64() * 1000.0).to_string()
     }
+
+    /// A librdkafka client of these brokers: `settings`, then the user's
+    /// `[kafka.options]` (SASL, TLS, compression, …), which win.
+    pub fn client_config(&self, settings: &[(&str, &str)]) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.brokers);
+        for (k, v) in settings {
+            cc.set(*k, *v);
+        }
+        for (k, v) in &self.options {
+            cc.set(k, v);
+        }
+        cc
+    }
+
+    /// A producer as every hookgate producer is: idempotent, `acks=all`, `linger`, and
+    /// librdkafka's message timeout at `delivery_timeout` (so a message that got a 503 is
+    /// not delivered later); then `settings`, then the user's options.
+    pub fn producer_config(&self, client_id: &str, settings: &[(&str, &str)]) -> ClientConfig {
+        let linger = self.linger_ms();
+        let timeout = self.delivery_timeout.as_millis().max(1).to_string();
+        let mut all = vec![
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", linger.as_str()),
+            ("message.timeout.ms", timeout.as_str()),
+            ("client.id", client_id),
+        ];
+        all.extend_from_slice(settings);
+        self.client_config(&all)
+    }
 }
 
 fn default_topic() -> String {
@@ -181,28 +212,18 @@ pub struct KafkaLog {
 impl KafkaLog {
     /// Builds the producer (idempotent, acks=all, lz4, small linger; user options on top).
     pub fn new(cfg: &KafkaConfig) -> Result<KafkaLog, KafkaSinkError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.codec", "lz4")
-            .set("linger.ms", cfg.linger_ms())
-            // Produce requests go out as soon as a batch is ready (Nagle would hold small
-            // ones back for the previous one's ACK).
-            .set("socket.nagle.disable", "true")
-            .set(
-                "max.in.flight.requests.per.connection",
-                cfg.max_in_flight.to_string(),
-            )
-            .set(
-                "message.timeout.ms",
-                cfg.delivery_timeout.as_millis().max(1).to_string(),
-            )
-            .set("queue.buffering.max.messages", "1000000")
-            .set("client.id", "hookgate");
-        for (k, v) in &cfg.options {
-            cc.set(k, v);
-        }
+        let in_flight = cfg.max_in_flight.to_string();
+        let cc = cfg.producer_config(
+            "hookgate",
+            &[
+                ("compression.codec", "lz4"),
+                // Produce requests go out as soon as a batch is ready (Nagle would hold
+                // small ones back for the previous one's ACK).
+                ("socket.nagle.disable", "true"),
+                ("max.in.flight.requests.per.connection", &in_flight),
+                ("queue.buffering.max.messages", "1000000"),
+            ],
+        );
         let ctx = Ctx {
             down: Arc::new(AtomicBool::new(false)),
         };
@@ -267,13 +288,11 @@ impl KafkaLog {
         if !self.cfg.create_topics {
             return Err(KafkaSinkError::MissingTopics(missing));
         }
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &self.cfg.brokers);
-        for (k, v) in &self.cfg.options {
-            cc.set(k, v);
-        }
-        let admin: AdminClient<DefaultClientContext> =
-            cc.create().map_err(KafkaSinkError::Config)?;
+        let admin: AdminClient<DefaultClientContext> = self
+            .cfg
+            .client_config(&[])
+            .create()
+            .map_err(KafkaSinkError::Config)?;
         let news: Vec<NewTopic> = missing
             .iter()
             .map(|t| {
@@ -468,5 +487,33 @@ fn classify(e: KafkaError) -> KafkaSinkError {
             | C::InvalidTopic,
         ) => KafkaSinkError::Rejected(e),
         _ => KafkaSinkError::Unavailable(e),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::KafkaConfig;
+
+    #[test]
+    fn producers_share_the_durable_settings_and_user_options_win() {
+        let cfg: KafkaConfig = serde_json::from_str(
+            r#"{"brokers": "b1:9092", "linger": "500us",
+                "options": {"compression.codec": "zstd", "security.protocol": "ssl"}}"#,
+        )
+        .unwrap();
+        let cc = cfg.producer_config("hookgate", &[("compression.codec", "lz4")]);
+        assert_eq!(cc.get("bootstrap.servers"), Some("b1:9092"));
+        assert_eq!(cc.get("enable.idempotence"), Some("true"));
+        assert_eq!(cc.get("acks"), Some("all"));
+        assert_eq!(cc.get("linger.ms"), Some("0.5"));
+        assert_eq!(cc.get("message.timeout.ms"), Some("10000"));
+        assert_eq!(cc.get("client.id"), Some("hookgate"));
+        assert_eq!(cc.get("compression.codec"), Some("zstd"));
+        assert_eq!(cc.get("security.protocol"), Some("ssl"));
+        let admin = cfg.client_config(&[]);
+        assert_eq!(admin.get("bootstrap.servers"), Some("b1:9092"));
+        assert_eq!(admin.get("acks"), None);
+        assert_eq!(admin.get("security.protocol"), Some("ssl"));
     }
 }

@@ -18,7 +18,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use hookgate_proto::Event;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -53,20 +52,8 @@ impl KafkaDeadLetter {
     /// Builds the DLQ producer (idempotent, acks=all; `kafka.options` on top) for `topic`.
     /// The topic must exist (see `KafkaLog::ensure_topics`).
     pub fn new(kafka: &KafkaConfig, topic: &str) -> Result<Self, FeedError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &kafka.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", kafka.linger_ms())
-            .set(
-                "message.timeout.ms",
-                kafka.delivery_timeout.as_millis().max(1).to_string(),
-            )
-            .set("client.id", "hookgate-dlq");
         // The user's options win, as for the main producer (SASL, TLS, compression, …).
-        for (k, v) in &kafka.options {
-            cc.set(k, v);
-        }
+        let cc = kafka.producer_config("hookgate-dlq", &[]);
         Ok(KafkaDeadLetter {
             producer: cc.create()?,
             cfg: Arc::new(kafka.clone()),
@@ -114,21 +101,11 @@ impl KafkaDeadLetter {
     }
 }
 
-/// `bootstrap.servers` plus `kafka.options`, the part every client shares.
-fn base_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &kafka.brokers);
-    for (k, v) in &kafka.options {
-        cc.set(k, v);
-    }
-    cc
-}
-
 fn scan_blocking(
     kafka: &KafkaConfig,
     topic: &str,
 ) -> Result<(BaseConsumer, Vec<DlqRecord>), FeedError> {
-    let mut cc = base_config(kafka);
+    let mut cc = kafka.client_config(&[]);
     // Set after the options: the replay position must only move through our commits.
     cc.set("group.id", REPLAY_GROUP)
         .set("client.id", "hookgate-dlq-replay")

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hookgate_proto::Event;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -135,15 +135,12 @@ pub async fn run_kafka_feed(
     dispatcher: Dispatcher,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), FeedError> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &kafka.brokers)
-        .set("client.id", "hookgate-dispatcher")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "10000")
-        .set_log_level(RDKafkaLogLevel::Warning);
-    for (k, v) in &kafka.options {
-        cc.set(k, v);
-    }
+    let mut cc = kafka.client_config(&[
+        ("client.id", "hookgate-dispatcher"),
+        ("auto.offset.reset", "earliest"),
+        ("statistics.interval.ms", "10000"),
+    ]);
+    cc.set_log_level(RDKafkaLogLevel::Warning);
     // Set after the user's options: the delivery guarantee rests on these.
     cc.set("group.id", group_id)
         .set("enable.auto.commit", "true")
