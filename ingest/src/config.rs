@@ -109,7 +109,7 @@ pub struct DedupeConfig {
     /// How long a delivery id is remembered.
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
-    /// Most delivery ids remembered (least recently used evicted first).
+    /// Most delivery ids remembered (the oldest accepted forgotten first).
     #[serde(default = "default_capacity")]
     pub capacity: u64,
 }
@@ -428,6 +428,16 @@ impl Config {
         }
         if self.kafka.is_none() && self.spool.is_none() {
             warnings.push("neither [kafka] nor [spool]: events go to the default spool directory ./hookgate-spool".into());
+        }
+        let max_ids = crate::dedupe::MAX_CAPACITY;
+        if !(1..=max_ids).contains(&self.dedupe.capacity) {
+            problems.push(Problem {
+                location: lines.at("dedupe", None),
+                message: format!(
+                    "dedupe.capacity = {}: must be 1 to {max_ids} (each remembered id takes about 60 bytes of memory)",
+                    self.dedupe.capacity
+                ),
+            });
         }
         if let Some(k) = &self.kafka {
             if k.ack == hookgate_sinks::kafka::AckMode::Spool && self.spool.is_none() {
@@ -813,6 +823,25 @@ secrets = ["${MISSING}"]
             "{all}"
         );
         assert_eq!(err.0.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn dedupe_capacity_is_bounded() {
+        let text = "[dedupe]\ncapacity = 0\n\n[[sources]]\nname = \"g\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
+        for bad in ["0", "1000000001"] {
+            let t = text.replace("capacity = 0", &format!("capacity = {bad}"));
+            let all = Config::parse(&t, "d.toml", &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                all.contains("d.toml:1 [dedupe]")
+                    && all.contains(&format!("dedupe.capacity = {bad}: must be 1 to 1000000000")),
+                "{all}"
+            );
+        }
+        let ok = text.replace("capacity = 0", "capacity = 1000000000");
+        let (c, _) = Config::parse(&ok, "d.toml", &env(&[])).unwrap();
+        assert_eq!(c.dedupe.capacity, 1_000_000_000);
     }
 
     #[test]
