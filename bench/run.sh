@@ -20,11 +20,13 @@
 #
 # Usage: bench/run.sh [--duration 10s] [--warmup 1s] [--connections 64] [--no-build]
 #                     [--no-budgets] [--all-benches] [--skip-criterion] [--only "1 2 3 4 5"]
-#                     [--sink-delay 5s] [--rounds 3]
+#                     [--sink-delay 5s] [--rounds 3] [--dup-ratio 0.01]
 #   --all-benches     budgets runs every criterion bench (default: the budgeted ones only)
 #   --skip-criterion  budgets reads the criterion results already under target/criterion
 #   --sink-delay      how long scenario 5's sink takes per call
 #   --rounds          how many alternating runs of scenarios 1 and 2 (each reports its median)
+#   --dup-ratio       share of requests that re-send an earlier delivery (the issue's W1
+#                     workload: 1%), so every scenario also exercises dedupe hits
 set -euo pipefail
 
 DURATION=10s
@@ -36,6 +38,7 @@ BUDGET_ARGS=(--only-budgeted)
 ONLY="1 2 3 4 5"
 SINK_DELAY=5s
 ROUNDS=3
+DUP_RATIO=0.01
 ARGS_TEXT="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,6 +52,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift 2 ;;
     --sink-delay) SINK_DELAY=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
+    --dup-ratio) DUP_RATIO=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -122,7 +126,7 @@ load() {
   echo
   echo "=== $label ==="
   "$BIN/hookgate-load" --url "$url" --duration "$DURATION" --warmup "$WARMUP" \
-    --label "$label" --json "$OUT/$file.json" "$@" | tee "$OUT/$file.txt"
+    --label "$label" --json "$OUT/$file.json" --dup-ratio "$DUP_RATIO" "$@" | tee "$OUT/$file.txt"
 }
 
 rps_of() { jq -r '.rps' "$OUT/$1.json"; }
@@ -310,7 +314,7 @@ BLOCK=$OUT/results-block.md
   echo "- date (UTC): $(date -u '+%Y-%m-%d %H:%M:%S')"
   echo "- machine: $(nproc) CPU(s), ${CPU:-unknown CPU}, $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'), kernel $(uname -r)"
   echo "- command: \`bench/run.sh${ARGS_TEXT:+ $ARGS_TEXT}\` (revision $REV)"
-  echo "- load: hookgate-load, GitHub \`push\` ~1 KB, HTTP/1.1 keep-alive, $DURATION measured after $WARMUP warm-up, 1 generator thread on the same machine as the server; Kafka = Tansu 0.6 (memory storage) on loopback, idempotent producer, acks=all"
+  echo "- load: hookgate-load, GitHub \`push\` ~1 KB with a share of $DUP_RATIO re-sent deliveries, HTTP/1.1 keep-alive, $DURATION measured after $WARMUP warm-up, 1 generator thread on the same machine as the server; Kafka = Tansu 0.6 (memory storage) on loopback, idempotent producer, acks=all"
   echo "- raw results: \`target/hookgate-bench/$STAMP/\`"
   echo
   echo "### Load scenarios (ratio = req/s vs bare-hyper at c$CONNS)"
