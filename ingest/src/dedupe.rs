@@ -164,17 +164,15 @@ impl Committed {
         tag as usize & self.mask()
     }
 
-    /// The ring position `k` records after the oldest live one.
-    fn position(&self, k: usize) -> usize {
-        // `head < cap`, `len <= cap` and `k < cap`, so two subtractions are a modulo.
-        let mut p = self.head + self.cap - self.len + k;
+    /// The ring position of the oldest live record.
+    fn tail(&self) -> usize {
+        // `head < cap` and `len <= cap`, so one subtraction is the modulo.
+        let p = self.head + self.cap - self.len;
         if p >= self.cap {
-            p -= self.cap;
+            p - self.cap
+        } else {
+            p
         }
-        if p >= self.cap {
-            p -= self.cap;
-        }
-        p
     }
 
     /// The slot holding `key`, or the empty slot where its probe ends.
@@ -237,7 +235,7 @@ impl Committed {
     /// The oldest live record.
     fn oldest(&self) -> Option<Record> {
         (self.len > 0)
-            .then(|| self.ring.get(self.position(0)).copied())
+            .then(|| self.ring.get(self.tail()).copied())
             .flatten()
     }
 
@@ -245,7 +243,7 @@ impl Committed {
     /// (so its id is now forgotten, not superseded by a later commit of the same key).
     fn forget_oldest(&mut self) -> Option<(Record, bool)> {
         let rec = self.oldest()?;
-        let at = self.position(0);
+        let at = self.tail();
         self.len -= 1;
         let want = (u64::from(tag_of(rec.key)) << 32) | at as u64;
         let mask = self.mask();
@@ -290,16 +288,11 @@ impl Committed {
     }
 }
 
-#[derive(Default)]
-struct Attempts {
-    /// Keys whose first attempt is running, with the channel of the duplicates waiting on it
-    /// (made by the first duplicate, so an attempt nobody waits on allocates nothing).
-    map: HashMap<Key, Option<watch::Sender<Outcome>>, BuildHasherDefault<KeyHasher>>,
-}
-
 struct Shard {
     committed: Committed,
-    running: Attempts,
+    /// Keys whose first attempt is running, with the channel of the duplicates waiting on it
+    /// (made by the first duplicate, so an attempt nobody waits on allocates nothing).
+    running: HashMap<Key, Option<watch::Sender<Outcome>>, BuildHasherDefault<KeyHasher>>,
 }
 
 struct Inner {
@@ -331,7 +324,7 @@ struct PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.inner.shard(self.key).running.map.remove(&self.key);
+            self.inner.shard(self.key).running.remove(&self.key);
         }
     }
 }
@@ -401,7 +394,7 @@ impl Dedupe {
             .map(|_| {
                 Mutex::new(Shard {
                     committed: Committed::new(per_shard + EVICT_BATCH + 1),
-                    running: Attempts::default(),
+                    running: HashMap::default(),
                 })
             })
             .collect();
@@ -436,7 +429,7 @@ impl Dedupe {
             let role = {
                 let mut shard = inner.shard(key);
                 let shard = &mut *shard;
-                if let Some(tx) = shard.running.map.get_mut(&key) {
+                if let Some(tx) = shard.running.get_mut(&key) {
                     Role::Wait(tx.get_or_insert_with(|| watch::channel(None).0).subscribe())
                 } else {
                     match shard.committed.get(key) {
@@ -446,7 +439,7 @@ impl Dedupe {
                         }
                         // Absent, or committed but expired: this call is the first attempt.
                         _ => {
-                            shard.running.map.insert(key, None);
+                            shard.running.insert(key, None);
                             Role::Run
                         }
                     }
@@ -486,7 +479,7 @@ impl Dedupe {
                     let res = append.await;
                     guard.armed = false;
                     let mut shard = inner.shard(key);
-                    let tx = shard.running.map.remove(&key).flatten();
+                    let tx = shard.running.remove(&key).flatten();
                     match res {
                         Ok(u) => {
                             inner.commit(&mut shard, key, u, now);
