@@ -159,9 +159,9 @@ if want 1 || want 2; then
         --connections "$CONNS"
     fi
   done
-  CEILING_NOTE=$(python3 - "$OUT" "$ROUNDS" <<'PY'
+  CEILING_NOTE=$(python3 - "$OUT" "$ROUNDS" "$CONNS" <<'PY'
 import json, shutil, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
+out, rounds, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 lines, rps = [], {}
 for name in ("1a-bare-hyper", "2-hookgate-discard"):
     runs = []
@@ -183,7 +183,7 @@ if len(rps) == 2:
     pairs = [d / b for b, d in zip(rps["1a-bare-hyper"], rps["2-hookgate-discard"]) if b]
     lines.append("hookgate-discard / bare-hyper per round: "
                  + ", ".join(f"{x:.1%}" for x in pairs))
-print(f"Scenarios 1-2 ran alternately, {rounds} rounds of each (c64):\n")
+print(f"Scenarios 1-2 ran alternately, {rounds} rounds of each (c{conns}):\n")
 print("\n".join(f"- {l}" for l in lines))
 PY
 )
