@@ -82,6 +82,10 @@ pub struct RunResult {
     pub accepted: u64,
     /// 200 answers with `"duplicate":true` (whole run).
     pub duplicates: u64,
+    /// Sends that repeated an earlier, already answered delivery id (`--dup-ratio`; whole
+    /// run). Against hookgate each should be answered as a duplicate.
+    #[serde(default)]
+    pub resent: u64,
     /// Sends that repeated a signed request because the pre-signed corpus ran out.
     pub corpus_wrapped: u64,
     /// Load-generator worker threads.

@@ -307,8 +307,26 @@ pub struct Hookgate {
     pub stderr_log: PathBuf,
 }
 
+/// The `hookgate` binary: cargo's, for this package's tests; for the bench package's
+/// instrument tests (which include this file), the one built next to them in the same
+/// target folder (`cargo test --workspace` builds it).
 pub fn hookgate_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hookgate"))
+    if let Some(p) = option_env!("CARGO_BIN_EXE_hookgate") {
+        return PathBuf::from(p);
+    }
+    // <target>/<profile>/deps/<test executable> → <target>/<profile>/hookgate
+    let exe = std::env::current_exe().expect("test executable");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("hookgate"))
+        .expect("target folder");
+    assert!(
+        bin.exists(),
+        "{} is not built: run the whole suite (`cargo test --workspace`) or `cargo build -p hookgate-ingest` first",
+        bin.display()
+    );
+    bin
 }
 
 impl Hookgate {

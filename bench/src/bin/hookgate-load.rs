@@ -301,6 +301,8 @@ struct ConnStats {
     errors: BTreeMap<String, u64>,
     accepted: u64,
     duplicates: u64,
+    /// Sends that repeated an earlier delivery id (`--dup-ratio`).
+    resent: u64,
     wrapped: u64,
     /// Ids answered `"duplicate":false` (only with `--verify-kafka`).
     ids: Vec<u128>,
@@ -430,7 +432,8 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let mut lag = histogram();
     let mut status: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut measured, mut accepted, mut duplicates, mut wrapped) = (0u64, 0u64, 0u64, 0u64);
+    let (mut measured, mut accepted, mut duplicates, mut resent, mut wrapped) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut ids = Vec::new();
     let mut dup_ids = Vec::new();
     let mut non_2xx = 0;
@@ -450,6 +453,7 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
         measured += s.measured;
         accepted += s.accepted;
         duplicates += s.duplicates;
+        resent += s.resent;
         wrapped += s.wrapped;
         ids.extend(s.ids);
         dup_ids.extend(s.dup_ids);
@@ -500,6 +504,7 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
         sched_lag_us: (args.mode == Mode::Open).then(|| latency(&lag)),
         accepted,
         duplicates,
+        resent,
         corpus_wrapped: wrapped,
         threads: args.threads,
         kafka,
@@ -796,6 +801,7 @@ async fn connection(
         errors: BTreeMap::new(),
         accepted: 0,
         duplicates: 0,
+        resent: 0,
         wrapped: 0,
         ids: Vec::new(),
         dup_ids: Vec::new(),
@@ -847,8 +853,9 @@ async fn connection(
         if wrapped {
             s.wrapped += 1;
         }
-        if dup_of.is_none() {
-            last_seq = Some(seq);
+        match dup_of {
+            None => last_seq = Some(seq),
+            Some(_) => s.resent += 1,
         }
         let sent = Instant::now();
         let stamp = shared.stamp(sent);
@@ -989,13 +996,9 @@ fn verify_kafka(
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let ours: HashSet<u128> = accepted.iter().chain(dup_answers).copied().collect();
-    let mut seen: HashMap<u128, u32> = HashMap::with_capacity(accepted.len());
-    let mut deliveries: HashMap<String, HashSet<u128>> = HashMap::new();
+    let mut tally = Tally::new(accepted, dup_answers);
     let mut pos: HashMap<i32, i64> = parts.iter().map(|p| (*p, 0)).collect();
     eprintln!("watermarks of {topic}: low {low_marks:?}, high {high:?}");
-    let mut records = 0u64;
-    let mut records_of_run = 0u64;
     let mut past_high = 0u64;
     let mut grace: Option<Instant> = None;
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -1039,7 +1042,6 @@ fn verify_kafka(
         let msg = msg.context("kafka consume")?;
         last_progress = Instant::now();
         pos.insert(msg.partition(), msg.offset() + 1);
-        records += 1;
         if msg.offset() >= high[&msg.partition()] {
             past_high += 1;
         }
@@ -1065,27 +1067,14 @@ fn verify_kafka(
                 }
             }
         }
-        let Some(id) = id else { continue };
-        if !ours.contains(&id) {
-            continue;
-        }
-        records_of_run += 1;
-        *seen.entry(id).or_default() += 1;
-        if let Some(d) = delivery {
-            deliveries.entry(d).or_default().insert(id);
-        }
+        tally.record(id, delivery);
     }
     if past_high > 0 {
         eprintln!(
             "note: {past_high} record(s) were served past the high watermark the broker reported"
         );
     }
-    let missing_ids: Vec<u128> = accepted
-        .iter()
-        .filter(|id| !seen.contains_key(id))
-        .copied()
-        .collect();
-    let missing = missing_ids.len() as u64;
+    let missing_ids = tally.missing();
     if !missing_ids.is_empty() {
         let newest = accepted
             .iter()
@@ -1096,21 +1085,75 @@ fn verify_kafka(
             .map(|id| ulid::Ulid(*id).timestamp_ms())
             .min();
         eprintln!(
-            "{missing} accepted id(s) are not in {topic} (run's ids span {oldest:?}..{newest:?} ms); first ones:"
+            "{} accepted id(s) are not in {topic} (run's ids span {oldest:?}..{newest:?} ms); first ones:",
+            missing_ids.len()
         );
         for id in missing_ids.iter().take(10) {
             let u = ulid::Ulid(*id);
             eprintln!("  {u} accepted at {} ms", u.timestamp_ms());
         }
     }
-    Ok(KafkaCheck {
-        topic: topic.into(),
-        records,
-        records_of_run,
-        missing,
-        written_twice: seen.values().filter(|n| **n > 1).count() as u64,
-        delivery_ids_twice: deliveries.values().filter(|s| s.len() > 1).count() as u64,
-    })
+    Ok(tally.check(topic))
+}
+
+/// What `--verify-kafka` counts while it reads the topic: the records that carry one of
+/// this run's ids, how often each id was seen, and under which delivery ids.
+struct Tally<'a> {
+    /// Ids answered `"duplicate":false`: each must be in the topic.
+    accepted: &'a [u128],
+    /// Those and the ids answered `"duplicate":true` (records of this run).
+    ours: HashSet<u128>,
+    seen: HashMap<u128, u32>,
+    deliveries: HashMap<String, HashSet<u128>>,
+    records: u64,
+    records_of_run: u64,
+}
+
+impl<'a> Tally<'a> {
+    fn new(accepted: &'a [u128], dup_answers: &[u128]) -> Tally<'a> {
+        Tally {
+            accepted,
+            ours: accepted.iter().chain(dup_answers).copied().collect(),
+            seen: HashMap::with_capacity(accepted.len()),
+            deliveries: HashMap::new(),
+            records: 0,
+            records_of_run: 0,
+        }
+    }
+
+    /// One record read: its `hookgate-id` (`None` if it has none, as the nudge markers and
+    /// other producers' records) and its delivery id.
+    fn record(&mut self, id: Option<u128>, delivery: Option<String>) {
+        self.records += 1;
+        let Some(id) = id.filter(|id| self.ours.contains(id)) else {
+            return;
+        };
+        self.records_of_run += 1;
+        *self.seen.entry(id).or_default() += 1;
+        if let Some(d) = delivery {
+            self.deliveries.entry(d).or_default().insert(id);
+        }
+    }
+
+    /// The accepted ids no record carried, in the order they were answered.
+    fn missing(&self) -> Vec<u128> {
+        self.accepted
+            .iter()
+            .filter(|id| !self.seen.contains_key(id))
+            .copied()
+            .collect()
+    }
+
+    fn check(&self, topic: &str) -> KafkaCheck {
+        KafkaCheck {
+            topic: topic.into(),
+            records: self.records,
+            records_of_run: self.records_of_run,
+            missing: self.missing().len() as u64,
+            written_twice: self.seen.values().filter(|n| **n > 1).count() as u64,
+            delivery_ids_twice: self.deliveries.values().filter(|s| s.len() > 1).count() as u64,
+        }
+    }
 }
 
 fn print_table(r: &RunResult) {
@@ -1165,8 +1208,8 @@ fn print_table(r: &RunResult) {
     }
     let _ = writeln!(
         out,
-        "answers      {} accepted, {} duplicate (whole run)",
-        r.accepted, r.duplicates
+        "answers      {} accepted, {} duplicate (whole run; {} sends re-sent an earlier delivery id)",
+        r.accepted, r.duplicates, r.resent
     );
     if r.corpus_wrapped > 0 {
         let _ = writeln!(
@@ -1399,5 +1442,33 @@ mod tests {
         assert_eq!(parse_answer(spaced.as_bytes()), Some((id.as_str(), true)));
         assert_eq!(parse_answer(b"{\"error\":\"x\"}"), None);
         assert_eq!(parse_answer(b""), None);
+    }
+
+    #[test]
+    fn the_kafka_tally_counts_missing_twice_and_split_deliveries() {
+        let accepted = [1u128, 2, 3, 4];
+        let dup_answers = [2u128];
+        let mut t = Tally::new(&accepted, &dup_answers);
+        let d = |s: &str| Some(s.to_owned());
+        // 1: once. 2: written twice (a producer retry). 3: missing. 4: under delivery
+        // "d4", and a foreign id 9 also under "d4" does not count (not this run's).
+        t.record(Some(1), d("d1"));
+        t.record(Some(2), d("d2"));
+        t.record(Some(2), d("d2"));
+        t.record(Some(4), d("d4"));
+        t.record(Some(9), d("d4"));
+        t.record(None, None); // a nudge marker
+        let c = t.check("t");
+        assert_eq!(t.missing(), vec![3]);
+        assert_eq!(
+            (c.records, c.records_of_run, c.missing, c.written_twice),
+            (6, 4, 1, 1)
+        );
+        assert_eq!(c.delivery_ids_twice, 0);
+        // The same delivery under two of this run's ids: a dedupe failure.
+        t.record(Some(3), d("d1"));
+        let c = t.check("t");
+        assert_eq!((c.missing, c.delivery_ids_twice), (0, 1));
+        assert!(t.missing().is_empty());
     }
 }

@@ -1,0 +1,428 @@
+//! The measuring instruments, run as people run them: `hookgate-load` against `bare-hyper`
+//! and against `hookgate serve` (discard mode, and into a Tansu broker with
+//! `--verify-kafka`), and `budgets` over criterion medians and load results. Nothing here
+//! asserts a speed: these tests check what the instruments count and report. The one
+//! duration checked is a lower bound that a server's deliberate delay guarantees.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../../tests/it/harness.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use harness::{Broker, Hookgate};
+use hookgate_bench::report::{KafkaCheck, Latency, RunResult};
+
+/// A bench config of this workspace, with its listen address left to the harness.
+fn bench_config(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"{listen}\"")
+}
+
+/// Runs `hookgate-load` for `requests` requests over `connections` to `url`, no warm-up,
+/// with `args` on top (and `--json`); returns its JSON result and its table (stdout).
+fn load(url: &str, requests: u32, connections: u32, args: &[&str]) -> (RunResult, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("result.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+        .args(["--url", url, "--requests", &requests.to_string()])
+        .args(["--connections", &connections.to_string()])
+        .args(["--warmup", "0s", "--duration", "60s"])
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "hookgate-load {args:?} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (RunResult::load(&json).unwrap(), stdout)
+}
+
+/// A `bare-hyper` process: its address, and on [`BareHyper::stop`] what it printed last.
+struct BareHyper {
+    child: std::process::Child,
+    addr: String,
+    rest: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl BareHyper {
+    fn start(extra: &[&str]) -> BareHyper {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bare-hyper"))
+            .args(["--listen", "127.0.0.1:0", "--exit-after", "300"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("listening on ") {
+                        break a.to_owned();
+                    }
+                }
+                _ => panic!("bare-hyper did not start"),
+            }
+        };
+        let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+        BareHyper { child, addr, rest }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hooks/github", self.addr)
+    }
+
+    /// SIGTERM; returns what it printed after `listening on`.
+    fn stop(mut self) -> Vec<String> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap();
+        self.rest.join().unwrap()
+    }
+}
+
+fn ordered(l: &Latency) -> bool {
+    0 < l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max
+}
+
+#[test]
+fn the_generator_and_bare_hyper_count_the_same_requests() {
+    let bare = BareHyper::start(&[]);
+    let (r, table) = load(&bare.url(), 300, 4, &["--label", "ceiling"]);
+    let said = bare.stop();
+    assert_eq!(r.label, "ceiling");
+    assert_eq!(r.mode, "closed");
+    assert_eq!(r.requests, 300);
+    assert_eq!(r.status, BTreeMap::from([("200".to_owned(), 300)]));
+    assert_eq!((r.non_2xx, r.errors.values().sum::<u64>()), (0, 0));
+    // bare-hyper answers like hookgate (`"duplicate":false`), so every answer parsed.
+    assert_eq!((r.accepted, r.duplicates, r.resent), (300, 0, 0));
+    assert!(r.rps > 0.0 && r.duration_s > 0.0, "{r:?}");
+    assert!(ordered(&r.latency_us), "{:?}", r.latency_us);
+    assert!(r.sched_lag_us.is_none() && r.target_rate.is_none());
+    assert!(table.contains("req/s"), "{table}");
+    // The server saw exactly what the generator sent.
+    assert!(
+        said.iter()
+            .any(|l| l == "requests: received 300, answered 300"),
+        "{said:?}"
+    );
+}
+
+#[test]
+fn open_loop_latency_counts_from_the_intended_send_time() {
+    // One connection, a server that holds each answer 100 ms, and sends intended every
+    // 20 ms: request k (from 0) is intended at 20k ms and cannot be answered before
+    // (k + 1) * 100 ms, so its latency is at least 100 + 80k ms, whatever the machine.
+    // A generator that timed from the actual send would see about 100 ms each.
+    let bare = BareHyper::start(&["--delay", "100ms"]);
+    let (r, table) = load(&bare.url(), 10, 1, &["--mode", "open", "--rate", "50"]);
+    bare.stop();
+    assert_eq!(r.mode, "open");
+    assert_eq!(r.target_rate, Some(50.0));
+    assert_eq!(r.requests, 10);
+    assert_eq!(r.status, BTreeMap::from([("200".to_owned(), 10)]));
+    assert!(ordered(&r.latency_us), "{:?}", r.latency_us);
+    // k = 9: at least 820 ms; the median (k = 4): at least 420 ms.
+    assert!(r.latency_us.max >= 820_000, "{:?}", r.latency_us);
+    assert!(r.latency_us.p50 >= 420_000, "{:?}", r.latency_us);
+    assert!(r.sched_lag_us.is_some(), "{r:?}");
+    assert!(table.contains("intended send time"), "{table}");
+}
+
+/// `hookgate serve` on the bench's spool config with `HOOKGATE__BENCH__DISCARD=true`, as
+/// `bench/run.sh` runs scenario 2.
+fn discarding_hookgate(dir: &Path) -> Hookgate {
+    let spool = dir.join("spool");
+    Hookgate::start_in(
+        dir,
+        &bench_config("spool.toml"),
+        &[
+            ("HOOKGATE__BENCH__DISCARD", "true"),
+            ("HOOKGATE_BENCH_SPOOL", spool.to_str().unwrap()),
+        ],
+    )
+}
+
+#[test]
+fn discard_mode_acknowledges_without_storing_and_the_generator_counts_its_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let hg = discarding_hookgate(dir.path());
+    assert!(
+        hg.log().contains("ACKNOWLEDGED WITHOUT BEING STORED"),
+        "no loud warning at start: {}",
+        hg.log()
+    );
+    let url = hg.url("/hooks/github");
+
+    // 1 send in 4 re-sends the connection's previous delivery id, after its answer: each
+    // is answered as a duplicate, everything else is accepted.
+    let (r, _) = load(&url, 400, 4, &["--dup-ratio", "0.25"]);
+    assert_eq!(r.status, BTreeMap::from([("200".to_owned(), 400)]));
+    assert!(r.resent > 0, "{r:?}");
+    assert_eq!(r.duplicates, r.resent, "{r:?}");
+    assert_eq!(r.accepted + r.duplicates, 400, "{r:?}");
+    // Acknowledged, never stored: not even the spool folder was made.
+    assert!(!dir.path().join("spool").exists());
+
+    // Signed with the wrong secret: every answer is a 401, and the report says so.
+    let (r, table) = load(&url, 50, 2, &["--secret", "not-the-secret"]);
+    assert_eq!(r.status, BTreeMap::from([("401".to_owned(), 50)]));
+    assert_eq!((r.non_2xx, r.accepted, r.duplicates), (50, 0, 0));
+    assert!(table.contains("401"), "{table}");
+
+    // `hookgate check` flags the setting.
+    let out = Command::new(harness::hookgate_bin())
+        .args(["check", "--config"])
+        .arg(dir.path().join("hookgate.toml"))
+        .env("HOOKGATE__BENCH__DISCARD", "true")
+        .env("HOOKGATE_BENCH_SPOOL", dir.path().join("spool"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("bench.discard = true"), "{said}");
+}
+
+#[tokio::test]
+async fn verify_kafka_finds_every_accepted_id_once_and_reports_ids_never_stored() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+
+    // hookgate into Kafka (the bench's scenario 3 config; it creates its topic).
+    let topic = "instruments-kafka";
+    let dir = tempfile::tempdir().unwrap();
+    let hg = Hookgate::start_in(
+        dir.path(),
+        &bench_config("kafka.toml"),
+        &[
+            ("HOOKGATE_BENCH_BROKERS", bootstrap.as_str()),
+            ("HOOKGATE_BENCH_TOPIC", topic),
+        ],
+    );
+    let (r, table) = load(
+        &hg.url("/hooks/github"),
+        300,
+        8,
+        &[
+            "--dup-ratio",
+            "0.1",
+            "--verify-kafka",
+            &bootstrap,
+            "--topic",
+            topic,
+            "--verify-nudge",
+        ],
+    );
+    assert_eq!(r.status, BTreeMap::from([("200".to_owned(), 300)]));
+    assert_eq!(r.duplicates, r.resent, "{r:?}");
+    let k = r.kafka.clone().expect("a kafka check");
+    assert_eq!(
+        (k.missing, k.written_twice, k.delivery_ids_twice),
+        (0, 0, 0),
+        "{k:?}"
+    );
+    assert_eq!(k.records_of_run, r.accepted, "{k:?}");
+    assert!(k.records > k.records_of_run, "the nudge markers: {k:?}");
+    assert!(table.contains("missing 0, written twice 0"), "{table}");
+    drop(hg);
+
+    // hookgate in discard mode answers 200 but stores nothing: every accepted id is
+    // reported missing from the (existing, empty) topic.
+    let empty = "instruments-empty";
+    broker.create_topic(empty, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hg = discarding_hookgate(dir.path());
+    let (r, _) = load(
+        &hg.url("/hooks/github"),
+        40,
+        2,
+        &["--verify-kafka", &bootstrap, "--topic", empty],
+    );
+    assert_eq!(r.accepted, 40);
+    let k = r.kafka.expect("a kafka check");
+    assert_eq!(
+        (k.missing, k.records_of_run, k.records),
+        (40, 0, 0),
+        "{k:?}"
+    );
+}
+
+/// Writes criterion's `estimates.json` for `bench` with `median_ns`.
+fn criterion_median(target: &Path, bench: &str, median_ns: f64) {
+    let dir = target.join("criterion").join(bench).join("new");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = serde_json::json!({
+        "mean": {"point_estimate": median_ns * 1.1},
+        "median": {"point_estimate": median_ns},
+    });
+    std::fs::write(dir.join("estimates.json"), text.to_string()).unwrap();
+}
+
+fn load_result(dir: &Path, r: RunResult) {
+    std::fs::write(
+        dir.join(format!("{}.json", r.label)),
+        serde_json::to_string(&r).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Runs `budgets --skip-bench` on `budgets` with `target` as the target folder; returns
+/// the exit code and each budget's verdict by name.
+fn budgets(target: &Path, budgets: &str, loads: &Path) -> (i32, BTreeMap<String, String>) {
+    let file: PathBuf = target.join("budgets.toml");
+    std::fs::write(&file, budgets).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_budgets"))
+        .args(["--skip-bench", "--budgets"])
+        .arg(&file)
+        .arg("--load-results")
+        .arg(loads)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let verdicts = stdout
+        .lines()
+        .skip(2)
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").collect();
+            assert_eq!(cells.len(), 4, "{l}");
+            let name = cells[0].split(" (`").next().unwrap().trim().to_owned();
+            (name, cells[3].trim().trim_matches('*').to_owned())
+        })
+        .collect();
+    (out.status.code().unwrap(), verdicts)
+}
+
+#[test]
+fn budgets_compares_medians_and_load_results_with_their_limits() {
+    let target = tempfile::tempdir().unwrap();
+    let loads = tempfile::tempdir().unwrap();
+    criterion_median(target.path(), "verify/github/1KB", 900.0);
+    criterion_median(target.path(), "dedupe/hit", 300.0);
+    let run = |label: &str, rps: f64, p99_us: u64| RunResult {
+        label: label.into(),
+        rps,
+        latency_us: Latency {
+            p99: p99_us,
+            ..Latency::default()
+        },
+        ..RunResult::default()
+    };
+    load_result(loads.path(), run("bare", 50_000.0, 900));
+    load_result(loads.path(), run("discard", 45_000.0, 1_000));
+    load_result(
+        loads.path(),
+        RunResult {
+            kafka: Some(KafkaCheck {
+                missing: 1,
+                ..KafkaCheck::default()
+            }),
+            ..run("kafka", 40_000.0, 2_500)
+        },
+    );
+    load_result(loads.path(), run("unverified", 40_000.0, 2_500));
+    let (code, v) = budgets(
+        target.path(),
+        r#"
+load_results = "unused: --load-results wins"
+
+[[stage]]
+name = "under"
+bench = "verify/github/1KB"
+max_ns = 1_000
+
+[[stage]]
+name = "over"
+bench = "dedupe/hit"
+max_ns = 200
+
+[[stage]]
+name = "never measured"
+bench = "nothing/here"
+max_ns = 5
+
+[[load]]
+name = "ratio"
+scenario = "discard"
+ratio_to = "bare"
+min_ratio = 0.85
+
+[[load]]
+name = "rate and p99 met, one id missing"
+scenario = "kafka"
+min_rps = 36_000
+max_p99_ms = 3.0
+max_non_2xx = 0
+max_missing = 0
+
+[[load]]
+name = "not read back from kafka"
+scenario = "unverified"
+max_missing = 0
+
+[[load]]
+name = "no such run"
+scenario = "absent"
+min_rps = 1
+"#,
+        loads.path(),
+    );
+    let want = [
+        ("under", "PASS"),
+        ("over", "FAIL"),
+        ("never measured", "MISSING"),
+        ("ratio", "PASS"),
+        ("rate and p99 met, one id missing", "FAIL"),
+        ("not read back from kafka", "MISSING"),
+        ("no such run", "MISSING"),
+    ];
+    let want: BTreeMap<String, String> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(v, want);
+    assert_eq!(code, 1, "a failed budget fails the command");
+
+    // Only budgets that pass: exit 0.
+    let (code, v) = budgets(
+        target.path(),
+        r#"
+load_results = "unused"
+
+[[stage]]
+name = "under"
+bench = "verify/github/1KB"
+max_ns = 1_000
+
+[[load]]
+name = "ratio"
+scenario = "discard"
+ratio_to = "bare"
+min_ratio = 0.85
+max_p99_ms = 1.0
+"#,
+        loads.path(),
+    );
+    assert_eq!(v.values().collect::<Vec<_>>(), ["PASS", "PASS"]);
+    assert_eq!(code, 0);
+}
