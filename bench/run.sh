@@ -305,7 +305,8 @@ fi
 # ---- bench/RESULTS.md ------------------------------------------------------------------
 CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet 2>/dev/null || REV="$REV + uncommitted changes"
+# RESULTS.md itself is left modified by an earlier run: not a change to what is measured.
+git diff --quiet -- . ':(exclude)bench/RESULTS.md' 2>/dev/null || REV="$REV + uncommitted changes"
 BLOCK=$OUT/results-block.md
 {
   echo "<!-- run.sh:begin (everything up to run.sh:end is rewritten by bench/run.sh) -->"
