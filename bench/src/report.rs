@@ -82,8 +82,9 @@ pub struct RunResult {
     pub accepted: u64,
     /// 200 answers with `"duplicate":true` (whole run).
     pub duplicates: u64,
-    /// Sends that repeated an earlier, already answered delivery id (`--dup-ratio`; whole
-    /// run). Against hookgate each should be answered as a duplicate.
+    /// Sends that repeated the delivery id of the connection's previous new send, after
+    /// that send's exchange ended (`--dup-ratio`; whole run). Against hookgate each is
+    /// answered as a duplicate when that earlier send was accepted.
     #[serde(default)]
     pub resent: u64,
     /// Sends that repeated a signed request because the pre-signed corpus ran out.

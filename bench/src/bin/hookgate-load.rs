@@ -301,7 +301,7 @@ struct ConnStats {
     errors: BTreeMap<String, u64>,
     accepted: u64,
     duplicates: u64,
-    /// Sends that repeated an earlier delivery id (`--dup-ratio`).
+    /// Sends that repeated the delivery id of this connection's previous new send.
     resent: u64,
     wrapped: u64,
     /// Ids answered `"duplicate":false` (only with `--verify-kafka`).
