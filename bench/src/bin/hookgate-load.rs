@@ -25,7 +25,8 @@
 //! It reports req/s, every status code seen and p50/p90/p99/p99.9/max from an HDR
 //! histogram, as a table and as JSON (`--json FILE`). With `--verify-kafka BROKERS
 //! --topic T` it then reads the topic from the beginning to the high watermark and reports
-//! the accepted ids missing from Kafka and the ids written twice.
+//! the accepted ids missing from Kafka and the ids written twice; it exits with status 3
+//! when any accepted id is missing (written twice is reported only: at-least-once allows it).
 //!
 //! Run: `cargo run --release -p hookgate-bench --bin hookgate-load -- --url
 //! http://127.0.0.1:8080/hooks/github --connections 64 --duration 10s`; see `--help`.
@@ -115,7 +116,7 @@ struct Args {
     #[arg(long)]
     label: Option<String>,
     /// After the run, read this Kafka cluster's topic and check every accepted id is there
-    /// exactly once.
+    /// exactly once. Exit status 3 when an accepted id is missing.
     #[arg(long, requires = "topic")]
     verify_kafka: Option<String>,
     /// Topic for `--verify-kafka`.
@@ -134,12 +135,16 @@ struct Args {
     baseline: String,
 }
 
-fn main() -> anyhow::Result<()> {
+/// The exit status when `--verify-kafka` found accepted ids missing from the topic (the
+/// run itself completed, and its table and JSON are written); 1 is any other failure.
+const EXIT_MISSING: u8 = 3;
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let args = Args::parse();
     if let Some(dir) = &args.report {
         let runs = RunResult::load_dir(dir)?;
         print!("{}", report::markdown_table(&runs, &args.baseline));
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
@@ -151,7 +156,14 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&result)? + "\n")
             .with_context(|| format!("write {}", path.display()))?;
     }
-    Ok(())
+    if let Some(k) = result.kafka.as_ref().filter(|k| k.missing > 0) {
+        eprintln!(
+            "error: {} accepted id(s) are missing from {}: exit status {EXIT_MISSING}",
+            k.missing, k.topic
+        );
+        return Ok(std::process::ExitCode::from(EXIT_MISSING));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// One pre-signed request as the bytes of a whole HTTP/1.1 request.
