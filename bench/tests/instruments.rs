@@ -135,6 +135,35 @@ fn the_generator_and_bare_hyper_count_the_same_requests() {
             .any(|l| l == "requests: received 300, answered 300"),
         "{said:?}"
     );
+
+    // `--report` (run.sh's table): each result as a ratio to the baseline's req/s.
+    let dir = tempfile::tempdir().unwrap();
+    let half = RunResult {
+        label: "half".into(),
+        rps: r.rps / 2.0,
+        ..r.clone()
+    };
+    load_result(dir.path(), r);
+    load_result(dir.path(), half);
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+        .arg("--report")
+        .arg(dir.path())
+        .args(["--baseline", "ceiling"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report = String::from_utf8_lossy(&out.stdout);
+    let ratio = |label: &str| {
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label} |")))
+            .unwrap_or_else(|| panic!("no {label} row: {report}"));
+        row.split(" | ").nth(4).unwrap().to_owned()
+    };
+    assert_eq!(
+        (ratio("ceiling"), ratio("half")),
+        ("100.0%".into(), "50.0%".into())
+    );
 }
 
 #[test]
