@@ -360,8 +360,9 @@ impl Inner {
         let expires = now.saturating_add(self.ttl_ns);
         let c = &mut shard.committed;
         c.push(key, id, expires);
-        // Forget in batches: the slot lookups of a batch are independent, so the CPU can
-        // overlap their cache misses, and the batch's ring lines are read together.
+        // Forget in batches: the batch's ring lines are read together, and the next commits
+        // write where they were (in cache). Loading the batch's slots first, so that their
+        // misses overlap, measured no gain (bench/RESULTS.md), so each is paid in turn.
         let full = c.len() > self.per_shard + EVICT_BATCH;
         let stale = c.oldest().is_some_and(|r| r.expires <= now);
         if !full && !stale {
