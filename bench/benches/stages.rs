@@ -48,7 +48,7 @@ use hookgate_ingest::extract::{Extractor, FieldSpec};
 use hookgate_ingest::server::App;
 use hookgate_ingest::verify::{Provider, Verifier};
 use hookgate_proto::{Event, Ulid};
-use hookgate_sinks::spool::{Spool, SpoolConfig};
+use hookgate_sinks::log::spool::{Spool, SpoolConfig};
 use hookgate_sinks::units::ByteSize;
 use hookgate_sinks::Log;
 use http::HeaderMap;
@@ -281,7 +281,7 @@ fn kafka_record(c: &mut Criterion) {
         g.bench_function(label, |b| {
             b.iter(|| {
                 let ev = black_box(&ev);
-                let oh = hookgate_sinks::kafka::record_headers(ev, 0);
+                let oh = hookgate_sinks::log::kafka::record_headers(ev, 0);
                 let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&ev.topic)
                     .payload(&ev.body[..])
                     .key(&ev.key[..])

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use hookgate_sinks::chat::{self, ChatConfig, RouteConfig, SinkConfig};
-use hookgate_sinks::kafka::KafkaConfig;
-use hookgate_sinks::spool::SpoolConfig;
+use hookgate_sinks::log::kafka::KafkaConfig;
+use hookgate_sinks::log::spool::SpoolConfig;
 use hookgate_sinks::units::ByteSize;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -440,7 +440,7 @@ impl Config {
             });
         }
         if let Some(k) = &self.kafka {
-            if k.ack == hookgate_sinks::kafka::AckMode::Spool && self.spool.is_none() {
+            if k.ack == hookgate_sinks::log::kafka::AckMode::Spool && self.spool.is_none() {
                 problems.push(Problem {
                     location: lines.at("kafka", None),
                     message: "kafka.ack = \"spool\" needs a [spool] section".into(),

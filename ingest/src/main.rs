@@ -11,7 +11,7 @@ use hookgate_ingest::config::Config;
 use hookgate_ingest::runtime;
 use hookgate_ingest::server::{self, App};
 use hookgate_ingest::verify::{self, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding};
-use hookgate_sinks::spool::Spool;
+use hookgate_sinks::log::spool::Spool;
 
 // The request path allocates small, short-lived buffers on every request from several
 // threads (tokio workers, librdkafka); mimalloc's thread-local free lists measured faster

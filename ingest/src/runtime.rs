@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hookgate_sinks::kafka::KafkaLog;
-use hookgate_sinks::spool::{Spool, SpoolConfig};
+use hookgate_sinks::log::kafka::KafkaLog;
+use hookgate_sinks::log::spool::{Spool, SpoolConfig};
 use hookgate_sinks::Log;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
@@ -66,7 +66,7 @@ pub async fn build_log(cfg: &Config) -> anyhow::Result<Log> {
     match kafka.ensure_topics(&topics).await {
         Ok(()) => {}
         // With a spool, a broker that is down at start is survivable: spill until it returns.
-        Err(hookgate_sinks::kafka::KafkaSinkError::Unavailable(e)) if spool.is_some() => {
+        Err(hookgate_sinks::log::kafka::KafkaSinkError::Unavailable(e)) if spool.is_some() => {
             tracing::warn!(error = %e, "kafka unreachable at start; events spill to the spool until it returns");
         }
         Err(e) => return Err(e).context("kafka topics"),
@@ -98,7 +98,7 @@ pub fn spawn_log_tasks(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     if let Log::KafkaSpool(k, s) = log {
-        tasks.push(tokio::spawn(hookgate_sinks::log::run_forwarder(
+        tasks.push(tokio::spawn(hookgate_sinks::log::forwarder::run(
             k.clone(),
             s.clone(),
             consumers,

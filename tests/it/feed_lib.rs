@@ -16,8 +16,8 @@ use hookgate_sinks::feed::{
     dlq_list, dlq_replay, run_kafka_feed, run_spool_feed, DlqStore, KafkaDeadLetter,
     SpoolDeadLetter,
 };
-use hookgate_sinks::kafka::{KafkaConfig, KafkaLog};
-use hookgate_sinks::spool::{Spool, SpoolConfig};
+use hookgate_sinks::log::kafka::{KafkaConfig, KafkaLog};
+use hookgate_sinks::log::spool::{Spool, SpoolConfig};
 use serde_json::json;
 use tokio::sync::watch;
 

@@ -26,7 +26,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::{
     chat::{DeadLetter, Dispatcher, DlqError},
-    kafka::KafkaConfig,
+    log::kafka::KafkaConfig,
 };
 
 use super::{
@@ -211,7 +211,7 @@ fn record_kind(topic: &str, msg: &impl Message, partition: i32) -> RecordKind {
 impl DeadLetter for KafkaDeadLetter {
     async fn dead_letter(&self, ev: &Event, sink: &str, error: &str) -> Result<(), DlqError> {
         let at = now_rfc3339();
-        let mut headers = crate::kafka::record_headers(ev, 4);
+        let mut headers = crate::log::kafka::record_headers(ev, 4);
         for (k, v) in [
             (dlq_header::SINK, sink),
             (dlq_header::ERROR, error),

@@ -31,7 +31,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
-use crate::{chat::Dispatcher, kafka::KafkaConfig};
+use crate::{chat::Dispatcher, log::kafka::KafkaConfig};
 
 use super::{count_invalid, dispatch_until_done, stopped, FeedError};
 

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::{
     chat::{DeadLetter, DeliveryOutcome, DispatchReport, Dispatcher, DlqError},
-    spool::SpoolError,
+    log::spool::SpoolError,
 };
 
 pub use kafka_dlq::KafkaDeadLetter;

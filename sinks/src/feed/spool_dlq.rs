@@ -14,7 +14,7 @@ use hookgate_proto::{Event, Ulid};
 
 use crate::{
     chat::{DeadLetter, Dispatcher, DlqError},
-    spool::{Spool, SpoolConfig},
+    log::spool::{Spool, SpoolConfig},
 };
 
 use super::{

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::{chat::Dispatcher, spool::Spool};
+use crate::{chat::Dispatcher, log::spool::Spool};
 
 use super::{dispatch_until_done, stopped};
 
@@ -70,7 +70,7 @@ pub async fn run_spool_feed(
                 continue;
             }
             // Caught up: wait for the writer's next fsync (or stop).
-            crate::spool::wait_for_more(&mut wake, &mut stop).await;
+            crate::log::spool::wait_for_more(&mut wake, &mut stop).await;
             continue;
         }
         // Events no route matched cost nothing to redo, so they share one commit (an

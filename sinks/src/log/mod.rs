@@ -1,13 +1,22 @@
 //! The durable log the ingest path appends to. An append resolves only once the event is
 //! durable (broker ack or local fsync), except in the explicit discard mode for benchmarks.
+//!
+//! Layout:
+//! - here: [`Log`], one enum over the kinds of log, so the request path has one `append`.
+//! - [`kafka`]: the Kafka producer (idempotent, acks=all), its error classes and topic checks.
+//! - [`spool`]: the local segmented append-only log with group commit.
+//! - [`forwarder`]: drains the spool into Kafka in order.
 
-use std::sync::Arc;
+pub mod forwarder;
+pub mod kafka;
+pub mod spool;
+
 use std::time::Duration;
 
 use hookgate_proto::Event;
 
-use crate::kafka::{AckMode, KafkaLog, KafkaSinkError};
-use crate::spool::{Spool, SpoolError};
+use self::kafka::{AckMode, KafkaLog, KafkaSinkError};
+use self::spool::{Spool, SpoolError};
 
 /// Name of the spool cursor of the Kafka forwarder.
 pub const FORWARDER: &str = "forwarder";
@@ -158,93 +167,4 @@ fn kafka_err(k: &KafkaLog, e: KafkaSinkError) -> AppendError {
             }
         }
     }
-}
-
-/// Drains the spool into Kafka in order, committing the forwarder cursor only after the
-/// broker acknowledged every record up to it. Runs until `stop` fires.
-pub async fn run_forwarder(
-    kafka: KafkaLog,
-    spool: Spool,
-    consumers: Arc<Vec<String>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut wake = spool.subscribe();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let from = match spool.cursor(FORWARDER) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "forwarder cannot read its cursor");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let (batch, next) = match spool.read(from, 512) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "forwarder cannot read the spool");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if batch.is_empty() {
-            if next > from {
-                let refs: Vec<&str> = consumers.iter().map(String::as_str).collect();
-                let _ = spool.commit(FORWARDER, next, &refs);
-                continue;
-            }
-            crate::spool::wait_for_more(&mut wake, &mut stop).await;
-            continue;
-        }
-        // Sent together, acknowledged per partition in order (idempotent producer).
-        let results =
-            futures_util::future::join_all(batch.iter().map(|(_, ev)| kafka.append(ev))).await;
-        let mut done_to = from;
-        let mut failed = false;
-        for ((off, ev), r) in batch.iter().zip(results) {
-            match r {
-                Ok(()) => done_to = next_offset(&batch, *off, next),
-                Err(KafkaSinkError::Unavailable(e)) => {
-                    tracing::warn!(error = %e, "forwarder: kafka unavailable; will retry");
-                    failed = true;
-                    break;
-                }
-                Err(e) => {
-                    // A final error cannot be retried; keep the record for an operator.
-                    tracing::error!(error = %e, id = %ev.id, "forwarder: kafka refused a spooled record for good; left in the spool");
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if done_to > from {
-            metrics::counter!("hookgate_spool_forwarded_total")
-                .increment(batch.iter().filter(|(o, _)| *o < done_to).count() as u64);
-            let refs: Vec<&str> = consumers.iter().map(String::as_str).collect();
-            if let Err(e) = spool.commit(FORWARDER, done_to, &refs) {
-                tracing::error!(error = %e, "forwarder cannot save its cursor");
-            }
-        }
-        if failed {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        } else {
-            backoff = Duration::from_millis(100);
-        }
-    }
-}
-
-/// The offset just past the record at `off`: the next record's offset, or `end`.
-fn next_offset(batch: &[(u64, Event)], off: u64, end: u64) -> u64 {
-    batch
-        .iter()
-        .map(|(o, _)| *o)
-        .find(|o| *o > off)
-        .unwrap_or(end)
 }
