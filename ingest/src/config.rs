@@ -16,6 +16,10 @@ use serde::Deserialize;
 use crate::extract::FieldSpec;
 use crate::verify::{GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding, Verifier};
 
+/// Room a Kafka record needs beyond its body: key, contract headers, kept headers and the
+/// record framing (kept headers are bounded by hyper's header limits, 64 KiB in all).
+pub const RECORD_OVERHEAD: u64 = 80 << 10;
+
 /// The whole config, validated.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -455,8 +459,47 @@ impl Config {
                     ),
                 });
             }
+            let unsafe_opts = hookgate_sinks::log::kafka::unsafe_options(&k.options);
+            if k.allow_unsafe_options {
+                for (opt, why) in &unsafe_opts {
+                    warnings.push(format!(
+                        "kafka.options.\"{opt}\" weakens durability ({why}); allowed by kafka.allow_unsafe_options: a 2xx may not mean durable"
+                    ));
+                }
+            } else {
+                for (opt, why) in unsafe_opts {
+                    problems.push(Problem {
+                        location: lines.at("kafka", None),
+                        message: format!(
+                            "kafka.options.\"{opt}\" is refused: {why} (set kafka.allow_unsafe_options = true to force it, at the cost of \"2xx means durable\")"
+                        ),
+                    });
+                }
+            }
+            let need = self.max_record_bytes();
+            if let Some(v) = k.options.get("message.max.bytes") {
+                match v.trim().parse::<u64>() {
+                    Ok(n) if n < need => problems.push(Problem {
+                        location: lines.at("kafka", None),
+                        message: format!(
+                            "kafka.options.\"message.max.bytes\" = {n} is below server.max_body_bytes plus record overhead ({need}): every larger event would be refused by the producer; raise it or lower max_body_bytes"
+                        ),
+                    }),
+                    Ok(_) => {}
+                    Err(_) => problems.push(Problem {
+                        location: lines.at("kafka", None),
+                        message: format!("kafka.options.\"message.max.bytes\" = `{v}` is not a number of bytes"),
+                    }),
+                }
+            }
         }
         warnings
+    }
+
+    /// The largest Kafka record the server can produce: the body limit plus room for the key,
+    /// the contract headers and `keep_headers` (which hyper bounds by `max_headers`).
+    pub fn max_record_bytes(&self) -> u64 {
+        self.server.max_body_bytes.0 + RECORD_OVERHEAD
     }
 
     /// The topic of a source (its own, else the Kafka default).

@@ -1,4 +1,5 @@
-//! The `hookgate` command: `serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`.
+//! The `hookgate` command: `serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`,
+//! `quarantine`.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use hookgate_ingest::config::Config;
 use hookgate_ingest::runtime;
 use hookgate_ingest::server::{self, App};
 use hookgate_ingest::verify::{self, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding};
+use hookgate_sinks::log::kafka::KafkaLog;
+use hookgate_sinks::log::quarantine::Quarantine;
 use hookgate_sinks::log::spool::Spool;
 
 // The request path allocates small, short-lived buffers on every request from several
@@ -88,6 +91,32 @@ enum Cmd {
     Dlq {
         #[command(subcommand)]
         cmd: DlqCmd,
+    },
+    /// Inspect and replay events Kafka refused for good (kept beside the spool).
+    Quarantine {
+        #[command(subcommand)]
+        cmd: QuarantineCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCmd {
+    /// Print quarantined events as JSON lines (hookgate-id, source, delivery id, topic,
+    /// reason, error, time).
+    List {
+        /// Config file (needs [kafka] and [spool]).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Send quarantined events to Kafka again (each keeps its hookgate-id) and remove the
+    /// ones delivered; exit 1 when any is still refused or undelivered.
+    Replay {
+        /// Config file (needs [kafka] and [spool]).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only the event with this hookgate-id.
+        #[arg(long)]
+        id: Option<String>,
     },
 }
 
@@ -208,7 +237,81 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Spool { cmd } => spool_cmd(cmd),
         Cmd::Dispatch { config } => dispatch(&config).await,
         Cmd::Dlq { cmd } => dlq_cmd(cmd).await,
+        Cmd::Quarantine { cmd } => quarantine_cmd(cmd).await,
     }
+}
+
+async fn quarantine_cmd(cmd: QuarantineCmd) -> anyhow::Result<std::process::ExitCode> {
+    let (config, id, replay) = match cmd {
+        QuarantineCmd::List { config } => (config, None, false),
+        QuarantineCmd::Replay { config, id } => (config, id, true),
+    };
+    let cfg = load(Some(&config))?;
+    let kc = cfg
+        .kafka
+        .as_ref()
+        .context("the quarantine holds records Kafka refused: this config has no [kafka]")?;
+    let sc = runtime::spool_config(&cfg)
+        .context("the quarantine lives beside the spool: this config has no [spool]")?;
+    let dir = Quarantine::dir_beside(&sc.path);
+    let q = Quarantine::open(&dir)
+        .with_context(|| format!("open the quarantine at {}", dir.display()))?;
+    let listing = q.list()?;
+    let bad = listing.unreadable;
+    let mut out = std::io::stdout().lock();
+    for (path, why) in &bad {
+        eprintln!("unreadable quarantine entry {}: {why}", path.display());
+    }
+    let entries: Vec<_> = listing
+        .entries
+        .into_iter()
+        .filter(|e| id.as_deref().is_none_or(|id| e.meta.id == id))
+        .collect();
+    if !replay {
+        for e in &entries {
+            writeln!(out, "{}", serde_json::to_string(&e.meta)?)?;
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if let Some(id) = &id {
+        if entries.is_empty() {
+            bail!("no quarantined event has the id {id}");
+        }
+    }
+    let kafka = KafkaLog::new(kc, cfg.max_record_bytes()).context("build kafka producer")?;
+    let (mut replayed, mut failed) = (0usize, 0usize);
+    for e in &entries {
+        match kafka.append(&e.event).await {
+            Ok(()) => {
+                q.remove(&e.meta.id)?;
+                replayed += 1;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"id": e.meta.id, "replayed": true})
+                )?;
+            }
+            Err(err) => {
+                failed += 1;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"id": e.meta.id, "replayed": false, "error": err.to_string()})
+                )?;
+            }
+        }
+    }
+    kafka.flush(std::time::Duration::from_secs(5)).await;
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({"replayed": replayed, "failed": failed, "remaining": q.recount()?})
+    )?;
+    Ok(if failed > 0 || !bad.is_empty() {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }
 
 async fn dispatch(config: &Path) -> anyhow::Result<std::process::ExitCode> {

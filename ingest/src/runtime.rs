@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hookgate_sinks::log::kafka::KafkaLog;
+use hookgate_sinks::log::quarantine::Quarantine;
 use hookgate_sinks::log::spool::{Spool, SpoolConfig};
+use hookgate_sinks::log::Spilling;
 use hookgate_sinks::Log;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
@@ -58,7 +60,12 @@ pub async fn build_log(cfg: &Config) -> anyhow::Result<Log> {
     let Some(kc) = &cfg.kafka else {
         return Ok(Log::Spool(spool.context("spool")?));
     };
-    let kafka = KafkaLog::new(kc).context("build kafka producer")?;
+    let kafka = KafkaLog::new(kc, cfg.max_record_bytes()).context("build kafka producer")?;
+    if kc.allow_unsafe_options {
+        for (opt, why) in hookgate_sinks::log::kafka::unsafe_options(&kc.options) {
+            tracing::warn!(option = %opt, why, "!!! kafka.allow_unsafe_options: this option weakens durability; a 2xx may not mean durable !!!");
+        }
+    }
     let mut topics: Vec<String> = cfg.sources.iter().map(|s| cfg.topic_of(s)).collect();
     if !cfg.routes.is_empty() {
         topics.push(cfg.dispatch.dlq_topic.clone());
@@ -72,7 +79,22 @@ pub async fn build_log(cfg: &Config) -> anyhow::Result<Log> {
         Err(e) => return Err(e).context("kafka topics"),
     }
     Ok(match spool {
-        Some(s) => Log::KafkaSpool(kafka, s),
+        Some(spool) => {
+            let dir = Quarantine::dir_beside(&spool_config(cfg).context("spool")?.path);
+            let quarantine = Quarantine::open(&dir)
+                .with_context(|| format!("open the quarantine at {}", dir.display()))?;
+            if !quarantine.is_empty() {
+                tracing::warn!(
+                    records = quarantine.len(),
+                    "the quarantine holds events Kafka refused; see `hookgate quarantine list`"
+                );
+            }
+            Log::KafkaSpool(Spilling {
+                kafka,
+                spool,
+                quarantine,
+            })
+        }
         None => Log::Kafka(kafka),
     })
 }
@@ -97,10 +119,9 @@ pub fn spawn_log_tasks(
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
-    if let Log::KafkaSpool(k, s) = log {
+    if let Log::KafkaSpool(sp) = log {
         tasks.push(tokio::spawn(hookgate_sinks::log::forwarder::run(
-            k.clone(),
-            s.clone(),
+            sp.clone(),
             consumers,
             stop.clone(),
         )));
@@ -120,9 +141,15 @@ pub fn spawn_log_tasks(
     }
     if let Some(s) = log.spool() {
         let s = s.clone();
+        let quarantine = log.quarantine().cloned();
         let mut stop = stop;
         tasks.push(tokio::spawn(async move {
             loop {
+                if let Some(q) = &quarantine {
+                    // `hookgate quarantine replay` (another process) removes entries.
+                    let q = q.clone();
+                    let _ = tokio::task::spawn_blocking(move || q.recount()).await;
+                }
                 metrics::gauge!("hookgate_spool_bytes").set(s.used_bytes() as f64);
                 let backlog = s
                     .end_offset()

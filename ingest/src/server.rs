@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use hookgate_proto::{Event, Ulid};
+use hookgate_sinks::log::RefuseReason;
 use hookgate_sinks::{AppendError, Log};
 use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
@@ -278,7 +279,10 @@ impl App {
                 .insert(ALLOW, HeaderValue::from_static("POST"));
             return Ok(r);
         }
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+        // The permit travels with the append (below): an append that outlives its request
+        // (the client hung up) still counts against `max_concurrency`, so appends in
+        // flight, each holding a body, stay bounded while the broker stalls.
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return Err(Reject {
                 retry_after: Some(1),
                 ..reject(
@@ -398,6 +402,7 @@ impl App {
         let app = self.clone();
         let idx = src.idx;
         let task = Detached::new(async move {
+            let _permit = permit;
             let id = event.id;
             app.dedupe
                 .admit(idx, &event.delivery_id, async {
@@ -490,7 +495,7 @@ fn extract_message(e: crate::extract::ExtractError) -> &'static str {
 
 fn append_reject(e: &AppendError) -> Reject {
     match e {
-        AppendError::Unavailable { retry_after } => Reject {
+        AppendError::Unavailable { retry_after, .. } => Reject {
             retry_after: Some(*retry_after),
             ..reject(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -506,12 +511,15 @@ fn append_reject(e: &AppendError) -> Reject {
                 "the local spool is full; retry later",
             )
         },
-        AppendError::TooLarge => reject(
+        AppendError::Refused {
+            reason: RefuseReason::TooLarge,
+            ..
+        } => reject(
             StatusCode::PAYLOAD_TOO_LARGE,
             "record_too_large",
             "the event is larger than the log accepts",
         ),
-        AppendError::Rejected => reject(
+        AppendError::Refused { .. } => reject(
             StatusCode::INTERNAL_SERVER_ERROR,
             "log_rejected",
             "the event log refused the event; see hookgate's log",

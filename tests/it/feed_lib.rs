@@ -405,7 +405,7 @@ mod kafka {
         let cfg = b.config();
         let topic = unique("feed");
         b.create_topic(&topic, 2).await;
-        let log = KafkaLog::new(&cfg).unwrap();
+        let log = KafkaLog::new(&cfg, 1 << 20).unwrap();
         let fake = FakeTelegram::start().await;
         let d = dispatcher(&fake, Arc::new(MemoryDeadLetter::new()));
         let group = unique("dispatch");

@@ -11,4 +11,5 @@ mod fakes;
 mod feed_lib;
 mod harness;
 mod ingest;
+mod kafka_faults;
 mod spool;

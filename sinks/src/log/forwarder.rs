@@ -1,25 +1,33 @@
 //! The forwarder: drains the spool into Kafka in order, for `ack = "spool"` and for events
 //! spilled while the broker was slow or down.
+//!
+//! A batch is sent together (acknowledged per partition in order by the idempotent
+//! producer). Records that fail retriably are sent again — only those: a record of the
+//! batch that was acknowledged is never sent a second time. A record Kafka refuses for good
+//! goes to the quarantine (fsync'd) and the forwarder moves past it. The cursor is
+//! committed once every record of the batch is acknowledged or quarantined; on shutdown,
+//! up to the first record still pending.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hookgate_proto::Event;
 
-use super::kafka::{KafkaLog, KafkaSinkError};
+use super::error::{AppendError, RefuseReason};
 use super::spool::Spool;
-use super::FORWARDER;
+use super::{Spilling, FORWARDER};
 
-/// Drains the spool into Kafka in order, committing the forwarder cursor only after the
-/// broker acknowledged every record up to it. Runs until `stop` fires.
+/// Records read from the spool per batch.
+const BATCH: usize = 512;
+
+/// Drains the spool into Kafka until `stop` fires.
 pub async fn run(
-    kafka: KafkaLog,
-    spool: Spool,
+    log: Spilling,
     consumers: Arc<Vec<String>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let spool = &log.spool;
     let mut wake = spool.subscribe();
-    let mut backoff = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
             return;
@@ -28,73 +36,153 @@ pub async fn run(
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "forwarder cannot read its cursor");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                pause(Duration::from_secs(1), &mut stop).await;
                 continue;
             }
         };
-        let (batch, next) = match spool.read(from, 512) {
+        let (batch, next) = match spool.read(from, BATCH) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "forwarder cannot read the spool");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                pause(Duration::from_secs(1), &mut stop).await;
                 continue;
             }
         };
         if batch.is_empty() {
             if next > from {
-                let refs: Vec<&str> = consumers.iter().map(String::as_str).collect();
-                let _ = spool.commit(FORWARDER, next, &refs);
+                commit(spool, next, &consumers);
                 continue;
             }
             super::spool::wait_for_more(&mut wake, &mut stop).await;
             continue;
         }
-        // Sent together, acknowledged per partition in order (idempotent producer).
-        let results =
-            futures_util::future::join_all(batch.iter().map(|(_, ev)| kafka.append(ev))).await;
-        let mut done_to = from;
-        let mut failed = false;
-        for ((off, ev), r) in batch.iter().zip(results) {
-            match r {
-                Ok(()) => done_to = next_offset(&batch, *off, next),
-                Err(KafkaSinkError::Unavailable(e)) => {
-                    tracing::warn!(error = %e, "forwarder: kafka unavailable; will retry");
-                    failed = true;
-                    break;
+        match send_batch(&log, &batch, &mut stop).await {
+            None => commit(spool, next, &consumers),
+            Some(first_pending) => {
+                // Stopping: keep what is done; the rest is sent again after the restart.
+                let to = batch.get(first_pending).map_or(next, |(o, _)| *o);
+                if to > from {
+                    commit(spool, to, &consumers);
                 }
-                Err(e) => {
-                    // A final error cannot be retried; keep the record for an operator.
-                    tracing::error!(error = %e, id = %ev.id, "forwarder: kafka refused a spooled record for good; left in the spool");
-                    failed = true;
-                    break;
-                }
+                return;
             }
-        }
-        if done_to > from {
-            metrics::counter!("hookgate_spool_forwarded_total")
-                .increment(batch.iter().filter(|(o, _)| *o < done_to).count() as u64);
-            let refs: Vec<&str> = consumers.iter().map(String::as_str).collect();
-            if let Err(e) = spool.commit(FORWARDER, done_to, &refs) {
-                tracing::error!(error = %e, "forwarder cannot save its cursor");
-            }
-        }
-        if failed {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        } else {
-            backoff = Duration::from_millis(100);
         }
     }
 }
 
-/// The offset just past the record at `off`: the next record's offset, or `end`.
-fn next_offset(batch: &[(u64, Event)], off: u64, end: u64) -> u64 {
-    batch
+/// Sends every record of `batch` until each is acknowledged or quarantined. Returns the
+/// index of the first record not done when `stop` fired first, else `None`.
+async fn send_batch(
+    log: &Spilling,
+    batch: &[(u64, Event)],
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<usize> {
+    let mut pending: Vec<usize> = (0..batch.len()).collect();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let sends = pending
+            .iter()
+            .filter_map(|&i| batch.get(i))
+            .map(|(_, ev)| send(log, ev));
+        let results = futures_util::future::join_all(sends).await;
+        let sent = pending.len();
+        let mut still = Vec::new();
+        for (i, done) in pending.into_iter().zip(results) {
+            if !done {
+                still.push(i);
+            }
+        }
+        if !still.is_empty() {
+            still = quarantine_deleted_topics(log, batch, still).await;
+        }
+        metrics::counter!("hookgate_spool_forwarded_total").increment((sent - still.len()) as u64);
+        if still.is_empty() {
+            return None;
+        }
+        pending = still;
+        if pause(backoff, stop).await {
+            return pending.first().copied();
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Sends one record; true once it is acknowledged or quarantined.
+async fn send(log: &Spilling, ev: &Event) -> bool {
+    match log.kafka.append(ev).await {
+        Ok(()) => true,
+        Err(AppendError::Refused { reason, error }) => {
+            quarantine(log, ev, reason, error.to_string()).await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, id = %ev.id, "forwarder: kafka unavailable; will retry");
+            false
+        }
+    }
+}
+
+/// Of the records that failed retriably, quarantines those whose topic the cluster says
+/// does not exist (a deleted topic can look retriable: the broker answers "unknown topic or
+/// partition" and librdkafka retries until the message times out). Returns the rest.
+async fn quarantine_deleted_topics(
+    log: &Spilling,
+    batch: &[(u64, Event)],
+    failed: Vec<usize>,
+) -> Vec<usize> {
+    let mut topics: Vec<&str> = failed
         .iter()
-        .map(|(o, _)| *o)
-        .find(|o| *o > off)
-        .unwrap_or(end)
+        .filter_map(|&i| batch.get(i))
+        .map(|(_, ev)| &*ev.topic)
+        .collect();
+    topics.sort_unstable();
+    topics.dedup();
+    let mut gone = Vec::new();
+    for t in topics {
+        if log.kafka.topic_exists(t).await == Some(false) {
+            gone.push(t);
+        }
+    }
+    let mut still = Vec::new();
+    for i in failed {
+        let Some((_, ev)) = batch.get(i) else {
+            continue;
+        };
+        let done = gone.contains(&&*ev.topic)
+            && quarantine(
+                log,
+                ev,
+                RefuseReason::UnknownTopic,
+                format!("topic {} does not exist", ev.topic),
+            )
+            .await;
+        if !done {
+            still.push(i);
+        }
+    }
+    still
+}
+
+async fn quarantine(log: &Spilling, ev: &Event, reason: RefuseReason, error: String) -> bool {
+    match log.quarantine.put(ev, reason, error).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, id = %ev.id, "forwarder cannot write the quarantine; will retry");
+            false
+        }
+    }
+}
+
+fn commit(spool: &Spool, to: u64, consumers: &[String]) {
+    let refs: Vec<&str> = consumers.iter().map(String::as_str).collect();
+    if let Err(e) = spool.commit(FORWARDER, to, &refs) {
+        tracing::error!(error = %e, "forwarder cannot save its cursor");
+    }
+}
+
+/// Sleeps `d`; true when `stop` fired instead.
+async fn pause(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
 }

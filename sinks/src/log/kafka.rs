@@ -1,14 +1,15 @@
 //! The Kafka producer: idempotent, `acks=all`, one record per accepted event, keyed and
 //! headed per the record contract. Each append waits for its own delivery report.
 //!
-//! Errors are sorted once, here (the list vector keeps in `sinks/kafka/service.rs`):
-//! - final, the event can never be written as is: message too large, record/batch invalid,
-//!   topic or cluster authorization failed, unknown topic after the start-up check;
-//! - retriable, the provider should try again later (503): queue full, message timed out,
-//!   all brokers down, transport errors, not enough replicas, leader changes — everything else.
+//! Errors are sorted once, here, into [`AppendError`] (the list vector keeps in
+//! `sinks/kafka/service.rs`):
+//! - final (`Refused`, the record goes to the quarantine): message too large, record/batch
+//!   invalid, topic or cluster authorization failed, unknown topic (deleted after start);
+//! - retriable (`Unavailable`): queue full, message timed out, all brokers down, transport
+//!   errors, not enough replicas, leader changes, fencing — everything else.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext};
 use serde::Deserialize;
 use std::sync::RwLock;
+
+use super::error::{AppendError, Cause, RefuseReason};
 
 /// `[kafka]` config.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,10 +69,50 @@ pub struct KafkaConfig {
     /// Seconds in the `Retry-After` of a 503 when the broker cannot take the event.
     #[serde(default = "default_retry_after")]
     pub retry_after_secs: u32,
+    /// A producer whose deliveries keep failing this long while the cluster answers
+    /// metadata requests is replaced by a new one (fencing and fatal errors replace it at
+    /// once). Each replacement can write records that were in flight twice (same
+    /// `hookgate-id`).
+    #[serde(default = "default_replace_after", with = "humantime_serde")]
+    pub replace_producer_after: Duration,
     /// Passed to librdkafka as is (SASL, TLS, compression, …); these win over hookgate's
-    /// defaults.
+    /// defaults. Options that would weaken "2xx means durable" are refused (see
+    /// [`unsafe_options`]) unless `allow_unsafe_options` is set.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Lets `[kafka.options]` change acks, idempotence, timeouts or offset storage. A 2xx
+    /// then may not mean durable. Never set it for production traffic.
+    #[serde(default)]
+    pub allow_unsafe_options: bool,
+}
+
+/// Options in `[kafka.options]` that would break "2xx means durable" (or the dispatcher's
+/// commit-after-delivery), each with why: acks below all, no idempotence, a message timeout
+/// other than `delivery_timeout` (a request answered 503 could still be delivered, and a
+/// spilled one written twice), transactions, and offsets stored before delivery.
+pub fn unsafe_options(options: &BTreeMap<String, String>) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    for (k, v) in options {
+        let v = v.trim().to_ascii_lowercase();
+        let why = match k.as_str() {
+            "acks" | "request.required.acks" if v != "all" && v != "-1" => {
+                "acks below `all`: a 2xx would not mean every in-sync replica has the event"
+            }
+            "enable.idempotence" if v != "true" => {
+                "without idempotence a retried produce can write an event twice or out of order"
+            }
+            "message.timeout.ms" | "delivery.timeout.ms" => {
+                "set `[kafka] delivery_timeout` instead: it is also the 503 deadline"
+            }
+            "transactional.id" => "hookgate's producer is not transactional",
+            "enable.auto.offset.store" if v != "false" => {
+                "the dispatcher stores offsets only after delivery"
+            }
+            _ => continue,
+        };
+        out.push((k.clone(), why));
+    }
+    out
 }
 
 /// When an event is acknowledged.
@@ -136,6 +179,9 @@ fn default_linger() -> Duration {
 fn default_max_in_flight() -> u32 {
     1
 }
+fn default_replace_after() -> Duration {
+    Duration::from_secs(20)
+}
 fn default_partitions() -> i32 {
     3
 }
@@ -146,17 +192,15 @@ fn default_retry_after() -> u32 {
     5
 }
 
-/// Why the producer could not take an event.
+/// Why the producer could not be built or its topics checked (start-up and CLI errors; an
+/// append's errors are [`AppendError`]s).
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSinkError {
-    /// Retriable: the broker is down, slow, or the local queue is full.
+    /// The broker could not be reached or did not answer in time.
     #[error("kafka unavailable: {0}")]
     Unavailable(KafkaError),
-    /// The record is larger than the broker or producer accepts.
-    #[error("record too large for kafka: {0}")]
-    TooLarge(KafkaError),
-    /// Final: the broker refuses this record (authorization, unknown topic, invalid).
-    #[error("kafka rejected the record: {0}")]
+    /// The broker refused to create a topic.
+    #[error("kafka refused: {0}")]
     Rejected(KafkaError),
     /// The producer could not be built from config.
     #[error("kafka config: {0}")]
@@ -168,11 +212,11 @@ pub enum KafkaSinkError {
 
 /// librdkafka callbacks: note when every broker connection is down.
 #[derive(Clone)]
-pub struct Ctx {
+pub struct ClientEvents {
     down: Arc<AtomicBool>,
 }
 
-impl ClientContext for Ctx {
+impl ClientContext for ClientEvents {
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.down.store(true, Ordering::Relaxed);
@@ -181,38 +225,96 @@ impl ClientContext for Ctx {
     }
 }
 
-impl ProducerContext for Ctx {
+impl ProducerContext for ClientEvents {
     type DeliveryOpaque = ();
     fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
 }
 
-type Inner = FutureProducer<Ctx>;
+type RdProducer = FutureProducer<ClientEvents>;
+
+/// The producer in use and its generation (bumped by each replacement).
+struct Current {
+    producer: RdProducer,
+    generation: u64,
+}
+
+/// What the producer's recent deliveries say about the cluster.
+struct Health {
+    /// The broker looked reachable at the last delivery or probe (`/readyz`).
+    ready: AtomicBool,
+    /// A delivery waited longer than `spill_after` or failed: with a spool, new events are
+    /// spilled at admission (never handed to librdkafka) until a delivery is prompt again.
+    slow: AtomicBool,
+    /// Milliseconds after `epoch` of the first retriable failure since the last success
+    /// (0: none); the probe replaces a producer whose failures persist.
+    failing_since_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Health {
+    fn now_ms(&self) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
+
+    fn success(&self, prompt: bool) {
+        self.ready.store(true, Ordering::Relaxed);
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+        if prompt {
+            self.slow.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn failure(&self) {
+        self.slow.store(true, Ordering::Relaxed);
+        let _ = self.failing_since_ms.compare_exchange(
+            0,
+            self.now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// How long retriable failures have gone on without a success.
+    fn failing_for(&self) -> Option<Duration> {
+        match self.failing_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(self.now_ms().saturating_sub(since))),
+        }
+    }
+}
 
 /// The Kafka producer hookgate appends to.
 ///
-/// The producer is rebuilt (a new idempotent producer id) when librdkafka reports a fatal
-/// error — its documented remedy — and when the cluster comes back after every broker was
-/// down: a broker that lost its producer state (Tansu with sqlite storage panics on a
-/// produce from a producer id issued before its restart) must not see the old id again.
-/// While the cluster is known to be down, appends fail fast with `Unavailable` instead of
-/// each waiting out `delivery_timeout`.
+/// A producer whose errors persist is replaced by a new one (a new idempotent producer id),
+/// never retried forever: at once on a fatal error or a fencing error (`PRODUCER_FENCED`,
+/// `INVALID_PRODUCER_EPOCH`, `UNKNOWN_PRODUCER_ID`, `OUT_OF_ORDER_SEQUENCE_NUMBER`: after
+/// message timeouts librdkafka bumps its epoch and Tansu fences every later produce), when
+/// the cluster is back after every broker was down, and when retriable failures have gone on
+/// for `replace_producer_after` while the cluster answers metadata requests. While the
+/// cluster is known to be down, appends fail fast instead of each waiting out
+/// `delivery_timeout`.
 #[derive(Clone)]
 pub struct KafkaLog {
-    producer: Arc<RwLock<Inner>>,
+    current: Arc<RwLock<Current>>,
     client_config: Arc<ClientConfig>,
-    ctx: Ctx,
+    events: ClientEvents,
     cfg: Arc<KafkaConfig>,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
     delivery_seconds: metrics::Histogram,
-    /// Whether librdkafka's own message timeout is `delivery_timeout` (not overridden in
-    /// `[kafka.options]`), so a full-length wait needs no timer of ours.
-    rdkafka_times_out: bool,
 }
 
+/// librdkafka's `message.max.bytes` default, when neither hookgate nor the user sets it.
+pub const LIBRDKAFKA_MESSAGE_MAX_BYTES: u64 = 1_000_000;
+
 impl KafkaLog {
-    /// Builds the producer (idempotent, acks=all, lz4, small linger; user options on top).
-    pub fn new(cfg: &KafkaConfig) -> Result<KafkaLog, KafkaSinkError> {
+    /// Builds the producer (idempotent, acks=all, lz4; user options on top).
+    /// `max_record_bytes` is the largest record the server can hand it (body plus
+    /// overhead): librdkafka's `message.max.bytes` is raised to it unless the user set it.
+    pub fn new(cfg: &KafkaConfig, max_record_bytes: u64) -> Result<KafkaLog, KafkaSinkError> {
         let in_flight = cfg.max_in_flight.to_string();
+        let max_message = max_record_bytes
+            .max(LIBRDKAFKA_MESSAGE_MAX_BYTES)
+            .to_string();
         let cc = cfg.producer_config(
             "hookgate",
             &[
@@ -222,55 +324,64 @@ impl KafkaLog {
                 ("socket.nagle.disable", "true"),
                 ("max.in.flight.requests.per.connection", &in_flight),
                 ("queue.buffering.max.messages", "1000000"),
+                ("message.max.bytes", &max_message),
             ],
         );
-        let ctx = Ctx {
+        let events = ClientEvents {
             down: Arc::new(AtomicBool::new(false)),
         };
-        let producer: Inner = cc
-            .create_with_context(ctx.clone())
+        let producer: RdProducer = cc
+            .create_with_context(events.clone())
             .map_err(KafkaSinkError::Config)?;
         Ok(KafkaLog {
-            producer: Arc::new(RwLock::new(producer)),
+            current: Arc::new(RwLock::new(Current {
+                producer,
+                generation: 0,
+            })),
             client_config: Arc::new(cc),
-            ctx,
+            events,
             cfg: Arc::new(cfg.clone()),
-            ready: Arc::new(AtomicBool::new(true)),
+            health: Arc::new(Health {
+                ready: AtomicBool::new(true),
+                slow: AtomicBool::new(false),
+                failing_since_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
             delivery_seconds: metrics::histogram!("hookgate_kafka_delivery_seconds"),
-            rdkafka_times_out: !cfg
-                .options
-                .keys()
-                .any(|k| k == "message.timeout.ms" || k == "delivery.timeout.ms"),
         })
     }
 
-    fn current(&self) -> Inner {
-        self.producer
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn current(&self) -> (RdProducer, u64) {
+        let c = self.current.read().unwrap_or_else(|p| p.into_inner());
+        (c.producer.clone(), c.generation)
     }
 
-    /// Replaces the producer with a fresh one (new producer id); the old one's queue is
-    /// flushed briefly in the background and then dropped (its undelivered messages fail,
-    /// and their requests have already been answered non-2xx).
-    fn rebuild(&self, why: &str) {
+    /// Replaces the producer with a fresh one (new producer id), unless it was already
+    /// replaced since generation `seen`. The old one is dropped in the background after a
+    /// short flush; its undelivered messages then fail (purged), and their appends see a
+    /// retriable error (spilled to the spool, or 503).
+    fn replace(&self, seen: u64, why: &'static str) {
+        let mut c = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if c.generation != seen {
+            return;
+        }
         match self
             .client_config
-            .create_with_context::<Ctx, Inner>(self.ctx.clone())
+            .create_with_context::<ClientEvents, RdProducer>(self.events.clone())
         {
             Ok(fresh) => {
-                let old = std::mem::replace(
-                    &mut *self.producer.write().unwrap_or_else(|p| p.into_inner()),
-                    fresh,
-                );
-                tracing::warn!(why, "kafka producer rebuilt");
-                metrics::counter!("hookgate_kafka_producer_rebuilds_total").increment(1);
+                let old = std::mem::replace(&mut c.producer, fresh);
+                c.generation += 1;
+                drop(c);
+                self.health.failing_since_ms.store(0, Ordering::Relaxed);
+                tracing::warn!(why, "kafka producer replaced");
+                metrics::counter!("hookgate_kafka_producer_replaced_total", "reason" => why)
+                    .increment(1);
                 std::thread::spawn(move || {
                     let _ = old.flush(Duration::from_millis(500));
                 });
             }
-            Err(e) => tracing::error!(error = %e, "kafka producer could not be rebuilt"),
+            Err(e) => tracing::error!(error = %e, "kafka producer could not be replaced"),
         }
     }
 
@@ -324,7 +435,7 @@ impl KafkaLog {
     }
 
     async fn missing_topics(&self, topics: &[String]) -> Result<Vec<String>, KafkaSinkError> {
-        let producer = self.current();
+        let (producer, _) = self.current();
         let topics = topics.to_vec();
         tokio::task::spawn_blocking(move || {
             let md = producer
@@ -346,81 +457,134 @@ impl KafkaLog {
         .map_err(|_| KafkaSinkError::Unavailable(KafkaError::Canceled))?
     }
 
-    /// Produces one event and waits for its delivery report.
-    pub async fn append(&self, ev: &Event) -> Result<(), KafkaSinkError> {
-        self.append_within(ev, self.cfg.delivery_timeout).await
+    /// Whether `topic` exists, by a metadata request; `None` when the cluster did not answer.
+    /// Tells a deleted topic (quarantine its records) from an outage (retry them).
+    pub async fn topic_exists(&self, topic: &str) -> Option<bool> {
+        let (producer, _) = self.current();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let md = producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .ok()?;
+            if md.brokers().is_empty() {
+                return None;
+            }
+            Some(md.topics().iter().any(|t| t.name() == topic))
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
-    /// Produces one event and waits at most `wait` for its delivery report. On a timeout the
-    /// message may still be delivered later (at-least-once; consumers dedupe by `hookgate-id`).
-    pub async fn append_within(&self, ev: &Event, wait: Duration) -> Result<(), KafkaSinkError> {
+    /// Whether new events should go to the spool at admission instead of to librdkafka:
+    /// the cluster is down, or a recent delivery was slow or failed.
+    pub fn should_spill(&self) -> bool {
+        self.events.down.load(Ordering::Relaxed)
+            || self.health.slow.load(Ordering::Relaxed)
+            || !self.health.ready.load(Ordering::Relaxed)
+    }
+
+    /// Produces one event and waits for its delivery report (librdkafka reports every
+    /// message within `message.timeout.ms` = `delivery_timeout`).
+    pub async fn append(&self, ev: &Event) -> Result<(), AppendError> {
+        self.produce(ev, false).await
+    }
+
+    /// Like [`KafkaLog::append`], and marks the log slow once the wait passes `spill_after`,
+    /// so the caller spills the next events at admission. The message already handed to
+    /// librdkafka is still waited for: spilling it too could write it twice.
+    pub async fn append_watching(&self, ev: &Event) -> Result<(), AppendError> {
+        self.produce(ev, true).await
+    }
+
+    async fn produce(&self, ev: &Event, watch_slow: bool) -> Result<(), AppendError> {
         let oh = record_headers(ev, 0);
         let mut record = FutureRecord::to(&ev.topic)
             .payload(&ev.body[..])
             .key(&ev.key[..])
             .headers(oh);
-        if self.ctx.down.load(Ordering::Relaxed) {
-            return Err(KafkaSinkError::Unavailable(KafkaError::MessageProduction(
+        if self.events.down.load(Ordering::Relaxed) {
+            return Err(self.unavailable(KafkaError::MessageProduction(
                 RDKafkaErrorCode::AllBrokersDown,
             )));
         }
-        let producer = self.current();
+        let (producer, generation) = self.current();
         let started = Instant::now();
-        let deadline = started + wait;
-        let fut = loop {
+        let deadline = started + self.cfg.delivery_timeout;
+        let mut fut = loop {
             match producer.send_result(record) {
                 Ok(f) => break f,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     // Backpressure: librdkafka's queue is full; wait for room until the deadline.
                     if Instant::now() >= deadline {
-                        return Err(KafkaSinkError::Unavailable(KafkaError::MessageProduction(
+                        return Err(self.unavailable(KafkaError::MessageProduction(
                             RDKafkaErrorCode::QueueFull,
                         )));
                     }
                     record = r;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => return Err(classify(e)),
+                Err((e, _)) => return Err(self.failed(e, generation)),
             }
         };
-        // librdkafka reports every message by `message.timeout.ms` (= delivery_timeout), so
-        // a wait that long needs no timer of ours; a shorter one (spill_after) does.
-        let res = if self.rdkafka_times_out && wait >= self.cfg.delivery_timeout {
-            Ok(fut.await)
+        let res = if watch_slow {
+            match tokio::time::timeout(self.cfg.spill_after, &mut fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.health.slow.store(true, Ordering::Relaxed);
+                    fut.await
+                }
+            }
         } else {
-            let left = deadline.saturating_duration_since(Instant::now());
-            tokio::time::timeout(left, fut).await
+            fut.await
         };
-        self.delivery_seconds
-            .record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.delivery_seconds.record(took.as_secs_f64());
         match res {
-            Ok(Ok(Ok(_))) => {
-                self.ready.store(true, Ordering::Relaxed);
+            Ok(Ok(_)) => {
+                self.health.success(took < self.cfg.spill_after);
                 Ok(())
             }
-            Ok(Ok(Err((e, _)))) => {
-                let err = classify(e);
-                if matches!(err, KafkaSinkError::Unavailable(_)) {
-                    self.ready.store(false, Ordering::Relaxed);
-                }
-                Err(err)
-            }
-            Ok(Err(_canceled)) => Err(KafkaSinkError::Unavailable(KafkaError::Canceled)),
-            Err(_elapsed) => Err(KafkaSinkError::Unavailable(KafkaError::MessageProduction(
-                RDKafkaErrorCode::MessageTimedOut,
-            ))),
+            Ok(Err((e, _))) => Err(self.failed(e, generation)),
+            Err(_canceled) => Err(self.unavailable(KafkaError::Canceled)),
         }
+    }
+
+    fn unavailable(&self, e: KafkaError) -> AppendError {
+        AppendError::Unavailable {
+            retry_after: self.cfg.retry_after_secs,
+            cause: Cause::Kafka(e),
+        }
+    }
+
+    /// Sorts a failed produce, notes it for health, and replaces a fenced producer.
+    fn failed(&self, e: KafkaError, generation: u64) -> AppendError {
+        let err = classify(e, self.cfg.retry_after_secs);
+        if let AppendError::Unavailable {
+            cause: Cause::Kafka(k),
+            ..
+        } = &err
+        {
+            self.health.failure();
+            self.health.ready.store(false, Ordering::Relaxed);
+            if is_fencing(k) {
+                self.replace(generation, "fenced");
+            }
+        }
+        err
     }
 
     /// Whether the broker looked reachable at the last delivery or probe.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.health.ready.load(Ordering::Relaxed)
     }
 
-    /// Probes the cluster with a metadata request, updates readiness, and rebuilds the
-    /// producer after a fatal error or once the cluster is back from a full outage.
+    /// Probes the cluster with a metadata request, updates readiness, and replaces the
+    /// producer after a fatal error, once the cluster is back from a full outage, or when
+    /// deliveries have failed for `replace_producer_after` while the cluster answers.
     pub async fn probe(&self) -> bool {
-        let producer = self.current();
+        let (producer, generation) = self.current();
         let (ok, fatal) = tokio::task::spawn_blocking(move || {
             let ok = producer
                 .client()
@@ -433,20 +597,27 @@ impl KafkaLog {
         .unwrap_or((false, None));
         if let Some((code, reason)) = fatal {
             tracing::error!(error = %code, reason, "kafka producer hit a fatal error");
-            self.rebuild("fatal error");
-        } else if ok && self.ctx.down.load(Ordering::Relaxed) {
-            self.rebuild("cluster back after all brokers were down");
+            self.replace(generation, "fatal");
+        } else if ok && self.events.down.load(Ordering::Relaxed) {
+            self.replace(generation, "cluster_back");
+        } else if ok
+            && self
+                .health
+                .failing_for()
+                .is_some_and(|d| d >= self.cfg.replace_producer_after)
+        {
+            self.replace(generation, "persistent_errors");
         }
         if ok {
-            self.ctx.down.store(false, Ordering::Relaxed);
+            self.events.down.store(false, Ordering::Relaxed);
         }
-        self.ready.store(ok, Ordering::Relaxed);
+        self.health.ready.store(ok, Ordering::Relaxed);
         ok
     }
 
     /// Waits for every queued message to be delivered (or `timeout`).
     pub async fn flush(&self, timeout: Duration) {
-        let producer = self.current();
+        let (producer, _) = self.current();
         let res = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         match res {
             Ok(Ok(())) => tracing::info!("kafka producer flushed"),
@@ -454,6 +625,26 @@ impl KafkaLog {
             Err(_) => tracing::warn!("kafka flush task failed"),
         }
     }
+}
+
+/// Errors after which this producer id is of no more use: only a new producer clears them.
+fn is_fencing(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    let code = match e {
+        KafkaError::MessageProduction(c) => Some(*c),
+        other => other.rdkafka_error_code(),
+    };
+    matches!(
+        code,
+        Some(
+            C::ProducerFenced
+                | C::InvalidProducerEpoch
+                | C::UnknownProducerId
+                | C::OutOfOrderSequenceNumber
+                | C::InvalidProducerIdMapping
+                | C::Fatal
+        )
+    )
 }
 
 /// The contract headers of `ev` as an rdkafka header block, with room for `extra` more.
@@ -469,25 +660,30 @@ pub fn record_headers(ev: &Event, extra: usize) -> OwnedHeaders {
     oh
 }
 
-fn classify(e: KafkaError) -> KafkaSinkError {
+/// Sorts a producer error: final (the record can never be written as is) or retriable.
+pub fn classify(e: KafkaError, retry_after: u32) -> AppendError {
     use RDKafkaErrorCode as C;
     let code = match &e {
         KafkaError::MessageProduction(c) => Some(*c),
         other => other.rdkafka_error_code(),
     };
-    match code {
-        Some(C::MessageSizeTooLarge | C::InvalidMessageSize) => KafkaSinkError::TooLarge(e),
+    let reason = match code {
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize) => RefuseReason::TooLarge,
+        Some(C::UnknownTopic | C::UnknownTopicOrPartition) => RefuseReason::UnknownTopic,
         Some(
             C::TopicAuthorizationFailed
             | C::ClusterAuthorizationFailed
-            | C::TransactionalIdAuthorizationFailed
-            | C::InvalidMessage
-            | C::InvalidRecord
-            | C::UnknownTopic
-            | C::InvalidTopic,
-        ) => KafkaSinkError::Rejected(e),
-        _ => KafkaSinkError::Unavailable(e),
-    }
+            | C::TransactionalIdAuthorizationFailed,
+        ) => RefuseReason::NotAuthorized,
+        Some(C::InvalidMessage | C::InvalidRecord | C::InvalidTopic) => RefuseReason::Invalid,
+        _ => {
+            return AppendError::Unavailable {
+                retry_after,
+                cause: Cause::Kafka(e),
+            }
+        }
+    };
+    AppendError::Refused { reason, error: e }
 }
 
 #[cfg(test)]

@@ -1,56 +1,58 @@
 //! The durable log the ingest path appends to. An append resolves only once the event is
-//! durable (broker ack or local fsync), except in the explicit discard mode for benchmarks.
+//! durable (broker ack, local fsync, or — for a record Kafka refuses for good — the
+//! quarantine's fsync), except in the explicit discard mode for benchmarks.
 //!
 //! Layout:
 //! - here: [`Log`], one enum over the kinds of log, so the request path has one `append`.
-//! - [`kafka`]: the Kafka producer (idempotent, acks=all), its error classes and topic checks.
+//! - [`error`]: [`AppendError`], what an append can fail with (sorted once, in `kafka`).
+//! - [`kafka`]: the Kafka producer (idempotent, acks=all), its error classes, its
+//!   self-healing (a producer whose errors persist is replaced), and topic checks.
 //! - [`spool`]: the local segmented append-only log with group commit.
 //! - [`forwarder`]: drains the spool into Kafka in order.
+//! - [`quarantine`]: records Kafka refuses for good, on disk, for list and replay.
+//!
+//! Spilling (`ack = "kafka"` with a spool) is decided at admission: while the broker is
+//! known slow or down, or the spool holds a backlog, a new event goes to the spool and is
+//! never handed to librdkafka. An event already handed to librdkafka is waited for until
+//! its delivery report; only if that report is a failure is it spooled (it may then have
+//! reached the broker after all: counted in `hookgate_spill_total{reason="failed_delivery"}`).
 
+pub mod error;
 pub mod forwarder;
 pub mod kafka;
+pub mod quarantine;
 pub mod spool;
 
 use std::time::Duration;
 
 use hookgate_proto::Event;
 
-use self::kafka::{AckMode, KafkaLog, KafkaSinkError};
+pub use self::error::{AppendError, Cause, RefuseReason};
+use self::kafka::{AckMode, KafkaLog};
+use self::quarantine::Quarantine;
 use self::spool::{Spool, SpoolError};
 
 /// Name of the spool cursor of the Kafka forwarder.
 pub const FORWARDER: &str = "forwarder";
 
-/// Why an event could not be made durable. Maps to HTTP in the ingest crate only.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    /// Retriable: try again after `retry_after` seconds (503).
-    #[error("the log cannot take the event now")]
-    Unavailable {
-        /// Seconds for the `Retry-After` header.
-        retry_after: u32,
-    },
-    /// The spool is at `max_bytes` or the disk is full (503).
-    #[error("the spool is full")]
-    Full {
-        /// Seconds for the `Retry-After` header.
-        retry_after: u32,
-    },
-    /// The record is too large for the log (413).
-    #[error("the event is too large for the log")]
-    TooLarge,
-    /// The log refuses this record for good (500).
-    #[error("the log rejected the event")]
-    Rejected,
+/// Kafka with the spool as safety net, and the quarantine beside the spool.
+#[derive(Clone)]
+pub struct Spilling {
+    /// The producer.
+    pub kafka: KafkaLog,
+    /// The local spool events spill to (and, with `ack = "spool"`, all go to first).
+    pub spool: Spool,
+    /// Where records Kafka refuses for good are kept.
+    pub quarantine: Quarantine,
 }
 
 /// Where accepted events are made durable.
 #[derive(Clone)]
 pub enum Log {
-    /// Kafka only: a broker outage answers 503.
+    /// Kafka only: a broker outage answers 503, a refused record 413/500.
     Kafka(KafkaLog),
     /// Kafka with the spool as safety net (`ack` decides which comes first).
-    KafkaSpool(KafkaLog, Spool),
+    KafkaSpool(Spilling),
     /// The spool alone: the embedded default.
     Spool(Spool),
     /// Acknowledge without storing: only for measuring the request path.
@@ -65,26 +67,10 @@ impl Log {
         match self {
             Log::Discard => Ok(()),
             Log::Spool(s) => spool_append(s, ev).await,
-            Log::Kafka(k) => k.append(ev).await.map_err(|e| kafka_err(k, e)),
-            Log::KafkaSpool(k, s) => match k.config().ack {
-                AckMode::Spool => spool_append(s, ev).await,
-                AckMode::Kafka => {
-                    // While the spool holds a backlog, new events go behind it so order per
-                    // key is kept and a down broker is not waited on per request.
-                    if s.end_offset() > s.cursor_cached(FORWARDER) {
-                        metrics::counter!("hookgate_spill_total").increment(1);
-                        return spool_append(s, ev).await;
-                    }
-                    match k.append_within(ev, k.config().spill_after).await {
-                        Ok(()) => Ok(()),
-                        Err(KafkaSinkError::Unavailable(e)) => {
-                            tracing::warn!(error = %e, "kafka slow or down; spilling event to the spool");
-                            metrics::counter!("hookgate_spill_total").increment(1);
-                            spool_append(s, ev).await
-                        }
-                        Err(e) => Err(kafka_err(k, e)),
-                    }
-                }
+            Log::Kafka(k) => k.append(ev).await,
+            Log::KafkaSpool(sp) => match sp.kafka.config().ack {
+                AckMode::Spool => spool_append(&sp.spool, ev).await,
+                AckMode::Kafka => sp.append_kafka_first(ev).await,
             },
         }
     }
@@ -95,15 +81,16 @@ impl Log {
             Log::Discard => true,
             Log::Spool(s) => !s.is_full(),
             Log::Kafka(k) => k.is_ready(),
-            Log::KafkaSpool(k, s) => k.is_ready() || !s.is_full(),
+            Log::KafkaSpool(sp) => sp.kafka.is_ready() || !sp.spool.is_full(),
         }
     }
 
-    /// A word for `/readyz`: `ok`, `degraded` (spilling / backlog) or `unavailable`.
+    /// A word for `/readyz`: `ok`, `degraded` (spilling, a backlog, or records in the
+    /// quarantine) or `unavailable`.
     pub fn status(&self) -> &'static str {
         match self {
-            Log::KafkaSpool(k, s) if self.is_ready() => {
-                if !k.is_ready() || s.end_offset() > s.cursor_cached(FORWARDER) {
+            Log::KafkaSpool(sp) if self.is_ready() => {
+                if !sp.kafka.is_ready() || sp.backlog() || !sp.quarantine.is_empty() {
                     "degraded"
                 } else {
                     "ok"
@@ -117,7 +104,8 @@ impl Log {
     /// The spool, when the log has one.
     pub fn spool(&self) -> Option<&Spool> {
         match self {
-            Log::KafkaSpool(_, s) | Log::Spool(s) => Some(s),
+            Log::KafkaSpool(sp) => Some(&sp.spool),
+            Log::Spool(s) => Some(s),
             _ => None,
         }
     }
@@ -125,7 +113,16 @@ impl Log {
     /// The producer, when the log has one.
     pub fn kafka(&self) -> Option<&KafkaLog> {
         match self {
-            Log::KafkaSpool(k, _) | Log::Kafka(k) => Some(k),
+            Log::KafkaSpool(sp) => Some(&sp.kafka),
+            Log::Kafka(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// The quarantine, when the log has one.
+    pub fn quarantine(&self) -> Option<&Quarantine> {
+        match self {
+            Log::KafkaSpool(sp) => Some(&sp.quarantine),
             _ => None,
         }
     }
@@ -134,6 +131,43 @@ impl Log {
     pub async fn shutdown(&self, timeout: Duration) {
         if let Some(k) = self.kafka() {
             k.flush(timeout).await;
+        }
+    }
+}
+
+impl Spilling {
+    /// Whether the spool holds events the forwarder has not sent yet.
+    pub fn backlog(&self) -> bool {
+        self.spool.end_offset() > self.spool.cursor_cached(FORWARDER)
+    }
+
+    /// `ack = "kafka"`: to Kafka, unless the broker is known slow or down or a backlog waits
+    /// (then to the spool, behind it, so order per key is kept); a failed delivery is
+    /// spooled, a refused one quarantined.
+    async fn append_kafka_first(&self, ev: &Event) -> Result<(), AppendError> {
+        if self.backlog() || self.kafka.should_spill() {
+            metrics::counter!("hookgate_spill_total", "reason" => "admission").increment(1);
+            return spool_append(&self.spool, ev).await;
+        }
+        match self.kafka.append_watching(ev).await {
+            Ok(()) => Ok(()),
+            Err(AppendError::Refused { reason, error }) => self
+                .quarantine
+                .put(ev, reason, error.to_string())
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "quarantine write failed");
+                    AppendError::Unavailable {
+                        retry_after: SPOOL_RETRY_AFTER,
+                        cause: Cause::Spool("quarantine write failed"),
+                    }
+                }),
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka delivery failed; spooling the event");
+                metrics::counter!("hookgate_spill_total", "reason" => "failed_delivery")
+                    .increment(1);
+                spool_append(&self.spool, ev).await
+            }
         }
     }
 }
@@ -148,23 +182,8 @@ async fn spool_append(s: &Spool, ev: &Event) -> Result<(), AppendError> {
             tracing::error!(error = %e, "spool append failed");
             Err(AppendError::Unavailable {
                 retry_after: SPOOL_RETRY_AFTER,
+                cause: Cause::Spool("append failed"),
             })
-        }
-    }
-}
-
-fn kafka_err(k: &KafkaLog, e: KafkaSinkError) -> AppendError {
-    match e {
-        KafkaSinkError::TooLarge(_) => AppendError::TooLarge,
-        KafkaSinkError::Rejected(e) => {
-            tracing::error!(error = %e, "kafka rejected a record");
-            AppendError::Rejected
-        }
-        e => {
-            tracing::warn!(error = %e, "kafka could not take an event");
-            AppendError::Unavailable {
-                retry_after: k.config().retry_after_secs,
-            }
         }
     }
 }
