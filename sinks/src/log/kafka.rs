@@ -39,8 +39,10 @@ pub struct KafkaConfig {
     /// in the background).
     #[serde(default)]
     pub ack: AckMode,
-    /// How long a request waits for the broker before spilling to the spool (ack = "kafka"
-    /// with a `[spool]` section).
+    /// A delivery slower than this marks the broker slow (ack = "kafka" with a `[spool]`):
+    /// the next events spill to the spool at admission until deliveries are prompt again.
+    /// Requests whose message is already with librdkafka keep waiting for its report (up to
+    /// `delivery_timeout`), so no event is both spooled and delivered.
     #[serde(default = "default_spill_after", with = "humantime_serde")]
     pub spill_after: Duration,
     /// How long a request waits for the broker's ack before answering 503; also librdkafka's
