@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hookgate_sinks::chat::{self, ChatConfig, RouteConfig, SinkConfig};
+use hookgate_sinks::chat::{ChatConfig, RouteConfig, SinkConfig};
+use hookgate_sinks::dispatch;
 use hookgate_sinks::log::kafka::KafkaConfig;
 use hookgate_sinks::log::spool::SpoolConfig;
 use hookgate_sinks::units::ByteSize;
@@ -410,7 +411,7 @@ impl Config {
             sinks: self.sinks.clone(),
             routes: self.routes.clone(),
         };
-        for e in chat::check(&chat) {
+        for e in dispatch::check(&chat) {
             problems.push(Problem {
                 location: "sinks/routes".into(),
                 message: e.to_string(),

@@ -330,7 +330,7 @@ async fn dispatch(config: &Path) -> anyhow::Result<std::process::ExitCode> {
     let topics = runtime::routed_topics(&cfg);
     let group = cfg.dispatch.group_id.clone();
     let task = tokio::spawn(async move {
-        hookgate_sinks::feed::run_kafka_feed(&k, &group, topics, dispatcher, stop_rx).await
+        hookgate_sinks::dispatch::run_kafka_feed(&k, &group, topics, dispatcher, stop_rx).await
     });
     println!("dispatching");
     let _ = std::io::stdout().flush();
@@ -352,14 +352,14 @@ async fn dlq_cmd(cmd: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
     let store = runtime::dlq_store(&cfg)?;
     let mut out = std::io::stdout().lock();
     if !replay {
-        for e in hookgate_sinks::feed::dlq_list(&store, sink.as_deref()).await? {
+        for e in hookgate_sinks::dispatch::dlq_list(&store, sink.as_deref()).await? {
             writeln!(out, "{}", e.to_json())?;
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let store = Arc::new(store);
     let dispatcher = runtime::build_dispatcher(&cfg, store.clone())?;
-    let report = hookgate_sinks::feed::dlq_replay(&store, &dispatcher, sink.as_deref()).await?;
+    let report = hookgate_sinks::dispatch::dlq_replay(&store, &dispatcher, sink.as_deref()).await?;
     writeln!(
         out,
         "{}",

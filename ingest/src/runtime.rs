@@ -189,8 +189,8 @@ pub async fn shutdown_signal() {
 
 /// The dead-letter store the config implies: the DLQ topic with Kafka, else a spool beside
 /// the main one.
-pub fn dlq_store(cfg: &Config) -> anyhow::Result<hookgate_sinks::feed::DlqStore> {
-    use hookgate_sinks::feed::{DlqStore, KafkaDeadLetter, SpoolDeadLetter};
+pub fn dlq_store(cfg: &Config) -> anyhow::Result<hookgate_sinks::dispatch::DlqStore> {
+    use hookgate_sinks::dispatch::{DlqStore, KafkaDeadLetter, SpoolDeadLetter};
     if let Some(k) = &cfg.kafka {
         return Ok(DlqStore::Kafka(
             KafkaDeadLetter::new(k, &cfg.dispatch.dlq_topic).context("dead-letter producer")?,
@@ -205,9 +205,9 @@ pub fn dlq_store(cfg: &Config) -> anyhow::Result<hookgate_sinks::feed::DlqStore>
 /// The dispatcher for the config's sinks and routes.
 pub fn build_dispatcher(
     cfg: &Config,
-    store: Arc<hookgate_sinks::feed::DlqStore>,
-) -> anyhow::Result<hookgate_sinks::chat::Dispatcher> {
-    hookgate_sinks::chat::Dispatcher::new(cfg.sinks.clone(), cfg.routes.clone(), store)
+    store: Arc<hookgate_sinks::dispatch::DlqStore>,
+) -> anyhow::Result<hookgate_sinks::dispatch::Dispatcher> {
+    hookgate_sinks::dispatch::Dispatcher::new(cfg.sinks.clone(), cfg.routes.clone(), store)
         .map_err(|e| anyhow::anyhow!("sinks/routes: {e}"))
 }
 
@@ -243,13 +243,14 @@ pub fn spawn_dispatch(
             let topics = routed_topics(cfg);
             tokio::spawn(async move {
                 if let Err(e) =
-                    hookgate_sinks::feed::run_kafka_feed(&k, &group, topics, dispatcher, stop).await
+                    hookgate_sinks::dispatch::run_kafka_feed(&k, &group, topics, dispatcher, stop)
+                        .await
                 {
                     tracing::error!(error = %e, "dispatcher stopped");
                 }
             })
         }
-        Log::Spool(s) => tokio::spawn(hookgate_sinks::feed::run_spool_feed(
+        Log::Spool(s) => tokio::spawn(hookgate_sinks::dispatch::run_spool_feed(
             s.clone(),
             dispatcher,
             consumers,

@@ -4,14 +4,18 @@
 //! - [`log`]: the durable log the ingest path appends to before answering 2xx: the Kafka
 //!   producer, the local spool (the embedded default when no Kafka is configured), the
 //!   forwarder from one to the other, and the quarantine of records Kafka refuses for good.
-//! - [`chat`]: the dispatcher and chatbot / HTTP sinks (Telegram, Discord, Slack, HTTP
-//!   forward, LLM assistant) with retries, rate limits and dead-lettering.
-//! - [`feed`]: what feeds the dispatcher from the log (Kafka consumer group or spool
-//!   cursor), committing only after delivery, and the dead-letter stores with list/replay.
+//! - [`dispatch`]: the dispatcher (routes, retries, dead-lettering), the feeds that hand it
+//!   events from the log (Kafka consumer group or spool cursor), committing only after
+//!   delivery, and the dead-letter stores with list/replay.
+//! - [`chat`]: talking to chat APIs: the sinks (Telegram, Discord, Slack, HTTP forward,
+//!   LLM assistant), their config, markup, templates, rate limits and networking.
 //! - [`units`]: config value types shared with the ingest crate (byte sizes).
+//!
+//! Dependencies run one way: `dispatch` uses `chat` and `log`; `chat` and `log` use
+//! neither.
 
 pub mod chat;
-pub mod feed;
+pub mod dispatch;
 pub mod log;
 pub mod units;
 

@@ -7,8 +7,9 @@ use crate::fakes::{FakeDiscord, FakeHttp, FakeOpenAi, FakeSlack, FakeTelegram, R
 use base64::Engine as _;
 use bytes::Bytes;
 use hookgate_proto::{Event, Ulid};
-use hookgate_sinks::chat::{
-    check, ChatConfig, ConfigError, DeliveryOutcome, DispatchReport, Dispatcher, MemoryDeadLetter,
+use hookgate_sinks::chat::{ChatConfig, ConfigError};
+use hookgate_sinks::dispatch::{
+    check, DeliveryOutcome, DispatchReport, Dispatcher, MemoryDeadLetter,
 };
 use serde_json::{json, Value};
 

@@ -9,12 +9,10 @@ use std::time::Duration;
 use crate::fakes::{FakeTelegram, Reply};
 use bytes::Bytes;
 use hookgate_proto::{Event, Ulid};
-use hookgate_sinks::chat::{
-    DeadLetter, DeliveryOutcome, Dispatcher, MemoryDeadLetter, RouteConfig, SinkConfig,
-};
-use hookgate_sinks::feed::{
-    dlq_list, dlq_replay, run_kafka_feed, run_spool_feed, DlqStore, KafkaDeadLetter,
-    SpoolDeadLetter,
+use hookgate_sinks::chat::{RouteConfig, SinkConfig};
+use hookgate_sinks::dispatch::{
+    dlq_list, dlq_replay, run_kafka_feed, run_spool_feed, DeadLetter, DeliveryOutcome, Dispatcher,
+    DlqStore, KafkaDeadLetter, MemoryDeadLetter, SpoolDeadLetter,
 };
 use hookgate_sinks::log::kafka::{KafkaConfig, KafkaLog};
 use hookgate_sinks::log::spool::{Spool, SpoolConfig};

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::chat::retry::RetryPolicy;
-use crate::chat::Secret;
+use crate::chat::secret::Secret;
 
 /// The chat part of the config file: sinks and the routes that feed them.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -123,6 +122,34 @@ macro_rules! sink_config {
             }
         }
     };
+}
+
+/// How one sink retries: the flat retry fields of its config. The backoff and the retry
+/// loop that use it are the dispatcher's (`dispatch::retry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per message, at least 1.
+    pub max_attempts: u32,
+    /// No retry is scheduled past this age of the event (from its receipt).
+    pub max_age: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Delay ceiling for the first retry.
+    pub backoff_base: Duration,
+    /// Largest delay ceiling.
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            max_age: Duration::from_secs(3600),
+            timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Telegram's message formatting modes.

@@ -5,11 +5,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
+use crate::chat::chat_in::Platform;
+use crate::chat::config::{DiscordConfig, RetryPolicy};
+use crate::chat::error::{ConfigError, SinkError};
+use crate::chat::markup::Markup;
+use crate::chat::net;
 use crate::chat::ratelimit::{Limiter, TokenBucket};
-use crate::chat::{
-    net, ConfigError, DiscordConfig, Markup, Message, Platform, RetryPolicy, Secret, Sink,
-    SinkError,
-};
+use crate::chat::secret::Secret;
+use crate::chat::sink::{Message, Sink};
 
 /// Discord's `content` limit (characters; counting UTF-16 units is never more lenient).
 const MAX_CONTENT: usize = 2000;

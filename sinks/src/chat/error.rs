@@ -1,4 +1,4 @@
-//! Error types: per-attempt sink errors, config errors, dead-letter errors.
+//! Error types: per-attempt sink errors and config errors.
 
 use std::time::Duration;
 
@@ -101,7 +101,7 @@ impl SinkError {
     }
 
     /// The same error with every occurrence of `secret` replaced by `***`.
-    pub fn redacted(self, secret: &crate::chat::Secret) -> Self {
+    pub fn redacted(self, secret: &crate::chat::secret::Secret) -> Self {
         match self {
             SinkError::Retryable {
                 message,
@@ -153,8 +153,3 @@ pub enum ConfigError {
         message: String,
     },
 }
-
-/// Writing to the dead-letter store failed; the event must not be committed.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("dead-letter write failed: {0}")]
-pub struct DlqError(pub String);

@@ -7,8 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 
+use crate::chat::config::{HttpConfig, RetryPolicy};
+use crate::chat::error::{ConfigError, SinkError};
+use crate::chat::markup::Markup;
 use crate::chat::net::{self, PublicOnlyResolver, RefusedDestination};
-use crate::chat::{ConfigError, HttpConfig, Markup, Message, RetryPolicy, Sink, SinkError};
+use crate::chat::sink::{Message, Sink};
 
 /// Forwards event bodies byte for byte to one URL.
 pub struct HttpSink {

@@ -1,16 +1,20 @@
-//! `llm` sink: answers chat messages with an OpenAI-compatible chat completion and replies
-//! through a chat sink into the same chat.
+//! `llm` sink: answers chat messages with an OpenAI-compatible chat completion. It returns
+//! the answer; the dispatcher retries the completion and sends the answer through the
+//! `reply_via` chat sink into the same chat.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use hookgate_proto::Event;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::chat::chat_in::{chat_message, ChatMessage};
-use crate::chat::{net, retry, ConfigError, LlmConfig, RetryPolicy, Secret, Sink, SinkError};
+use crate::chat::chat_in::{chat_message, ChatMessage, Platform};
+use crate::chat::config::{LlmConfig, RetryPolicy};
+use crate::chat::error::{ConfigError, SinkError};
+use crate::chat::net;
+use crate::chat::secret::Secret;
 
 /// Event ids remembered as answered, so a redelivered update gets one reply.
 const ANSWERED_CAP: usize = 10_000;
@@ -24,13 +28,27 @@ pub struct Turn {
     pub content: String,
 }
 
-/// What handling one event did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Handled {
-    /// An answer was sent.
-    Answered,
-    /// Nothing to do, with why.
+/// What the llm sink makes of one event.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A chat message to answer.
+    Question(Question),
+    /// Nothing to answer, with why.
     Skipped(String),
+}
+
+/// A chat message to answer, claimed: until [`LlmSink::answered`] or [`LlmSink::release`],
+/// a redelivery of the same event is skipped as already answered.
+#[derive(Debug)]
+pub struct Question {
+    /// The chat the answer goes to.
+    pub chat: String,
+    /// The conversation to complete: system prompt, remembered turns, the new message.
+    pub turns: Vec<Turn>,
+    /// The chat's history key.
+    key: String,
+    /// The new message's text, remembered with the answer.
+    text: String,
 }
 
 /// The llm responder. Keeps bounded per-chat history (LRU over chats) and a bounded set
@@ -131,7 +149,7 @@ impl LlmSink {
     }
 
     /// Forgets a claim after a failure so a replay can answer.
-    fn release(&self, ev: &Event) {
+    pub fn release(&self, ev: &Event) {
         let mut st = self.state();
         for k in Self::dedupe_keys(ev) {
             st.answered.remove(&k);
@@ -225,69 +243,50 @@ impl LlmSink {
         }
     }
 
-    /// Answers the chat message in `body` (if any) and replies through `reply`.
-    pub(crate) async fn handle(
+    /// The chat message in `body` as a claimed [`Question`], or why there is nothing to
+    /// answer: not a chat message, not from the `reply_via` sink's platform
+    /// (`reply_platform`), or already answered.
+    pub fn question(
         &self,
         ev: &Event,
         body: Option<&serde_json::Value>,
-        reply: &Arc<dyn Sink>,
-        received_at_ms: i64,
-    ) -> Result<Handled, SinkError> {
+        reply_platform: Option<Platform>,
+    ) -> Incoming {
         let Some(msg) = body.and_then(chat_message) else {
-            return Ok(Handled::Skipped("not a chat message".into()));
+            return Incoming::Skipped("not a chat message".into());
         };
-        if reply.platform() != Some(msg.platform) {
-            return Ok(Handled::Skipped(format!(
+        if reply_platform != Some(msg.platform) {
+            return Incoming::Skipped(format!(
                 "message from {:?} but reply_via sink is not {:?}",
                 msg.platform, msg.platform
-            )));
+            ));
         }
         if !self.claim(ev) {
-            return Ok(Handled::Skipped("already answered".into()));
+            return Incoming::Skipped("already answered".into());
         }
-        let result = self.answer(ev, &msg, reply, received_at_ms).await;
-        if result.is_err() {
-            self.release(ev);
-        }
-        result.map(|()| Handled::Answered)
-    }
-
-    async fn answer(
-        &self,
-        ev: &Event,
-        msg: &ChatMessage,
-        reply: &Arc<dyn Sink>,
-        received_at_ms: i64,
-    ) -> Result<(), SinkError> {
-        let key = Self::chat_key(msg);
-        let mut messages = Vec::new();
+        let key = Self::chat_key(&msg);
+        let mut turns = Vec::new();
         if let Some(sp) = &self.system_prompt {
-            messages.push(Turn {
+            turns.push(Turn {
                 role: "system",
                 content: sp.clone(),
             });
         }
-        messages.extend(self.history_of(&key));
-        messages.push(Turn {
+        turns.extend(self.history_of(&key));
+        turns.push(Turn {
             role: "user",
             content: msg.text.clone(),
         });
-        let (answer, _) = retry::run(&self.name, &self.retry, received_at_ms, || {
-            self.complete(&messages)
+        Incoming::Question(Question {
+            chat: msg.chat,
+            turns,
+            key,
+            text: msg.text,
         })
-        .await?;
-        let markup = reply.markup().unwrap_or(crate::chat::Markup::Plain);
-        let text = markup.escape(&answer);
-        crate::chat::dispatcher::deliver_text(
-            reply.as_ref(),
-            ev,
-            &text,
-            Some(&msg.chat),
-            received_at_ms,
-        )
-        .await
-        .map_err(|e| SinkError::Permanent(format!("reply via '{}': {e}", reply.name())))?;
-        self.remember(&key, msg.text.clone(), answer);
-        Ok(())
+    }
+
+    /// Records that `answer` to `question` reached the chat: it joins the chat's history.
+    pub fn answered(&self, question: Question, answer: String) {
+        self.remember(&question.key, question.text, answer);
     }
 }

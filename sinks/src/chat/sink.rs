@@ -1,14 +1,12 @@
-//! The [`Sink`] trait every delivery target implements, and building sinks from config.
-
-use std::sync::Arc;
+//! The [`Sink`] trait every delivery target implements.
 
 use async_trait::async_trait;
 use hookgate_proto::Event;
 
-use crate::chat::{
-    ConfigError, DiscordSink, HttpSink, LlmSink, Markup, Platform, RetryPolicy, SinkConfig,
-    SinkError, SlackSink, TelegramSink,
-};
+use crate::chat::chat_in::Platform;
+use crate::chat::config::RetryPolicy;
+use crate::chat::error::SinkError;
+use crate::chat::markup::Markup;
 
 /// One message for one delivery attempt.
 #[derive(Debug, Clone, Copy)]
@@ -39,25 +37,4 @@ pub trait Sink: Send + Sync {
     fn retry(&self) -> &RetryPolicy;
     /// One delivery attempt.
     async fn send(&self, msg: &Message<'_>) -> Result<(), SinkError>;
-}
-
-/// A built sink: a plain delivery target or an llm responder.
-#[derive(Clone)]
-pub enum Target {
-    /// Delivers rendered messages.
-    Deliver(Arc<dyn Sink>),
-    /// Answers chat messages and replies through another sink.
-    Llm(Arc<LlmSink>),
-}
-
-/// Builds the runtime sink for one config entry. Adding a sink type = a new file and
-/// one arm here.
-pub fn build(cfg: &SinkConfig) -> Result<Target, ConfigError> {
-    Ok(match cfg {
-        SinkConfig::Telegram(c) => Target::Deliver(Arc::new(TelegramSink::new(c)?)),
-        SinkConfig::Discord(c) => Target::Deliver(Arc::new(DiscordSink::new(c)?)),
-        SinkConfig::Slack(c) => Target::Deliver(Arc::new(SlackSink::new(c)?)),
-        SinkConfig::Http(c) => Target::Deliver(Arc::new(HttpSink::new(c)?)),
-        SinkConfig::Llm(c) => Target::Llm(Arc::new(LlmSink::new(c)?)),
-    })
 }

@@ -5,10 +5,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
+use crate::chat::chat_in::Platform;
+use crate::chat::config::{RetryPolicy, SlackConfig};
+use crate::chat::error::{ConfigError, SinkError};
+use crate::chat::markup::Markup;
+use crate::chat::net;
 use crate::chat::ratelimit::{KeyedSpacing, Limiter};
-use crate::chat::{
-    net, ConfigError, Markup, Message, Platform, RetryPolicy, Secret, Sink, SinkError, SlackConfig,
-};
+use crate::chat::secret::Secret;
+use crate::chat::sink::{Message, Sink};
 
 /// Slack truncates messages past 40,000 characters; split before that.
 const MAX_TEXT: usize = 39_000;

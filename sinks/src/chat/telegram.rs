@@ -5,11 +5,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
+use crate::chat::chat_in::Platform;
+use crate::chat::config::{ParseMode, RetryPolicy, TelegramConfig};
+use crate::chat::error::{ConfigError, SinkError};
+use crate::chat::markup::Markup;
+use crate::chat::net;
 use crate::chat::ratelimit::{KeyedSpacing, Limiter, TokenBucket};
-use crate::chat::{
-    net, ConfigError, Markup, Message, ParseMode, Platform, RetryPolicy, Secret, Sink, SinkError,
-    TelegramConfig,
-};
+use crate::chat::secret::Secret;
+use crate::chat::sink::{Message, Sink};
 
 /// Telegram's `sendMessage` text limit in UTF-16 code units.
 const MAX_TEXT: usize = 4096;

@@ -7,7 +7,8 @@ use hookgate_proto::Event;
 use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
-use crate::chat::{ConfigError, Markup, SinkError};
+use crate::chat::error::{ConfigError, SinkError};
+use crate::chat::markup::Markup;
 
 /// The built-in summary for routes without a template. Its literal text avoids every
 /// MarkdownV2 special character so it is valid in all markups.

@@ -1,19 +1,24 @@
 //! The dispatcher: matches an event against the routes, renders, delivers to every
-//! matching sink concurrently with retries, and dead-letters what fails for good.
+//! matching sink concurrently with retries, and dead-letters what fails for good. An llm
+//! sink only answers; the dispatcher runs its completion with retries and sends the answer
+//! through its `reply_via` sink.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hookgate_proto::{Event, Ulid};
 
-use crate::chat::llm::Handled;
+use crate::chat::config::{RouteConfig, SinkConfig};
+use crate::chat::error::{ConfigError, SinkError};
+use crate::chat::llm::{Incoming, LlmSink};
+use crate::chat::markup::{self, Markup};
 use crate::chat::metrics::{self, Outcome};
-use crate::chat::sink::{build, Target};
+use crate::chat::sink::{Message, Sink};
+use crate::chat::target::Target;
 use crate::chat::template::{context, Templates};
-use crate::chat::{
-    markup, retry, ChatConfig, ConfigError, DeadLetter, Markup, Message, RouteConfig, Sink,
-    SinkConfig, SinkError,
-};
+use crate::dispatch::dead_letter::DeadLetter;
+use crate::dispatch::retry;
+use crate::dispatch::routes::{build_table, Route, RoutingTable};
 
 /// What happened to one (route, sink) delivery of an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,29 +76,6 @@ impl DispatchReport {
     }
 }
 
-struct Route {
-    source: String,
-    events: Option<Vec<String>>,
-    when: Vec<(String, serde_json::Value)>,
-    sinks: Vec<String>,
-}
-
-impl Route {
-    fn matches(&self, ev: &Event, body: Option<&serde_json::Value>) -> bool {
-        if *ev.source != *self.source {
-            return false;
-        }
-        if let Some(events) = &self.events {
-            if !events.contains(&ev.event_type) {
-                return false;
-            }
-        }
-        self.when
-            .iter()
-            .all(|(ptr, want)| body.and_then(|b| b.pointer(ptr)) == Some(want))
-    }
-}
-
 struct Inner {
     targets: HashMap<String, Target>,
     replies: HashMap<String, Arc<dyn Sink>>,
@@ -119,118 +101,9 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
-/// Validates a config the way [`Dispatcher::new`] does, returning every problem found
-/// (sink settings, unknown sinks in routes, `reply_via` targets, template syntax).
-pub fn check(cfg: &ChatConfig) -> Vec<ConfigError> {
-    match build_inner(&cfg.sinks, &cfg.routes) {
-        Ok(_) => Vec::new(),
-        Err(errs) => errs,
-    }
-}
-
-type Built = (
-    HashMap<String, Target>,
-    HashMap<String, Arc<dyn Sink>>,
-    Vec<Route>,
-    Templates,
-);
-
-fn build_inner(sinks: &[SinkConfig], routes: &[RouteConfig]) -> Result<Built, Vec<ConfigError>> {
-    let mut errs = Vec::new();
-    let mut targets = HashMap::new();
-    for cfg in sinks {
-        if targets.contains_key(cfg.name()) {
-            errs.push(ConfigError::DuplicateSink(cfg.name().to_owned()));
-            continue;
-        }
-        match build(cfg) {
-            Ok(t) => {
-                targets.insert(cfg.name().to_owned(), t);
-            }
-            Err(e) => errs.push(e),
-        }
-    }
-    let declared: HashSet<&str> = sinks.iter().map(SinkConfig::name).collect();
-    let mut replies: HashMap<String, Arc<dyn Sink>> = HashMap::new();
-    for t in targets.values() {
-        let Target::Llm(l) = t else { continue };
-        match targets.get(l.reply_via()) {
-            Some(Target::Deliver(s)) if s.platform().is_some() => {
-                replies.insert(l.name().to_owned(), s.clone());
-            }
-            Some(_) => errs.push(ConfigError::Sink {
-                sink: l.name().to_owned(),
-                message: format!("reply_via '{}' is not a chat sink", l.reply_via()),
-            }),
-            // A sink that failed to build already has its own error.
-            None if declared.contains(l.reply_via()) => {}
-            None => errs.push(ConfigError::Sink {
-                sink: l.name().to_owned(),
-                message: format!("reply_via '{}' is not a configured sink", l.reply_via()),
-            }),
-        }
-    }
-    let mut templates = Templates::new();
-    let mut out_routes = Vec::new();
-    for (i, r) in routes.iter().enumerate() {
-        let route_err = |message: String| ConfigError::Route { route: i, message };
-        let names = r.sink_names();
-        if names.is_empty() {
-            errs.push(route_err("needs `sink` or `sinks`".into()));
-        }
-        let mut markups: HashSet<Markup> = HashSet::new();
-        for n in &names {
-            match targets.get(*n) {
-                Some(Target::Deliver(s)) => {
-                    if let Some(m) = s.markup() {
-                        markups.insert(m);
-                    }
-                }
-                Some(Target::Llm(_)) => {}
-                None if declared.contains(n) => {}
-                None => errs.push(route_err(format!("unknown sink '{n}'"))),
-            }
-        }
-        for ptr in r.when.keys() {
-            if !ptr.is_empty() && !ptr.starts_with('/') {
-                errs.push(route_err(format!(
-                    "when key '{ptr}' is not a JSON pointer (must start with '/')"
-                )));
-            }
-        }
-        // Compile even when no sink renders text, so `check` still catches syntax errors.
-        if markups.is_empty() && r.template.is_some() {
-            markups.insert(Markup::Plain);
-        }
-        for m in markups {
-            if let Err(e) = templates.add(i, r.template.as_deref(), m) {
-                errs.push(e);
-                break;
-            }
-        }
-        out_routes.push(Route {
-            source: r.source.clone(),
-            events: r.events.clone(),
-            when: r.when.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            sinks: names.iter().map(|s| (*s).to_owned()).collect(),
-        });
-    }
-    // The built-in summary, for replays of events no route renders for that sink.
-    for m in Markup::ALL {
-        if let Err(e) = templates.add(routes.len(), None, m) {
-            errs.push(e);
-        }
-    }
-    if errs.is_empty() {
-        Ok((targets, replies, out_routes, templates))
-    } else {
-        Err(errs)
-    }
-}
-
 /// Delivers `text` through `sink`: split to the sink's length limit, each part retried
 /// per the sink's policy. Returns the total attempts.
-pub(crate) async fn deliver_text(
+async fn deliver_text(
     sink: &dyn Sink,
     ev: &Event,
     text: &str,
@@ -257,16 +130,66 @@ pub(crate) async fn deliver_text(
     Ok(attempts)
 }
 
+/// What an llm sink's turn at one event did.
+enum Answered {
+    /// The answer reached the chat.
+    Sent,
+    /// Nothing to answer, with why.
+    Skipped(String),
+}
+
+/// Lets `llm` answer the chat message in `ev` (completion retried per the llm sink's
+/// policy) and sends the answer through `reply`. On failure the llm sink forgets the
+/// event, so a replay can answer it.
+async fn answer(
+    llm: &LlmSink,
+    reply: &dyn Sink,
+    ev: &Event,
+    body: Option<&serde_json::Value>,
+    received_at_ms: i64,
+) -> Result<Answered, SinkError> {
+    let question = match llm.question(ev, body, reply.platform()) {
+        Incoming::Question(q) => q,
+        Incoming::Skipped(why) => return Ok(Answered::Skipped(why)),
+    };
+    let sent = async {
+        let (answer, _) = retry::run(llm.name(), llm.retry(), received_at_ms, || {
+            llm.complete(&question.turns)
+        })
+        .await?;
+        let text = reply.markup().unwrap_or(Markup::Plain).escape(&answer);
+        deliver_text(reply, ev, &text, Some(&question.chat), received_at_ms)
+            .await
+            .map_err(|e| SinkError::Permanent(format!("reply via '{}': {e}", reply.name())))?;
+        Ok(answer)
+    }
+    .await;
+    match sent {
+        Ok(answer) => {
+            llm.answered(question, answer);
+            Ok(Answered::Sent)
+        }
+        Err(e) => {
+            llm.release(ev);
+            Err(e)
+        }
+    }
+}
+
 impl Dispatcher {
     /// Builds every sink and compiles every route template. The error names the sink or
-    /// route (by index); [`check`] lists all errors instead of the first.
+    /// route (by index); [`check`](crate::dispatch::check) lists all errors instead of the first.
     pub fn new(
         sinks: Vec<SinkConfig>,
         routes: Vec<RouteConfig>,
         dead_letter: Arc<dyn DeadLetter>,
     ) -> Result<Dispatcher, ConfigError> {
-        let (targets, replies, routes, templates) =
-            build_inner(&sinks, &routes).map_err(|mut errs| errs.swap_remove(0))?;
+        let RoutingTable {
+            targets,
+            replies,
+            routes,
+            templates,
+        } = build_table(&sinks, &routes).map_err(|mut errs| errs.swap_remove(0))?;
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 targets,
@@ -359,7 +282,7 @@ impl Dispatcher {
             }
             Target::Llm(l) => {
                 let reply = inner.reply_for(l.name())?;
-                l.handle(ev, body.as_ref(), &reply, now).await?;
+                answer(l, reply.as_ref(), ev, body.as_ref(), now).await?;
             }
         }
         metrics::delivery(sink, Outcome::Ok);
@@ -401,9 +324,9 @@ impl Inner {
             }
             Some(Target::Llm(l)) => {
                 let reply = self.reply_for(l.name())?;
-                match l.handle(ev, body, &reply, ev.received_at_ms).await? {
-                    Handled::Answered => Ok(Ok(1)),
-                    Handled::Skipped(why) => Ok(Err(why)),
+                match answer(l, reply.as_ref(), ev, body, ev.received_at_ms).await? {
+                    Answered::Sent => Ok(Ok(1)),
+                    Answered::Skipped(why) => Ok(Err(why)),
                 }
             }
         }

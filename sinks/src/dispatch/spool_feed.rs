@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::{chat::Dispatcher, log::spool::Spool};
-
-use super::{dispatch_until_done, stopped};
+use crate::dispatch::dispatcher::Dispatcher;
+use crate::dispatch::feed::{dispatch_until_done, stopped};
+use crate::log::spool::Spool;
 
 /// Name of the spool cursor of the dispatcher feed.
 pub const DISPATCH_CURSOR: &str = "dispatcher";

@@ -12,15 +12,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use hookgate_proto::{Event, Ulid};
 
-use crate::{
-    chat::{DeadLetter, Dispatcher, DlqError},
-    log::spool::{Spool, SpoolConfig},
-};
-
-use super::{
+use crate::dispatch::dead_letter::{DeadLetter, DlqError};
+use crate::dispatch::dispatcher::Dispatcher;
+use crate::dispatch::dlq::{
     classify, count_dlq_error, count_dlq_write, dlq_header, now_rfc3339, pending, replay_records,
-    DlqEntry, DlqRecord, FeedError, Progress, ReplayReport, REPLAY_CURSOR,
+    DlqEntry, DlqRecord, Progress, ReplayReport, REPLAY_CURSOR,
 };
+use crate::dispatch::feed::FeedError;
+use crate::log::spool::{Spool, SpoolConfig};
 
 /// Records read per spool read while scanning the DLQ.
 const SCAN_BATCH: usize = 1024;
@@ -57,7 +56,7 @@ impl SpoolDeadLetter {
         Ok(pending(&self.scan()?, sink_filter))
     }
 
-    /// Replays pending entries (see [`super::dlq_replay`]).
+    /// Replays pending entries (see [`dlq_replay`](crate::dispatch::dlq_replay)).
     pub async fn replay(
         &self,
         dispatcher: &Dispatcher,

@@ -31,9 +31,11 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
-use crate::{chat::Dispatcher, log::kafka::KafkaConfig};
-
-use super::{count_invalid, dispatch_until_done, stopped, FeedError};
+use crate::dispatch::dispatcher::Dispatcher;
+use crate::dispatch::feed::{
+    count_invalid, dispatch_until_done, message_headers, stopped, FeedError,
+};
+use crate::log::kafka::KafkaConfig;
 
 /// Queued messages of one partition at which its fetching is paused.
 pub const PAUSE_AT: usize = 64;
@@ -123,8 +125,8 @@ struct Worker {
 }
 
 /// Consumes `topics` in consumer group `group_id` (the CLI's default is
-/// [`super::DISPATCH_GROUP`]) and dispatches every hookgate record, storing its offset only
-/// once the dispatch is done. Records without a valid `hookgate-id` are skipped with a
+/// [`DISPATCH_GROUP`](crate::dispatch::feed::DISPATCH_GROUP)) and dispatches every hookgate
+/// record, storing its offset only once the dispatch is done. Records without a valid `hookgate-id` are skipped with a
 /// warning. On `stop`: each partition finishes its current message, stored offsets are
 /// committed synchronously, and the function returns. Errors only when the consumer
 /// cannot be built or subscribed.
@@ -289,7 +291,7 @@ async fn process(
     stop: &mut watch::Receiver<bool>,
     current: &(dyn Fn() -> bool + Send + Sync),
 ) -> Processed {
-    let headers = super::message_headers(msg);
+    let headers = message_headers(msg);
     let body = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
     let ev = match Event::from_record(msg.topic(), msg.key(), body, headers) {
         Ok(ev) => ev,

@@ -6,7 +6,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use hookgate_proto::Event;
 
-use crate::chat::DlqError;
+/// Writing to the dead-letter store failed; the event must not be committed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("dead-letter write failed: {0}")]
+pub struct DlqError(pub String);
 
 /// Where deliveries that failed for good are kept for inspection and replay.
 #[async_trait]

@@ -1,45 +1,14 @@
-//! The dispatcher's feed: reads accepted events from the durable log, hands each to the
-//! [`Dispatcher`], and moves the log position only once the dispatcher reports the event
-//! done (delivered, skipped or dead-lettered). Plus the dead-letter stores the dispatcher
-//! writes to and the operator's `dlq list` / `dlq replay`.
-//!
-//! Delivery guarantee: at-least-once. A crash, a rebalance or a not-done dispatch means
-//! the event is dispatched again, to every matching sink (chat messages may repeat; the
-//! http sink's receivers dedupe by `webhook-id`). Nothing is committed before it is done.
-//!
-//! Layout:
-//! - [`kafka_feed`]: [`run_kafka_feed`], a consumer group with one ordered worker per
-//!   assigned partition; offsets are stored after the dispatch is done, auto-committed.
-//! - [`spool_feed`]: [`run_spool_feed`], the same over the local spool with the
-//!   `dispatcher` cursor.
-//! - [`kafka_dlq`]: [`KafkaDeadLetter`], dead letters as records on a DLQ topic; replay
-//!   progress is the `hookgate-dlq-replay` group's committed offsets.
-//! - [`spool_dlq`]: [`SpoolDeadLetter`], dead letters in a separate spool; replay progress
-//!   is its `replay` cursor.
-//! - here: [`DlqEntry`], [`ReplayReport`], [`DlqStore`] with [`dlq_list`] / [`dlq_replay`],
-//!   [`FeedError`], the DLQ header names, and the replay walk both stores share.
-
-pub mod kafka_dlq;
-pub mod kafka_feed;
-pub mod spool_dlq;
-pub mod spool_feed;
+//! What both dead-letter stores share: [`DlqEntry`], [`ReplayReport`], the DLQ header
+//! names, reading a DLQ record back into an entry or a marker, and the replay walk that
+//! moves the replay position only over done records.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use hookgate_proto::Event;
-use tokio::sync::watch;
 
-use crate::{
-    chat::{DeadLetter, DeliveryOutcome, DispatchReport, Dispatcher, DlqError},
-    log::spool::SpoolError,
-};
-
-pub use kafka_dlq::KafkaDeadLetter;
-pub use kafka_feed::run_kafka_feed;
-pub use spool_dlq::SpoolDeadLetter;
-pub use spool_feed::run_spool_feed;
+use crate::dispatch::dispatcher::Dispatcher;
+use crate::dispatch::feed::FeedError;
 
 /// Names of the headers a dead-lettered record carries on top of the event's own.
 pub mod dlq_header {
@@ -61,36 +30,6 @@ pub mod dlq_header {
 pub const REPLAY_GROUP: &str = "hookgate-dlq-replay";
 /// Spool cursor name of the DLQ replay position.
 pub const REPLAY_CURSOR: &str = "replay";
-/// Default Kafka consumer group of the dispatcher feed.
-pub const DISPATCH_GROUP: &str = "hookgate-dispatch";
-
-/// Why the feed or a DLQ operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FeedError {
-    /// A Kafka client error (config, broker, commit).
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    /// A spool error.
-    #[error("{0}")]
-    Spool(#[from] SpoolError),
-    /// The DLQ topic does not exist (create it, or set kafka.create_topics = true).
-    #[error("kafka topic '{0}' does not exist")]
-    MissingTopic(String),
-    /// A partition did not deliver records up to the high watermark in time.
-    #[error(
-        "timed out reading '{topic}' partition {partition} (at offset {at}, high watermark {high})"
-    )]
-    Timeout {
-        /// The topic.
-        topic: String,
-        /// The partition.
-        partition: i32,
-        /// The next offset that was expected.
-        at: i64,
-        /// The high watermark read before.
-        high: i64,
-    },
-}
 
 /// One pending dead-lettered delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,62 +75,6 @@ pub struct ReplayReport {
     pub remaining: usize,
     /// The failed entry and its (redacted) error.
     pub failure: Option<(DlqEntry, String)>,
-}
-
-/// The configured dead-letter store, for the dispatcher and the `dlq` commands.
-#[derive(Clone)]
-pub enum DlqStore {
-    /// Records on a Kafka topic.
-    Kafka(KafkaDeadLetter),
-    /// A local spool.
-    Spool(SpoolDeadLetter),
-}
-
-#[async_trait]
-impl DeadLetter for DlqStore {
-    async fn dead_letter(&self, ev: &Event, sink: &str, error: &str) -> Result<(), DlqError> {
-        match self {
-            DlqStore::Kafka(k) => k.dead_letter(ev, sink, error).await,
-            DlqStore::Spool(s) => s.dead_letter(ev, sink, error).await,
-        }
-    }
-}
-
-/// Pending entries of `store`, in log order, only those for `sink_filter` when given.
-pub async fn dlq_list(
-    store: &DlqStore,
-    sink_filter: Option<&str>,
-) -> Result<Vec<DlqEntry>, FeedError> {
-    match store {
-        DlqStore::Kafka(k) => k.list(sink_filter).await,
-        DlqStore::Spool(s) => s.list(sink_filter).await,
-    }
-}
-
-/// Delivers pending entries (for `sink_filter`, when given) through
-/// [`Dispatcher::replay`], in log order, recording progress durably; stops at the first
-/// failure and leaves that entry pending.
-pub async fn dlq_replay(
-    store: &DlqStore,
-    dispatcher: &Dispatcher,
-    sink_filter: Option<&str>,
-) -> Result<ReplayReport, FeedError> {
-    match store {
-        DlqStore::Kafka(k) => k.replay(dispatcher, sink_filter).await,
-        DlqStore::Spool(s) => s.replay(dispatcher, sink_filter).await,
-    }
-}
-
-/// A consumed record's headers as `(name, value)` pairs (absent values as empty).
-pub(crate) fn message_headers<M: rdkafka::message::Message>(msg: &M) -> Vec<(&str, &[u8])> {
-    use rdkafka::message::Headers as _;
-    msg.headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key, h.value.unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// What one DLQ log record is.
@@ -365,69 +248,4 @@ pub(crate) fn count_dlq_write(sink: &str) {
 /// Counts a failed DLQ write (the event stays un-committed and is retried).
 pub(crate) fn count_dlq_error(sink: &str) {
     metrics::counter!("hookgate_dlq_write_errors_total", "sink" => sink.to_owned()).increment(1);
-}
-
-/// How a dispatch attempt ended, as a metric label.
-fn outcome(report: &DispatchReport) -> &'static str {
-    if !report.is_done() {
-        "retried"
-    } else if report.deliveries.is_empty() {
-        "unrouted"
-    } else if report
-        .deliveries
-        .iter()
-        .any(|d| matches!(d.outcome, DeliveryOutcome::DeadLettered { .. }))
-    {
-        "dead_lettered"
-    } else {
-        "delivered"
-    }
-}
-
-/// Counts one event the feed passed over because it is not a hookgate record.
-pub(crate) fn count_invalid() {
-    metrics::counter!("hookgate_dispatch_events_total", "outcome" => "invalid").increment(1);
-}
-
-const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(60);
-
-/// Dispatches `ev` until the report is done. Returns the report, or `None` when `stop`
-/// fired or `keep_going` turned false between attempts (the event is then not done and
-/// must not be committed).
-pub(crate) async fn dispatch_until_done(
-    dispatcher: &Dispatcher,
-    ev: &Event,
-    stop: &mut watch::Receiver<bool>,
-    keep_going: &(dyn Fn() -> bool + Send + Sync),
-) -> Option<DispatchReport> {
-    let mut wait = RETRY_FIRST;
-    loop {
-        let report = dispatcher.dispatch(ev).await;
-        let label = outcome(&report);
-        metrics::counter!("hookgate_dispatch_events_total", "outcome" => label).increment(1);
-        if report.is_done() {
-            return Some(report);
-        }
-        // Moving on would lose the event for the failed sinks (their dead-letter write
-        // failed too), so the same event is tried again, as a whole.
-        tracing::warn!(event = %ev.id, retry_in = ?wait, "event not done (dead-letter write failed); retrying it");
-        if stopped(stop) || !keep_going() {
-            return None;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => {}
-        }
-        if stopped(stop) || !keep_going() {
-            return None;
-        }
-        wait = (wait * 2).min(RETRY_MAX);
-    }
-}
-
-/// Whether the feed should stop: `stop` is true, or its sender is gone (nobody could stop
-/// the feed any more, and a closed channel would make every wait return at once).
-pub(crate) fn stopped(stop: &watch::Receiver<bool>) -> bool {
-    *stop.borrow() || stop.has_changed().is_err()
 }

@@ -1,38 +1,15 @@
-//! Retry policy: exponential backoff with full jitter, bounded by attempts and event age.
+//! The retry loop every delivery attempt and llm completion runs in: exponential backoff
+//! with full jitter, bounded by attempts and event age. The policy itself is sink config
+//! ([`RetryPolicy`], in `chat::config`); how it backs off is here, with the loop.
 
 use std::future::Future;
 use std::time::Duration;
 
 use rand::Rng;
 
-use crate::chat::{metrics, SinkError};
-
-/// How one sink retries: the flat retry fields of its config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts per message, at least 1.
-    pub max_attempts: u32,
-    /// No retry is scheduled past this age of the event (from its receipt).
-    pub max_age: Duration,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Delay ceiling for the first retry.
-    pub backoff_base: Duration,
-    /// Largest delay ceiling.
-    pub backoff_max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 8,
-            max_age: Duration::from_secs(3600),
-            timeout: Duration::from_secs(10),
-            backoff_base: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(300),
-        }
-    }
-}
+use crate::chat::config::RetryPolicy;
+use crate::chat::error::SinkError;
+use crate::chat::metrics;
 
 impl RetryPolicy {
     /// The delay ceiling after failed attempt number `attempt` (1-based): base·2^(attempt-1), capped.

@@ -24,15 +24,14 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::{
-    chat::{DeadLetter, Dispatcher, DlqError},
-    log::kafka::KafkaConfig,
-};
-
-use super::{
+use crate::dispatch::dead_letter::{DeadLetter, DlqError};
+use crate::dispatch::dispatcher::Dispatcher;
+use crate::dispatch::dlq::{
     classify, count_dlq_error, count_dlq_write, dlq_header, now_rfc3339, pending, replay_records,
-    DlqEntry, DlqRecord, FeedError, Progress, RecordKind, ReplayReport, REPLAY_GROUP,
+    DlqEntry, DlqRecord, Progress, RecordKind, ReplayReport, REPLAY_GROUP,
 };
+use crate::dispatch::feed::{message_headers, FeedError};
+use crate::log::kafka::KafkaConfig;
 
 /// The DLQ topic when the config names none.
 pub const DEFAULT_DLQ_TOPIC: &str = "hookgate.dlq";
@@ -73,7 +72,7 @@ impl KafkaDeadLetter {
         Ok(pending(&records, sink_filter))
     }
 
-    /// Replays pending entries (see [`super::dlq_replay`]), committing the replay group's
+    /// Replays pending entries (see [`dlq_replay`](crate::dispatch::dlq_replay)), committing the replay group's
     /// offset after each one.
     pub async fn replay(
         &self,
@@ -188,7 +187,7 @@ fn scan_blocking(
 }
 
 fn record_kind(topic: &str, msg: &impl Message, partition: i32) -> RecordKind {
-    let headers = super::message_headers(msg);
+    let headers = message_headers(msg);
     let offset = msg.offset() as u64;
     if let Some((_, v)) = headers.iter().find(|(k, _)| *k == dlq_header::REPLAYED) {
         // A marker has no hookgate-id, so it is recognised before decoding.
