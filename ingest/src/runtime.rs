@@ -50,9 +50,10 @@ pub async fn build_log(cfg: &Config) -> anyhow::Result<Log> {
         return Ok(Log::Discard);
     }
     let spool = match spool_config(cfg) {
-        Some(sc) => {
-            Some(Spool::open(&sc).with_context(|| format!("open spool at {}", sc.path.display()))?)
-        }
+        Some(sc) => Some(
+            Spool::open_with_consumers(&sc, &spool_consumer_names(cfg))
+                .with_context(|| format!("open spool at {}", sc.path.display()))?,
+        ),
         None => None,
     };
     let Some(kc) = &cfg.kafka else {
@@ -77,17 +78,35 @@ pub async fn build_log(cfg: &Config) -> anyhow::Result<Log> {
     })
 }
 
-/// Names of the spool consumers whose cursors hold data back.
-pub fn spool_consumers(cfg: &Config, log: &Log) -> Vec<String> {
+/// The spool consumers the config registers, whose cursors hold data back from retention:
+/// the forwarder when Kafka has a spool, the dispatcher when the spool alone is the log and
+/// routes read it. None for the embedded default (no Kafka, no routes): there retention
+/// drops the oldest segments instead of refusing events.
+pub fn spool_consumer_names(cfg: &Config) -> Vec<String> {
     let mut v = Vec::new();
-    if matches!(log, Log::KafkaSpool(..)) {
-        v.push(hookgate_sinks::log::FORWARDER.to_owned());
+    if spool_config(cfg).is_none() || cfg.bench.discard {
+        return v;
     }
-    if matches!(log, Log::Spool(_)) && !cfg.routes.is_empty() {
+    if cfg.kafka.is_some() {
+        v.push(hookgate_sinks::log::FORWARDER.to_owned());
+    } else if !cfg.routes.is_empty() {
+        // The spool feed's cursor name (`feed::spool_feed::DISPATCH_CURSOR`).
         v.push("dispatcher".to_owned());
     }
     v
 }
+
+/// Names of the spool consumers whose cursors hold data back (those the spool was opened
+/// with; see [`spool_consumer_names`]).
+pub fn spool_consumers(_cfg: &Config, log: &Log) -> Vec<String> {
+    log.spool()
+        .and_then(|s| s.consumers())
+        .map(<[String]>::to_vec)
+        .unwrap_or_default()
+}
+
+/// How often segments past `[spool] retention` are looked for.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 /// Starts the background tasks the log needs: the spool forwarder, the Kafka readiness
 /// probe and the spool gauges.
@@ -120,22 +139,45 @@ pub fn spawn_log_tasks(
     }
     if let Some(s) = log.spool() {
         let s = s.clone();
-        let mut stop = stop;
+        let mut gauges_stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             loop {
+                let end = s.end_offset();
                 metrics::gauge!("hookgate_spool_bytes").set(s.used_bytes() as f64);
-                let backlog = s
-                    .end_offset()
-                    .saturating_sub(s.cursor_cached(hookgate_sinks::log::FORWARDER));
+                let backlog = end.saturating_sub(s.cursor_cached(hookgate_sinks::log::FORWARDER));
                 metrics::gauge!("hookgate_spool_backlog_bytes").set(backlog as f64);
+                for c in s.consumers().unwrap_or_default() {
+                    let lag = end.saturating_sub(s.cursor_cached(c));
+                    metrics::gauge!("hookgate_spool_consumer_lag_bytes", "consumer" => c.clone())
+                        .set(lag as f64);
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = stop.changed() => return,
+                    _ = gauges_stop.changed() => return,
                 }
             }
         }));
+        tasks.push(tokio::spawn(retention_task(log.clone(), stop)));
     }
     tasks
+}
+
+/// Deletes spool segments past `[spool] retention` (that every registered consumer is
+/// past), at start and then every [`RETENTION_EVERY`].
+async fn retention_task(log: Log, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Some(s) = log.spool().cloned() {
+            match tokio::task::spawn_blocking(move || s.enforce_retention()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "spool retention failed"),
+                Err(e) => tracing::error!(error = %e, "spool retention task failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
