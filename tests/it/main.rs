@@ -12,3 +12,4 @@ mod feed_lib;
 mod harness;
 mod ingest;
 mod spool;
+mod spool_faults;
