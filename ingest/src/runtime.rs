@@ -80,7 +80,7 @@ pub async fn build_log(cfg: &Config) -> anyhow::Result<Log> {
 
 /// The spool consumers the config registers, whose cursors hold data back from retention:
 /// the forwarder when Kafka has a spool, the dispatcher when the spool alone is the log and
-/// routes read it. None for the embedded default (no Kafka, no routes): there retention
+/// routes read it (`[dispatch] enabled`). None for the embedded default (no Kafka, no routes): there retention
 /// drops the oldest segments instead of refusing events.
 pub fn spool_consumer_names(cfg: &Config) -> Vec<String> {
     let mut v = Vec::new();
@@ -89,7 +89,7 @@ pub fn spool_consumer_names(cfg: &Config) -> Vec<String> {
     }
     if cfg.kafka.is_some() {
         v.push(hookgate_sinks::log::FORWARDER.to_owned());
-    } else if !cfg.routes.is_empty() {
+    } else if !cfg.routes.is_empty() && cfg.dispatch.enabled {
         // The spool feed's cursor name (`feed::spool_feed::DISPATCH_CURSOR`).
         v.push("dispatcher".to_owned());
     }
@@ -276,4 +276,32 @@ pub fn spawn_dispatch(
         }
     };
     Ok(Some(task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(extra: &str) -> Vec<String> {
+        let text = format!(
+            "{extra}\n[[sources]]\nname = \"github\"\nprovider = \"github\"\nsecrets = [\"s\"]\n"
+        );
+        let (cfg, _) = Config::parse(&text, "t.toml", &Default::default()).unwrap();
+        spool_consumer_names(&cfg)
+    }
+
+    #[test]
+    fn registered_spool_consumers_follow_the_config() {
+        let routes = "[[sinks]]\nname = \"chat\"\ntype = \"telegram\"\nbot_token = \"t\"\nchat_id = \"1\"\napi_url = \"http://127.0.0.1:9\"\n\n[[routes]]\nsource = \"github\"\nsink = \"chat\"\ntemplate = \"x\"\n";
+        let kafka = "[kafka]\nbrokers = \"127.0.0.1:9\"\n";
+        // The embedded default: nothing reads the spool, retention makes room.
+        assert!(names("").is_empty());
+        assert_eq!(
+            names(&format!("{kafka}[spool]\npath = \"s\"\n")),
+            ["forwarder"]
+        );
+        assert!(names(kafka).is_empty());
+        assert_eq!(names(routes), ["dispatcher"]);
+        assert!(names(&format!("[dispatch]\nenabled = false\n{routes}")).is_empty());
+    }
 }

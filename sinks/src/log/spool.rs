@@ -252,12 +252,15 @@ impl Shared {
         self.cursors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The position of `name`: from memory once known, else from its file.
+    /// The position of `name`: from memory once known, else from its file (a consumer
+    /// behind the oldest byte on disk starts there, as [`Spool::cursor_cached`] has it).
     fn position(&self, name: &str) -> Result<u64, SpoolError> {
         if let Some(v) = self.lock_cursors().get(name) {
             return Ok(*v);
         }
-        let v = self.cursor_on_disk(name)?;
+        let v = self
+            .cursor_on_disk(name)?
+            .max(self.start.load(Ordering::Acquire));
         self.lock_cursors().insert(name.to_owned(), v);
         Ok(v)
     }

@@ -121,6 +121,11 @@ impl Writer {
         let need: u64 = batch.iter().map(|a| a.frame.len() as u64).sum();
         if self.used() + need > max {
             self.make_room(self.used() + need - max);
+            // Rolling for room can fail on the directory fsync, which stops the writer.
+            if let Some(stop) = &self.stopped {
+                let op = stop.op;
+                return Writer::refuse(batch.drain(..), || SpoolError::Stopped { op });
+            }
         }
         // Admit what fits under max_bytes; the rest is refused as full.
         let mut used = self.used();
