@@ -1,6 +1,7 @@
 //! The spool under pressure, with the real binary: retention when nothing reads the spool,
 //! 503 `spool_full` when a registered consumer lags, a real full filesystem (a small tmpfs),
-//! and a body limit no spool record can hold. Each test reconciles what got a 2xx with what
+//! a body limit no spool record can hold, and recovery after `kill -9` from a corrupt
+//! record and a torn dedupe id line. Each test reconciles what got a 2xx with what
 //! `hookgate spool read` shows.
 
 use std::collections::HashMap;
@@ -292,4 +293,78 @@ fn check_refuses_a_body_limit_no_spool_record_can_hold() {
         text.contains("[server]") && text.contains("spool record holds at most"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_a_corrupt_record_and_a_torn_id_line_cost_only_themselves() {
+    let cfg =
+        format!("[server]\nlisten = \"{{listen}}\"\n\n[spool]\npath = \"{{dir}}/spool\"\n{SOURCE}");
+    let mut hg = Hookgate::start(&cfg);
+    let c = client();
+    let mut acked = HashMap::new();
+    for n in 0..10 {
+        let delivery = format!("crash-{n}");
+        let (s, v, _) = post_github(&c, &hg, &delivery, &body(n, 200)).await;
+        assert_eq!(s, 200, "{v}");
+        acked.insert(delivery, v["id"].as_str().unwrap_or_default().to_owned());
+    }
+    // Offsets of the records, from the CLI.
+    let offsets: Vec<(String, u64)> = spool_cli(&hg, "read")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["delivery_id"].as_str().unwrap().to_owned(),
+                v["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(offsets.len(), 10);
+    hg.kill();
+
+    // One bit flipped inside the fourth record's payload (a checksum mismatch), and a torn
+    // line at the end of the dedupe id file.
+    let spool = hg.dir.join("spool");
+    let seg = spool.join(format!("{:020}.seg", 0));
+    let mut data = std::fs::read(&seg).unwrap();
+    data[offsets[3].1 as usize + 8 + 30] ^= 0x10;
+    std::fs::write(&seg, &data).unwrap();
+    let ids_file = std::fs::read_dir(spool.join("dedupe"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "ids"))
+        .expect("dedupe id file");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&ids_file)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"[1764000000000,\"github\",\"torn-").unwrap();
+    drop(f);
+
+    hg.restart();
+    acked.remove(&offsets[3].0);
+    let left = spooled(&hg);
+    assert_eq!(left.len(), 9, "{left:?}");
+    assert!(left.iter().all(|(d, _)| d != &offsets[3].0));
+    assert_all_spooled(&hg, &acked);
+    let s = stats(&hg);
+    assert_eq!(s["corrupt_frames"], 1, "{s}");
+    assert_eq!(std::fs::read_dir(spool.join("corrupt")).unwrap().count(), 1);
+
+    // The first id accepted after the restart survives the next one.
+    let (s, v, _) = post_github(&c, &hg, "after-crash", &body(99, 200)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["duplicate"], false);
+    let id = v["id"].clone();
+    hg.restart();
+    let (s, v, _) = post_github(&c, &hg, "after-crash", &body(99, 200)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["duplicate"], true, "{v}");
+    assert_eq!(v["id"], id);
+    acked.insert(
+        "after-crash".into(),
+        id.as_str().unwrap_or_default().to_owned(),
+    );
+    assert_all_spooled(&hg, &acked);
 }
