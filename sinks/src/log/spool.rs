@@ -35,9 +35,9 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hookgate_proto::Event;
@@ -175,7 +175,7 @@ struct Faults {
     dir_fsync: std::sync::atomic::AtomicU32,
     /// Let a stopped writer try to reopen at once instead of after [`REOPEN_AFTER`].
     #[cfg(test)]
-    reopen_now: AtomicBool,
+    reopen_now: std::sync::atomic::AtomicBool,
 }
 
 impl Faults {
@@ -222,12 +222,26 @@ struct Shared {
     /// with [`Spool::open`]): segments go only once the consumers named to
     /// [`Spool::commit`] are past them, never for room or age.
     registered: Option<Vec<String>>,
-    /// Set while the writer is stopped after an fsync error.
-    stopped: AtomicBool,
+    /// Since when the writer is stopped after an fsync error (`None`: it is not), so
+    /// readiness can let an append in to try the reopen once it is due.
+    stopped: Mutex<Option<Instant>>,
     faults: Faults,
 }
 
 impl Shared {
+    fn stopped_since(&self) -> Option<Instant> {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_stopped(&self, since: Option<Instant>) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = since;
+        metrics::gauge!("hookgate_spool_writer_stopped").set(if since.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.faults.dir_fsync()?;
         File::open(dir)?.sync_all()
@@ -410,7 +424,7 @@ impl Spool {
             gc: Mutex::new(()),
             cursors: Mutex::new(HashMap::new()),
             registered,
-            stopped: AtomicBool::new(false),
+            stopped: Mutex::new(None),
             faults: Faults::default(),
         });
         let (file, base, len) = match segs.last() {
@@ -479,7 +493,7 @@ impl Spool {
                 gc: Mutex::new(()),
                 cursors: Mutex::new(HashMap::new()),
                 registered: None,
-                stopped: AtomicBool::new(false),
+                stopped: Mutex::new(None),
                 faults: Faults::default(),
             }),
             _lock: None,
@@ -537,14 +551,16 @@ impl Spool {
 
     /// Whether the writer is stopped after an fsync error.
     pub fn is_stopped(&self) -> bool {
-        self.shared.stopped.load(Ordering::Acquire)
+        self.shared.stopped_since().is_some()
     }
 
     /// Whether an append would be refused right now: the writer is stopped after an fsync
-    /// error, or the spool is at `max_bytes` and retention cannot make room.
+    /// error (until its next reopen attempt is due: the writer tries it on an append, so
+    /// readiness lets one in), or the spool is at `max_bytes` and retention cannot make
+    /// room.
     pub fn is_full(&self) -> bool {
-        if self.is_stopped() {
-            return true;
+        if let Some(since) = self.shared.stopped_since() {
+            return since.elapsed() < self.shared.faults.reopen_after();
         }
         if self.used_bytes() < self.shared.max_bytes {
             return false;

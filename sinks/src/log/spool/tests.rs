@@ -174,6 +174,20 @@ async fn with_no_registered_consumer_the_oldest_segments_make_room() {
 }
 
 #[tokio::test]
+async fn an_event_larger_than_max_bytes_is_refused_without_deleting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open_with_consumers(&small(dir.path()), &[]).unwrap();
+    for i in 0..30 {
+        spool.append(&ev(i)).await.unwrap();
+    }
+    let start = spool.start_offset();
+    let mut huge = ev(99);
+    huge.body = Bytes::from(vec![b'x'; 9000]);
+    assert!(matches!(spool.append(&huge).await, Err(SpoolError::Full)));
+    assert_eq!(spool.start_offset(), start);
+}
+
+#[tokio::test]
 async fn the_open_segment_is_rolled_when_it_holds_the_room() {
     let dir = tempfile::tempdir().unwrap();
     // One segment could hold more than max_bytes: only a roll lets old data go.
@@ -281,6 +295,8 @@ async fn an_fsync_error_stops_the_writer_until_it_reopens_in_a_new_segment() {
     assert!(spool.is_stopped() && spool.is_full());
     let before = spool.stats().unwrap().segments;
     spool.faults().reopen_now.store(true, Ordering::Release);
+    // Once a reopen is due, readiness lets an append in to try it.
+    assert!(spool.is_stopped() && !spool.is_full());
     spool.append(&ev(3)).await.unwrap();
     assert!(!spool.is_stopped());
     assert_eq!(spool.stats().unwrap().segments, before + 1);

@@ -58,12 +58,9 @@ impl Writer {
 
     fn stop(&mut self, op: &'static str, e: &io::Error) {
         tracing::error!(error = %e, op, "spool writer stopped: every append is refused until it reopens (or hookgate restarts)");
-        self.stopped = Some(Stop {
-            op,
-            since: Instant::now(),
-        });
-        self.shared.stopped.store(true, Ordering::Release);
-        metrics::gauge!("hookgate_spool_writer_stopped").set(1.0);
+        let since = Instant::now();
+        self.stopped = Some(Stop { op, since });
+        self.shared.set_stopped(Some(since));
     }
 
     /// After an fsync error: cuts the segment back to the last acknowledged byte through a
@@ -87,8 +84,7 @@ impl Writer {
         self.base = next;
         self.len = 0;
         self.stopped = None;
-        self.shared.stopped.store(false, Ordering::Release);
-        metrics::gauge!("hookgate_spool_writer_stopped").set(0.0);
+        self.shared.set_stopped(None);
         tracing::warn!(
             offset = next,
             "spool writer reopened after an fsync error; appends are taken again"
@@ -113,12 +109,18 @@ impl Writer {
                 tracing::error!(error = %e, "spool writer could not reopen; still refusing appends");
                 if let Some(s) = &mut self.stopped {
                     s.since = Instant::now();
+                    self.shared.set_stopped(Some(s.since));
                 }
                 return Writer::refuse(batch.drain(..), || SpoolError::Stopped { op });
             }
         }
         let max = self.shared.max_bytes;
-        let need: u64 = batch.iter().map(|a| a.frame.len() as u64).sum();
+        // A record larger than max_bytes never fits: no reason to delete anything for it.
+        let need: u64 = batch
+            .iter()
+            .map(|a| a.frame.len() as u64)
+            .filter(|n| *n <= max)
+            .sum();
         if self.used() + need > max {
             self.make_room(self.used() + need - max);
             // Rolling for room can fail on the directory fsync, which stops the writer.
