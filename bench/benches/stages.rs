@@ -446,6 +446,7 @@ impl Store {
                     path: dir.path().to_path_buf(),
                     max_bytes: ByteSize(u64::MAX / 2),
                     segment_bytes: ByteSize(64 << 20),
+                    ..SpoolConfig::default()
                 })
                 .expect("open spool"),
             ),

@@ -17,9 +17,9 @@ use serde::Deserialize;
 use crate::extract::FieldSpec;
 use crate::verify::{GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding, Verifier};
 
-/// Room a Kafka record needs beyond its body: key, contract headers, kept headers and the
-/// record framing (kept headers are bounded by hyper's header limits, 64 KiB in all).
-pub const RECORD_OVERHEAD: u64 = 80 << 10;
+/// Room a record needs beyond its body (key, contract headers, kept headers, framing): the
+/// same allowance for a Kafka record as for a spool record.
+pub const RECORD_OVERHEAD: u64 = hookgate_sinks::log::spool::FRAME_OVERHEAD;
 
 /// The whole config, validated.
 #[derive(Debug, Clone, Default)]
@@ -434,6 +434,7 @@ impl Config {
         if self.kafka.is_none() && self.spool.is_none() {
             warnings.push("neither [kafka] nor [spool]: events go to the default spool directory ./hookgate-spool".into());
         }
+        self.validate_spool(lines, problems, &mut warnings);
         let max_ids = crate::dedupe::MAX_CAPACITY;
         if !(1..=max_ids).contains(&self.dedupe.capacity) {
             problems.push(Problem {
@@ -501,6 +502,46 @@ impl Config {
     /// the contract headers and `keep_headers` (which hyper bounds by `max_headers`).
     pub fn max_record_bytes(&self) -> u64 {
         self.server.max_body_bytes.0 + RECORD_OVERHEAD
+    }
+
+    /// `[spool]` checks: every accepted body must fit one spool record, and retention
+    /// must keep something.
+    fn validate_spool(
+        &self,
+        lines: &SectionLines,
+        problems: &mut Vec<Problem>,
+        warnings: &mut Vec<String>,
+    ) {
+        use hookgate_sinks::log::spool;
+        let in_force = self.spool.is_some() || self.kafka.is_none();
+        if !in_force || self.bench.discard {
+            return;
+        }
+        let body = self.server.max_body_bytes.0;
+        if body > spool::max_body_bytes() {
+            problems.push(Problem {
+                location: lines.at("server", None),
+                message: format!(
+                    "server.max_body_bytes = {body}: a spool record holds at most {} bytes of body ({} bytes per record less {} for the event's other fields)",
+                    spool::max_body_bytes(),
+                    spool::MAX_FRAME,
+                    spool::FRAME_OVERHEAD,
+                ),
+            });
+        }
+        let Some(sc) = &self.spool else { return };
+        if sc.retention.is_zero() {
+            problems.push(Problem {
+                location: lines.at("spool", None),
+                message: "spool.retention must be longer than 0s".into(),
+            });
+        }
+        if sc.max_bytes.0 < body.saturating_add(spool::FRAME_OVERHEAD) {
+            warnings.push(format!(
+                "spool.max_bytes = {} is smaller than one record of server.max_body_bytes ({body}): such events are always refused with 503",
+                sc.max_bytes.0
+            ));
+        }
     }
 
     /// The topic of a source (its own, else the Kafka default).
@@ -919,5 +960,53 @@ secrets = ["${MISSING}"]
         assert!(c.kafka.is_none());
         assert!(c.spool.is_some());
         assert!(!c.sources.is_empty());
+    }
+
+    #[test]
+    fn spool_retention_and_the_record_limit_are_checked() {
+        let src = "\n[[sources]]\nname = \"g\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
+        let (c, _) = Config::parse(
+            &format!("[spool]\npath = \"/x\"\n{src}"),
+            "s.toml",
+            &env(&[]),
+        )
+        .unwrap();
+        let sc = c.spool.unwrap();
+        assert_eq!(sc.retention, Duration::from_secs(7 * 24 * 3600));
+        let (c, _) = Config::parse(
+            &format!("[spool]\nretention = \"36h\"\n{src}"),
+            "s.toml",
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.spool.unwrap().retention, Duration::from_secs(36 * 3600));
+        let err = Config::parse(
+            &format!("[spool]\nretention = \"0s\"\n{src}"),
+            "s.toml",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("s.toml:1 [spool]") && err.contains("retention"),
+            "{err}"
+        );
+        // A body limit above one spool record: an error with the spool as the log (the
+        // embedded default too), none with Kafka alone.
+        let big = "[server]\nmax_body_bytes = \"300MiB\"\n";
+        for log in ["[spool]\npath = \"/x\"\n", ""] {
+            let err = Config::parse(&format!("{big}{log}{src}"), "b.toml", &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("b.toml:1 [server]") && err.contains("max_body_bytes = 314572800"),
+                "{err}"
+            );
+        }
+        let kafka = "[kafka]\nbrokers = \"127.0.0.1:9092\"\n";
+        // (Kafka has limits of its own; none of them is the spool's.)
+        if let Err(e) = Config::parse(&format!("{big}{kafka}{src}"), "b.toml", &env(&[])) {
+            assert!(!e.to_string().contains("spool record"), "{e}");
+        }
     }
 }

@@ -866,10 +866,23 @@ mod tests {
 /// recognised: one JSON line per accepted event, appended (one `write`, so a killed process
 /// loses nothing the kernel has) before the 2xx, fsync'd every second for power loss.
 /// Files roll hourly and are deleted once older than the dedupe TTL.
+///
+/// Crash edges: a file that does not end in a newline (a torn last line) gets one before
+/// the next id is appended, and so does the line after a failed write, so a fragment never
+/// swallows the id after it. Reading goes line by line: a torn, undecodable or non-UTF-8
+/// line is skipped and counted, never the whole file.
 pub struct DedupeStore {
     dir: std::path::PathBuf,
     ttl: Duration,
-    current: std::sync::Mutex<(u64, std::fs::File)>,
+    current: std::sync::Mutex<IdFile>,
+}
+
+/// The hour file ids are appended to.
+struct IdFile {
+    hour: u64,
+    file: std::fs::File,
+    /// A write failed part-way: the next line starts with a newline.
+    broken_line: bool,
 }
 
 const HOUR_MS: u64 = 3_600_000;
@@ -883,7 +896,11 @@ impl DedupeStore {
         Ok(DedupeStore {
             dir: dir.to_path_buf(),
             ttl,
-            current: std::sync::Mutex::new((hour, file)),
+            current: std::sync::Mutex::new(IdFile {
+                hour,
+                file,
+                broken_line: false,
+            }),
         })
     }
 
@@ -891,57 +908,98 @@ impl DedupeStore {
     pub fn record(&self, source: &str, delivery_id: &str, id: Ulid) -> std::io::Result<()> {
         use std::io::Write as _;
         let now = hookgate_proto::now_ms().max(0) as u64;
-        let mut line = serde_json::json!([now, source, delivery_id, id.to_string()]).to_string();
-        line.push('\n');
+        let json = serde_json::json!([now, source, delivery_id, id.to_string()]).to_string();
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if now / HOUR_MS != cur.0 {
-            let _ = cur.1.sync_data();
-            *cur = (now / HOUR_MS, open_hour(&self.dir, now / HOUR_MS)?);
+        if now / HOUR_MS != cur.hour {
+            if let Err(e) = cur.file.sync_data() {
+                tracing::warn!(error = %e, "dedupe id store: fsync of the previous hour's file failed");
+                metrics::counter!("hookgate_dedupe_store_errors_total").increment(1);
+            }
+            cur.file = open_hour(&self.dir, now / HOUR_MS)?;
+            cur.hour = now / HOUR_MS;
+            cur.broken_line = false;
         }
-        cur.1.write_all(line.as_bytes())
+        let mut line = String::with_capacity(json.len() + 2);
+        if cur.broken_line {
+            line.push('\n');
+        }
+        line.push_str(&json);
+        line.push('\n');
+        let res = cur.file.write_all(line.as_bytes());
+        cur.broken_line = res.is_err();
+        res
     }
 
     /// fsyncs the current file and deletes files past the TTL.
     pub fn maintain(&self) {
         {
             let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = cur.1.sync_data();
+            if let Err(e) = cur.file.sync_data() {
+                tracing::warn!(error = %e, "dedupe id store: fsync failed; ids since the last one may not survive a power loss");
+                metrics::counter!("hookgate_dedupe_store_errors_total").increment(1);
+            }
         }
         let oldest = (hookgate_proto::now_ms().max(0) as u64)
             .saturating_sub(self.ttl.as_millis() as u64)
             / HOUR_MS;
         for (hour, path) in self.files() {
             if hour < oldest {
-                let _ = std::fs::remove_file(path);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(error = %e, file = %path.display(), "dedupe id store: cannot delete an expired file");
+                }
             }
         }
     }
 
-    /// Every `(source, delivery id, event id)` accepted within the TTL.
+    /// Every `(source, delivery id, event id)` accepted within the TTL. Lines that cannot
+    /// be read are skipped, counted in `hookgate_dedupe_store_bad_lines_total` and logged.
     pub fn load(&self) -> Vec<(String, String, Ulid)> {
+        let (ids, bad) = self.load_counted();
+        if bad > 0 {
+            tracing::warn!(
+                lines = bad,
+                "dedupe id store: skipped unreadable lines (torn by a crash, or damaged)"
+            );
+            metrics::counter!("hookgate_dedupe_store_bad_lines_total").increment(bad as u64);
+        }
+        ids
+    }
+
+    /// Like [`DedupeStore::load`], also returning how many lines were skipped.
+    pub fn load_counted(&self) -> (Vec<(String, String, Ulid)>, usize) {
         let cutoff =
             (hookgate_proto::now_ms().max(0) as u64).saturating_sub(self.ttl.as_millis() as u64);
         let mut out = Vec::new();
+        let mut bad = 0;
         for (_, path) in self.files() {
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                continue;
+            let data = match std::fs::read(&path) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, file = %path.display(), "dedupe id store: cannot read a file; its ids are not re-seeded");
+                    continue;
+                }
             };
-            for line in text.lines() {
-                // A torn last line after a crash simply fails to parse.
-                let Ok((at, source, delivery, id)) =
-                    serde_json::from_str::<(u64, String, String, String)>(line)
-                else {
+            for line in data.split(|b| *b == b'\n') {
+                if line.is_empty() {
+                    continue;
+                }
+                let parsed = std::str::from_utf8(line).ok().and_then(|text| {
+                    serde_json::from_str::<(u64, String, String, String)>(text).ok()
+                });
+                let Some((at, source, delivery, id)) = parsed else {
+                    bad += 1;
                     continue;
                 };
                 if at < cutoff {
                     continue;
                 }
-                if let Ok(id) = Ulid::from_string(&id) {
-                    out.push((source, delivery, id));
+                match Ulid::from_string(&id) {
+                    Ok(id) => out.push((source, delivery, id)),
+                    Err(_) => bad += 1,
                 }
             }
         }
-        out
+        (out, bad)
     }
 
     fn files(&self) -> Vec<(u64, std::path::PathBuf)> {
@@ -960,16 +1018,39 @@ impl DedupeStore {
     }
 }
 
+/// Opens an hour's file for appending; if it does not end in a newline (a crash tore its
+/// last line), ends it with one so the next id starts a line of its own.
 fn open_hour(dir: &std::path::Path, hour: u64) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
+    use std::io::Write as _;
+    use std::os::unix::fs::FileExt as _;
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
-        .open(dir.join(format!("{hour}.ids")))
+        .open(dir.join(format!("{hour}.ids")))?;
+    let len = file.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.read_exact_at(&mut last, len - 1)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
 mod store_tests {
     use super::*;
+
+    fn only_file(dir: &std::path::Path) -> std::path::PathBuf {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    }
 
     #[test]
     fn ids_survive_reopen_and_torn_lines_are_skipped() {
@@ -979,18 +1060,56 @@ mod store_tests {
         s.record("github", "d-1", id).unwrap();
         s.record("github", "d\n\"2", id).unwrap();
         drop(s);
-        let path = std::fs::read_dir(dir.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(only_file(dir.path()))
+            .unwrap();
         std::io::Write::write_all(&mut f, b"[123,\"gith").unwrap();
         let s = DedupeStore::open(dir.path(), Duration::from_secs(3600)).unwrap();
-        let got = s.load();
+        let (got, bad) = s.load_counted();
         assert_eq!(got.len(), 2);
+        assert_eq!(bad, 1);
         assert_eq!(got[1].1, "d\n\"2");
         assert_eq!(got[0].2, id);
+    }
+
+    #[test]
+    fn a_torn_last_line_does_not_swallow_the_next_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DedupeStore::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        s.record("github", "d-1", Ulid::new()).unwrap();
+        drop(s);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(only_file(dir.path()))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"[1700000000000,\"github\",\"d-").unwrap();
+        // Restart, then the first id accepted after it.
+        let s = DedupeStore::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        let next = Ulid::new();
+        s.record("github", "d-2", next).unwrap();
+        let (got, bad) = s.load_counted();
+        let deliveries: Vec<&str> = got.iter().map(|(_, d, _)| d.as_str()).collect();
+        assert_eq!(deliveries, ["d-1", "d-2"]);
+        assert_eq!(got[1].2, next);
+        assert_eq!(bad, 1);
+    }
+
+    #[test]
+    fn invalid_utf8_drops_only_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DedupeStore::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        s.record("github", "d-1", Ulid::new()).unwrap();
+        let path = only_file(dir.path());
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"[1,\"github\",\"\xff\xfe\",\"x\"]\n").unwrap();
+        s.record("github", "d-3", Ulid::new()).unwrap();
+        let (got, bad) = s.load_counted();
+        let deliveries: Vec<&str> = got.iter().map(|(_, d, _)| d.as_str()).collect();
+        assert_eq!(deliveries, ["d-1", "d-3"]);
+        assert_eq!(bad, 1);
     }
 }

@@ -156,7 +156,7 @@ enum SpoolCmd {
         #[arg(long, default_value_t = u64::MAX)]
         limit: u64,
     },
-    /// Print the spool's size and positions as JSON.
+    /// Print the spool's size and positions as JSON, with each consumer's cursor and lag.
     Stats {
         /// Config file.
         #[arg(long, short)]
@@ -522,7 +522,8 @@ fn spool_cmd(cmd: SpoolCmd) -> anyhow::Result<std::process::ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
         SpoolCmd::Stats { .. } => {
-            writeln!(out, "{}", serde_json::to_string(&spool.stats()?)?)?;
+            let stats = spool.stats_for(&runtime::spool_consumer_names(&cfg))?;
+            writeln!(out, "{}", serde_json::to_string(&stats)?)?;
         }
         SpoolCmd::Read { from, limit, .. } => {
             let mut at = from;

@@ -52,9 +52,10 @@ pub async fn build_log(cfg: &Config) -> anyhow::Result<Log> {
         return Ok(Log::Discard);
     }
     let spool = match spool_config(cfg) {
-        Some(sc) => {
-            Some(Spool::open(&sc).with_context(|| format!("open spool at {}", sc.path.display()))?)
-        }
+        Some(sc) => Some(
+            Spool::open_with_consumers(&sc, &spool_consumer_names(cfg))
+                .with_context(|| format!("open spool at {}", sc.path.display()))?,
+        ),
         None => None,
     };
     let Some(kc) = &cfg.kafka else {
@@ -99,17 +100,35 @@ pub async fn build_log(cfg: &Config) -> anyhow::Result<Log> {
     })
 }
 
-/// Names of the spool consumers whose cursors hold data back.
-pub fn spool_consumers(cfg: &Config, log: &Log) -> Vec<String> {
+/// The spool consumers the config registers, whose cursors hold data back from retention:
+/// the forwarder when Kafka has a spool, the dispatcher when the spool alone is the log and
+/// routes read it (`[dispatch] enabled`). None for the embedded default (no Kafka, no routes): there retention
+/// drops the oldest segments instead of refusing events.
+pub fn spool_consumer_names(cfg: &Config) -> Vec<String> {
     let mut v = Vec::new();
-    if matches!(log, Log::KafkaSpool(..)) {
-        v.push(hookgate_sinks::log::FORWARDER.to_owned());
+    if spool_config(cfg).is_none() || cfg.bench.discard {
+        return v;
     }
-    if matches!(log, Log::Spool(_)) && !cfg.routes.is_empty() {
+    if cfg.kafka.is_some() {
+        v.push(hookgate_sinks::log::FORWARDER.to_owned());
+    } else if !cfg.routes.is_empty() && cfg.dispatch.enabled {
+        // The spool feed's cursor name (`feed::spool_feed::DISPATCH_CURSOR`).
         v.push("dispatcher".to_owned());
     }
     v
 }
+
+/// Names of the spool consumers whose cursors hold data back (those the spool was opened
+/// with; see [`spool_consumer_names`]).
+pub fn spool_consumers(_cfg: &Config, log: &Log) -> Vec<String> {
+    log.spool()
+        .and_then(|s| s.consumers())
+        .map(<[String]>::to_vec)
+        .unwrap_or_default()
+}
+
+/// How often segments past `[spool] retention` are looked for.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 /// Starts the background tasks the log needs: the spool forwarder, the Kafka readiness
 /// probe and the spool gauges.
@@ -142,7 +161,7 @@ pub fn spawn_log_tasks(
     if let Some(s) = log.spool() {
         let s = s.clone();
         let quarantine = log.quarantine().cloned();
-        let mut stop = stop;
+        let mut gauges_stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             loop {
                 if let Some(q) = &quarantine {
@@ -150,19 +169,42 @@ pub fn spawn_log_tasks(
                     let q = q.clone();
                     let _ = tokio::task::spawn_blocking(move || q.recount()).await;
                 }
+                let end = s.end_offset();
                 metrics::gauge!("hookgate_spool_bytes").set(s.used_bytes() as f64);
-                let backlog = s
-                    .end_offset()
-                    .saturating_sub(s.cursor_cached(hookgate_sinks::log::FORWARDER));
+                let backlog = end.saturating_sub(s.cursor_cached(hookgate_sinks::log::FORWARDER));
                 metrics::gauge!("hookgate_spool_backlog_bytes").set(backlog as f64);
+                for c in s.consumers().unwrap_or_default() {
+                    let lag = end.saturating_sub(s.cursor_cached(c));
+                    metrics::gauge!("hookgate_spool_consumer_lag_bytes", "consumer" => c.clone())
+                        .set(lag as f64);
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = stop.changed() => return,
+                    _ = gauges_stop.changed() => return,
                 }
             }
         }));
+        tasks.push(tokio::spawn(retention_task(log.clone(), stop)));
     }
     tasks
+}
+
+/// Deletes spool segments past `[spool] retention` (that every registered consumer is
+/// past), at start and then every [`RETENTION_EVERY`].
+async fn retention_task(log: Log, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Some(s) = log.spool().cloned() {
+            match tokio::task::spawn_blocking(move || s.enforce_retention()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "spool retention failed"),
+                Err(e) => tracing::error!(error = %e, "spool retention task failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -262,4 +304,32 @@ pub fn spawn_dispatch(
         }
     };
     Ok(Some(task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(extra: &str) -> Vec<String> {
+        let text = format!(
+            "{extra}\n[[sources]]\nname = \"github\"\nprovider = \"github\"\nsecrets = [\"s\"]\n"
+        );
+        let (cfg, _) = Config::parse(&text, "t.toml", &Default::default()).unwrap();
+        spool_consumer_names(&cfg)
+    }
+
+    #[test]
+    fn registered_spool_consumers_follow_the_config() {
+        let routes = "[[sinks]]\nname = \"chat\"\ntype = \"telegram\"\nbot_token = \"t\"\nchat_id = \"1\"\napi_url = \"http://127.0.0.1:9\"\n\n[[routes]]\nsource = \"github\"\nsink = \"chat\"\ntemplate = \"x\"\n";
+        let kafka = "[kafka]\nbrokers = \"127.0.0.1:9\"\n";
+        // The embedded default: nothing reads the spool, retention makes room.
+        assert!(names("").is_empty());
+        assert_eq!(
+            names(&format!("{kafka}[spool]\npath = \"s\"\n")),
+            ["forwarder"]
+        );
+        assert!(names(kafka).is_empty());
+        assert_eq!(names(routes), ["dispatcher"]);
+        assert!(names(&format!("[dispatch]\nenabled = false\n{routes}")).is_empty());
+    }
 }

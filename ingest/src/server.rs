@@ -511,7 +511,8 @@ fn append_reject(e: &AppendError) -> Reject {
                 "the local spool is full; retry later",
             )
         },
-        AppendError::Refused {
+        AppendError::TooLarge
+        | AppendError::Refused {
             reason: RefuseReason::TooLarge,
             ..
         } => reject(

@@ -13,3 +13,4 @@ mod harness;
 mod ingest;
 mod kafka_faults;
 mod spool;
+mod spool_faults;

@@ -20,6 +20,9 @@ pub enum AppendError {
         /// Seconds for the `Retry-After` header.
         retry_after: u32,
     },
+    /// The record is larger than the spool takes (413).
+    #[error("the event is larger than the log takes")]
+    TooLarge,
     /// Final: Kafka refuses this record for good; sending it again as is cannot succeed.
     #[error("kafka refused the record for good ({reason}): {error}")]
     Refused {

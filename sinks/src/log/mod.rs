@@ -178,6 +178,7 @@ async fn spool_append(s: &Spool, ev: &Event) -> Result<(), AppendError> {
         Err(SpoolError::Full) => Err(AppendError::Full {
             retry_after: SPOOL_RETRY_AFTER,
         }),
+        Err(SpoolError::TooLarge) => Err(AppendError::TooLarge),
         Err(e) => {
             tracing::error!(error = %e, "spool append failed");
             Err(AppendError::Unavailable {

@@ -4,31 +4,79 @@
 //! Files: `{dir}/{base:020}.seg`, where `base` is the global offset of the segment's first
 //! byte; a record is `[len u32 BE][crc32 u32 BE][frame]` with `frame` = [`Event::encode`].
 //! A record's offset is the global offset of its first byte, so a consumer's position is one
-//! `u64`, kept in `{dir}/{name}.cursor` (written to a temp file, fsync'd, renamed).
+//! `u64`, kept in `{dir}/{name}.cursor` (written to a temp file, fsync'd, renamed, and the
+//! directory fsync'd).
 //!
-//! One writer thread owns the open segment. It takes every append that queued while the
-//! previous fsync ran, writes them with one `write`, and covers them all with one
-//! `fdatasync` (group commit); only then does each caller get its offset. A torn or corrupt
-//! tail left by a crash is found at open by length and checksum and cut off.
+//! Writing: one writer thread owns the open segment. It takes every append that queued
+//! (in a queue of at most [`WRITER_QUEUE`]) while the previous fsync ran, writes them with
+//! one `write`, and covers them all with one `fdatasync` (group commit); only then does each
+//! caller get its offset. A failed fsync stops the writer (fail-stop): after one, the kernel
+//! may have dropped the dirty pages, and a retried fsync can report success for data that is
+//! gone. Every append is then refused until the writer reopens (cuts the segment back to the
+//! last acknowledged byte and goes on in a new segment, tried every [`REOPEN_AFTER`]) or the
+//! process restarts. A full disk is not an fsync error: the partial write is cut off and the
+//! batch refused as full.
+//!
+//! Retention: a spool opened with its registered consumers ([`Spool::open_with_consumers`])
+//! deletes whole segments, oldest first, that every registered consumer is past: when an
+//! append would go over `max_bytes` (the open segment is rolled if that is what holds the
+//! room), and when a segment's last write is older than `retention`. With no registered
+//! consumer nothing waits for the data, so the oldest segments make room instead of a wall
+//! of 503s. A lagging consumer holds its segments, and appends are refused at `max_bytes`.
+//!
+//! Recovery at open: a torn tail (a partial record with nothing valid after it) is cut. A
+//! bad record in the last segment whose own length field leads on to intact records is
+//! copied to `{dir}/corrupt/{offset}.bin` and overwritten with a padding record that readers
+//! skip, so the acknowledged records after it stay. A damaged length field is treated as a
+//! torn tail: scanning for the next record-like bytes could land inside an event body,
+//! which a sender controls.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hookgate_proto::Event;
 use serde::Deserialize;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::units::ByteSize;
 
+mod recover;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use self::recover::{recover_segment, walk};
+use self::writer::Writer;
+
 const HEADER: usize = 8;
-/// A frame larger than this is treated as corruption when reading (no request body may be
-/// this big: the server's body limit is far below).
-const MAX_FRAME: u32 = 256 << 20;
+/// Largest record payload the spool writes or reads; a larger length field is corruption.
+pub const MAX_FRAME: u32 = 256 << 20;
+/// Room a spool record needs beyond the event body: ids, names, key, content type and kept
+/// headers (bounded by hyper's header limits, 64 KiB in all) and the record header.
+pub const FRAME_OVERHEAD: u64 = 80 << 10;
+/// Appends that may wait for the writer thread. Each holds its encoded event, so the queue
+/// holds at most this many bodies; callers beyond it wait in `append` (the request path's
+/// concurrency limit bounds those).
+pub const WRITER_QUEUE: usize = 1024;
+/// Most appends written and fsync'd together.
+const MAX_BATCH: usize = 1024;
+/// How long a writer stopped by an fsync error waits before it tries to reopen.
+pub const REOPEN_AFTER: Duration = Duration::from_secs(5);
+/// First payload byte of a padding record (events start with their frame version, 1).
+const PAD: u8 = 0;
+/// Folder (in the spool directory) of the bytes of bad records found at open.
+pub const CORRUPT_DIR: &str = "corrupt";
+
+/// The largest `max_body_bytes` a spool can hold as one record.
+pub fn max_body_bytes() -> u64 {
+    u64::from(MAX_FRAME) - FRAME_OVERHEAD
+}
 
 /// `[spool]` config.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,12 +85,17 @@ pub struct SpoolConfig {
     /// Directory of the spool's segment and cursor files (created if missing).
     #[serde(default = "default_path")]
     pub path: PathBuf,
-    /// Upper bound of the spool's size on disk; appends beyond it answer 503.
+    /// Upper bound of the spool's size on disk. Beyond it the oldest segments every
+    /// registered consumer is past are deleted; if that is not enough, appends answer 503.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: ByteSize,
-    /// Size at which a new segment file is started.
+    /// Size at which a new segment file is started (retention deletes whole segments).
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: ByteSize,
+    /// Segments whose last write is older than this are deleted once every registered
+    /// consumer is past them.
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 fn default_path() -> PathBuf {
@@ -54,6 +107,9 @@ fn default_max_bytes() -> ByteSize {
 fn default_segment_bytes() -> ByteSize {
     ByteSize(64 << 20)
 }
+fn default_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
 
 impl Default for SpoolConfig {
     fn default() -> Self {
@@ -61,6 +117,7 @@ impl Default for SpoolConfig {
             path: default_path(),
             max_bytes: default_max_bytes(),
             segment_bytes: default_segment_bytes(),
+            retention: default_retention(),
         }
     }
 }
@@ -68,7 +125,8 @@ impl Default for SpoolConfig {
 /// Why the spool could not take or give a record.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    /// The spool reached `max_bytes` or the disk is full.
+    /// The spool reached `max_bytes` (and retention could not make room) or the disk is
+    /// full.
     #[error("spool is full")]
     Full,
     /// A disk error; the message names the operation, never event contents.
@@ -79,6 +137,15 @@ pub enum SpoolError {
         /// The OS error.
         source: io::Error,
     },
+    /// The writer stopped after a failed fsync and refuses appends until it reopens.
+    #[error("spool writer stopped after a failed {op}; appends are refused until it reopens")]
+    Stopped {
+        /// The operation whose fsync failed.
+        op: &'static str,
+    },
+    /// The event's record is larger than [`MAX_FRAME`].
+    #[error("event is too large for a spool record")]
+    TooLarge,
     /// The writer thread is gone (shutdown), or the handle is read-only.
     #[error("spool is closed")]
     Closed,
@@ -96,7 +163,49 @@ struct Append {
     done: oneshot::Sender<Result<u64, SpoolError>>,
 }
 
-/// Sizes the writer keeps current, read by stats and readers without a lock.
+/// Failures injected by the unit tests: an fsync error cannot be provoked on a test
+/// filesystem (tmpfs never fails one). Empty and free outside tests.
+#[derive(Default)]
+struct Faults {
+    /// Fail this many segment fsyncs with EIO.
+    #[cfg(test)]
+    fsync: std::sync::atomic::AtomicU32,
+    /// Fail this many directory fsyncs with EIO.
+    #[cfg(test)]
+    dir_fsync: std::sync::atomic::AtomicU32,
+    /// Let a stopped writer try to reopen at once instead of after [`REOPEN_AFTER`].
+    #[cfg(test)]
+    reopen_now: std::sync::atomic::AtomicBool,
+}
+
+impl Faults {
+    #[cfg(test)]
+    fn take(n: &std::sync::atomic::AtomicU32) -> io::Result<()> {
+        match n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1)) {
+            Ok(_) => Err(io::Error::from_raw_os_error(libc::EIO)),
+            Err(_) => Ok(()),
+        }
+    }
+    fn fsync(&self) -> io::Result<()> {
+        #[cfg(test)]
+        Faults::take(&self.fsync)?;
+        Ok(())
+    }
+    fn dir_fsync(&self) -> io::Result<()> {
+        #[cfg(test)]
+        Faults::take(&self.dir_fsync)?;
+        Ok(())
+    }
+    fn reopen_after(&self) -> Duration {
+        #[cfg(test)]
+        if self.reopen_now.load(Ordering::Acquire) {
+            return Duration::ZERO;
+        }
+        REOPEN_AFTER
+    }
+}
+
+/// State the writer keeps current, read by stats, consumers and readers without the writer.
 struct Shared {
     dir: PathBuf,
     /// Global offset just past the last fsync'd record.
@@ -104,10 +213,134 @@ struct Shared {
     /// Global offset of the oldest byte still on disk.
     start: AtomicU64,
     max_bytes: u64,
+    retention: Duration,
     /// Serialises segment deletion with readers opening segments.
     gc: Mutex<()>,
     /// Last known position of each consumer, so the request path need not read files.
-    cursors: Mutex<std::collections::HashMap<String, u64>>,
+    cursors: Mutex<HashMap<String, u64>>,
+    /// The consumers whose cursors hold data back. `None`: not declared (a spool opened
+    /// with [`Spool::open`]): segments go only once the consumers named to
+    /// [`Spool::commit`] are past them, never for room or age.
+    registered: Option<Vec<String>>,
+    /// Since when the writer is stopped after an fsync error (`None`: it is not), so
+    /// readiness can let an append in to try the reopen once it is due.
+    stopped: Mutex<Option<Instant>>,
+    faults: Faults,
+}
+
+impl Shared {
+    fn stopped_since(&self) -> Option<Instant> {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_stopped(&self, since: Option<Instant>) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = since;
+        metrics::gauge!("hookgate_spool_writer_stopped").set(if since.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.faults.dir_fsync()?;
+        File::open(dir)?.sync_all()
+    }
+
+    /// The saved position of consumer `name` (0 when it has none yet).
+    fn cursor_on_disk(&self, name: &str) -> Result<u64, SpoolError> {
+        let path = self.dir.join(format!("{name}.cursor"));
+        match fs::read_to_string(&path) {
+            // An unreadable cursor restarts that consumer from the oldest record: it sees
+            // events again rather than missing any.
+            Ok(s) => Ok(s.trim().parse().unwrap_or(0)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(SpoolError::Io {
+                op: "read cursor",
+                source: e,
+            }),
+        }
+    }
+
+    fn lock_cursors(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.cursors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The position of `name`: from memory once known, else from its file (a consumer
+    /// behind the oldest byte on disk starts there, as [`Spool::cursor_cached`] has it).
+    fn position(&self, name: &str) -> Result<u64, SpoolError> {
+        if let Some(v) = self.lock_cursors().get(name) {
+            return Ok(*v);
+        }
+        let v = self
+            .cursor_on_disk(name)?
+            .max(self.start.load(Ordering::Acquire));
+        self.lock_cursors().insert(name.to_owned(), v);
+        Ok(v)
+    }
+
+    /// The offset every consumer that holds data back is past: the registered ones and
+    /// `also`. `None` when nothing may be deleted (no declared consumers, none named).
+    fn low_water(&self, end: u64, also: &[&str]) -> Result<Option<u64>, SpoolError> {
+        let registered = self.registered.as_deref();
+        if registered.is_none() && also.is_empty() {
+            return Ok(None);
+        }
+        let mut low = end;
+        for name in registered
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(also.iter().copied())
+        {
+            low = low.min(self.position(name)?);
+        }
+        Ok(Some(low))
+    }
+
+    /// Deletes whole segments, oldest first, that end at or before `low`, while `more`
+    /// agrees (given a segment's path and size). The newest segment (the writer's) is never
+    /// deleted. Returns the bytes deleted; `reason` labels the retention metric.
+    fn drop_segments(
+        &self,
+        low: u64,
+        reason: Option<&'static str>,
+        mut more: impl FnMut(&Path, u64) -> bool,
+    ) -> Result<u64, SpoolError> {
+        let _g = self.gc.lock().unwrap_or_else(|p| p.into_inner());
+        let segs = list_segments(&self.dir)?;
+        let mut freed = 0;
+        for w in segs.windows(2) {
+            let &[base, next] = w else { break };
+            let path = seg_path(&self.dir, base);
+            if next > low || !more(&path, next - base) {
+                break;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(SpoolError::Io {
+                        op: "delete segment",
+                        source: e,
+                    })
+                }
+            }
+            self.start.store(next, Ordering::Release);
+            freed += next - base;
+        }
+        if let (Some(reason), true) = (reason, freed > 0) {
+            metrics::counter!("hookgate_spool_retention_dropped_bytes_total", "reason" => reason)
+                .increment(freed);
+            tracing::info!(
+                bytes = freed,
+                reason,
+                start_offset = self.start.load(Ordering::Acquire),
+                "spool retention deleted the oldest segments"
+            );
+        }
+        Ok(freed)
+    }
 }
 
 /// The spool handle. Cheap to clone; appends go to the one writer thread.
@@ -127,16 +360,53 @@ pub struct SpoolStats {
     pub segments: usize,
     /// Bytes on disk in segments.
     pub bytes: u64,
+    /// The configured `max_bytes`.
+    pub max_bytes: u64,
     /// Offset of the oldest byte on disk.
     pub start_offset: u64,
     /// Offset just past the newest durable record.
     pub end_offset: u64,
+    /// Bad records moved to `corrupt/` at open, over the spool's life.
+    pub corrupt_frames: usize,
+    /// Each consumer's position.
+    pub consumers: Vec<ConsumerStats>,
+}
+
+/// One consumer's position in `hookgate spool stats`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConsumerStats {
+    /// Cursor name (`forwarder`, `dispatcher`, …).
+    pub name: String,
+    /// Whether the config registers it (its lag holds segments); an unregistered cursor is
+    /// a file left by an earlier config.
+    pub registered: bool,
+    /// Its saved position (0: none yet).
+    pub cursor: u64,
+    /// Bytes between its position (or the oldest byte on disk) and the end.
+    pub lag_bytes: u64,
 }
 
 impl Spool {
-    /// Opens (or creates) the spool at `cfg.path`, cuts any torn tail, and starts the writer.
-    /// Fails if another process has it open for writing.
+    /// Opens (or creates) the spool at `cfg.path`, recovers the last segment, and starts the
+    /// writer. No consumers are declared: segments are deleted only once the consumers
+    /// named to [`Spool::commit`] are past them, never for room or age (a dead-letter
+    /// spool keeps every letter until it is replayed). Fails if another process has it open
+    /// for writing.
     pub fn open(cfg: &SpoolConfig) -> Result<Spool, SpoolError> {
+        Spool::open_inner(cfg, None)
+    }
+
+    /// Like [`Spool::open`], with the consumers whose cursors hold data back. Retention
+    /// (`max_bytes`, `retention`) deletes only what all of them are past; with none, the
+    /// oldest segments are deleted to make room.
+    pub fn open_with_consumers(
+        cfg: &SpoolConfig,
+        consumers: &[String],
+    ) -> Result<Spool, SpoolError> {
+        Spool::open_inner(cfg, Some(consumers.to_vec()))
+    }
+
+    fn open_inner(cfg: &SpoolConfig, registered: Option<Vec<String>>) -> Result<Spool, SpoolError> {
         let dir = cfg.path.clone();
         fs::create_dir_all(&dir).map_err(io_err("create spool directory"))?;
         let lock = File::create(dir.join("LOCK")).map_err(io_err("create spool lock"))?;
@@ -144,50 +414,49 @@ impl Spool {
             return Err(SpoolError::Locked(dir.display().to_string()));
         }
         let segs = list_segments(&dir)?;
-        let (file, base, len) = match segs.last() {
-            Some(&base) => {
-                let path = seg_path(&dir, base);
-                let valid = scan_valid_len(&path)?;
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err("open segment"))?;
-                let actual = file.metadata().map_err(io_err("stat segment"))?.len();
-                if actual != valid {
-                    tracing::warn!(
-                        segment = %path.display(),
-                        cut_bytes = actual - valid,
-                        "spool segment had a torn or corrupt tail; cutting it"
-                    );
-                    file.set_len(valid).map_err(io_err("truncate torn tail"))?;
-                    file.sync_all().map_err(io_err("fsync after truncate"))?;
-                }
-                (file, base, valid)
-            }
-            None => {
-                let file = create_segment(&dir, 0)?;
-                (file, 0, 0)
-            }
-        };
-        let start = segs.first().copied().unwrap_or(0);
-        let end = base + len;
-        let (committed, _) = watch::channel(end);
+        let (committed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             committed,
-            start: AtomicU64::new(start),
+            start: AtomicU64::new(segs.first().copied().unwrap_or(0)),
             max_bytes: cfg.max_bytes.0,
+            retention: cfg.retention,
             gc: Mutex::new(()),
-            cursors: Mutex::new(Default::default()),
+            cursors: Mutex::new(HashMap::new()),
+            registered,
+            stopped: Mutex::new(None),
+            faults: Faults::default(),
         });
-        let (tx, rx) = mpsc::channel::<Append>();
+        let (file, base, len) = match segs.last() {
+            Some(&base) => {
+                let (file, len) = recover_segment(&shared, base)?;
+                (file, base, len)
+            }
+            None => {
+                let file = create_segment(&shared, 0)?;
+                (file, 0, 0)
+            }
+        };
+        shared.committed.send_replace(base + len);
+        Spool::start_writer(shared, file, base, len, cfg, lock)
+    }
+
+    fn start_writer(
+        shared: Arc<Shared>,
+        file: File,
+        base: u64,
+        len: u64,
+        cfg: &SpoolConfig,
+        lock: File,
+    ) -> Result<Spool, SpoolError> {
+        let (tx, rx) = mpsc::channel::<Append>(WRITER_QUEUE);
         let writer = Writer {
             shared: shared.clone(),
             file,
             base,
             len,
             segment_bytes: cfg.segment_bytes.0.max(4096),
+            stopped: None,
         };
         std::thread::Builder::new()
             .name("hookgate-spool".into())
@@ -200,13 +469,16 @@ impl Spool {
         })
     }
 
-    /// Opens the spool for reading only: no writer, nothing truncated, safe beside a
-    /// running server. Reads stop at the last whole record.
+    /// Opens the spool for reading only: no writer, nothing truncated or recovered, safe
+    /// beside a running server. Reads stop at the last whole record.
     pub fn open_read_only(cfg: &SpoolConfig) -> Result<Spool, SpoolError> {
         let dir = cfg.path.clone();
         let segs = list_segments(&dir)?;
         let end = match segs.last() {
-            Some(&base) => base + scan_valid_len(&seg_path(&dir, base))?,
+            Some(&base) => {
+                let data = read_file(&seg_path(&dir, base))?;
+                base + walk(&data).valid_end as u64
+            }
             None => 0,
         };
         let (committed, _) = watch::channel(end);
@@ -217,20 +489,29 @@ impl Spool {
                 committed,
                 start: AtomicU64::new(segs.first().copied().unwrap_or(0)),
                 max_bytes: cfg.max_bytes.0,
+                retention: cfg.retention,
                 gc: Mutex::new(()),
-                cursors: Mutex::new(Default::default()),
+                cursors: Mutex::new(HashMap::new()),
+                registered: None,
+                stopped: Mutex::new(None),
+                faults: Faults::default(),
             }),
             _lock: None,
         })
     }
 
-    /// Appends one event; resolves once it is fsync'd, with its offset.
+    /// Appends one event; resolves once it is fsync'd, with its offset. Waits while the
+    /// writer's queue is full.
     pub async fn append(&self, ev: &Event) -> Result<u64, SpoolError> {
         let mut frame = Vec::with_capacity(ev.body.len() + 256);
         frame.extend_from_slice(&[0u8; HEADER]);
         ev.encode(&mut frame);
-        let payload_len = (frame.len() - HEADER) as u32;
-        let crc = crc32fast::hash(&frame[HEADER..]);
+        let payload = frame.get(HEADER..).unwrap_or_default();
+        let payload_len = match u32::try_from(payload.len()) {
+            Ok(n) if n <= MAX_FRAME => n,
+            _ => return Err(SpoolError::TooLarge),
+        };
+        let crc = crc32fast::hash(payload);
         frame[..4].copy_from_slice(&payload_len.to_be_bytes());
         frame[4..8].copy_from_slice(&crc.to_be_bytes());
         let (done, rx) = oneshot::channel();
@@ -238,6 +519,7 @@ impl Spool {
             .as_ref()
             .ok_or(SpoolError::Closed)?
             .send(Append { frame, done })
+            .await
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
     }
@@ -259,22 +541,94 @@ impl Spool {
 
     /// Bytes the spool holds on disk.
     pub fn used_bytes(&self) -> u64 {
-        self.end_offset() - self.start_offset()
+        self.end_offset().saturating_sub(self.start_offset())
     }
 
-    /// Whether an append of a typical event would be refused as full right now.
+    /// The consumers declared at open (`None`: opened with [`Spool::open`]).
+    pub fn consumers(&self) -> Option<&[String]> {
+        self.shared.registered.as_deref()
+    }
+
+    /// Whether the writer is stopped after an fsync error.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped_since().is_some()
+    }
+
+    /// Whether an append would be refused right now: the writer is stopped after an fsync
+    /// error (until its next reopen attempt is due: the writer tries it on an append, so
+    /// readiness lets one in), or the spool is at `max_bytes` and retention cannot make
+    /// room.
     pub fn is_full(&self) -> bool {
-        self.used_bytes() >= self.shared.max_bytes
+        if let Some(since) = self.shared.stopped_since() {
+            return since.elapsed() < self.shared.faults.reopen_after();
+        }
+        if self.used_bytes() < self.shared.max_bytes {
+            return false;
+        }
+        let end = self.end_offset();
+        let Ok(Some(low)) = self
+            .shared
+            .registered
+            .as_ref()
+            .map_or(Ok(None), |_| self.shared.low_water(end, &[]))
+        else {
+            return true;
+        };
+        // Room can be made if the oldest segment is wholly consumed (or, with one
+        // segment, everything is: the writer rolls then).
+        match list_segments(&self.shared.dir) {
+            Ok(segs) => match segs.get(1) {
+                Some(&second) => low < second,
+                None => low < end,
+            },
+            Err(_) => true,
+        }
     }
 
-    /// Sizes for `hookgate spool stats` and metrics.
+    /// Sizes for `hookgate spool stats` and metrics, with the declared consumers.
     pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
+        let names = self.shared.registered.clone().unwrap_or_default();
+        self.stats_for(&names)
+    }
+
+    /// Sizes and positions, listing `consumers` as registered, plus any other cursor file
+    /// on disk as unregistered.
+    pub fn stats_for(&self, consumers: &[String]) -> Result<SpoolStats, SpoolError> {
         let segs = list_segments(&self.shared.dir)?;
+        let end = self.end_offset();
+        let start = segs.first().copied().unwrap_or(end).min(end);
+        let mut names: Vec<(String, bool)> = consumers.iter().map(|c| (c.clone(), true)).collect();
+        for entry in fs::read_dir(&self.shared.dir).map_err(io_err("list spool directory"))? {
+            let entry = entry.map_err(io_err("list spool directory"))?;
+            let file = entry.file_name();
+            if let Some(n) = file.to_str().and_then(|f| f.strip_suffix(".cursor")) {
+                if !names.iter().any(|(c, _)| c == n) {
+                    names.push((n.to_owned(), false));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for (name, registered) in names {
+            let cursor = self.shared.cursor_on_disk(&name)?;
+            out.push(ConsumerStats {
+                lag_bytes: end.saturating_sub(cursor.max(start)),
+                name,
+                registered,
+                cursor,
+            });
+        }
+        let corrupt_frames = match fs::read_dir(self.shared.dir.join(CORRUPT_DIR)) {
+            Ok(rd) => rd.filter(|e| e.is_ok()).count(),
+            Err(_) => 0,
+        };
         Ok(SpoolStats {
             segments: segs.len(),
-            bytes: self.used_bytes(),
-            start_offset: self.start_offset(),
-            end_offset: self.end_offset(),
+            bytes: end - start,
+            max_bytes: self.shared.max_bytes,
+            start_offset: start,
+            end_offset: end,
+            corrupt_frames,
+            consumers: out,
         })
     }
 
@@ -290,56 +644,55 @@ impl Spool {
         let end = self.end_offset();
         let _g = self.shared.gc.lock().unwrap_or_else(|p| p.into_inner());
         let segs = list_segments(&self.shared.dir)?;
-        let at = from.max(segs.first().copied().unwrap_or(0));
-        if at >= end {
-            return Ok(None);
+        let mut at = from.max(segs.first().copied().unwrap_or(0));
+        while at < end {
+            let Some(&base) = segs.iter().rev().find(|b| **b <= at) else {
+                return Ok(None);
+            };
+            let mut file = match File::open(seg_path(&self.shared.dir, base)) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    return Err(SpoolError::Io {
+                        op: "read segment",
+                        source: e,
+                    })
+                }
+            };
+            let head = read_at(&mut file, at - base, HEADER as u64)?;
+            let Some(len) = head_len(&head) else {
+                return Ok(None);
+            };
+            let data = Bytes::from(read_at(&mut file, at - base, HEADER as u64 + len)?);
+            let Some((r, next)) = parse_record(&data, 0) else {
+                return Ok(None);
+            };
+            if data.get(r.start) == Some(&PAD) {
+                at += next as u64;
+                continue;
+            }
+            return Ok(Event::decode(&data.slice(r)).ok());
         }
-        let Some(&base) = segs.iter().rev().find(|b| **b <= at) else {
-            return Ok(None);
-        };
-        let mut file =
-            File::open(seg_path(&self.shared.dir, base)).map_err(io_err("read segment"))?;
-        let head = read_at(&mut file, at - base, HEADER as u64)?;
-        if head.len() < HEADER {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
-        let data = Bytes::from(read_at(&mut file, at - base, HEADER as u64 + len)?);
-        Ok(parse_record(&data, 0).and_then(|(r, _)| Event::decode(&data.slice(r)).ok()))
+        Ok(None)
     }
 
     /// The saved position of consumer `name` (0 when it has none yet).
     pub fn cursor(&self, name: &str) -> Result<u64, SpoolError> {
-        let path = self.shared.dir.join(format!("{name}.cursor"));
-        match fs::read_to_string(&path) {
-            Ok(s) => Ok(s.trim().parse().unwrap_or(0)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(SpoolError::Io {
-                op: "read cursor",
-                source: e,
-            }),
-        }
+        self.shared.cursor_on_disk(name)
     }
 
     /// The position of consumer `name`, from memory after the first read.
     pub fn cursor_cached(&self, name: &str) -> u64 {
-        if let Some(v) = self.lock_cursors().get(name) {
+        if let Some(v) = self.shared.lock_cursors().get(name) {
             return *v;
         }
         let v = self.cursor(name).unwrap_or(0).max(self.start_offset());
-        self.lock_cursors().insert(name.to_owned(), v);
+        self.shared.lock_cursors().insert(name.to_owned(), v);
         v
     }
 
-    fn lock_cursors(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
-        self.shared
-            .cursors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Durably saves consumer `name`'s position, then deletes segments every consumer is
-    /// past. `consumers` lists every consumer whose cursor holds data back.
+    /// past: the declared ones and `consumers`.
     pub fn commit(&self, name: &str, offset: u64, consumers: &[&str]) -> Result<(), SpoolError> {
         let dir = &self.shared.dir;
         let tmp = dir.join(format!("{name}.cursor.tmp"));
@@ -351,33 +704,43 @@ impl Spool {
             f.sync_all().map_err(io_err("fsync cursor"))?;
         }
         fs::rename(&tmp, &path).map_err(io_err("rename cursor"))?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        self.lock_cursors().insert(name.to_owned(), offset);
-        let mut low = offset;
-        for c in consumers {
-            low = low.min(self.cursor(c)?);
-        }
-        self.delete_before(low)
-    }
-
-    /// Deletes whole segments that end at or before `offset`.
-    fn delete_before(&self, offset: u64) -> Result<(), SpoolError> {
-        let _g = self.shared.gc.lock().unwrap_or_else(|p| p.into_inner());
-        let segs = list_segments(&self.shared.dir)?;
-        // The last segment is the writer's; never delete it.
-        for w in segs.windows(2) {
-            let (base, next) = (w[0], w[1]);
-            if next <= offset {
-                fs::remove_file(seg_path(&self.shared.dir, base))
-                    .map_err(io_err("delete consumed segment"))?;
-                self.shared.start.store(next, Ordering::Release);
-            } else {
-                break;
-            }
+        // Until the directory is fsync'd the rename may not survive a crash: report the
+        // commit as failed so the consumer commits again (it re-sends at most).
+        self.shared
+            .sync_dir(dir)
+            .map_err(io_err("fsync spool directory after a cursor rename"))?;
+        self.shared.lock_cursors().insert(name.to_owned(), offset);
+        let mut names = consumers.to_vec();
+        names.push(name);
+        if let Some(low) = self.shared.low_water(self.end_offset(), &names)? {
+            self.shared.drop_segments(low, None, |_, _| true)?;
         }
         Ok(())
+    }
+
+    /// Deletes segments whose last write is older than `retention` and that every
+    /// registered consumer is past (the writer's open segment stays). Returns the bytes
+    /// deleted. Does nothing on a spool opened without declared consumers.
+    pub fn enforce_retention(&self) -> Result<u64, SpoolError> {
+        if self.shared.registered.is_none() {
+            return Ok(0);
+        }
+        let Some(low) = self.shared.low_water(self.end_offset(), &[])? else {
+            return Ok(0);
+        };
+        let Some(cutoff) = SystemTime::now().checked_sub(self.shared.retention) else {
+            return Ok(0);
+        };
+        self.shared.drop_segments(low, Some("age"), |path, _| {
+            fs::metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t <= cutoff)
+        })
+    }
+
+    #[cfg(test)]
+    fn faults(&self) -> &Faults {
+        &self.shared.faults
     }
 }
 
@@ -391,134 +754,29 @@ pub async fn wait_for_more(wake: &mut watch::Receiver<u64>, stop: &mut watch::Re
     }
 }
 
-struct Writer {
-    shared: Arc<Shared>,
-    file: File,
-    base: u64,
-    len: u64,
-    segment_bytes: u64,
-}
-
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Append>) {
-        let mut batch: Vec<Append> = Vec::new();
-        let mut buf: Vec<u8> = Vec::new();
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
-            while let Ok(more) = rx.try_recv() {
-                batch.push(more);
-                if batch.len() >= 4096 {
-                    break;
-                }
-            }
-            self.commit_batch(&mut batch, &mut buf);
-        }
-        let _ = self.file.sync_all();
-    }
-
-    fn commit_batch(&mut self, batch: &mut Vec<Append>, buf: &mut Vec<u8>) {
-        // Admit what fits under max_bytes; the rest is refused as full.
-        let start = self.shared.start.load(Ordering::Acquire);
-        let mut used = self.base + self.len - start;
-        let mut admitted = Vec::with_capacity(batch.len());
-        for a in batch.drain(..) {
-            let n = a.frame.len() as u64;
-            if used + n > self.shared.max_bytes {
-                let _ = a.done.send(Err(SpoolError::Full));
-                metrics::counter!("hookgate_spool_full_total").increment(1);
-            } else {
-                used += n;
-                admitted.push(a);
-            }
-        }
-        if admitted.is_empty() {
-            return;
-        }
-        if self.len >= self.segment_bytes {
-            if let Err(e) = self.roll() {
-                tracing::error!(error = %e, "spool could not start a new segment");
-                for a in admitted {
-                    let _ = a.done.send(Err(SpoolError::Io {
-                        op: "start segment",
-                        source: io::Error::other("segment roll failed"),
-                    }));
-                }
-                return;
-            }
-        }
-        buf.clear();
-        let mut offsets = Vec::with_capacity(admitted.len());
-        let mut at = self.base + self.len;
-        for a in &admitted {
-            offsets.push(at);
-            at += a.frame.len() as u64;
-            buf.extend_from_slice(&a.frame);
-        }
-        let t = Instant::now();
-        let res = self
-            .file
-            .seek(SeekFrom::Start(self.len))
-            .and_then(|_| self.file.write_all(buf))
-            .and_then(|_| self.file.sync_data());
-        metrics::histogram!("hookgate_spool_fsync_seconds").record(t.elapsed().as_secs_f64());
-        match res {
-            Ok(()) => {
-                self.len += buf.len() as u64;
-                self.shared.committed.send_replace(self.base + self.len);
-                metrics::counter!("hookgate_spool_appends_total").increment(admitted.len() as u64);
-                for (a, off) in admitted.into_iter().zip(offsets) {
-                    let _ = a.done.send(Ok(off));
-                }
-            }
-            Err(e) => {
-                // Nothing of this batch is acknowledged: cut it off so no half-written
-                // record precedes the next one.
-                let full = e.raw_os_error() == Some(libc::ENOSPC)
-                    || e.raw_os_error() == Some(libc::EDQUOT);
-                tracing::error!(error = %e, disk_full = full, "spool write failed; batch refused");
-                let _ = self.file.set_len(self.len);
-                let _ = self.file.sync_all();
-                for a in admitted {
-                    let err = if full {
-                        SpoolError::Full
-                    } else {
-                        SpoolError::Io {
-                            op: "append",
-                            source: io::Error::new(e.kind(), e.to_string()),
-                        }
-                    };
-                    let _ = a.done.send(Err(err));
-                }
-            }
-        }
-    }
-
-    fn roll(&mut self) -> Result<(), SpoolError> {
-        let next = self.base + self.len;
-        let file = create_segment(&self.shared.dir, next)?;
-        self.file.sync_all().map_err(io_err("fsync segment"))?;
-        self.file = file;
-        self.base = next;
-        self.len = 0;
-        Ok(())
-    }
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 fn seg_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.seg"))
 }
 
-fn create_segment(dir: &Path, base: u64) -> Result<File, SpoolError> {
+/// The operation named when the directory fsync after creating a segment fails.
+const DIR_FSYNC: &str = "fsync spool directory";
+
+/// Creates (or opens, if a failed roll left it) the segment at `base` and fsyncs the
+/// directory so it survives a crash (an error there is an `Io` error with op
+/// [`DIR_FSYNC`]).
+fn create_segment(shared: &Shared, base: u64) -> Result<File, SpoolError> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(seg_path(dir, base))
+        .open(seg_path(&shared.dir, base))
         .map_err(io_err("create segment"))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    shared.sync_dir(&shared.dir).map_err(io_err(DIR_FSYNC))?;
     Ok(f)
 }
 
@@ -539,27 +797,26 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
     Ok(out)
 }
 
-/// Length of the prefix of a segment made of whole records with good checksums.
-fn scan_valid_len(path: &Path) -> Result<u64, SpoolError> {
+fn read_file(path: &Path) -> Result<Vec<u8>, SpoolError> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
         .map_err(io_err("read segment"))?;
-    let mut pos = 0usize;
-    while let Some((_, next)) = parse_record(&data, pos) {
-        pos = next;
-    }
-    Ok(pos as u64)
+    Ok(data)
+}
+
+/// The length field of the record header at the start of `head`, if plausible.
+fn head_len(head: &[u8]) -> Option<u64> {
+    let h = head.get(..4)?;
+    let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+    (len != 0 && len <= MAX_FRAME).then_some(u64::from(len))
 }
 
 /// The record at `pos`, if whole and intact: (payload range, next position).
 fn parse_record(data: &[u8], pos: usize) -> Option<(std::ops::Range<usize>, usize)> {
-    let head = data.get(pos..pos + HEADER)?;
-    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    let head = data.get(pos..pos.checked_add(HEADER)?)?;
+    let len = head_len(head)?;
     let crc = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-    if len == 0 || len > MAX_FRAME {
-        return None;
-    }
     let range = pos + HEADER..pos + HEADER + len as usize;
     let payload = data.get(range.clone())?;
     (crc32fast::hash(payload) == crc).then_some((range.clone(), range.end))
@@ -584,17 +841,32 @@ fn read_records(
         if seg_end <= at || out.len() >= max {
             continue;
         }
-        let mut file = File::open(seg_path(&shared.dir, base)).map_err(io_err("read segment"))?;
+        let mut file = match File::open(seg_path(&shared.dir, base)) {
+            Ok(f) => f,
+            // Retention in the serving process deleted it after the listing (a read-only
+            // reader does not share its lock): its records are gone.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                at = at.max(seg_end);
+                continue;
+            }
+            Err(e) => {
+                return Err(SpoolError::Io {
+                    op: "read segment",
+                    source: e,
+                })
+            }
+        };
         while at < seg_end && out.len() < max {
             let want = (seg_end - at).min(READ_CHUNK);
             let data = read_at(&mut file, at - base, want)?;
             let mut data = Bytes::from(data);
             // One record larger than the chunk: read exactly that record.
-            if parse_record(&data, 0).is_none() && data.len() >= HEADER {
-                let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as u64;
-                let need = (HEADER as u64 + len).min(seg_end - at);
-                if need > want {
-                    data = Bytes::from(read_at(&mut file, at - base, need)?);
+            if parse_record(&data, 0).is_none() {
+                if let Some(len) = head_len(&data) {
+                    let need = (HEADER as u64 + len).min(seg_end - at);
+                    if need > want {
+                        data = Bytes::from(read_at(&mut file, at - base, need)?);
+                    }
                 }
             }
             let mut pos = 0usize;
@@ -602,10 +874,12 @@ fn read_records(
                 let Some((range, next)) = parse_record(&data, pos) else {
                     break;
                 };
-                match Event::decode(&data.slice(range)) {
-                    Ok(ev) => out.push((at + pos as u64, ev)),
-                    Err(e) => {
-                        tracing::error!(offset = at + pos as u64, error = %e, "spool record undecodable; skipped")
+                if data.get(range.start) != Some(&PAD) {
+                    match Event::decode(&data.slice(range)) {
+                        Ok(ev) => out.push((at + pos as u64, ev)),
+                        Err(e) => {
+                            tracing::error!(offset = at + pos as u64, error = %e, "spool record undecodable; skipped")
+                        }
                     }
                 }
                 pos = next;
@@ -633,123 +907,4 @@ fn read_at(file: &mut File, pos: u64, len: u64) -> Result<Vec<u8>, SpoolError> {
         .read_to_end(&mut data)
         .map_err(io_err("read segment"))?;
     Ok(data)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc as StdArc;
-
-    fn ev(n: u32) -> Event {
-        Event {
-            id: hookgate_proto::Ulid::new(),
-            source: StdArc::from("s"),
-            provider: StdArc::from("github"),
-            topic: StdArc::from("t"),
-            event_type: "push".into(),
-            delivery_id: format!("d{n}"),
-            key: Bytes::from(format!("k{n}")),
-            received_at_ms: 1,
-            content_type: None,
-            kept_headers: vec![],
-            body: Bytes::from(vec![b'x'; 100]),
-        }
-    }
-
-    fn cfg(dir: &Path) -> SpoolConfig {
-        SpoolConfig {
-            path: dir.to_path_buf(),
-            max_bytes: ByteSize(1 << 20),
-            segment_bytes: ByteSize(4096),
-        }
-    }
-
-    #[tokio::test]
-    async fn appends_are_read_back_in_order_across_segments_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&cfg(dir.path())).unwrap();
-        let mut want = Vec::new();
-        for i in 0..100 {
-            let e = ev(i);
-            spool.append(&e).await.unwrap();
-            want.push(e);
-        }
-        assert!(spool.stats().unwrap().segments > 1);
-        drop(spool);
-        let spool = Spool::open(&cfg(dir.path())).unwrap();
-        let (got, next) = spool.read(0, 1000).unwrap();
-        assert_eq!(next, spool.end_offset());
-        let offs: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
-        let got: Vec<Event> = got.into_iter().map(|(_, e)| e).collect();
-        assert_eq!(got, want);
-        assert_eq!(spool.peek(0).unwrap().as_ref(), Some(&want[0]));
-        assert_eq!(spool.peek(offs[57]).unwrap().as_ref(), Some(&want[57]));
-        assert_eq!(spool.peek(spool.end_offset()).unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn concurrent_appends_share_fsyncs_and_all_land() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&cfg(dir.path())).unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let s = spool.clone();
-            tasks.push(tokio::spawn(async move { s.append(&ev(i)).await }));
-        }
-        let mut offs = Vec::new();
-        for t in tasks {
-            offs.push(t.await.unwrap().unwrap());
-        }
-        offs.sort_unstable();
-        offs.dedup();
-        assert_eq!(offs.len(), 200);
-        assert_eq!(spool.read(0, 1000).unwrap().0.len(), 200);
-    }
-
-    #[tokio::test]
-    async fn torn_tail_is_cut_not_replayed() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&cfg(dir.path())).unwrap();
-        for i in 0..3 {
-            spool.append(&ev(i)).await.unwrap();
-        }
-        drop(spool);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let seg = seg_path(dir.path(), 0);
-        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        // A half record: header claims 500 bytes, only some follow.
-        f.write_all(&500u32.to_be_bytes()).unwrap();
-        f.write_all(&[1, 2, 3, 4, 5, 6]).unwrap();
-        drop(f);
-        let spool = Spool::open(&cfg(dir.path())).unwrap();
-        assert_eq!(spool.read(0, 100).unwrap().0.len(), 3);
-        spool.append(&ev(9)).await.unwrap();
-        let (all, _) = spool.read(0, 100).unwrap();
-        assert_eq!(all.len(), 4);
-        assert_eq!(all[3].1.delivery_id, "d9");
-    }
-
-    #[tokio::test]
-    async fn full_spool_refuses_and_recovers_after_consumption() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = cfg(dir.path());
-        c.max_bytes = ByteSize(8192);
-        c.segment_bytes = ByteSize(4096);
-        let spool = Spool::open(&c).unwrap();
-        let mut accepted = 0;
-        let mut refused = 0;
-        for i in 0..100 {
-            match spool.append(&ev(i)).await {
-                Ok(_) => accepted += 1,
-                Err(SpoolError::Full) => refused += 1,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        assert!(accepted > 0 && refused > 0);
-        let (recs, next) = spool.read(0, 1000).unwrap();
-        assert_eq!(recs.len(), accepted);
-        spool.commit("fwd", next, &["fwd"]).unwrap();
-        assert_eq!(spool.cursor("fwd").unwrap(), next);
-        spool.append(&ev(1000)).await.unwrap();
-    }
 }
