@@ -1,6 +1,7 @@
 //! End-to-end tests of the dispatcher feed and the dead-letter stores: real spools in temp
-//! directories, fake chat APIs on loopback, and a Kafka-protocol broker (Tansu when
-//! `~/.cargo/bin/tansu` exists, else rdkafka's in-process `MockCluster`).
+//! directories, fake chat APIs on loopback, and a real Kafka-protocol broker (Tansu, from
+//! [`crate::harness::tansu_bin`]; a missing broker fails the test, it is never replaced by
+//! a mock).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -72,6 +73,17 @@ fn delivered(fake: &FakeTelegram) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the fake has received at least `n` requests, failing the test if it has not
+/// within [`WAIT`].
+async fn received(fake: &FakeTelegram, n: usize) {
+    let got = fake.wait_for(n, WAIT).await.len();
+    assert!(
+        got >= n,
+        "the fake received {got} requests within {WAIT:?}, expected {n}: {:?}",
+        fake.sent()
+    );
+}
+
 fn spool_cfg(path: &std::path::Path) -> SpoolConfig {
     SpoolConfig {
         path: path.to_path_buf(),
@@ -108,7 +120,7 @@ mod spool {
             spool.append(e).await.unwrap();
         }
         let (tx, h) = start(&spool, &d);
-        fake.wait_for(3, WAIT).await;
+        received(&fake, 3).await;
         let want: Vec<String> = first.iter().map(|e| e.id_string()).collect();
         assert_eq!(delivered(&fake), want, "in spool order");
         stop(tx, h).await;
@@ -121,7 +133,7 @@ mod spool {
         spool.append(&ok).await.unwrap();
         fake.push(Reply::BadRequest);
         let (tx, h) = start(&spool, &d);
-        fake.wait_for(5, WAIT).await;
+        received(&fake, 5).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop(tx, h).await;
         assert_eq!(fake.count(), 5, "committed events are not delivered again");
@@ -241,7 +253,7 @@ mod spool {
         fake.set_default(Reply::BadRequest);
         let (tx, h) = start(&spool, &d);
         // Tried, not done, tried again: the feed must not move on to `next`.
-        fake.wait_for(2, WAIT).await;
+        received(&fake, 2).await;
         assert!(delivered(&fake).iter().all(|id| *id == bad.id_string()));
         assert_eq!(spool.cursor("dispatcher").unwrap(), 0);
         mem.set_failing(false);
@@ -259,115 +271,18 @@ mod spool {
 
 mod kafka {
     use super::*;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
+    use crate::harness::Broker;
     use rdkafka::config::ClientConfig;
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
 
-    /// A broker for one test: a Tansu process on a free port, or a mock cluster.
-    struct Broker {
-        bootstrap: String,
-        tansu: Option<std::process::Child>,
-        mock: Option<MockCluster<'static, DefaultProducerContext>>,
-    }
-
-    impl Drop for Broker {
-        fn drop(&mut self) {
-            if let Some(c) = &mut self.tansu {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-
-    fn tansu_path() -> Option<std::path::PathBuf> {
-        if std::env::var("HOOKGATE_TEST_KAFKA").as_deref() == Ok("mock") {
-            return None;
-        }
-        let p = std::path::PathBuf::from(std::env::var("HOME").ok()?).join(".cargo/bin/tansu");
-        p.exists().then_some(p)
-    }
-
-    async fn broker() -> Broker {
-        let Some(bin) = tansu_path() else {
-            eprintln!("kafka tests: using rdkafka MockCluster (no ~/.cargo/bin/tansu)");
-            let mock = MockCluster::new(1).unwrap();
-            return Broker {
-                bootstrap: mock.bootstrap_servers(),
-                tansu: None,
-                mock: Some(mock),
-            };
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = std::process::Command::new(bin)
-            .args([
-                "broker",
-                "--kafka-listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let b = Broker {
-            bootstrap: format!("127.0.0.1:{port}"),
-            tansu: Some(child),
-            mock: None,
-        };
-        let end = std::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(std::time::Instant::now() < end, "tansu did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        eprintln!("kafka tests: using tansu at {}", b.bootstrap);
-        b
-    }
-
-    impl Broker {
-        fn config(&self) -> KafkaConfig {
-            // Short group timeouts: the mock cluster's JoinGroup waits up to the rebalance
-            // timeout (max.poll.interval.ms) for members of an earlier generation.
-            serde_json::from_value(json!({
-                "brokers": self.bootstrap, "delivery_timeout": "20s", "topic_partitions": 2,
-                "options": {"session.timeout.ms": "6000", "max.poll.interval.ms": "7000"}
-            }))
-            .unwrap()
-        }
-
-        async fn create_topic(&self, name: &str, partitions: i32) {
-            if let Some(m) = &self.mock {
-                m.create_topic(name, partitions, 1).unwrap();
-                return;
-            }
-            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                .set("bootstrap.servers", &self.bootstrap)
-                .create()
-                .unwrap();
-            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-            let res = admin
-                .create_topics(
-                    &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-                    &opts,
-                )
-                .await
-                .unwrap();
-            for r in res {
-                r.unwrap();
-            }
-        }
+    /// The feed's Kafka settings for `b`, with short group timeouts so a restarted consumer
+    /// gets its partitions back quickly.
+    fn config(b: &Broker) -> KafkaConfig {
+        serde_json::from_value(json!({
+            "brokers": b.bootstrap(), "delivery_timeout": "20s", "topic_partitions": 2,
+            "options": {"session.timeout.ms": "6000", "max.poll.interval.ms": "7000"}
+        }))
+        .expect("a valid KafkaConfig")
     }
 
     fn unique(prefix: &str) -> String {
@@ -401,8 +316,8 @@ mod kafka {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn feed_delivers_commits_and_resumes_after_restart() {
-        let b = broker().await;
-        let cfg = b.config();
+        let b = Broker::start();
+        let cfg = config(&b);
         let topic = unique("feed");
         b.create_topic(&topic, 2).await;
         let log = KafkaLog::new(&cfg).unwrap();
@@ -416,7 +331,7 @@ mod kafka {
         }
         // A record not written by hookgate: skipped, its offset stored all the same.
         let raw: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &b.bootstrap)
+            .set("bootstrap.servers", b.bootstrap())
             .create()
             .unwrap();
         raw.send(
@@ -429,7 +344,7 @@ mod kafka {
         .unwrap();
 
         let (tx, h) = start(&cfg, &group, &topic, &d);
-        fake.wait_for(4, WAIT).await;
+        received(&fake, 4).await;
         assert_eq!(
             delivered(&fake).into_iter().collect::<HashSet<_>>(),
             ids(&first)
@@ -441,7 +356,7 @@ mod kafka {
             log.append(e).await.unwrap();
         }
         let (tx, h) = start(&cfg, &group, &topic, &d);
-        fake.wait_for(6, WAIT).await;
+        received(&fake, 6).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         stop(tx, h).await;
         let got = delivered(&fake);
@@ -459,12 +374,12 @@ mod kafka {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_sink_holds_back_only_its_own_partition() {
-        let b = broker().await;
-        let cfg = b.config();
+        let b = Broker::start();
+        let cfg = config(&b);
         let topic = unique("parts");
         b.create_topic(&topic, 2).await;
         let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &b.bootstrap)
+            .set("bootstrap.servers", b.bootstrap())
             .create()
             .unwrap();
         let evs: Vec<Event> = (1..=2).map(|n| event(&topic, n)).collect();
@@ -488,7 +403,7 @@ mod kafka {
         fake.push(Reply::Delay(Duration::from_secs(4)));
         let d = dispatcher(&fake, Arc::new(MemoryDeadLetter::new()));
         let (tx, h) = start(&cfg, &unique("dispatch"), &topic, &d);
-        fake.wait_for(1, WAIT).await;
+        received(&fake, 1).await;
         let t0 = std::time::Instant::now();
         fake.wait_for(2, Duration::from_secs(3)).await;
         assert_eq!(fake.count(), 2, "the other partition was not held back");
@@ -502,8 +417,8 @@ mod kafka {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dead_letters_are_listed_and_replayed_once() {
-        let b = broker().await;
-        let cfg = b.config();
+        let b = Broker::start();
+        let cfg = config(&b);
         let dlq_topic = unique("dlq");
         b.create_topic(&dlq_topic, 2).await;
         let dlq = KafkaDeadLetter::new(&cfg, &dlq_topic).unwrap();
