@@ -719,7 +719,9 @@ async fn sign_prints_headers_that_verify() {
     let c = client();
     let stripe_body = br#"{"id":"evt_cli_1","type":"charge.succeeded"}"#.to_vec();
     let gh_body = push_body(30);
-    let cases: [(&str, &str, Vec<u8>, Vec<(&str, &str)>); 2] = [
+    // (provider, secret, body, headers the provider sends beside the signature)
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, Vec<(&'a str, &'a str)>);
+    let cases: [Case; 2] = [
         ("stripe", STRIPE_SECRET, stripe_body, vec![]),
         (
             "github",
@@ -922,5 +924,15 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
+    );
+}
+
+/// The harness's bound on commands works: a command that does not exit fails the test.
+#[test]
+#[should_panic(expected = "did not exit within")]
+fn a_command_that_does_not_exit_fails_the_test_instead_of_hanging() {
+    harness::run(
+        std::process::Command::new("sleep").arg("30"),
+        Duration::from_millis(300),
     );
 }
