@@ -103,21 +103,24 @@ mod spool {
 
     async fn stop(tx: watch::Sender<bool>, h: tokio::task::JoinHandle<()>) {
         tx.send(true).unwrap();
-        tokio::time::timeout(WAIT, h).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, h)
+            .await
+            .expect("the feed stops within WAIT")
+            .expect("the feed task ends without a panic");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn feed_delivers_commits_and_dead_letters_then_replay_delivers_once() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = spool_cfg(&dir.path().join("spool"));
-        let spool = Spool::open(&cfg).unwrap();
-        let dlq = SpoolDeadLetter::open_beside(&cfg).unwrap();
+        let spool = Spool::open(&cfg).expect("the spool opens");
+        let dlq = SpoolDeadLetter::open_beside(&cfg).expect("the spool DLQ opens");
         let fake = FakeTelegram::start().await;
         let d = dispatcher(&fake, Arc::new(dlq.clone()));
 
         let first: Vec<Event> = (1..=3).map(|n| event("t", n)).collect();
         for e in &first {
-            spool.append(e).await.unwrap();
+            spool.append(e).await.expect("the spool takes the append");
         }
         let (tx, h) = start(&spool, &d);
         received(&fake, 3).await;
@@ -129,8 +132,11 @@ mod spool {
         // after it must still be delivered.
         let failing = event("t", 4);
         let ok = event("t", 5);
-        spool.append(&failing).await.unwrap();
-        spool.append(&ok).await.unwrap();
+        spool
+            .append(&failing)
+            .await
+            .expect("the spool takes the append");
+        spool.append(&ok).await.expect("the spool takes the append");
         fake.push(Reply::BadRequest);
         let (tx, h) = start(&spool, &d);
         received(&fake, 5).await;
@@ -143,7 +149,7 @@ mod spool {
         assert_eq!(delivered(&fake), want_all);
 
         let store = DlqStore::Spool(dlq.clone());
-        let listed = dlq_list(&store, None).await.unwrap();
+        let listed = dlq_list(&store, None).await.expect("the DLQ lists");
         assert_eq!(listed.len(), 1);
         assert_eq!(
             listed[0].event, failing,
@@ -155,27 +161,31 @@ mod spool {
         assert!(!listed[0].error.contains("ABCDEF"), "bot token redacted");
 
         // The API recovered: replay delivers it once, a second replay nothing.
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (1, 0, 0));
         assert_eq!(fake.count(), 6);
         assert!(fake.sent()[5].1.contains(&failing.id_string()));
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (0, 0, 0));
         assert_eq!(fake.count(), 6);
-        assert!(dlq_list(&store, None).await.unwrap().is_empty());
+        assert!(dlq_list(&store, None)
+            .await
+            .expect("the DLQ lists")
+            .is_empty());
 
         // Progress is durable: a reopened DLQ has nothing pending either.
         drop(store);
         drop(d);
         drop(dlq);
-        let dlq = SpoolDeadLetter::open_beside(&cfg).unwrap();
-        assert!(dlq.list(None).await.unwrap().is_empty());
+        let dlq = SpoolDeadLetter::open_beside(&cfg).expect("the spool DLQ opens");
+        assert!(dlq.list(None).await.expect("the DLQ lists").is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replay_stops_at_a_failure_and_a_sink_filter_skips_other_sinks() {
         let dir = tempfile::tempdir().unwrap();
-        let dlq = SpoolDeadLetter::open_beside(&spool_cfg(dir.path())).unwrap();
+        let dlq =
+            SpoolDeadLetter::open_beside(&spool_cfg(dir.path())).expect("the spool DLQ opens");
         let fake = FakeTelegram::start().await;
         let d = dispatcher(&fake, Arc::new(MemoryDeadLetter::new()));
         let store = DlqStore::Spool(dlq.clone());
@@ -186,26 +196,39 @@ mod spool {
         a.event_type = "ping".into();
         let b = event("t", 2);
         let c = event("t", 3);
-        store.dead_letter(&a, "tg2", "boom a").await.unwrap();
-        store.dead_letter(&b, "tg", "boom b").await.unwrap();
-        store.dead_letter(&c, "tg", "boom c").await.unwrap();
+        store
+            .dead_letter(&a, "tg2", "boom a")
+            .await
+            .expect("the DLQ takes a dead letter");
+        store
+            .dead_letter(&b, "tg", "boom b")
+            .await
+            .expect("the DLQ takes a dead letter");
+        store
+            .dead_letter(&c, "tg", "boom c")
+            .await
+            .expect("the DLQ takes a dead letter");
 
         // b is replayed behind a (pending for tg2): it must not come back.
         fake.push(Reply::Ok);
         fake.push(Reply::BadRequest);
-        let r = dlq_replay(&store, &d, Some("tg")).await.unwrap();
+        let r = dlq_replay(&store, &d, Some("tg"))
+            .await
+            .expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (1, 1, 1));
-        let (failed, _) = r.failure.unwrap();
+        let (failed, _) = r.failure.expect("the replay reports its failure");
         assert_eq!(failed.event.id, c.id);
         let pending: Vec<Ulid> = dlq_list(&store, None)
             .await
-            .unwrap()
+            .expect("the DLQ lists")
             .iter()
             .map(|e| e.event.id)
             .collect();
         assert_eq!(pending, vec![a.id, c.id]);
 
-        let r = dlq_replay(&store, &d, Some("tg")).await.unwrap();
+        let r = dlq_replay(&store, &d, Some("tg"))
+            .await
+            .expect("the DLQ replays");
         assert_eq!(
             (r.replayed, r.failed, r.remaining),
             (1, 0, 0),
@@ -213,49 +236,58 @@ mod spool {
             r.failure
         );
         assert_eq!(fake.count(), 3);
-        let pending = dlq_list(&store, None).await.unwrap();
+        let pending = dlq_list(&store, None).await.expect("the DLQ lists");
         assert_eq!(pending.len(), 1);
         assert_eq!(
             (pending[0].event.id, pending[0].sink.as_str()),
             (a.id, "tg2")
         );
 
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!(
             (r.replayed, r.failed, r.remaining),
             (1, 0, 0),
             "{:?}",
             r.failure
         );
-        let last = fake.sent().pop().unwrap();
+        let last = fake.sent().pop().expect("the fake received the replay");
         assert_eq!(last.0, "43", "replayed through tg2");
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (0, 0, 0));
         assert_eq!(fake.count(), 4);
         // Everything up to the end is done, so the replay cursor passed it all.
         let spool = dlq.spool();
-        assert_eq!(spool.cursor("replay").unwrap(), spool.end_offset());
+        assert_eq!(
+            spool.cursor("replay").expect("a spool cursor"),
+            spool.end_offset()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_event_whose_dead_letter_write_fails_is_retried_not_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = spool_cfg(dir.path());
-        let spool = Spool::open(&cfg).unwrap();
+        let spool = Spool::open(&cfg).expect("the spool opens");
         let fake = FakeTelegram::start().await;
         let mem = Arc::new(MemoryDeadLetter::new());
         mem.set_failing(true);
         let d = dispatcher(&fake, mem.clone());
         let bad = event("t", 1);
         let next = event("t", 2);
-        spool.append(&bad).await.unwrap();
-        spool.append(&next).await.unwrap();
+        spool
+            .append(&bad)
+            .await
+            .expect("the spool takes the append");
+        spool
+            .append(&next)
+            .await
+            .expect("the spool takes the append");
         fake.set_default(Reply::BadRequest);
         let (tx, h) = start(&spool, &d);
         // Tried, not done, tried again: the feed must not move on to `next`.
         received(&fake, 2).await;
         assert!(delivered(&fake).iter().all(|id| *id == bad.id_string()));
-        assert_eq!(spool.cursor("dispatcher").unwrap(), 0);
+        assert_eq!(spool.cursor("dispatcher").expect("a spool cursor"), 0);
         mem.set_failing(false);
         fake.set_default(Reply::Ok);
         let end = tokio::time::Instant::now() + WAIT;
@@ -265,7 +297,10 @@ mod spool {
         stop(tx, h).await;
         // Either the last retry of `bad` was delivered, or it failed and was dead-lettered.
         assert_eq!(delivered(&fake).last(), Some(&next.id_string()));
-        assert_eq!(spool.cursor("dispatcher").unwrap(), spool.end_offset());
+        assert_eq!(
+            spool.cursor("dispatcher").expect("a spool cursor"),
+            spool.end_offset()
+        );
     }
 }
 
@@ -300,14 +335,17 @@ mod kafka {
         let h = tokio::spawn(async move {
             run_kafka_feed(&cfg, &group, vec![topic], d, rx)
                 .await
-                .unwrap();
+                .expect("the kafka feed runs until told to stop");
         });
         (tx, h)
     }
 
     async fn stop(tx: watch::Sender<bool>, h: tokio::task::JoinHandle<()>) {
         tx.send(true).unwrap();
-        tokio::time::timeout(WAIT, h).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, h)
+            .await
+            .expect("the feed stops within WAIT")
+            .expect("the feed task ends without a panic");
     }
 
     fn ids(events: &[Event]) -> HashSet<String> {
@@ -320,14 +358,14 @@ mod kafka {
         let cfg = config(&b);
         let topic = unique("feed");
         b.create_topic(&topic, 2).await;
-        let log = KafkaLog::new(&cfg).unwrap();
+        let log = KafkaLog::new(&cfg).expect("a kafka log");
         let fake = FakeTelegram::start().await;
         let d = dispatcher(&fake, Arc::new(MemoryDeadLetter::new()));
         let group = unique("dispatch");
 
         let first: Vec<Event> = (1..=4).map(|n| event(&topic, n)).collect();
         for e in &first {
-            log.append(e).await.unwrap();
+            log.append(e).await.expect("kafka takes the append");
         }
         // A record not written by hookgate: skipped, its offset stored all the same.
         let raw: FutureProducer = ClientConfig::new()
@@ -353,7 +391,7 @@ mod kafka {
 
         let second: Vec<Event> = (5..=6).map(|n| event(&topic, n)).collect();
         for e in &second {
-            log.append(e).await.unwrap();
+            log.append(e).await.expect("kafka takes the append");
         }
         let (tx, h) = start(&cfg, &group, &topic, &d);
         received(&fake, 6).await;
@@ -396,7 +434,11 @@ mod kafka {
                 .payload(&e.body[..])
                 .key(&e.key[..])
                 .headers(headers);
-            producer.send(rec, Duration::from_secs(10)).await.unwrap();
+            producer
+                .send(rec, Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produce a test record");
         }
         let fake = FakeTelegram::start().await;
         // Whichever event goes first is answered after 4 s.
@@ -421,11 +463,14 @@ mod kafka {
         let cfg = config(&b);
         let dlq_topic = unique("dlq");
         b.create_topic(&dlq_topic, 2).await;
-        let dlq = KafkaDeadLetter::new(&cfg, &dlq_topic).unwrap();
+        let dlq = KafkaDeadLetter::new(&cfg, &dlq_topic).expect("a kafka DLQ");
         let fake = FakeTelegram::start().await;
         let d = dispatcher(&fake, Arc::new(dlq.clone()));
         let store = DlqStore::Kafka(dlq.clone());
-        assert!(dlq_list(&store, None).await.unwrap().is_empty());
+        assert!(dlq_list(&store, None)
+            .await
+            .expect("the DLQ lists")
+            .is_empty());
 
         // Dead-lettered by the dispatcher itself.
         let failing = event("webhooks.github", 1);
@@ -438,36 +483,55 @@ mod kafka {
         ));
         let mut other = event("webhooks.github", 2);
         other.event_type = "ping".into();
-        store.dead_letter(&other, "tg2", "boom").await.unwrap();
+        store
+            .dead_letter(&other, "tg2", "boom")
+            .await
+            .expect("the DLQ takes a dead letter");
 
-        let listed = dlq_list(&store, None).await.unwrap();
+        let listed = dlq_list(&store, None).await.expect("the DLQ lists");
         assert_eq!(listed.len(), 2);
-        let mine = listed.iter().find(|e| e.sink == "tg").unwrap();
+        let mine = listed
+            .iter()
+            .find(|e| e.sink == "tg")
+            .expect("the dead letter of sink tg is listed");
         assert_eq!(
             mine.event, failing,
             "original record back, topic and headers included"
         );
         assert!(mine.at.ends_with('Z'));
         assert!(!mine.error.is_empty());
-        assert_eq!(dlq_list(&store, Some("tg2")).await.unwrap().len(), 1);
+        assert_eq!(
+            dlq_list(&store, Some("tg2"))
+                .await
+                .expect("the DLQ lists")
+                .len(),
+            1
+        );
 
-        let r = dlq_replay(&store, &d, Some("tg")).await.unwrap();
+        let r = dlq_replay(&store, &d, Some("tg"))
+            .await
+            .expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (1, 0, 0));
         assert_eq!(delivered(&fake).last(), Some(&failing.id_string()));
-        let r = dlq_replay(&store, &d, Some("tg")).await.unwrap();
+        let r = dlq_replay(&store, &d, Some("tg"))
+            .await
+            .expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed), (0, 0));
-        let left = dlq_list(&store, None).await.unwrap();
+        let left = dlq_list(&store, None).await.expect("the DLQ lists");
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].event.id, other.id);
 
         fake.push(Reply::BadRequest);
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (0, 1, 1));
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (1, 0, 0));
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (0, 0, 0));
-        assert!(dlq_list(&store, None).await.unwrap().is_empty());
+        assert!(dlq_list(&store, None)
+            .await
+            .expect("the DLQ lists")
+            .is_empty());
         // 1 failed dispatch + 1 replay to tg, 1 failed + 1 ok replay to tg2.
         assert_eq!(fake.count(), 4);
     }
