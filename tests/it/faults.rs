@@ -256,6 +256,16 @@ async fn the_fault_proxy_forwards_stalls_resets_and_refuses() {
     c.write_all(b"ping").await.expect("write");
     assert_eq!(&read4(&mut c).await.expect("echo"), b"ping");
 
+    // Latency keeps the bytes and their order (the time it adds is printed, not asserted).
+    proxy.set(Fault::Latency(Duration::from_millis(150)));
+    let t0 = Instant::now();
+    c.write_all(b"lat1").await.expect("write");
+    c.write_all(b"lat2").await.expect("write");
+    assert_eq!(&read4(&mut c).await.expect("echo under latency"), b"lat1");
+    assert_eq!(&read4(&mut c).await.expect("echo under latency"), b"lat2");
+    eprintln!("round trip with 150 ms each way: {:?}", t0.elapsed());
+    proxy.heal();
+
     proxy.set(Fault::Stall);
     c.write_all(b"held").await.expect("write while stalled");
     let mut one = [0u8; 1];
