@@ -10,6 +10,9 @@ use crate::harness::{client, now, sign, Broker, Hookgate};
 use crate::ingest::post_github;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// How long to keep watching after the awaited message arrived, so a second copy has the
+/// time to show up before "exactly one" is asserted (a wait, not a timing assertion).
+const SETTLE: Duration = Duration::from_secs(2);
 const BOT_TOKEN: &str = "123456:SECRET-bot-token";
 
 fn topic(name: &str) -> String {
@@ -119,10 +122,10 @@ async fn post_telegram(hg: &Hookgate, update: &Value) -> Value {
         .body(update.to_string())
         .send()
         .await
-        .unwrap()
+        .expect("an answer from hookgate")
         .json()
         .await
-        .unwrap()
+        .expect("a JSON answer from hookgate")
 }
 
 fn update(id: i64, chat: i64, text: &str) -> Value {
@@ -136,18 +139,27 @@ fn update(id: i64, chat: i64, text: &str) -> Value {
     })
 }
 
-async fn wait_sent(
+/// Messages the fake received from request number `from` on (so attempts made before an
+/// action are not taken for its effect) that match `pred`: waits until at least one
+/// arrives (at most [`WAIT`]), then [`SETTLE`] more, so a second copy is counted too.
+async fn sent_after(
     tg: &FakeTelegram,
+    from: usize,
     pred: impl Fn(&(String, String)) -> bool,
 ) -> Vec<(String, String)> {
+    let hits = || -> Vec<(String, String)> {
+        tg.sent()
+            .into_iter()
+            .skip(from)
+            .filter(|m| pred(m))
+            .collect()
+    };
     let end = Instant::now() + WAIT;
-    loop {
-        let hits: Vec<_> = tg.sent().into_iter().filter(|m| pred(m)).collect();
-        if !hits.is_empty() || Instant::now() > end {
-            return hits;
-        }
+    while hits().is_empty() && Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(SETTLE).await;
+    hits()
 }
 
 /// Scenarios 1–3: chat message → LLM → answer in that chat (once, even re-delivered);
@@ -158,19 +170,6 @@ async fn assistant_order_and_push(hg: &Hookgate, tg: &FakeTelegram, ai: &FakeOpe
     assert_eq!(v["duplicate"], false, "{v}");
     let again = post_telegram(hg, &update(9001, 777, "What is hookgate?")).await;
     assert_eq!(again["duplicate"], true, "{again}");
-    let answers = wait_sent(tg, |(chat, _)| chat == "777").await;
-    assert_eq!(answers.len(), 1, "{:?}\n{}", tg.sent(), hg.log());
-    assert_eq!(answers[0].1, "hookgate verifies webhooks.");
-    let asked = ai.asked();
-    let last = asked.last().unwrap();
-    assert_eq!(
-        last[0],
-        ("system".into(), "You are a helpful assistant.".into())
-    );
-    assert_eq!(
-        last.last().unwrap(),
-        &("user".into(), "What is hookgate?".into())
-    );
 
     let order =
         br#"{"id":820982911946154508,"order_number":1234,"total_price":"199.00","currency":"EUR"}"#;
@@ -186,15 +185,33 @@ async fn assistant_order_and_push(hg: &Hookgate, tg: &FakeTelegram, ai: &FakeOpe
     for (k, v) in sign("shopify", "shop-secret", order, now()) {
         req = req.header(k, v);
     }
-    assert_eq!(req.send().await.unwrap().status(), 200);
-    let msgs = wait_sent(tg, |(_, t)| t.contains("#1234")).await;
+    let resp = req.send().await.expect("an answer from hookgate");
+    assert_eq!(resp.status(), 200);
+    let (s, v, _) = post_github(&client(), hg, "push-1", &push(2)).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Each arrives once: the fake is watched for SETTLE after the first copy of each.
+    let answers = sent_after(tg, 0, |(chat, _)| chat == "777").await;
+    assert_eq!(answers.len(), 1, "{:?}\n{}", tg.sent(), hg.log());
+    assert_eq!(answers[0].1, "hookgate verifies webhooks.");
+    let asked = ai.asked();
+    assert_eq!(asked.len(), 1, "the model was asked once: {asked:?}");
+    let last = &asked[0];
+    assert_eq!(
+        last.first(),
+        Some(&("system".into(), "You are a helpful assistant.".into()))
+    );
+    assert_eq!(
+        last.last(),
+        Some(&("user".into(), "What is hookgate?".into()))
+    );
+
+    let msgs = sent_after(tg, 0, |(_, t)| t.contains("#1234")).await;
     assert_eq!(msgs.len(), 1, "{:?}", tg.sent());
     assert_eq!(msgs[0].0, "-1001");
     assert_eq!(msgs[0].1, "New order #1234: 199.00 EUR");
 
-    let (s, v, _) = post_github(&client(), hg, "push-1", &push(2)).await;
-    assert_eq!(s, 200, "{v}");
-    let msgs = wait_sent(tg, |(_, t)| t.contains("octo/hello")).await;
+    let msgs = sent_after(tg, 0, |(_, t)| t.contains("octo/hello")).await;
     assert_eq!(msgs.len(), 1, "{:?}", tg.sent());
     let text = &msgs[0].1;
     assert!(
@@ -268,17 +285,45 @@ async fn rate_limit_is_obeyed_and_failures_dead_letter_then_replay() {
     assert!(!text.contains("SECRET-bot-token"), "{text}");
 
     tg.set_default(Reply::Ok);
+    // Only requests after the replay count: the three failed attempts also carry the text.
+    let before_replay = tg.count();
     let out = hg.cli(&["dlq", "replay"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let msgs = wait_sent(&tg, |(_, t)| t.contains("3 commit(s)")).await;
-    assert!(!msgs.is_empty());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dlq replay printed no JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(report["replayed"], 1, "{report}");
+    let msgs = sent_after(&tg, before_replay, |(_, t)| t.contains("3 commit(s)")).await;
+    assert_eq!(
+        msgs.len(),
+        1,
+        "the replay delivers the dead letter exactly once: {:?}\n{}",
+        tg.sent(),
+        hg.log()
+    );
+    let before_second = tg.count();
     let out = hg.cli(&["dlq", "replay"]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dlq replay printed no JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     assert_eq!(report["replayed"], 0, "{report}");
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        tg.count(),
+        before_second,
+        "a second replay sent again: {:?}",
+        tg.sent()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +341,11 @@ async fn dispatcher_killed_mid_delivery_loses_no_notification() {
     tg.push(Reply::Delay(Duration::from_secs(20)));
     let (s, _, _) = post_github(&client(), &hg, "slow-1", &push(4)).await;
     assert_eq!(s, 200);
-    tg.wait_for(1, WAIT).await;
+    assert!(
+        !tg.wait_for(1, WAIT).await.is_empty(),
+        "the first attempt never reached the fake: {}",
+        hg.log()
+    );
     hg.kill();
     hg.restart();
     // The first attempt was cut off by the kill (the fake saw it arrive, the dispatcher never
@@ -332,7 +381,8 @@ async fn two_dispatch_processes_in_one_group_share_the_partitions() {
     let hg = Hookgate::start(&config(&kafka, &t, &tg, &ai));
     let cfg = hg.dir.join("hookgate.toml");
     let spawn = |n: usize| {
-        let log = std::fs::File::create(hg.dir.join(format!("dispatch-{n}.log"))).unwrap();
+        let log = std::fs::File::create(hg.dir.join(format!("dispatch-{n}.log")))
+            .expect("dispatch log file");
         std::process::Command::new(crate::harness::hookgate_bin())
             .args(["dispatch", "--config"])
             .arg(&cfg)
@@ -341,7 +391,7 @@ async fn two_dispatch_processes_in_one_group_share_the_partitions() {
             .stderr(log)
             .spawn()
             .map(crate::harness::KillOnDrop)
-            .unwrap()
+            .expect("spawn hookgate dispatch")
     };
     let _a = spawn(1);
     let _b = spawn(2);
@@ -395,15 +445,25 @@ async fn two_dispatch_processes_in_one_group_share_the_partitions() {
         let (s, _, _) = post_github(&client(), &hg, &format!("share-{i}"), &body).await;
         assert_eq!(s, 200);
     }
+    // Counted per repo, not collected into a set: a double delivery must show.
+    let per_repo = || {
+        let mut per: std::collections::BTreeMap<String, usize> = Default::default();
+        for (_, t) in tg.sent() {
+            if let Some(r) = t.split("octo/repo-").nth(1).and_then(|r| r.get(..1)) {
+                *per.entry(r.to_owned()).or_default() += 1;
+            }
+        }
+        per
+    };
     let end = Instant::now() + WAIT;
-    let mut got = std::collections::HashSet::new();
-    while got.len() < 8 && Instant::now() < end {
+    while per_repo().len() < 8 && Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        got = tg
-            .sent()
-            .into_iter()
-            .filter_map(|(_, t)| t.split("octo/repo-").nth(1).map(|r| r[..1].to_owned()))
-            .collect();
     }
-    assert_eq!(got.len(), 8, "{:?}\n{logs}", tg.sent());
+    tokio::time::sleep(SETTLE).await;
+    let per = per_repo();
+    assert!(
+        per.len() == 8 && per.values().all(|n| *n == 1),
+        "each of the 8 pushes delivered exactly once by the group: {per:?}\n{:?}\n{logs}",
+        tg.sent()
+    );
 }

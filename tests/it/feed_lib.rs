@@ -1,6 +1,7 @@
 //! End-to-end tests of the dispatcher feed and the dead-letter stores: real spools in temp
-//! directories, fake chat APIs on loopback, and a Kafka-protocol broker (Tansu when
-//! `~/.cargo/bin/tansu` exists, else rdkafka's in-process `MockCluster`).
+//! directories, fake chat APIs on loopback, and a real Kafka-protocol broker (Tansu, from
+//! [`crate::harness::tansu_bin`]; a missing broker fails the test, it is never replaced by
+//! a mock).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -70,6 +71,17 @@ fn delivered(fake: &FakeTelegram) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the fake has received at least `n` requests, failing the test if it has not
+/// within [`WAIT`].
+async fn received(fake: &FakeTelegram, n: usize) {
+    let got = fake.wait_for(n, WAIT).await.len();
+    assert!(
+        got >= n,
+        "the fake received {got} requests within {WAIT:?}, expected {n}: {:?}",
+        fake.sent()
+    );
+}
+
 fn spool_cfg(path: &std::path::Path) -> SpoolConfig {
     SpoolConfig {
         path: path.to_path_buf(),
@@ -89,24 +101,27 @@ mod spool {
 
     async fn stop(tx: watch::Sender<bool>, h: tokio::task::JoinHandle<()>) {
         tx.send(true).unwrap();
-        tokio::time::timeout(WAIT, h).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, h)
+            .await
+            .expect("the feed stops within WAIT")
+            .expect("the feed task ends without a panic");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn feed_delivers_commits_and_dead_letters_then_replay_delivers_once() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = spool_cfg(&dir.path().join("spool"));
-        let spool = Spool::open(&cfg).unwrap();
-        let dlq = SpoolDeadLetter::open_beside(&cfg).unwrap();
+        let spool = Spool::open(&cfg).expect("the spool opens");
+        let dlq = SpoolDeadLetter::open_beside(&cfg).expect("the spool DLQ opens");
         let fake = FakeTelegram::start().await;
         let d = dispatcher(&fake, Arc::new(dlq.clone()));
 
         let first: Vec<Event> = (1..=3).map(|n| event("t", n)).collect();
         for e in &first {
-            spool.append(e).await.unwrap();
+            spool.append(e).await.expect("the spool takes the append");
         }
         let (tx, h) = start(&spool, &d);
-        fake.wait_for(3, WAIT).await;
+        received(&fake, 3).await;
         let want: Vec<String> = first.iter().map(|e| e.id_string()).collect();
         assert_eq!(delivered(&fake), want, "in spool order");
         stop(tx, h).await;
@@ -115,11 +130,14 @@ mod spool {
         // after it must still be delivered.
         let failing = event("t", 4);
         let ok = event("t", 5);
-        spool.append(&failing).await.unwrap();
-        spool.append(&ok).await.unwrap();
+        spool
+            .append(&failing)
+            .await
+            .expect("the spool takes the append");
+        spool.append(&ok).await.expect("the spool takes the append");
         fake.push(Reply::BadRequest);
         let (tx, h) = start(&spool, &d);
-        fake.wait_for(5, WAIT).await;
+        received(&fake, 5).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop(tx, h).await;
         assert_eq!(fake.count(), 5, "committed events are not delivered again");
@@ -129,7 +147,7 @@ mod spool {
         assert_eq!(delivered(&fake), want_all);
 
         let store = DlqStore::Spool(dlq.clone());
-        let listed = dlq_list(&store, None).await.unwrap();
+        let listed = dlq_list(&store, None).await.expect("the DLQ lists");
         assert_eq!(listed.len(), 1);
         assert_eq!(
             listed[0].event, failing,
@@ -141,27 +159,31 @@ mod spool {
         assert!(!listed[0].error.contains("ABCDEF"), "bot token redacted");
 
         // The API recovered: replay delivers it once, a second replay nothing.
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (1, 0, 0));
         assert_eq!(fake.count(), 6);
         assert!(fake.sent()[5].1.contains(&failing.id_string()));
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (0, 0, 0));
         assert_eq!(fake.count(), 6);
-        assert!(dlq_list(&store, None).await.unwrap().is_empty());
+        assert!(dlq_list(&store, None)
+            .await
+            .expect("the DLQ lists")
+            .is_empty());
 
         // Progress is durable: a reopened DLQ has nothing pending either.
         drop(store);
         drop(d);
         drop(dlq);
-        let dlq = SpoolDeadLetter::open_beside(&cfg).unwrap();
-        assert!(dlq.list(None).await.unwrap().is_empty());
+        let dlq = SpoolDeadLetter::open_beside(&cfg).expect("the spool DLQ opens");
+        assert!(dlq.list(None).await.expect("the DLQ lists").is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replay_stops_at_a_failure_and_a_sink_filter_skips_other_sinks() {
         let dir = tempfile::tempdir().unwrap();
-        let dlq = SpoolDeadLetter::open_beside(&spool_cfg(dir.path())).unwrap();
+        let dlq =
+            SpoolDeadLetter::open_beside(&spool_cfg(dir.path())).expect("the spool DLQ opens");
         let fake = FakeTelegram::start().await;
         let d = dispatcher(&fake, Arc::new(MemoryDeadLetter::new()));
         let store = DlqStore::Spool(dlq.clone());
@@ -172,26 +194,39 @@ mod spool {
         a.event_type = "ping".into();
         let b = event("t", 2);
         let c = event("t", 3);
-        store.dead_letter(&a, "tg2", "boom a").await.unwrap();
-        store.dead_letter(&b, "tg", "boom b").await.unwrap();
-        store.dead_letter(&c, "tg", "boom c").await.unwrap();
+        store
+            .dead_letter(&a, "tg2", "boom a")
+            .await
+            .expect("the DLQ takes a dead letter");
+        store
+            .dead_letter(&b, "tg", "boom b")
+            .await
+            .expect("the DLQ takes a dead letter");
+        store
+            .dead_letter(&c, "tg", "boom c")
+            .await
+            .expect("the DLQ takes a dead letter");
 
         // b is replayed behind a (pending for tg2): it must not come back.
         fake.push(Reply::Ok);
         fake.push(Reply::BadRequest);
-        let r = dlq_replay(&store, &d, Some("tg")).await.unwrap();
+        let r = dlq_replay(&store, &d, Some("tg"))
+            .await
+            .expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (1, 1, 1));
-        let (failed, _) = r.failure.unwrap();
+        let (failed, _) = r.failure.expect("the replay reports its failure");
         assert_eq!(failed.event.id, c.id);
         let pending: Vec<Ulid> = dlq_list(&store, None)
             .await
-            .unwrap()
+            .expect("the DLQ lists")
             .iter()
             .map(|e| e.event.id)
             .collect();
         assert_eq!(pending, vec![a.id, c.id]);
 
-        let r = dlq_replay(&store, &d, Some("tg")).await.unwrap();
+        let r = dlq_replay(&store, &d, Some("tg"))
+            .await
+            .expect("the DLQ replays");
         assert_eq!(
             (r.replayed, r.failed, r.remaining),
             (1, 0, 0),
@@ -199,49 +234,58 @@ mod spool {
             r.failure
         );
         assert_eq!(fake.count(), 3);
-        let pending = dlq_list(&store, None).await.unwrap();
+        let pending = dlq_list(&store, None).await.expect("the DLQ lists");
         assert_eq!(pending.len(), 1);
         assert_eq!(
             (pending[0].event.id, pending[0].sink.as_str()),
             (a.id, "tg2")
         );
 
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!(
             (r.replayed, r.failed, r.remaining),
             (1, 0, 0),
             "{:?}",
             r.failure
         );
-        let last = fake.sent().pop().unwrap();
+        let last = fake.sent().pop().expect("the fake received the replay");
         assert_eq!(last.0, "43", "replayed through tg2");
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (0, 0, 0));
         assert_eq!(fake.count(), 4);
         // Everything up to the end is done, so the replay cursor passed it all.
         let spool = dlq.spool();
-        assert_eq!(spool.cursor("replay").unwrap(), spool.end_offset());
+        assert_eq!(
+            spool.cursor("replay").expect("a spool cursor"),
+            spool.end_offset()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_event_whose_dead_letter_write_fails_is_retried_not_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = spool_cfg(dir.path());
-        let spool = Spool::open(&cfg).unwrap();
+        let spool = Spool::open(&cfg).expect("the spool opens");
         let fake = FakeTelegram::start().await;
         let mem = Arc::new(MemoryDeadLetter::new());
         mem.set_failing(true);
         let d = dispatcher(&fake, mem.clone());
         let bad = event("t", 1);
         let next = event("t", 2);
-        spool.append(&bad).await.unwrap();
-        spool.append(&next).await.unwrap();
+        spool
+            .append(&bad)
+            .await
+            .expect("the spool takes the append");
+        spool
+            .append(&next)
+            .await
+            .expect("the spool takes the append");
         fake.set_default(Reply::BadRequest);
         let (tx, h) = start(&spool, &d);
         // Tried, not done, tried again: the feed must not move on to `next`.
-        fake.wait_for(2, WAIT).await;
+        received(&fake, 2).await;
         assert!(delivered(&fake).iter().all(|id| *id == bad.id_string()));
-        assert_eq!(spool.cursor("dispatcher").unwrap(), 0);
+        assert_eq!(spool.cursor("dispatcher").expect("a spool cursor"), 0);
         mem.set_failing(false);
         fake.set_default(Reply::Ok);
         let end = tokio::time::Instant::now() + WAIT;
@@ -251,121 +295,27 @@ mod spool {
         stop(tx, h).await;
         // Either the last retry of `bad` was delivered, or it failed and was dead-lettered.
         assert_eq!(delivered(&fake).last(), Some(&next.id_string()));
-        assert_eq!(spool.cursor("dispatcher").unwrap(), spool.end_offset());
+        assert_eq!(
+            spool.cursor("dispatcher").expect("a spool cursor"),
+            spool.end_offset()
+        );
     }
 }
 
 mod kafka {
     use super::*;
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
+    use crate::harness::Broker;
     use rdkafka::config::ClientConfig;
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
 
-    /// A broker for one test: a Tansu process on a free port, or a mock cluster.
-    struct Broker {
-        bootstrap: String,
-        tansu: Option<std::process::Child>,
-        mock: Option<MockCluster<'static, DefaultProducerContext>>,
-    }
-
-    impl Drop for Broker {
-        fn drop(&mut self) {
-            if let Some(c) = &mut self.tansu {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-
-    fn tansu_path() -> Option<std::path::PathBuf> {
-        if std::env::var("HOOKGATE_TEST_KAFKA").as_deref() == Ok("mock") {
-            return None;
-        }
-        let p = std::path::PathBuf::from(std::env::var("HOME").ok()?).join(".cargo/bin/tansu");
-        p.exists().then_some(p)
-    }
-
-    async fn broker() -> Broker {
-        let Some(bin) = tansu_path() else {
-            eprintln!("kafka tests: using rdkafka MockCluster (no ~/.cargo/bin/tansu)");
-            let mock = MockCluster::new(1).unwrap();
-            return Broker {
-                bootstrap: mock.bootstrap_servers(),
-                tansu: None,
-                mock: Some(mock),
-            };
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = std::process::Command::new(bin)
-            .args([
-                "broker",
-                "--kafka-listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let b = Broker {
-            bootstrap: format!("127.0.0.1:{port}"),
-            tansu: Some(child),
-            mock: None,
-        };
-        let end = std::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(std::time::Instant::now() < end, "tansu did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        eprintln!("kafka tests: using tansu at {}", b.bootstrap);
-        b
-    }
-
-    impl Broker {
-        fn config(&self) -> KafkaConfig {
-            // Short group timeouts: the mock cluster's JoinGroup waits up to the rebalance
-            // timeout (max.poll.interval.ms) for members of an earlier generation.
-            serde_json::from_value(json!({
-                "brokers": self.bootstrap, "delivery_timeout": "20s", "topic_partitions": 2,
-                "options": {"session.timeout.ms": "6000", "max.poll.interval.ms": "7000"}
-            }))
-            .unwrap()
-        }
-
-        async fn create_topic(&self, name: &str, partitions: i32) {
-            if let Some(m) = &self.mock {
-                m.create_topic(name, partitions, 1).unwrap();
-                return;
-            }
-            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                .set("bootstrap.servers", &self.bootstrap)
-                .create()
-                .unwrap();
-            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-            let res = admin
-                .create_topics(
-                    &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-                    &opts,
-                )
-                .await
-                .unwrap();
-            for r in res {
-                r.unwrap();
-            }
-        }
+    /// The feed's Kafka settings for `b`, with short group timeouts so a restarted consumer
+    /// gets its partitions back quickly.
+    fn config(b: &Broker) -> KafkaConfig {
+        serde_json::from_value(json!({
+            "brokers": b.bootstrap(), "delivery_timeout": "20s", "topic_partitions": 2,
+            "options": {"session.timeout.ms": "6000", "max.poll.interval.ms": "7000"}
+        }))
+        .expect("a valid KafkaConfig")
     }
 
     fn unique(prefix: &str) -> String {
@@ -383,14 +333,17 @@ mod kafka {
         let h = tokio::spawn(async move {
             run_kafka_feed(&cfg, &group, vec![topic], d, rx)
                 .await
-                .unwrap();
+                .expect("the kafka feed runs until told to stop");
         });
         (tx, h)
     }
 
     async fn stop(tx: watch::Sender<bool>, h: tokio::task::JoinHandle<()>) {
         tx.send(true).unwrap();
-        tokio::time::timeout(WAIT, h).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, h)
+            .await
+            .expect("the feed stops within WAIT")
+            .expect("the feed task ends without a panic");
     }
 
     fn ids(events: &[Event]) -> HashSet<String> {
@@ -399,22 +352,22 @@ mod kafka {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn feed_delivers_commits_and_resumes_after_restart() {
-        let b = broker().await;
-        let cfg = b.config();
+        let b = Broker::start();
+        let cfg = config(&b);
         let topic = unique("feed");
         b.create_topic(&topic, 2).await;
-        let log = KafkaLog::new(&cfg, 1 << 20).unwrap();
+        let log = KafkaLog::new(&cfg, 1 << 20).expect("a kafka log");
         let fake = FakeTelegram::start().await;
         let d = dispatcher(&fake, Arc::new(MemoryDeadLetter::new()));
         let group = unique("dispatch");
 
         let first: Vec<Event> = (1..=4).map(|n| event(&topic, n)).collect();
         for e in &first {
-            log.append(e).await.unwrap();
+            log.append(e).await.expect("kafka takes the append");
         }
         // A record not written by hookgate: skipped, its offset stored all the same.
         let raw: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &b.bootstrap)
+            .set("bootstrap.servers", b.bootstrap())
             .create()
             .unwrap();
         raw.send(
@@ -427,7 +380,7 @@ mod kafka {
         .unwrap();
 
         let (tx, h) = start(&cfg, &group, &topic, &d);
-        fake.wait_for(4, WAIT).await;
+        received(&fake, 4).await;
         assert_eq!(
             delivered(&fake).into_iter().collect::<HashSet<_>>(),
             ids(&first)
@@ -436,10 +389,10 @@ mod kafka {
 
         let second: Vec<Event> = (5..=6).map(|n| event(&topic, n)).collect();
         for e in &second {
-            log.append(e).await.unwrap();
+            log.append(e).await.expect("kafka takes the append");
         }
         let (tx, h) = start(&cfg, &group, &topic, &d);
-        fake.wait_for(6, WAIT).await;
+        received(&fake, 6).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         stop(tx, h).await;
         let got = delivered(&fake);
@@ -457,12 +410,12 @@ mod kafka {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_sink_holds_back_only_its_own_partition() {
-        let b = broker().await;
-        let cfg = b.config();
+        let b = Broker::start();
+        let cfg = config(&b);
         let topic = unique("parts");
         b.create_topic(&topic, 2).await;
         let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &b.bootstrap)
+            .set("bootstrap.servers", b.bootstrap())
             .create()
             .unwrap();
         let evs: Vec<Event> = (1..=2).map(|n| event(&topic, n)).collect();
@@ -479,14 +432,18 @@ mod kafka {
                 .payload(&e.body[..])
                 .key(&e.key[..])
                 .headers(headers);
-            producer.send(rec, Duration::from_secs(10)).await.unwrap();
+            producer
+                .send(rec, Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produce a test record");
         }
         let fake = FakeTelegram::start().await;
         // Whichever event goes first is answered after 4 s.
         fake.push(Reply::Delay(Duration::from_secs(4)));
         let d = dispatcher(&fake, Arc::new(MemoryDeadLetter::new()));
         let (tx, h) = start(&cfg, &unique("dispatch"), &topic, &d);
-        fake.wait_for(1, WAIT).await;
+        received(&fake, 1).await;
         let t0 = std::time::Instant::now();
         fake.wait_for(2, Duration::from_secs(3)).await;
         assert_eq!(fake.count(), 2, "the other partition was not held back");
@@ -500,15 +457,18 @@ mod kafka {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dead_letters_are_listed_and_replayed_once() {
-        let b = broker().await;
-        let cfg = b.config();
+        let b = Broker::start();
+        let cfg = config(&b);
         let dlq_topic = unique("dlq");
         b.create_topic(&dlq_topic, 2).await;
-        let dlq = KafkaDeadLetter::new(&cfg, &dlq_topic).unwrap();
+        let dlq = KafkaDeadLetter::new(&cfg, &dlq_topic).expect("a kafka DLQ");
         let fake = FakeTelegram::start().await;
         let d = dispatcher(&fake, Arc::new(dlq.clone()));
         let store = DlqStore::Kafka(dlq.clone());
-        assert!(dlq_list(&store, None).await.unwrap().is_empty());
+        assert!(dlq_list(&store, None)
+            .await
+            .expect("the DLQ lists")
+            .is_empty());
 
         // Dead-lettered by the dispatcher itself.
         let failing = event("webhooks.github", 1);
@@ -521,36 +481,55 @@ mod kafka {
         ));
         let mut other = event("webhooks.github", 2);
         other.event_type = "ping".into();
-        store.dead_letter(&other, "tg2", "boom").await.unwrap();
+        store
+            .dead_letter(&other, "tg2", "boom")
+            .await
+            .expect("the DLQ takes a dead letter");
 
-        let listed = dlq_list(&store, None).await.unwrap();
+        let listed = dlq_list(&store, None).await.expect("the DLQ lists");
         assert_eq!(listed.len(), 2);
-        let mine = listed.iter().find(|e| e.sink == "tg").unwrap();
+        let mine = listed
+            .iter()
+            .find(|e| e.sink == "tg")
+            .expect("the dead letter of sink tg is listed");
         assert_eq!(
             mine.event, failing,
             "original record back, topic and headers included"
         );
         assert!(mine.at.ends_with('Z'));
         assert!(!mine.error.is_empty());
-        assert_eq!(dlq_list(&store, Some("tg2")).await.unwrap().len(), 1);
+        assert_eq!(
+            dlq_list(&store, Some("tg2"))
+                .await
+                .expect("the DLQ lists")
+                .len(),
+            1
+        );
 
-        let r = dlq_replay(&store, &d, Some("tg")).await.unwrap();
+        let r = dlq_replay(&store, &d, Some("tg"))
+            .await
+            .expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (1, 0, 0));
         assert_eq!(delivered(&fake).last(), Some(&failing.id_string()));
-        let r = dlq_replay(&store, &d, Some("tg")).await.unwrap();
+        let r = dlq_replay(&store, &d, Some("tg"))
+            .await
+            .expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed), (0, 0));
-        let left = dlq_list(&store, None).await.unwrap();
+        let left = dlq_list(&store, None).await.expect("the DLQ lists");
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].event.id, other.id);
 
         fake.push(Reply::BadRequest);
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (0, 1, 1));
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (1, 0, 0));
-        let r = dlq_replay(&store, &d, None).await.unwrap();
+        let r = dlq_replay(&store, &d, None).await.expect("the DLQ replays");
         assert_eq!((r.replayed, r.failed, r.remaining), (0, 0, 0));
-        assert!(dlq_list(&store, None).await.unwrap().is_empty());
+        assert!(dlq_list(&store, None)
+            .await
+            .expect("the DLQ lists")
+            .is_empty());
         // 1 failed dispatch + 1 replay to tg, 1 failed + 1 ok replay to tg2.
         assert_eq!(fake.count(), 4);
     }

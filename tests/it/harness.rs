@@ -2,7 +2,7 @@
 //! `hookgate` binary with a config written for the test, and Kafka read-back helpers.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +13,91 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+// A submodule (not a sibling in main.rs) so the bench crate, which includes this file by
+// path, gets it too.
+#[path = "faultproxy.rs"]
+pub mod faultproxy;
+#[allow(unused_imports)] // the bench crate's copy uses none of it
+pub use faultproxy::{Fault, FaultProxy};
+
+/// How long a command that should exit promptly (a CLI call, `kill`) may take before the
+/// test gives up on it: a bound, not an expectation of speed.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` to completion with its output captured, killing it and failing the test if it
+/// has not exited within `within` (a CLI that hangs must fail the test, not stall the suite).
+pub fn run(cmd: &mut Command, within: Duration) -> std::process::Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let Some(status) = wait_within(&mut child, within) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = err.join().unwrap_or_default();
+        panic!(
+            "{what} did not exit within {within:?}; stderr: {}",
+            String::from_utf8_lossy(&stderr)
+        )
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Waits for `child` to exit, at most `within`; `None` if it is still running.
+pub fn wait_within(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => return None,
+            Err(e) => panic!("wait for pid {}: {e}", child.id()),
+        }
+    }
+}
+
+/// Sends `SIG<name>` to a child process, failing the test if `kill` fails.
+fn signal(child: &Child, name: &str) {
+    let out = run(
+        Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]),
+        COMMAND_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "kill -{name} {}: {}",
+        child.id(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// A child process killed when the test ends, also when it fails.
 pub struct KillOnDrop(pub Child);
@@ -63,6 +148,9 @@ pub struct Broker {
     dir: tempfile::TempDir,
     storage: String,
     child: Option<Child>,
+    /// When set, the broker advertises this proxy's address in metadata, so every Kafka
+    /// client (hookgate's producer, the test's readers) talks to it through the proxy.
+    proxy: Option<FaultProxy>,
 }
 
 impl Broker {
@@ -76,19 +164,48 @@ impl Broker {
         Broker::start_with("sqlite://tansu.db")
     }
 
+    /// A broker (in-memory storage) behind a [`FaultProxy`]: it listens on its own port but
+    /// advertises the proxy's, so Kafka clients, which connect to the advertised address
+    /// after the bootstrap, cannot bypass the faults.
+    pub fn start_behind_proxy() -> Broker {
+        let port = free_port();
+        let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut b = Broker {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            storage: "memory://tansu/".to_owned(),
+            child: None,
+            proxy: Some(proxy),
+        };
+        b.spawn();
+        b
+    }
+
     fn start_with(storage: &str) -> Broker {
         let mut b = Broker {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             storage: storage.to_owned(),
             child: None,
+            proxy: None,
         };
         b.spawn();
         b
     }
 
+    /// The fault proxy in front of a broker from [`Broker::start_behind_proxy`].
+    pub fn proxy(&self) -> &FaultProxy {
+        self.proxy
+            .as_ref()
+            .expect("this broker was not started behind a proxy")
+    }
+
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = match &self.proxy {
+            Some(p) => format!("tcp://{}", p.addr()),
+            None => url.clone(),
+        };
         let log = std::fs::File::create(self.dir.path().join("tansu.log")).expect("log file");
         let child = Command::new(tansu_bin())
             .current_dir(self.dir.path())
@@ -97,7 +214,7 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
                 "--storage-engine",
                 &self.storage,
             ])
@@ -120,9 +237,12 @@ impl Broker {
         );
     }
 
-    /// `host:port` for clients.
+    /// `host:port` for clients: the proxy's when there is one.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match &self.proxy {
+            Some(p) => p.addr().to_string(),
+            None => format!("127.0.0.1:{}", self.port),
+        }
     }
 
     /// Stops the broker (SIGKILL).
@@ -137,18 +257,14 @@ impl Broker {
     /// broker, without a restart.
     pub fn pause(&self) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-STOP", &c.id().to_string()])
-                .status();
+            signal(c, "STOP");
         }
     }
 
     /// Thaws a paused broker (SIGCONT).
     pub fn resume(&self) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
+            signal(c, "CONT");
         }
     }
 
@@ -244,15 +360,27 @@ impl Record {
 /// Reads every record of `topic` from the beginning until `min` have arrived and no more
 /// arrive for a short while, or `within` passes.
 pub fn read_topic(bootstrap: &str, topic: &str, min: usize, within: Duration) -> Vec<Record> {
+    read_topic_until(bootstrap, topic, within, |recs| recs.len() >= min)
+}
+
+/// Reads every record of `topic` from the beginning until `enough` holds for what arrived
+/// and no more arrive for a short while (so late extra copies are read too), or `within`
+/// passes.
+pub fn read_topic_until(
+    bootstrap: &str,
+    topic: &str,
+    within: Duration,
+    enough: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("it-reader-{}", ulid::Ulid::new()))
         .set("enable.auto.commit", "false")
         .create()
-        .expect("consumer");
+        .expect("a Kafka consumer for reading back");
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
+        .unwrap_or_else(|e| panic!("metadata of {topic} from {bootstrap}: {e}"));
     let mut tpl = TopicPartitionList::new();
     for t in md.topics() {
         for p in t.partitions() {
@@ -288,7 +416,7 @@ pub fn read_topic(bootstrap: &str, topic: &str, min: usize, within: Duration) ->
                 std::thread::sleep(Duration::from_millis(200));
             }
             None => {
-                if out.len() >= min && quiet_since.elapsed() > Duration::from_millis(1500) {
+                if quiet_since.elapsed() > Duration::from_millis(1500) && enough(&out) {
                     break;
                 }
             }
@@ -433,13 +561,22 @@ impl Hookgate {
         }
     }
 
-    /// SIGTERM; returns the exit status once it stopped.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        c.wait().expect("wait")
+    /// SIGTERM; returns the exit status once it stopped. Fails the test (after a SIGKILL)
+    /// if it is still running after `within`: a shutdown that never ends is a bug.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("hookgate is running");
+        signal(&c, "TERM");
+        match wait_within(&mut c, within) {
+            Some(s) => s,
+            None => {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "hookgate did not exit within {within:?} of SIGTERM: {}",
+                    self.log()
+                )
+            }
+        }
     }
 
     /// What the process wrote to stderr so far.
@@ -448,14 +585,16 @@ impl Hookgate {
     }
 
     /// Runs another `hookgate` subcommand against this instance's config.
+    /// Fails the test if it does not exit within [`COMMAND_TIMEOUT`].
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(hookgate_bin())
-            .current_dir(&self.dir)
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .expect("run hookgate")
+        run(
+            Command::new(hookgate_bin())
+                .current_dir(&self.dir)
+                .args(args)
+                .arg("--config")
+                .arg(&self.config),
+            COMMAND_TIMEOUT,
+        )
     }
 }
 
@@ -482,10 +621,147 @@ pub fn now() -> i64 {
     hookgate_proto::now_ms() / 1000
 }
 
-/// A plain HTTP client for the tests.
+/// How long a test client waits for an answer. Longer than any `delivery_timeout` a test
+/// configures, so a timeout means the gateway parked the request instead of answering.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A plain HTTP client for the tests; every request times out after [`CLIENT_TIMEOUT`].
 pub fn client() -> reqwest::Client {
+    client_with_timeout(CLIENT_TIMEOUT)
+}
+
+/// A test client whose requests time out after `timeout` (connects after 5 s).
+pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(64)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
         .build()
         .expect("client")
+}
+
+/// Whether a reconciliation may find more than one record for a delivery id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Duplicates {
+    /// No process crashed: exactly one record per delivery id.
+    Forbidden,
+    /// A process crashed (kill -9): at-least-once, extra copies are counted and reported,
+    /// but each must still carry the `hookgate-id` the 2xx returned.
+    AllowedAfterCrash,
+}
+
+/// What a reconciliation found.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// Records in the topic.
+    pub records: usize,
+    /// Acknowledged delivery ids checked.
+    pub acked: usize,
+    /// Records beyond the first for their delivery id (acknowledged or not).
+    pub duplicates: usize,
+    /// Delivery ids in Kafka that never got a 2xx (a 503'd or timed-out attempt that was
+    /// written after all); allowed, reported.
+    pub unacked_ids: usize,
+}
+
+/// Reads `topic` back and checks it against what was acknowledged (`acked`: delivery id ->
+/// the `hookgate-id` its 2xx returned): every acknowledged delivery id is there, every record
+/// of it carries that `hookgate-id`, and, unless a crash allows them, no delivery id has
+/// more than one record. Every problem found goes into one failure message.
+pub fn reconcile(
+    broker: &Broker,
+    topic: &str,
+    acked: &HashMap<String, String>,
+    dups: Duplicates,
+) -> Reconciled {
+    reconcile_within(broker, topic, acked, dups, Duration::from_secs(90))
+}
+
+/// [`reconcile`], waiting at most `within` for missing records.
+pub fn reconcile_within(
+    broker: &Broker,
+    topic: &str,
+    acked: &HashMap<String, String>,
+    dups: Duplicates,
+    within: Duration,
+) -> Reconciled {
+    let recs = read_topic_until(&broker.bootstrap(), topic, within, |recs| {
+        let seen: std::collections::HashSet<String> = recs
+            .iter()
+            .filter_map(|r| r.header("hookgate-delivery-id"))
+            .collect();
+        acked.keys().all(|d| seen.contains(d))
+    });
+    let mut per: HashMap<String, Vec<String>> = HashMap::new();
+    let mut unlabelled = 0;
+    for r in &recs {
+        match r.header("hookgate-delivery-id") {
+            Some(d) => per
+                .entry(d)
+                .or_default()
+                .push(r.header("hookgate-id").unwrap_or_default()),
+            None => unlabelled += 1,
+        }
+    }
+    let mut missing = Vec::new();
+    let mut wrong_id = Vec::new();
+    for (d, want) in acked {
+        match per.get(d) {
+            None => missing.push(d.as_str()),
+            Some(ids) if ids.iter().any(|i| i != want) => {
+                wrong_id.push(format!("{d}: acked as {want}, in Kafka as {ids:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    missing.sort_unstable();
+    wrong_id.sort_unstable();
+    let mut doubled: Vec<String> = per
+        .iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|(d, ids)| format!("{d} x{}", ids.len()))
+        .collect();
+    doubled.sort_unstable();
+    let report = Reconciled {
+        records: recs.len(),
+        acked: acked.len(),
+        duplicates: per.values().map(|ids| ids.len() - 1).sum(),
+        unacked_ids: per.keys().filter(|d| !acked.contains_key(*d)).count(),
+    };
+    eprintln!("reconcile {topic}: {report:?}");
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "{} of {} acknowledged delivery ids missing from Kafka, e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(5)]
+        ));
+    }
+    if !wrong_id.is_empty() {
+        problems.push(format!(
+            "{} delivery ids have a record whose hookgate-id is not the one the 2xx returned, e.g. {:?}",
+            wrong_id.len(),
+            &wrong_id[..wrong_id.len().min(5)]
+        ));
+    }
+    if dups == Duplicates::Forbidden && !doubled.is_empty() {
+        problems.push(format!(
+            "{} duplicate records without a crash ({} delivery ids written more than once), e.g. {:?}",
+            report.duplicates,
+            doubled.len(),
+            &doubled[..doubled.len().min(5)]
+        ));
+    }
+    if unlabelled > 0 {
+        problems.push(format!(
+            "{unlabelled} records without a hookgate-delivery-id header"
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "reconcile {topic}: {report:?}\n{}",
+        problems.join("\n")
+    );
+    report
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{self, client, now, read_topic, sign, Broker, Hookgate, Target};
+use crate::harness::{
+    self, client, client_with_timeout, now, read_topic, reconcile, sign, Broker, Duplicates,
+    Hookgate, Target, COMMAND_TIMEOUT,
+};
 
 const GH_SECRET: &str = "gh-secret";
 const STRIPE_SECRET: &str = "whsec_stripe";
@@ -83,7 +86,7 @@ pub async fn post_github(
     let retry = resp
         .headers()
         .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let v = resp.json::<Value>().await.unwrap_or(Value::Null);
     (status, v, retry)
 }
@@ -102,7 +105,7 @@ async fn github_event_lands_in_kafka_byte_identical_with_contract_headers() {
     let (status, v, _) = post_github(&c, &hg, "del-1", &body).await;
     assert_eq!(status, 200, "{v} {}", hg.log());
     assert_eq!(v["duplicate"], false);
-    let id = v["id"].as_str().unwrap().to_owned();
+    let id = ack_id(&v);
 
     let recs = read_topic(&broker.bootstrap(), &t, 1, Duration::from_secs(20));
     assert_eq!(recs.len(), 1);
@@ -119,7 +122,9 @@ async fn github_event_lands_in_kafka_byte_identical_with_contract_headers() {
         Some("application/json")
     );
     assert_eq!(r.header("x-github-hook-id").as_deref(), Some("4242"));
-    let at = r.header("hookgate-received-at").unwrap();
+    let at = r
+        .header("hookgate-received-at")
+        .expect("a hookgate-received-at header");
     assert!(humantime::parse_rfc3339(&at).is_ok(), "{at}");
     assert!(
         at.ends_with('Z') && at.len() == "2026-01-01T00:00:00.000Z".len(),
@@ -145,9 +150,9 @@ async fn forged_and_replayed_requests_are_401_and_produce_nothing() {
     for (k, v) in sign("github", "not-the-secret", &body, now()) {
         req = req.header(k, v);
     }
-    let resp = req.send().await.unwrap();
+    let resp = req.send().await.expect("an answer from hookgate");
     assert_eq!(resp.status(), 401);
-    let v: Value = resp.json().await.unwrap();
+    let v: Value = resp.json().await.expect("a JSON body");
     assert_eq!(v["error"], "signature_invalid");
     assert!(!v.to_string().contains(GH_SECRET));
 
@@ -159,7 +164,10 @@ async fn forged_and_replayed_requests_are_401_and_produce_nothing() {
     for (k, v) in sign("github", GH_SECRET, &body, now()) {
         req = req.header(k, v);
     }
-    assert_eq!(req.send().await.unwrap().status(), 401);
+    assert_eq!(
+        req.send().await.expect("an answer from hookgate").status(),
+        401
+    );
 
     // A correctly signed Stripe event, replayed 20 minutes later.
     let sbody = br#"{"id":"evt_replayed","type":"charge.succeeded"}"#;
@@ -167,9 +175,9 @@ async fn forged_and_replayed_requests_are_401_and_produce_nothing() {
     for (k, v) in sign("stripe", STRIPE_SECRET, sbody, now() - 1200) {
         req = req.header(k, v);
     }
-    let resp = req.send().await.unwrap();
+    let resp = req.send().await.expect("an answer from hookgate");
     assert_eq!(resp.status(), 401);
-    let v: Value = resp.json().await.unwrap();
+    let v: Value = resp.json().await.expect("a JSON body");
     assert_eq!(v["error"], "timestamp_out_of_tolerance");
 
     // No signature at all.
@@ -179,7 +187,7 @@ async fn forged_and_replayed_requests_are_401_and_produce_nothing() {
         .body(body.clone())
         .send()
         .await
-        .unwrap();
+        .expect("an answer from hookgate");
     assert_eq!(resp.status(), 401);
 
     // A valid marker proves the topic works; it must be the only record.
@@ -224,7 +232,7 @@ async fn repeated_delivery_ids_produce_one_record_even_fifty_at_once() {
         if v["duplicate"] == false {
             fresh += 1;
         }
-        ids.insert(v["id"].as_str().unwrap().to_owned());
+        ids.insert(ack_id(&v));
     }
     assert_eq!(fresh, 1, "exactly one of 50 concurrent copies is new");
     assert_eq!(ids.len(), 1, "every copy reports the same event id");
@@ -232,7 +240,7 @@ async fn repeated_delivery_ids_produce_one_record_even_fifty_at_once() {
     let recs = read_topic(&broker.bootstrap(), &t, 2, Duration::from_secs(20));
     let mut per: HashMap<String, usize> = HashMap::new();
     for r in &recs {
-        *per.entry(r.header("hookgate-delivery-id").unwrap())
+        *per.entry(r.header("hookgate-delivery-id").unwrap_or_default())
             .or_default() += 1;
     }
     assert_eq!(per.get("dup-seq"), Some(&1), "{per:?}");
@@ -241,9 +249,10 @@ async fn repeated_delivery_ids_produce_one_record_even_fifty_at_once() {
 }
 
 fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request).unwrap();
+    let mut s = TcpStream::connect(addr).expect("connect to hookgate");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    s.write_all(request).expect("write the request");
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -281,15 +290,19 @@ async fn limits_answer_413_404_405_431_with_json_errors() {
         .body("{}")
         .send()
         .await
-        .unwrap();
+        .expect("an answer from hookgate");
     assert_eq!(resp.status(), 404);
-    let v: Value = resp.json().await.unwrap();
+    let v: Value = resp.json().await.expect("a JSON body");
     assert_eq!(v["error"], "unknown_source");
 
-    let resp = c.get(hg.url("/hooks/github")).send().await.unwrap();
+    let resp = c
+        .get(hg.url("/hooks/github"))
+        .send()
+        .await
+        .expect("an answer from hookgate");
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["allow"], "POST");
-    let v: Value = resp.json().await.unwrap();
+    let v: Value = resp.json().await.expect("a JSON body");
     assert_eq!(v["error"], "method_not_allowed");
 
     let mut req = String::from("POST /hooks/github HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n");
@@ -306,25 +319,36 @@ async fn limits_answer_413_404_405_431_with_json_errors() {
     for (k, v) in sign("github", GH_SECRET, &body, now()) {
         req = req.header(k, v);
     }
-    let resp = req.send().await.unwrap();
+    let resp = req.send().await.expect("an answer from hookgate");
     assert_eq!(resp.status(), 400);
-    let v: Value = resp.json().await.unwrap();
+    let v: Value = resp.json().await.expect("a JSON body");
     assert_eq!(v["error"], "missing_delivery_id");
 
     // Health endpoints.
     assert_eq!(
-        c.get(hg.url("/healthz")).send().await.unwrap().status(),
+        c.get(hg.url("/healthz"))
+            .send()
+            .await
+            .expect("an answer from hookgate")
+            .status(),
         200
     );
-    assert_eq!(c.get(hg.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(hg.url("/readyz"))
+            .send()
+            .await
+            .expect("an answer from hookgate")
+            .status(),
+        200
+    );
     let m = c
         .get(hg.url("/metrics"))
         .send()
         .await
-        .unwrap()
+        .expect("an answer from hookgate")
         .text()
         .await
-        .unwrap();
+        .expect("a text body");
     let line = m
         .lines()
         .find(|l| l.starts_with("hookgate_requests_total{source=\"github\",status=\"405\"}"))
@@ -342,8 +366,10 @@ async fn broker_outage_answers_503_with_retry_after_then_recovers() {
     let t = topic("outage");
     let hg = Hookgate::start(&kafka_config(&broker, &t, ""));
     let c = client();
-    let (s, _, _) = post_github(&c, &hg, "before", &push_body(7)).await;
+    let mut acked = HashMap::new();
+    let (s, v, _) = post_github(&c, &hg, "before", &push_body(7)).await;
     assert_eq!(s, 200, "{}", hg.log());
+    acked.insert("before".to_owned(), ack_id(&v));
 
     broker.stop();
     let (s, v, retry) = post_github(&c, &hg, "during", &push_body(8)).await;
@@ -354,22 +380,113 @@ async fn broker_outage_answers_503_with_retry_after_then_recovers() {
     broker.restart();
     // The provider retries the same delivery; it must be accepted now (no stale dedupe key).
     let mut ok = false;
-    for _ in 0..60 {
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    for _ in 0..120 {
+        if std::time::Instant::now() > end {
+            break;
+        }
         let (s, v, _) = post_github(&c, &hg, "during", &push_body(8)).await;
         if s == 200 {
             assert_eq!(v["duplicate"], false);
+            acked.insert("during".to_owned(), ack_id(&v));
             ok = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(ok, "not accepted after the broker returned: {}", hg.log());
-    let recs = read_topic(&broker.bootstrap(), &t, 2, Duration::from_secs(30));
-    let ids: HashSet<String> = recs
-        .iter()
-        .filter_map(|r| r.header("hookgate-delivery-id"))
-        .collect();
-    assert!(ids.contains("before") && ids.contains("during"), "{ids:?}");
+    // No hookgate crash: one record each, the one the 2xx named (the 503'd attempt must not
+    // show up beside the retry).
+    reconcile(&broker, &t, &acked, Duplicates::Forbidden);
+}
+
+/// The `hookgate-id` a 2xx returned.
+pub fn ack_id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a 2xx carries the event id: {v}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_broker_without_a_spool_answers_503_after_the_delivery_timeout_then_recovers() {
+    let broker = Broker::start();
+    let t = topic("hung");
+    // delivery_timeout = 3s, no [spool]: the only honest answer while the broker hangs is 503.
+    let hg = Hookgate::start(&kafka_config(&broker, &t, ""));
+    // A request parked past 15 s (5 x delivery_timeout) is a hang, not an answer.
+    let c = client_with_timeout(Duration::from_secs(15));
+    let mut acked = HashMap::new();
+    let (s, v, _) = post_github(&c, &hg, "hung-before", &push_body(20)).await;
+    assert_eq!(s, 200, "{v} {}", hg.log());
+    acked.insert("hung-before".to_owned(), ack_id(&v));
+
+    broker.pause();
+    // Two clients, three requests each, while the broker is stopped.
+    let hg_addr = harness::HookgateRef(hg.addr);
+    let mut refused = Vec::new();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for n in 0..3 {
+        let (a, b) = (format!("hung-a{n}"), format!("hung-b{n}"));
+        let (body_a, body_b) = (push_body(21), push_body(22));
+        let (ra, rb) = tokio::join!(
+            post_github(&c, &hg_addr, &a, &body_a),
+            post_github(&c, &hg_addr, &b, &body_b)
+        );
+        for (d, (s, v, retry)) in [(a, ra), (b, rb)] {
+            *statuses.entry(s).or_default() += 1;
+            if s == 503 {
+                assert_eq!(v["error"], "log_unavailable", "{v}");
+                assert!(retry.is_some(), "503 without Retry-After");
+                refused.push(d);
+            } else if s == 200 {
+                acked.insert(d, ack_id(&v));
+            }
+        }
+    }
+    broker.resume();
+    assert_eq!(
+        statuses.get(&503).copied().unwrap_or(0),
+        6,
+        "every request to a hung broker answers 503 (0 = no answer within 15 s): {statuses:?}\n{}",
+        hg.log()
+    );
+
+    // Recovers on its own: new events are acknowledged again, without a restart.
+    let mut recovered = false;
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    for n in 0..120 {
+        if std::time::Instant::now() > end {
+            break;
+        }
+        let d = format!("hung-after-{n}");
+        let (s, v, _) = post_github(&c, &hg, &d, &push_body(23)).await;
+        if s == 200 {
+            acked.insert(d, ack_id(&v));
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        recovered,
+        "no 2xx within ~60 s of the broker's return: {}",
+        hg.log()
+    );
+    for n in 0..5 {
+        let d = format!("hung-more-{n}");
+        let (s, v, _) = post_github(&c, &hg, &d, &push_body(24)).await;
+        assert_eq!(s, 200, "{v}");
+        acked.insert(d, ack_id(&v));
+    }
+    // The provider retries what was refused: accepted as new, and written once in all
+    // (a refused attempt that reached the broker anyway would show up as a second record).
+    for d in &refused {
+        let (s, v, _) = post_github(&c, &hg, d, &push_body(25)).await;
+        assert_eq!(s, 200, "retry of {d}: {v}");
+        acked.insert(d.clone(), ack_id(&v));
+    }
+    reconcile(&broker, &t, &acked, Duplicates::Forbidden);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,7 +517,10 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
                     req = req.header(k, v);
                 }
                 match req.send().await {
-                    Ok(r) if r.status() == 200 => acked.push(delivery),
+                    Ok(r) if r.status() == 200 => {
+                        let v: Value = r.json().await.unwrap_or(Value::Null);
+                        acked.push((delivery, ack_id(&v)));
+                    }
                     Ok(_) => {}
                     Err(_) => break, // the server closed: shutdown
                 }
@@ -410,11 +530,11 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let status = tokio::task::spawn_blocking(move || {
-        let s = hg.terminate();
+        let s = hg.terminate(Duration::from_secs(60));
         (s, hg)
     })
     .await
-    .unwrap();
+    .expect("terminate");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(
         status.0.success(),
@@ -422,28 +542,13 @@ async fn sigterm_under_load_loses_no_acknowledged_event() {
         status.0,
         status.1.log()
     );
-    let mut acked = HashSet::new();
+    let mut acked = HashMap::new();
     for t in tasks {
-        acked.extend(t.await.unwrap());
+        acked.extend(t.await.expect("a load task panicked"));
     }
     assert!(!acked.is_empty(), "load produced no acknowledged events");
-    let recs = read_topic(
-        &broker.bootstrap(),
-        &t,
-        acked.len(),
-        Duration::from_secs(30),
-    );
-    let in_kafka: HashSet<String> = recs
-        .iter()
-        .filter_map(|r| r.header("hookgate-delivery-id"))
-        .collect();
-    let missing: Vec<&String> = acked.difference(&in_kafka).collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged events missing, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    // A graceful stop is no crash: every acknowledged event once.
+    reconcile(&broker, &t, &acked, Duplicates::Forbidden);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,16 +558,30 @@ async fn h2c_prior_knowledge_is_served() {
     let hg = Hookgate::start(&kafka_config(&broker, &t, ""));
     let c = reqwest::Client::builder()
         .http2_prior_knowledge()
+        .timeout(harness::CLIENT_TIMEOUT)
         .build()
-        .unwrap();
+        .expect("h2c client");
     let body = push_body(9);
     let (s, v, _) = post_github(&c, &hg, "h2", &body).await;
     assert_eq!(s, 200, "{v}");
 }
 
+/// The first line `child` prints on stdout, waiting at most `within`.
+fn first_line(child: &mut std::process::Child, within: Duration) -> String {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(within)
+        .unwrap_or_else(|_| panic!("nothing printed on stdout within {within:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_default_serves_without_config_and_spool_read_prints_events() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let port = harness::free_port();
     let mut child = harness::KillOnDrop(
         std::process::Command::new(harness::hookgate_bin())
@@ -472,14 +591,9 @@ async fn embedded_default_serves_without_config_and_spool_read_prints_events() {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap(),
+            .expect("spawn hookgate"),
     );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let line = first_line(&mut child.0, Duration::from_secs(60));
     assert!(line.starts_with("listening on"), "{line}");
 
     // The README's example: sign with the development secret, post with curl-like headers.
@@ -494,39 +608,45 @@ async fn embedded_default_serves_without_config_and_spool_read_prints_events() {
     for (k, v) in sign("github", "dev-github-secret", &body, now()) {
         req = req.header(k, v);
     }
-    let resp = req.send().await.unwrap();
+    let resp = req
+        .send()
+        .await
+        .expect("an answer from the embedded default");
     assert_eq!(resp.status(), 200);
-    let out = std::process::Command::new(harness::hookgate_bin())
-        .current_dir(dir.path())
-        .args(["spool", "read"])
-        .output()
-        .unwrap();
+    let out = harness::run(
+        std::process::Command::new(harness::hookgate_bin())
+            .current_dir(dir.path())
+            .args(["spool", "read"]),
+        COMMAND_TIMEOUT,
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    let first: Value = serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap();
+    let first: Value = serde_json::from_str(text.lines().next().unwrap_or("null"))
+        .unwrap_or_else(|e| panic!("spool read printed no JSON line ({e}): {text}"));
     assert_eq!(first["delivery_id"], "readme-1");
-    assert_eq!(first["body"].as_str().unwrap().as_bytes(), &body[..]);
+    assert_eq!(first["body"].as_str().map(str::as_bytes), Some(&body[..]));
 }
 
 #[test]
 fn check_accepts_the_examples_and_reports_every_problem_with_its_location() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
     let mut n = 0;
-    for e in std::fs::read_dir(&examples).unwrap() {
-        let p = e.unwrap().path();
+    for e in std::fs::read_dir(&examples).expect("deploy/examples") {
+        let p = e.expect("dir entry").path();
         if p.extension().and_then(|x| x.to_str()) != Some("toml") {
             continue;
         }
         n += 1;
-        let out = std::process::Command::new(harness::hookgate_bin())
-            .args(["check", "--config"])
-            .arg(&p)
-            .env("KAFKA_BROKERS", "127.0.0.1:9092")
-            .env("GITHUB_SECRET", "x")
-            .env("STRIPE_SECRET", "whsec_x")
-            .env("TELEGRAM_BOT_TOKEN", "1:x")
-            .env("TELEGRAM_SECRET", "tg-secret")
-            .output()
-            .unwrap();
+        let out = harness::run(
+            std::process::Command::new(harness::hookgate_bin())
+                .args(["check", "--config"])
+                .arg(&p)
+                .env("KAFKA_BROKERS", "127.0.0.1:9092")
+                .env("GITHUB_SECRET", "x")
+                .env("STRIPE_SECRET", "whsec_x")
+                .env("TELEGRAM_BOT_TOKEN", "1:x")
+                .env("TELEGRAM_SECRET", "tg-secret"),
+            COMMAND_TIMEOUT,
+        );
         assert!(
             out.status.success(),
             "{}: {}",
@@ -536,18 +656,19 @@ fn check_accepts_the_examples_and_reports_every_problem_with_its_location() {
     }
     assert!(n >= 2, "examples found: {n}");
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
         "[server]\nlisten = \"nope\"\n\n[[sources]]\nname = \"a\"\nprovider = \"martian\"\nsecrets = [\"s\"]\n\n[[sources]]\nname = \"b\"\nprovider = \"github\"\n",
     )
-    .unwrap();
-    let out = std::process::Command::new(harness::hookgate_bin())
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    .expect("write bad.toml");
+    let out = harness::run(
+        std::process::Command::new(harness::hookgate_bin())
+            .args(["check", "--config"])
+            .arg(&bad),
+        COMMAND_TIMEOUT,
+    );
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("bad.toml:1 [server]"), "{text}");
@@ -559,49 +680,116 @@ fn check_accepts_the_examples_and_reports_every_problem_with_its_location() {
     assert!(text.contains("3 problem(s)"), "{text}");
 }
 
-#[test]
-fn sign_prints_headers_that_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let body = dir.path().join("b.json");
-    std::fs::write(&body, b"{\"id\":\"evt_1\"}").unwrap();
-    let out = std::process::Command::new(harness::hookgate_bin())
-        .args([
-            "sign",
-            "--provider",
-            "stripe",
-            "--secret",
-            "whsec_abc",
-            "--timestamp",
-            "1700000000",
-            "--body",
-        ])
-        .arg(&body)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let expected = sign("stripe", "whsec_abc", b"{\"id\":\"evt_1\"}", 1_700_000_000);
-    assert_eq!(
-        text.trim(),
-        format!("Stripe-Signature: {}", expected["Stripe-Signature"])
+/// Runs `hookgate sign` and parses the `Name: value` lines it prints.
+fn cli_sign(provider: &str, secret: &str, body: &[u8]) -> Vec<(String, String)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("body");
+    std::fs::write(&file, body).expect("write body");
+    let out = harness::run(
+        std::process::Command::new(harness::hookgate_bin())
+            .args(["sign", "--provider", provider, "--secret", secret, "--body"])
+            .arg(&file),
+        COMMAND_TIMEOUT,
     );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "hookgate sign --provider {provider}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let headers: Vec<(String, String)> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("not a `Name: value` header line: {l:?}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    assert!(!headers.is_empty(), "hookgate sign printed nothing");
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_prints_headers_that_verify() {
+    // Judged by a running hookgate's verifier, not by the function the CLI itself calls.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hg = Hookgate::start_in(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"{{listen}}\"\n\n[spool]\npath = \"{{dir}}/spool\"\n\n\
+             [[sources]]\nname = \"stripe\"\nprovider = \"stripe\"\nsecrets = [\"{STRIPE_SECRET}\"]\n\n\
+             [[sources]]\nname = \"github\"\nprovider = \"github\"\nsecrets = [\"{GH_SECRET}\"]\n"
+        ),
+        &[],
+    );
+    let c = client();
+    let stripe_body = br#"{"id":"evt_cli_1","type":"charge.succeeded"}"#.to_vec();
+    let gh_body = push_body(30);
+    // (provider, secret, body, headers the provider sends beside the signature)
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, Vec<(&'a str, &'a str)>);
+    let cases: [Case; 2] = [
+        ("stripe", STRIPE_SECRET, stripe_body, vec![]),
+        (
+            "github",
+            GH_SECRET,
+            gh_body,
+            vec![("x-github-event", "push"), ("x-github-delivery", "cli-1")],
+        ),
+    ];
+    for (provider, secret, body, extra) in cases {
+        let printed = cli_sign(provider, secret, &body);
+        let send = |body: Vec<u8>| {
+            let mut req = c
+                .post(hg.url(&format!("/hooks/{provider}")))
+                .header("content-type", "application/json")
+                .body(body);
+            for (k, v) in printed
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(extra.iter().copied())
+            {
+                req = req.header(k, v);
+            }
+            req.send()
+        };
+        let resp = send(body.clone()).await.expect("an answer");
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            status, 200,
+            "{provider}: headers {printed:?} did not verify: {v}"
+        );
+        assert_eq!(v["duplicate"], false, "{v}");
+
+        let mut tampered = body.clone();
+        tampered.extend_from_slice(b" ");
+        let resp = send(tampered).await.expect("an answer");
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 401, "{provider}: a tampered body passed: {v}");
+        assert_eq!(v["error"], "signature_invalid", "{v}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_topics_stop_the_start_with_a_clear_error_unless_created() {
     let broker = Broker::start();
     let t = topic("missing");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let cfg = kafka_config(&broker, &t, "")
         .replace("create_topics = true", "create_topics = false")
         .replace("{listen}", &format!("127.0.0.1:{}", harness::free_port()));
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, &cfg).unwrap();
-    let out = std::process::Command::new(harness::hookgate_bin())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    std::fs::write(&path, &cfg).expect("write config");
+    // A hookgate that starts anyway would serve forever: bounded, and a failure then.
+    let out = harness::run(
+        std::process::Command::new(harness::hookgate_bin())
+            .args(["serve", "--config"])
+            .arg(&path),
+        COMMAND_TIMEOUT,
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -620,7 +808,7 @@ async fn missing_topics_stop_the_start_with_a_clear_error_unless_created() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_bodies_time_out_408_and_over_capacity_answers_503_overloaded() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let hg = Hookgate::start_in(
         dir.path(),
         r#"
@@ -640,7 +828,7 @@ secrets = ["gh-secret"]
         &[],
     );
     // Holds the only permit: headers promise 100 bytes, 10 arrive.
-    let mut slow = TcpStream::connect(hg.addr).unwrap();
+    let mut slow = TcpStream::connect(hg.addr).expect("connect to hookgate");
     slow.write_all(
         b"POST /hooks/github HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789",
     )
@@ -690,8 +878,8 @@ async fn a_client_that_hangs_up_while_the_broker_acks_still_gets_its_event_writt
     broker.pause();
     let addr = hg.addr;
     tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(&bytes).unwrap();
+        let mut s = TcpStream::connect(addr).expect("connect to hookgate");
+        s.write_all(&bytes).expect("write the request");
         std::thread::sleep(Duration::from_millis(700));
         // Dropped here: the client hangs up without an answer.
     })
@@ -719,7 +907,7 @@ async fn a_client_that_hangs_up_while_the_broker_acks_still_gets_its_event_writt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_finishes_its_headers_is_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let hg = Hookgate::start_in(
         dir.path(),
         "[server]\nlisten = \"{listen}\"\nheader_timeout = \"1s\"\n\n[spool]\npath = \"{dir}/spool\"\n\n[[sources]]\nname = \"github\"\nprovider = \"github\"\nsecrets = [\"gh-secret\"]\n",
@@ -727,7 +915,7 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     );
     let addr = hg.addr;
     let closed = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
+        let mut s = TcpStream::connect(addr).expect("connect to hookgate");
         s.write_all(b"POST /hooks/github HTTP/1.1\r\nhost: x\r\n")
             .unwrap();
         // Generous bound: only checks that the server does close it (hyper's timer is set).
@@ -744,5 +932,15 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
+    );
+}
+
+/// The harness's bound on commands works: a command that does not exit fails the test.
+#[test]
+#[should_panic(expected = "did not exit within")]
+fn a_command_that_does_not_exit_fails_the_test_instead_of_hanging() {
+    harness::run(
+        std::process::Command::new("sleep").arg("30"),
+        Duration::from_millis(300),
     );
 }

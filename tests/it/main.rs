@@ -8,6 +8,7 @@
 mod chat_lib;
 mod dispatch;
 mod fakes;
+mod faults;
 mod feed_lib;
 mod harness;
 mod ingest;
