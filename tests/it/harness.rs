@@ -648,6 +648,10 @@ pub enum Duplicates {
     /// A process crashed (kill -9): at-least-once, extra copies are counted and reported,
     /// but each must still carry the `hookgate-id` the 2xx returned.
     AllowedAfterCrash,
+    /// Deliveries failed while their messages were in flight (a broker paused past
+    /// `delivery_timeout`, a fenced producer replaced): such a message may have reached the
+    /// broker and was spooled too. Counted and reported, same `hookgate-id`.
+    AllowedAfterFailedDelivery,
 }
 
 /// What a reconciliation found.

@@ -11,17 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::Hookgate;
+use crate::harness::{client, Hookgate};
 use crate::ingest::post_github;
-
-/// A client that gives up: a gateway that parks requests fails the test instead of
-/// hanging it.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
 
 /// A signed-push body of about `size` bytes.
 fn body(n: usize, size: usize) -> Vec<u8> {
