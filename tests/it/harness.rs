@@ -300,26 +300,6 @@ impl Broker {
 }
 
 impl Broker {
-    /// Deletes a topic (as an operator would, while hookgate runs).
-    pub async fn delete_topic(&self, name: &str) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .create()
-            .expect("admin client");
-        let res = admin
-            .delete_topics(
-                &[name],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .expect("delete_topics");
-        for r in res {
-            if let Err((t, e)) = r {
-                panic!("delete topic {t}: {e}");
-            }
-        }
-    }
-
     /// What the broker logged (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()

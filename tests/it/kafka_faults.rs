@@ -276,120 +276,161 @@ async fn a_pause_shorter_than_delivery_timeout_spills_without_writing_twice() {
     reconcile(&broker, &t, &want, Duplicates::Forbidden);
 }
 
-/// A topic deleted while hookgate runs: its events go to the quarantine (2xx, durable),
-/// the other topic keeps flowing, `/readyz` says degraded, and `hookgate quarantine replay`
-/// delivers them once the topic exists again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_topic_is_quarantined_and_replayed_while_other_topics_flow() {
-    let broker = Broker::start();
-    let (gone, kept) = (topic("gone"), topic("kept"));
-    let cfg = format!(
+/// Refused for good, with the request path (`ack = "kafka"`) and with the forwarder
+/// (`ack = "spool"`): Kafka answers TOPIC_AUTHORIZATION_FAILED to the first produce
+/// requests. Those events go to the quarantine (2xx, durable), the events after them flow
+/// (nothing waits behind a refused record), `/readyz` says degraded, and `hookgate
+/// quarantine replay` delivers them once Kafka takes them, keeping their `hookgate-id`.
+///
+/// The broker is librdkafka's mock cluster (real Kafka protocol over TCP, in this test
+/// process), because it can inject produce errors; Tansu 0.6 has no authorization, and it
+/// acknowledges produce requests to a topic deleted while hookgate runs (seen here: after
+/// DeleteTopics its metadata no longer lists the topic, yet every later produce to it got
+/// an ack), so a deleted topic cannot be shown against it.
+fn quarantine_list(hg: &Hookgate) -> Vec<serde_json::Value> {
+    let out = hg.cli(&["quarantine", "list"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+async fn refused_records_are_quarantined_and_replayed(ack: &str) {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let t = topic(&format!("refused-{ack}"));
+    mock.create_topic(&t, 1, 1).expect("mock topic");
+    let hg = Hookgate::start(&format!(
         r#"
 [server]
 listen = "{{listen}}"
 
 [kafka]
 brokers = "{boot}"
-create_topics = true
-ack = "kafka"
-spill_after = "1s"
-delivery_timeout = "3s"
-retry_after_secs = 1
+ack = "{ack}"
+spill_after = "5s"
+delivery_timeout = "5s"
 
 [spool]
 path = "{{dir}}/spool"
 
 [[sources]]
-name = "gone"
+name = "github"
 provider = "github"
 secrets = ["{SECRET}"]
-topic = "{gone}"
-
-[[sources]]
-name = "kept"
-provider = "github"
-secrets = ["{SECRET}"]
-topic = "{kept}"
+topic = "{t}"
 "#,
-        boot = broker.bootstrap()
-    );
-    let hg = Hookgate::start(&cfg);
+        boot = mock.bootstrap_servers()
+    ));
     let c = client();
-    assert_eq!(post(&c, &hg, "gone", "g-before").await.0, 200);
-    broker.delete_topic(&gone).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut gone_acked = HashMap::new();
-    let mut kept_acked = HashMap::new();
-    for n in 0..10 {
-        let d = format!("g-{n}");
-        let (s, id) = post(&c, &hg, "gone", &d).await;
-        assert_eq!(s, 200, "event for the deleted topic was not taken");
-        gone_acked.insert(d, id.expect("id"));
-        let d = format!("k-{n}");
-        let (s, id) = post(&c, &hg, "kept", &d).await;
-        assert_eq!(s, 200);
-        kept_acked.insert(d, id.expect("id"));
-    }
-    // The other topic is not held behind the deleted one.
-    reconcile(&broker, &kept, &kept_acked, Duplicates::Forbidden);
-    // Every event for the deleted topic ends in the quarantine (bounded wait).
-    let end = Instant::now() + Duration::from_secs(90);
-    let mut listed = Vec::new();
-    while Instant::now() < end {
-        let out = hg.cli(&["quarantine", "list"]);
-        listed = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .collect::<Vec<_>>();
-        if listed.len() >= gone_acked.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let listed_ids: HashMap<String, String> = listed
-        .iter()
-        .map(|v| {
-            (
-                v["delivery_id"].as_str().unwrap_or("").to_owned(),
-                v["id"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    for (d, id) in &gone_acked {
-        assert_eq!(
-            listed_ids.get(d),
-            Some(id),
-            "{d} not quarantined: {listed:?}"
-        );
-    }
-    assert!(
-        listed
-            .iter()
-            .all(|v| v["reason"] == "unknown_topic" && v["topic"] == gone.as_str()),
-        "{listed:?}"
+    let (s, _) = post(&c, &hg, "github", "r-warm").await;
+    assert_eq!(s, 200);
+    // Give the forwarder time to send the warm-up event before errors are armed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 3],
     );
+    let mut acked = HashMap::new();
+    for n in 0..3 {
+        let d = format!("r-{n}");
+        let (s, id) = post(&c, &hg, "github", &d).await;
+        assert_eq!(s, 200, "{d} was not taken");
+        acked.insert(d, id.expect("id"));
+    }
+    // Bounded wait for the quarantine to hold what was refused, then a settle time.
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end && quarantine_list(&hg).is_empty() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let listed = quarantine_list(&hg);
+    let refused: Vec<&str> = listed
+        .iter()
+        .filter_map(|v| v["delivery_id"].as_str())
+        .collect();
+    assert_eq!(
+        refused.len(),
+        3,
+        "every refused event is quarantined: {listed:?}"
+    );
+    for v in &listed {
+        assert_eq!(v["reason"], "not_authorized", "{v}");
+        assert_eq!(v["topic"], t.as_str(), "{v}");
+        let d = v["delivery_id"].as_str().unwrap_or("");
+        assert_eq!(v["id"].as_str(), acked.get(d).map(String::as_str), "{v}");
+    }
     assert_eq!(readyz(&hg).await, "degraded");
-    assert!(metric(&hg, "hookgate_quarantined_total").await >= gone_acked.len() as f64);
-
-    broker.create_topic(&gone, 1).await;
+    assert!(metric(&hg, "hookgate_quarantined_total").await >= 3.0);
+    // Kafka takes records again: the events after the refused ones flow, nothing waits
+    // behind the quarantined records.
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let mut flowed = HashMap::new();
+    for n in 0..10 {
+        let d = format!("f-{n}");
+        let (s, id) = post(&c, &hg, "github", &d).await;
+        assert_eq!(s, 200, "{d} was not taken");
+        flowed.insert(d, id.expect("id"));
+    }
+    let recs =
+        crate::harness::read_topic(&mock.bootstrap_servers(), &t, 11, Duration::from_secs(30));
+    for (d, id) in &flowed {
+        let ids: Vec<String> = recs
+            .iter()
+            .filter(|r| r.header("hookgate-delivery-id").as_deref() == Some(d))
+            .filter_map(|r| r.header("hookgate-id"))
+            .collect();
+        assert_eq!(ids, vec![id.clone()], "{d} should be in Kafka once");
+    }
+    assert_eq!(
+        quarantine_list(&hg).len(),
+        3,
+        "events after the refused ones were quarantined"
+    );
+    // Replay: delivered with their ids, removed from the quarantine.
     let out = hg.cli(&["quarantine", "replay"]);
     assert!(
         out.status.success(),
-        "replay failed: {}\n{}",
+        "replay failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     let out = hg.cli(&["quarantine", "list"]);
     assert!(
         out.stdout.is_empty(),
-        "entries left after replay: {}",
+        "left after replay: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    reconcile(&broker, &gone, &gone_acked, Duplicates::Forbidden);
+    let recs =
+        crate::harness::read_topic(&mock.bootstrap_servers(), &t, 14, Duration::from_secs(30));
+    for v in &listed {
+        let d = v["delivery_id"].as_str().unwrap_or("");
+        let ids: Vec<String> = recs
+            .iter()
+            .filter(|r| r.header("hookgate-delivery-id").as_deref() == Some(d))
+            .filter_map(|r| r.header("hookgate-id"))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![v["id"].as_str().unwrap_or("").to_owned()],
+            "{d} after replay"
+        );
+    }
     assert!(
         wait_ok(&hg, Duration::from_secs(20)).await,
         "readyz stays degraded after the quarantine emptied"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_on_the_request_path_is_quarantined_and_replayed() {
+    refused_records_are_quarantined_and_replayed("kafka").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_in_the_forwarder_is_quarantined_and_the_spool_moves_on() {
+    refused_records_are_quarantined_and_replayed("spool").await;
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
