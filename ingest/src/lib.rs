@@ -7,6 +7,8 @@
 //! - [`extract`]: delivery id / event type / partition key, provider handshakes (simd-json).
 //! - [`dedupe`]: `(source, delivery id)` in a sharded fixed-TTL set with coalesced concurrent
 //!   duplicates.
+//! - [`maybe_written`]: deliveries whose failed append may still reach Kafka, so a retry
+//!   reuses their `hookgate-id`.
 //! - [`server`]: the request path ([`server::App::handle`]) and the hyper listener.
 //! - [`runtime`]: building the log from config, metrics, signals: what `serve` wires up.
 //! - `main.rs`: the `hookgate` CLI (`serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`).
@@ -14,6 +16,7 @@
 pub mod config;
 pub mod dedupe;
 pub mod extract;
+pub mod maybe_written;
 pub mod runtime;
 pub mod server;
 pub mod verify;

@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use hookgate_proto::{Event, Ulid};
 use hookgate_sinks::log::RefuseReason;
+
+use crate::maybe_written::MaybeWritten;
 use hookgate_sinks::{AppendError, Log};
 use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
@@ -90,6 +92,7 @@ pub struct App {
     prometheus: Option<PrometheusHandle>,
     store: Option<Arc<DedupeStore>>,
     inflight: metrics::Gauge,
+    maybe_written: MaybeWritten,
 }
 
 /// An HTTP error: status and stable code; the message is for people.
@@ -160,6 +163,7 @@ impl App {
             prometheus,
             store: None,
             inflight: metrics::gauge!("hookgate_requests_in_flight"),
+            maybe_written: MaybeWritten::default(),
         })
     }
 
@@ -378,8 +382,14 @@ impl App {
                 return Err(reject(status, e.code(), extract_message(e)));
             }
         };
+        let reused = self.maybe_written.id_for(src.idx, &delivery_id);
+        // Not `unwrap_or_default`: Ulid's default is the nil id.
+        let id = match reused {
+            Some(id) => id,
+            None => Ulid::new(),
+        };
         let event = Event {
-            id: Ulid::new(),
+            id,
             source: src.name.clone(),
             provider: src.provider.clone(),
             topic: src.topic.clone(),
@@ -406,7 +416,15 @@ impl App {
             let id = event.id;
             app.dedupe
                 .admit(idx, &event.delivery_id, async {
-                    app.log.append(&event).await?;
+                    if let Err(e) = app.log.append(&event).await {
+                        if e.maybe_written() {
+                            app.maybe_written.note(idx, &event.delivery_id, id);
+                        }
+                        return Err(e);
+                    }
+                    if reused.is_some() {
+                        app.maybe_written.clear(idx, &event.delivery_id);
+                    }
                     if let Some(store) = &app.store {
                         if let Err(e) = store.record(&event.source, &event.delivery_id, id) {
                             // The event is durable; only cross-restart dedupe of it is at risk.

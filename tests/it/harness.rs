@@ -749,3 +749,20 @@ pub fn reconcile_within(
     );
     report
 }
+
+/// The sum of every sample of a Prometheus metric whose line starts with `name` (a name,
+/// or a name with labels such as `x_total{reason="y"}`), 0 when absent.
+pub async fn metric(hg: &Hookgate, name: &str) -> f64 {
+    let text = client()
+        .get(hg.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

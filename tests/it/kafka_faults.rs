@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use crate::harness::{
-    client, now, reconcile, sign, Broker, Duplicates, Hookgate, HookgateRef, Target,
+    client, metric, now, reconcile, sign, Broker, Duplicates, Hookgate, HookgateRef, Target,
 };
 use crate::ingest::push_body;
 
@@ -157,21 +157,6 @@ async fn wait_ok(hg: &Hookgate, within: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     false
-}
-
-async fn metric(hg: &Hookgate, name: &str) -> f64 {
-    let text = client()
-        .get(hg.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// The operator's sequence from issue 12: `ack = "kafka"` with a spool, 8 clients sending,

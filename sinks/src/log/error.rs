@@ -74,6 +74,25 @@ impl RefuseReason {
 }
 
 impl AppendError {
+    /// Whether the record may reach Kafka all the same: its message timed out or was purged
+    /// while a produce request carrying it may have been in flight.
+    pub fn maybe_written(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match self {
+            AppendError::Unavailable {
+                cause: Cause::Kafka(e),
+                ..
+            } => matches!(
+                e,
+                KafkaError::Canceled
+                    | KafkaError::MessageProduction(
+                        C::MessageTimedOut | C::PurgeInflight | C::RequestTimedOut
+                    )
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether sending the same record again later can succeed.
     pub fn is_retriable(&self) -> bool {
         !matches!(self, AppendError::Refused { .. })
