@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fakes::{FakeOpenAi, FakeTelegram, Reply};
-use crate::harness::{client, now, sign, Broker, Hookgate};
+use crate::harness::{client, now, sign, topic, Broker, Hookgate};
 use crate::ingest::post_github;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -14,10 +14,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// time to show up before "exactly one" is asserted (a wait, not a timing assertion).
 const SETTLE: Duration = Duration::from_secs(2);
 const BOT_TOKEN: &str = "123456:SECRET-bot-token";
-
-fn topic(name: &str) -> String {
-    format!("it.{name}.{}", ulid::Ulid::new().to_string().to_lowercase())
-}
 
 /// Sources, sinks and routes shared by every dispatch test; `log` is the `[kafka]` (or
 /// empty for the embedded spool) section.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{client, client_with_timeout, reconcile_within, Broker, Duplicates, Fault};
-use crate::harness::{Hookgate, Reconciled};
+use crate::harness::{spill_config, topic, Hookgate, Reconciled};
 use crate::spool::{collect, start_load_with, Load};
 
 /// Clients sending at once.
@@ -17,35 +17,11 @@ const CLIENTS: usize = 4;
 /// A request unanswered this long was parked, not answered (delivery_timeout is 4 s).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn topic(name: &str) -> String {
-    format!("it.{name}.{}", ulid::Ulid::new().to_string().to_lowercase())
-}
-
 fn config(broker: &Broker, topic: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-
-[kafka]
-brokers = "{boot}"
-create_topics = true
-ack = "kafka"
-spill_after = "1s"
-delivery_timeout = "4s"
-retry_after_secs = 1
-
-[spool]
-path = "{{dir}}/spool"
-max_bytes = "1GiB"
-
-[[sources]]
-name = "github"
-provider = "github"
-secrets = ["gh-secret"]
-topic = "{topic}"
-"#,
-        boot = broker.bootstrap()
+    spill_config(
+        broker,
+        topic,
+        "spill_after = \"1s\"\ndelivery_timeout = \"4s\"",
     )
 }
 

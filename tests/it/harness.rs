@@ -766,3 +766,39 @@ pub async fn metric(hg: &Hookgate, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A topic name of its own for one test: `it.<name>.<ulid>`.
+pub fn topic(name: &str) -> String {
+    format!("it.{name}.{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// hookgate with `ack = "kafka"` and a spool as safety net, one `github` source (secret
+/// `gh-secret`) on `topic`; `kafka_extra` adds `[kafka]` lines (timeouts).
+pub fn spill_config(broker: &Broker, topic: &str, kafka_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+[kafka]
+brokers = "{boot}"
+create_topics = true
+ack = "kafka"
+retry_after_secs = 1
+{kafka_extra}
+
+[spool]
+path = "{{dir}}/spool"
+
+[dedupe]
+capacity = 100000
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["gh-secret"]
+topic = "{topic}"
+"#,
+        boot = broker.bootstrap()
+    )
+}

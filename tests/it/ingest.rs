@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    self, client, client_with_timeout, now, read_topic, reconcile, sign, Broker, Duplicates,
+    self, client, client_with_timeout, now, read_topic, reconcile, sign, topic, Broker, Duplicates,
     Hookgate, Target, COMMAND_TIMEOUT,
 };
 
@@ -89,10 +89,6 @@ pub async fn post_github(
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let v = resp.json::<Value>().await.unwrap_or(Value::Null);
     (status, v, retry)
-}
-
-fn topic(name: &str) -> String {
-    format!("it.{name}.{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

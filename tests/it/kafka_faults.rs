@@ -12,44 +12,13 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use crate::harness::{
-    client, metric, now, reconcile, sign, Broker, Duplicates, Hookgate, HookgateRef, Target,
+    client, metric, now, reconcile, sign, spill_config, topic, Broker, Duplicates, Hookgate,
+    HookgateRef, Target,
 };
 use crate::ingest::push_body;
 
+/// The `github` source's secret in `harness::spill_config`.
 const SECRET: &str = "gh-secret";
-
-fn topic(name: &str) -> String {
-    format!("it.{name}.{}", ulid::Ulid::new().to_string().to_lowercase())
-}
-
-fn spill_config(broker: &Broker, topic: &str, kafka_extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-
-[kafka]
-brokers = "{boot}"
-create_topics = true
-ack = "kafka"
-retry_after_secs = 1
-{kafka_extra}
-
-[spool]
-path = "{{dir}}/spool"
-
-[dedupe]
-capacity = 100000
-
-[[sources]]
-name = "github"
-provider = "github"
-secrets = ["{SECRET}"]
-topic = "{topic}"
-"#,
-        boot = broker.bootstrap()
-    )
-}
 
 /// One answered request.
 struct Sent {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    client, client_with_timeout, metric, reconcile, Broker, Duplicates, Hookgate,
+    client, client_with_timeout, metric, reconcile, topic, Broker, Duplicates, Hookgate,
 };
 use crate::ingest::{post_github, push_body};
 
@@ -45,10 +45,6 @@ topic = "{topic}"
 "#,
         boot = broker.bootstrap()
     )
-}
-
-fn topic(name: &str) -> String {
-    format!("it.{name}.{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
 /// Outcome of a load run.

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# A/B of two hookgate binaries with `ack = "kafka"` and a spool (bench/configs/kafka-spool.toml),
+# closed loop into a fresh Tansu broker per run, alternating A and B for ROUNDS rounds, each
+# load checked against the topic (--verify-kafka). Prints req/s, p50/p99 and the hookgate
+# process's CPU per accepted event (utime+stime from /proc) for every run, then the medians.
+#
+#   bench/spill-ab.sh OLD_HOOKGATE NEW_HOOKGATE [ROUNDS]
+# Loopback only; stops by itself. Needs hookgate-load (release) and tansu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=$1 B=$2 ROUNDS=${3:-3}
+LOADGEN=${HOOKGATE_LOAD:-target/release/hookgate-load}
+TANSU=${HOOKGATE_TANSU:-$HOME/.cargo/bin/tansu}
+DURATION=${DURATION:-10s} CONNS=${CONNS:-64}
+OUT=$(mktemp -d /tmp/spill-ab.XXXX)
+TICK=$(getconf CLK_TCK)
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+run() {
+  local label=$1 bin=$2 round=$3
+  local port; port=$(free_port)
+  "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://tansu/ >/dev/null 2>>"$OUT/tansu.stderr" &
+  local tansu=$!; PIDS+=("$tansu")
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  local topic="bench.spill.$label.$round"
+  HOOKGATE_BENCH_BROKERS=127.0.0.1:$port HOOKGATE_BENCH_TOPIC=$topic HOOKGATE_BENCH_SPOOL="$OUT/spool-$label-$round" \
+    "$bin" serve --config bench/configs/kafka-spool.toml >"$OUT/$label-$round.stdout" 2>"$OUT/$label-$round.stderr" &
+  local hg=$!; PIDS+=("$hg")
+  local addr=""
+  for _ in $(seq 1 300); do
+    addr=$(sed -n 's/^listening on //p' "$OUT/$label-$round.stdout" | head -n1)
+    [ -n "$addr" ] && break; sleep 0.1
+  done
+  local t0; t0=$(cpu_ticks "$hg")
+  local status=0
+  "$LOADGEN" --url "http://$addr/hooks/github" --duration "$DURATION" --warmup 2s --connections "$CONNS" \
+    --label "$label" --json "$OUT/$label-$round.json" --dup-ratio 0.01 \
+    --verify-kafka "127.0.0.1:$port" --topic "$topic" --verify-nudge >"$OUT/$label-$round.txt" || status=$?
+  local t1; t1=$(cpu_ticks "$hg")
+  kill -TERM "$hg"; wait "$hg" 2>/dev/null || true
+  kill -KILL "$tansu"; wait "$tansu" 2>/dev/null || true
+  python3 - "$OUT/$label-$round.json" "$((t1 - t0))" "$TICK" "$label" "$round" "$status" <<'PY'
+import json, sys
+path, ticks, tck, label, rnd, status = sys.argv[1:]
+r = json.load(open(path))
+answered = r["accepted"] + r["duplicates"]
+# CPU of the whole hookgate process (all threads) over warm-up + measured window, per 200.
+us = int(ticks) / int(tck) * 1e6 / max(answered, 1)
+k = r.get("kafka") or {}
+print(f"{label} r{rnd}: {r['rps']:,.0f} req/s, p50 {r['latency_us']['p50']/1000:.2f} ms, "
+      f"p99 {r['latency_us']['p99']/1000:.2f} ms, {us:.1f} us hookgate CPU per 200, "
+      f"{r['accepted']} accepted (distinct ids), {r['duplicates']} duplicates, non-2xx {r['non_2xx']}, "
+      f"corpus wrapped {r['corpus_wrapped']}, kafka missing {k.get('missing')} written twice {k.get('written_twice')}, exit {status}")
+PY
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  run A "$A" "$round"
+  run B "$B" "$round"
+done
+echo "raw results: $OUT"
