@@ -1,8 +1,10 @@
 //! Network faults between hookgate and the broker, injected by the harness's TCP proxy
 //! ([`crate::harness::faultproxy`]): added latency, a partition, connection resets. hookgate runs
 //! with `ack = "kafka"` and a spool, so every request should get a 2xx (acknowledged by the
-//! broker, or spilled after `spill_after`), and every acknowledged event must reach Kafka
-//! exactly once — no process crashes here, so no duplicate is excused.
+//! broker, or spilled while the broker is slow), and every acknowledged event must reach
+//! Kafka. No process crashes here: a duplicate is excused only where a delivery failed with
+//! its produce request possibly at the broker (a partition that swallows the answer), and
+//! never more than hookgate counted as `hookgate_spill_total{reason="failed_delivery"}`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
