@@ -186,3 +186,136 @@ async fn pause(d: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bo
         _ = stop.changed() => true,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use hookgate_proto::Event;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    use super::super::kafka::{KafkaConfig, KafkaLog};
+    use super::super::quarantine::Quarantine;
+    use super::super::spool::{Spool, SpoolConfig};
+    use super::super::{Spilling, FORWARDER};
+
+    fn ev(topic: &str, n: u32) -> Event {
+        Event {
+            id: hookgate_proto::Ulid::new(),
+            source: Arc::from("s"),
+            provider: Arc::from("github"),
+            topic: Arc::from(topic),
+            event_type: "push".into(),
+            delivery_id: format!("d{n}"),
+            key: Bytes::from(format!("k{n}")),
+            received_at_ms: 1,
+            content_type: None,
+            kept_headers: vec![],
+            body: Bytes::from(vec![b'x'; 100]),
+        }
+    }
+
+    /// Records per delivery id in `topic` (read from the start until `want` arrived or 20 s).
+    fn count(bootstrap: &str, topic: &str, parts: i32, want: usize) -> HashMap<String, usize> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "forwarder-test")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..parts {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let end = Instant::now() + Duration::from_secs(20);
+        let mut quiet = Instant::now();
+        while Instant::now() < end {
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    quiet = Instant::now();
+                    let d = m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|x| x.key == "hookgate-delivery-id")
+                            .and_then(|x| x.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    });
+                    *seen.entry(d.unwrap_or_default()).or_default() += 1;
+                }
+                _ if seen.len() >= want && quiet.elapsed() > Duration::from_secs(1) => break,
+                _ => {}
+            }
+        }
+        seen
+    }
+
+    /// One partition without a leader fails its records of a batch while the others are
+    /// acknowledged: only the failed ones are sent again, so once the partition is back every
+    /// record is in Kafka exactly once (the old forwarder re-sent everything after the first
+    /// failure of a batch).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_failing_in_a_batch_resends_only_its_records() {
+        let mock = MockCluster::new(1).unwrap();
+        let topic = "fwd-partial";
+        mock.create_topic(topic, 3, 1).unwrap();
+        let cfg: KafkaConfig = serde_json::from_value(serde_json::json!({
+            "brokers": mock.bootstrap_servers(),
+            "delivery_timeout": "1500ms",
+        }))
+        .unwrap();
+        let kafka = KafkaLog::new(&cfg, 1 << 20).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open_with_consumers(
+            &SpoolConfig {
+                path: dir.path().join("spool"),
+                ..SpoolConfig::default()
+            },
+            &[FORWARDER.to_owned()],
+        )
+        .unwrap();
+        let quarantine = Quarantine::open(&dir.path().join("quarantine")).unwrap();
+        for n in 0..60 {
+            spool.append(&ev(topic, n)).await.unwrap();
+        }
+        mock.partition_leader(topic, 1, None).unwrap();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let log = Spilling {
+            kafka,
+            spool: spool.clone(),
+            quarantine: quarantine.clone(),
+        };
+        let task = tokio::spawn(super::run(log, Arc::new(vec![FORWARDER.to_owned()]), stop));
+        // Long enough for the leaderless partition's records to time out at least once.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(
+            spool.cursor(FORWARDER).unwrap() < spool.end_offset(),
+            "the batch was committed while a partition had no leader"
+        );
+        mock.partition_leader(topic, 1, Some(1)).unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        while spool.cursor(FORWARDER).unwrap() < spool.end_offset() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            spool.cursor(FORWARDER).unwrap(),
+            spool.end_offset(),
+            "not drained"
+        );
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        assert!(quarantine.is_empty(), "a retriable failure was quarantined");
+        let seen = count(&mock.bootstrap_servers(), topic, 3, 60);
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert_eq!(seen.len(), 60, "missing records: {seen:?}");
+        assert!(twice.is_empty(), "records sent twice: {twice:?}");
+    }
+}
