@@ -44,7 +44,7 @@ run() {
   local t1; t1=$(cpu_ticks "$hg")
   kill -TERM "$hg"; wait "$hg" 2>/dev/null || true
   kill -KILL "$tansu"; wait "$tansu" 2>/dev/null || true
-  python3 - "$OUT/$label-$round.json" "$((t1 - t0))" "$TICK" "$label" "$round" "$status" <<'PY'
+  python3 - "$OUT/$label-$round.json" "$((t1 - t0))" "$TICK" "$label" "$round" "$status" <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys
 path, ticks, tck, label, rnd, status = sys.argv[1:]
 r = json.load(open(path))
@@ -63,4 +63,15 @@ for round in $(seq 1 "$ROUNDS"); do
   run A "$A" "$round"
   run B "$B" "$round"
 done
+python3 - "$OUT/summary.txt" <<'PY'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(\w+) r\d+: ([\d,]+) req/s, p50 ([\d.]+) ms, p99 ([\d.]+) ms, ([\d.]+) us", line)
+    if m:
+        rows.setdefault(m[1], []).append((float(m[2].replace(",", "")), float(m[4]), float(m[5])))
+for label, rs in sorted(rows.items()):
+    print(f"{label} median of {len(rs)}: {statistics.median(r[0] for r in rs):,.0f} req/s, "
+          f"p99 {statistics.median(r[1] for r in rs):.2f} ms, {statistics.median(r[2] for r in rs):.1f} us CPU per 200")
+PY
 echo "raw results: $OUT"

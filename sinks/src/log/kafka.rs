@@ -258,10 +258,15 @@ impl Health {
         (self.epoch.elapsed().as_millis() as u64).max(1)
     }
 
+    /// Called on every delivery: loads first, so a healthy run writes no shared cache line.
     fn success(&self, prompt: bool) {
-        self.ready.store(true, Ordering::Relaxed);
-        self.failing_since_ms.store(0, Ordering::Relaxed);
-        if prompt {
+        if !self.ready.load(Ordering::Relaxed) {
+            self.ready.store(true, Ordering::Relaxed);
+        }
+        if self.failing_since_ms.load(Ordering::Relaxed) != 0 {
+            self.failing_since_ms.store(0, Ordering::Relaxed);
+        }
+        if prompt && self.slow.load(Ordering::Relaxed) {
             self.slow.store(false, Ordering::Relaxed);
         }
     }
