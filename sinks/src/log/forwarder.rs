@@ -318,4 +318,81 @@ mod tests {
         assert_eq!(seen.len(), 60, "missing records: {seen:?}");
         assert!(twice.is_empty(), "records sent twice: {twice:?}");
     }
+
+    /// A topic deleted while hookgate runs: its spooled records are quarantined
+    /// (`unknown_topic`) once the cluster says the topic is gone, and the other topic's
+    /// records, in the same batches, are delivered once and not held up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_of_a_deleted_topic_are_quarantined_and_the_rest_delivered() {
+        use rdkafka::types::RDKafkaRespErr;
+        let mock = MockCluster::new(1).unwrap();
+        let (gone, kept) = ("fwd-gone", "fwd-kept");
+        mock.create_topic(gone, 1, 1).unwrap();
+        mock.create_topic(kept, 1, 1).unwrap();
+        let cfg: KafkaConfig = serde_json::from_value(serde_json::json!({
+            "brokers": mock.bootstrap_servers(),
+            "delivery_timeout": "1500ms",
+        }))
+        .unwrap();
+        let kafka = KafkaLog::new(&cfg, 1 << 20).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open_with_consumers(
+            &SpoolConfig {
+                path: dir.path().join("spool"),
+                ..SpoolConfig::default()
+            },
+            &[FORWARDER.to_owned()],
+        )
+        .unwrap();
+        let quarantine = Quarantine::open(&dir.path().join("quarantine")).unwrap();
+        for n in 0..40 {
+            let topic = if n % 4 == 0 { gone } else { kept };
+            spool.append(&ev(topic, n)).await.unwrap();
+        }
+        // "Deleted": the mock broker stops leading it and its metadata says unknown topic.
+        mock.partition_leader(gone, 0, None).unwrap();
+        mock.topic_error(
+            gone,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+        .unwrap();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let log = Spilling {
+            kafka,
+            spool: spool.clone(),
+            quarantine: quarantine.clone(),
+        };
+        let task = tokio::spawn(super::run(log, Arc::new(vec![FORWARDER.to_owned()]), stop));
+        let end = Instant::now() + Duration::from_secs(30);
+        while spool.cursor(FORWARDER).unwrap() < spool.end_offset() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            spool.cursor(FORWARDER).unwrap(),
+            spool.end_offset(),
+            "blocked"
+        );
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        let listing = quarantine.list().unwrap();
+        let mut held: Vec<String> = listing
+            .entries
+            .iter()
+            .map(|e| {
+                assert_eq!(e.meta.reason, "unknown_topic");
+                assert_eq!(e.meta.topic, gone);
+                e.meta.delivery_id.clone()
+            })
+            .collect();
+        held.sort();
+        let mut want: Vec<String> = (0..40)
+            .filter(|n| n % 4 == 0)
+            .map(|n| format!("d{n}"))
+            .collect();
+        want.sort();
+        assert_eq!(held, want);
+        let seen = count(&mock.bootstrap_servers(), kept, 1, 30);
+        assert_eq!(seen.len(), 30, "{seen:?}");
+        assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+    }
 }

@@ -477,7 +477,12 @@ impl KafkaLog {
             if md.brokers().is_empty() {
                 return None;
             }
-            Some(md.topics().iter().any(|t| t.name() == topic))
+            // A deleted topic is left out of the answer, or listed with an error.
+            Some(
+                md.topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none()),
+            )
         })
         .await
         .ok()
