@@ -36,6 +36,8 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// `[bench]`
     pub bench: BenchConfig,
+    /// `[admin]`; absent: the public listener also serves the probes and metrics.
+    pub admin: Option<AdminConfig>,
     /// `[[sources]]`
     pub sources: Vec<SourceConfig>,
     /// `[[sinks]]`
@@ -170,6 +172,16 @@ impl Default for DispatchConfig {
     }
 }
 
+/// `[admin]`: a second listener for operators. When set, it serves `/metrics`, `/healthz`
+/// and `/readyz`, and the public listener serves only `/hooks/*` (404 elsewhere), so
+/// metrics and probes need not be exposed where providers call in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener (e.g. `127.0.0.1:9090`, or the pod IP for probes).
+    pub listen: SocketAddr,
+}
+
 /// `[bench]`: measuring aids. Never for production.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,13 +310,14 @@ impl Config {
                     | "dedupe"
                     | "dispatch"
                     | "bench"
+                    | "admin"
                     | "sources"
                     | "sinks"
                     | "routes"
             ) {
                 problems.push(Problem {
                     location: format!("{origin}: `{key}`"),
-                    message: format!("unknown section `{key}` (expected server, kafka, spool, dedupe, dispatch, bench, sources, sinks, routes)"),
+                    message: format!("unknown section `{key}` (expected server, kafka, spool, dedupe, dispatch, bench, admin, sources, sinks, routes)"),
                 });
             }
         }
@@ -334,6 +347,9 @@ impl Config {
             if let Some(s) = de(v, &lines.at("bench", None), &mut problems) {
                 cfg.bench = s;
             }
+        }
+        if let Some(v) = section("admin") {
+            cfg.admin = de(v, &lines.at("admin", None), &mut problems);
         }
         for (name, out) in [("sources", 0), ("sinks", 1), ("routes", 2)] {
             let Some(v) = section(name) else { continue };
@@ -430,6 +446,17 @@ impl Config {
                 "bench.discard = true: events are ACKNOWLEDGED WITHOUT BEING STORED (measuring only)"
                     .into(),
             );
+        }
+        if let Some(a) = &self.admin {
+            if a.listen == self.server.listen && a.listen.port() != 0 {
+                problems.push(Problem {
+                    location: lines.at("admin", None),
+                    message: format!(
+                        "admin.listen = {} is server.listen too: give the admin listener its own port",
+                        a.listen
+                    ),
+                });
+            }
         }
         if self.kafka.is_none() && self.spool.is_none() {
             warnings.push("neither [kafka] nor [spool]: events go to the default spool directory ./hookgate-spool".into());

@@ -494,11 +494,37 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         consumers,
         stop_rx.clone(),
     )?);
-    let server = tokio::spawn(server::serve(app, listener, stop_rx));
+    let admin = match &cfg.admin {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a.listen)
+                .await
+                .with_context(|| format!("admin: listen on {}", a.listen))?;
+            let addr = l.local_addr()?;
+            tracing::info!(%addr, "admin listener: /metrics, /healthz, /readyz");
+            println!("admin listening on {addr}");
+            let _ = std::io::stdout().flush();
+            Some(tokio::spawn(server::serve(
+                app.clone(),
+                l,
+                server::Listener::Admin,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
+    let server = tokio::spawn(server::serve(
+        app,
+        listener,
+        server::Listener::Public,
+        stop_rx,
+    ));
     runtime::shutdown_signal().await;
     let _ = stop_tx.send(true);
     if server.await.is_err() {
         bail!("the server task failed");
+    }
+    if let Some(a) = admin {
+        let _ = a.await;
     }
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;

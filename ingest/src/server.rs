@@ -82,6 +82,15 @@ impl StatusCounters {
     }
 }
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `[server] listen`: where providers call in.
+    Public,
+    /// `[admin] listen`: metrics and probes.
+    Admin,
+}
+
 /// The request path's shared state.
 pub struct App {
     sources: HashMap<Box<str>, Arc<Source>, foldhash::fast::RandomState>,
@@ -93,6 +102,8 @@ pub struct App {
     store: Option<Arc<DedupeStore>>,
     inflight: metrics::Gauge,
     maybe_written: MaybeWritten,
+    /// `[admin] listen` is set: the public listener serves only `/hooks/*`.
+    admin_separate: bool,
 }
 
 /// An HTTP error: status and stable code; the message is for people.
@@ -164,6 +175,7 @@ impl App {
             store: None,
             inflight: metrics::gauge!("hookgate_requests_in_flight"),
             maybe_written: MaybeWritten::default(),
+            admin_separate: cfg.admin.is_some(),
         })
     }
 
@@ -196,13 +208,41 @@ impl App {
         &self.log
     }
 
-    /// Handles one request end to end. `peer` is the client address (for `allow_ips`).
+    /// Handles one request that came in on the public listener. `peer` is the client
+    /// address (for `allow_ips`).
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, peer: IpAddr) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        self.handle_on(Listener::Public, req, peer).await
+    }
+
+    /// Handles one request end to end, as served by listener `on`: with `[admin]` set the
+    /// public listener serves only `/hooks/*` and the admin listener everything else.
+    pub async fn handle_on<B>(
+        self: &Arc<Self>,
+        on: Listener,
+        req: Request<B>,
+        peer: IpAddr,
+    ) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let path = req.uri().path();
+        let hook = path.starts_with("/hooks/");
+        let served = match on {
+            Listener::Public => hook || !self.admin_separate,
+            Listener::Admin => !hook,
+        };
+        if !served {
+            return error_response(&reject(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such path on this listener",
+            ));
+        }
         if let Some(name) = path.strip_prefix("/hooks/") {
             let Some(src) = self.sources.get(name).cloned() else {
                 return error_response(&reject(
@@ -658,8 +698,13 @@ impl Drop for InFlight<'_> {
 }
 
 /// Accepts connections until `stop` fires, then stops accepting, lets in-flight requests
-/// finish (at most `server.shutdown_timeout`) and returns.
-pub async fn serve(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+/// finish (at most `server.shutdown_timeout`) and returns. `on` says which listener this is.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    on: Listener,
+    mut stop: watch::Receiver<bool>,
+) {
     let limits = app.limits.clone();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -691,7 +736,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiv
         let app = app.clone();
         let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(req, peer_ip(peer)).await) }
+            async move { Ok::<_, Infallible>(app.handle_on(on, req, peer_ip(peer)).await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)

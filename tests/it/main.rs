@@ -7,6 +7,7 @@
 
 mod chat_lib;
 mod dispatch;
+mod edge;
 mod fakes;
 mod faults;
 mod feed_lib;
