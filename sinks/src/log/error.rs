@@ -92,9 +92,4 @@ impl AppendError {
             _ => false,
         }
     }
-
-    /// Whether sending the same record again later can succeed.
-    pub fn is_retriable(&self) -> bool {
-        !matches!(self, AppendError::Refused { .. })
-    }
 }
