@@ -194,8 +194,6 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use bytes::Bytes;
-    use hookgate_proto::Event;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     use rdkafka::mocking::MockCluster;
@@ -204,22 +202,55 @@ mod tests {
     use super::super::kafka::{KafkaConfig, KafkaLog};
     use super::super::quarantine::Quarantine;
     use super::super::spool::{Spool, SpoolConfig};
+    use super::super::test_support::event;
     use super::super::{Spilling, FORWARDER};
 
-    fn ev(topic: &str, n: u32) -> Event {
-        Event {
-            id: hookgate_proto::Ulid::new(),
-            source: Arc::from("s"),
-            provider: Arc::from("github"),
-            topic: Arc::from(topic),
-            event_type: "push".into(),
-            delivery_id: format!("d{n}"),
-            key: Bytes::from(format!("k{n}")),
-            received_at_ms: 1,
-            content_type: None,
-            kept_headers: vec![],
-            body: Bytes::from(vec![b'x'; 100]),
+    /// A mock cluster with `topics` (name, partitions), a spool whose registered consumer
+    /// is the forwarder, and a quarantine, in a temporary folder.
+    struct Fixture {
+        mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        log: Spilling,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(topics: &[(&str, i32)]) -> Fixture {
+        let mock = MockCluster::new(1).unwrap();
+        for (t, parts) in topics {
+            mock.create_topic(t, *parts, 1).unwrap();
         }
+        let cfg: KafkaConfig = serde_json::from_value(serde_json::json!({
+            "brokers": mock.bootstrap_servers(),
+            "delivery_timeout": "1500ms",
+        }))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open_with_consumers(
+            &SpoolConfig {
+                path: dir.path().join("spool"),
+                ..SpoolConfig::default()
+            },
+            &[FORWARDER.to_owned()],
+        )
+        .unwrap();
+        let log = Spilling {
+            kafka: KafkaLog::new(&cfg, 1 << 20).unwrap(),
+            spool,
+            quarantine: Quarantine::open(&dir.path().join("quarantine")).unwrap(),
+        };
+        Fixture {
+            mock,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Waits (at most 30 s) for the forwarder's cursor to reach the end of the spool.
+    async fn drained(spool: &Spool) -> bool {
+        let end = Instant::now() + Duration::from_secs(30);
+        while spool.cursor(FORWARDER).unwrap() < spool.end_offset() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        spool.cursor(FORWARDER).unwrap() == spool.end_offset()
     }
 
     /// Records per delivery id in `topic` (read from the start until `want` arrived or 20 s).
@@ -264,35 +295,14 @@ mod tests {
     /// failure of a batch).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_partition_failing_in_a_batch_resends_only_its_records() {
-        let mock = MockCluster::new(1).unwrap();
         let topic = "fwd-partial";
-        mock.create_topic(topic, 3, 1).unwrap();
-        let cfg: KafkaConfig = serde_json::from_value(serde_json::json!({
-            "brokers": mock.bootstrap_servers(),
-            "delivery_timeout": "1500ms",
-        }))
-        .unwrap();
-        let kafka = KafkaLog::new(&cfg, 1 << 20).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open_with_consumers(
-            &SpoolConfig {
-                path: dir.path().join("spool"),
-                ..SpoolConfig::default()
-            },
-            &[FORWARDER.to_owned()],
-        )
-        .unwrap();
-        let quarantine = Quarantine::open(&dir.path().join("quarantine")).unwrap();
+        let Fixture { mock, log, _dir } = fixture(&[(topic, 3)]);
+        let (spool, quarantine) = (log.spool.clone(), log.quarantine.clone());
         for n in 0..60 {
-            spool.append(&ev(topic, n)).await.unwrap();
+            spool.append(&event(topic, n)).await.unwrap();
         }
         mock.partition_leader(topic, 1, None).unwrap();
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let log = Spilling {
-            kafka,
-            spool: spool.clone(),
-            quarantine: quarantine.clone(),
-        };
         let task = tokio::spawn(super::run(log, Arc::new(vec![FORWARDER.to_owned()]), stop));
         // Long enough for the leaderless partition's records to time out at least once.
         tokio::time::sleep(Duration::from_secs(4)).await;
@@ -301,15 +311,7 @@ mod tests {
             "the batch was committed while a partition had no leader"
         );
         mock.partition_leader(topic, 1, Some(1)).unwrap();
-        let end = Instant::now() + Duration::from_secs(30);
-        while spool.cursor(FORWARDER).unwrap() < spool.end_offset() && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert_eq!(
-            spool.cursor(FORWARDER).unwrap(),
-            spool.end_offset(),
-            "not drained"
-        );
+        assert!(drained(&spool).await, "not drained");
         stop_tx.send(true).unwrap();
         task.await.unwrap();
         assert!(quarantine.is_empty(), "a retriable failure was quarantined");
@@ -325,29 +327,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_of_a_deleted_topic_are_quarantined_and_the_rest_delivered() {
         use rdkafka::types::RDKafkaRespErr;
-        let mock = MockCluster::new(1).unwrap();
         let (gone, kept) = ("fwd-gone", "fwd-kept");
-        mock.create_topic(gone, 1, 1).unwrap();
-        mock.create_topic(kept, 1, 1).unwrap();
-        let cfg: KafkaConfig = serde_json::from_value(serde_json::json!({
-            "brokers": mock.bootstrap_servers(),
-            "delivery_timeout": "1500ms",
-        }))
-        .unwrap();
-        let kafka = KafkaLog::new(&cfg, 1 << 20).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open_with_consumers(
-            &SpoolConfig {
-                path: dir.path().join("spool"),
-                ..SpoolConfig::default()
-            },
-            &[FORWARDER.to_owned()],
-        )
-        .unwrap();
-        let quarantine = Quarantine::open(&dir.path().join("quarantine")).unwrap();
+        let Fixture { mock, log, _dir } = fixture(&[(gone, 1), (kept, 1)]);
+        let (spool, quarantine) = (log.spool.clone(), log.quarantine.clone());
         for n in 0..40 {
             let topic = if n % 4 == 0 { gone } else { kept };
-            spool.append(&ev(topic, n)).await.unwrap();
+            spool.append(&event(topic, n)).await.unwrap();
         }
         // "Deleted": the mock broker stops leading it and its metadata says unknown topic.
         mock.partition_leader(gone, 0, None).unwrap();
@@ -357,21 +342,8 @@ mod tests {
         )
         .unwrap();
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let log = Spilling {
-            kafka,
-            spool: spool.clone(),
-            quarantine: quarantine.clone(),
-        };
         let task = tokio::spawn(super::run(log, Arc::new(vec![FORWARDER.to_owned()]), stop));
-        let end = Instant::now() + Duration::from_secs(30);
-        while spool.cursor(FORWARDER).unwrap() < spool.end_offset() && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert_eq!(
-            spool.cursor(FORWARDER).unwrap(),
-            spool.end_offset(),
-            "blocked"
-        );
+        assert!(drained(&spool).await, "blocked");
         stop_tx.send(true).unwrap();
         task.await.unwrap();
         let listing = quarantine.list().unwrap();

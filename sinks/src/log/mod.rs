@@ -188,3 +188,29 @@ async fn spool_append(s: &Spool, ev: &Event) -> Result<(), AppendError> {
         }
     }
 }
+
+/// What the log's unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use hookgate_proto::Event;
+
+    /// A GitHub push on `topic` with delivery id `d{n}`, key `k{n}` and a 100-byte body.
+    pub(crate) fn event(topic: &str, n: u32) -> Event {
+        Event {
+            id: hookgate_proto::Ulid::new(),
+            source: Arc::from("s"),
+            provider: Arc::from("github"),
+            topic: Arc::from(topic),
+            event_type: "push".into(),
+            delivery_id: format!("d{n}"),
+            key: Bytes::from(format!("k{n}")),
+            received_at_ms: 1,
+            content_type: None,
+            kept_headers: vec![],
+            body: Bytes::from(vec![b'x'; 100]),
+        }
+    }
+}

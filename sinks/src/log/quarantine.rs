@@ -226,19 +226,7 @@ mod tests {
     use super::*;
 
     fn ev(n: u32) -> Event {
-        Event {
-            id: hookgate_proto::Ulid::new(),
-            source: Arc::from("gh"),
-            provider: Arc::from("github"),
-            topic: Arc::from("gone"),
-            event_type: "push".into(),
-            delivery_id: format!("d{n}"),
-            key: Bytes::from(format!("k{n}")),
-            received_at_ms: 1,
-            content_type: Some("application/json".into()),
-            kept_headers: vec![],
-            body: Bytes::from(vec![b'x'; 100]),
-        }
+        crate::log::test_support::event("gone", n)
     }
 
     #[test]

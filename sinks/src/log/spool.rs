@@ -229,6 +229,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// The state of the spool in `cfg.path`: `end` just past the last whole record, `segs`
+    /// the segment bases on disk, oldest first.
+    fn new(cfg: &SpoolConfig, end: u64, segs: &[u64], registered: Option<Vec<String>>) -> Shared {
+        Shared {
+            dir: cfg.path.clone(),
+            committed: watch::channel(end).0,
+            start: AtomicU64::new(segs.first().copied().unwrap_or(0)),
+            max_bytes: cfg.max_bytes.0,
+            retention: cfg.retention,
+            gc: Mutex::new(()),
+            cursors: Mutex::new(HashMap::new()),
+            registered,
+            stopped: Mutex::new(None),
+            faults: Faults::default(),
+        }
+    }
+
     fn stopped_since(&self) -> Option<Instant> {
         *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -414,19 +431,7 @@ impl Spool {
             return Err(SpoolError::Locked(dir.display().to_string()));
         }
         let segs = list_segments(&dir)?;
-        let (committed, _) = watch::channel(0);
-        let shared = Arc::new(Shared {
-            dir: dir.clone(),
-            committed,
-            start: AtomicU64::new(segs.first().copied().unwrap_or(0)),
-            max_bytes: cfg.max_bytes.0,
-            retention: cfg.retention,
-            gc: Mutex::new(()),
-            cursors: Mutex::new(HashMap::new()),
-            registered,
-            stopped: Mutex::new(None),
-            faults: Faults::default(),
-        });
+        let shared = Arc::new(Shared::new(cfg, 0, &segs, registered));
         let (file, base, len) = match segs.last() {
             Some(&base) => {
                 let (file, len) = recover_segment(&shared, base)?;
@@ -481,21 +486,9 @@ impl Spool {
             }
             None => 0,
         };
-        let (committed, _) = watch::channel(end);
         Ok(Spool {
             tx: None,
-            shared: Arc::new(Shared {
-                dir,
-                committed,
-                start: AtomicU64::new(segs.first().copied().unwrap_or(0)),
-                max_bytes: cfg.max_bytes.0,
-                retention: cfg.retention,
-                gc: Mutex::new(()),
-                cursors: Mutex::new(HashMap::new()),
-                registered: None,
-                stopped: Mutex::new(None),
-                faults: Faults::default(),
-            }),
+            shared: Arc::new(Shared::new(cfg, end, &segs, None)),
             _lock: None,
         })
     }

@@ -3,22 +3,9 @@
 
 use super::recover::{padding, walk, Walk};
 use super::*;
-use std::sync::Arc as StdArc;
 
 fn ev(n: u32) -> Event {
-    Event {
-        id: hookgate_proto::Ulid::new(),
-        source: StdArc::from("s"),
-        provider: StdArc::from("github"),
-        topic: StdArc::from("t"),
-        event_type: "push".into(),
-        delivery_id: format!("d{n}"),
-        key: Bytes::from(format!("k{n}")),
-        received_at_ms: 1,
-        content_type: None,
-        kept_headers: vec![],
-        body: Bytes::from(vec![b'x'; 100]),
-    }
+    crate::log::test_support::event("t", n)
 }
 
 fn cfg(dir: &Path) -> SpoolConfig {
