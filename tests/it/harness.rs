@@ -630,7 +630,8 @@ pub enum Duplicates {
     AllowedAfterCrash,
     /// Deliveries failed while their messages were in flight (a broker paused past
     /// `delivery_timeout`, a fenced producer replaced): such a message may have reached the
-    /// broker and was spooled too. Counted and reported, same `hookgate-id`.
+    /// broker and was sent again (spooled, or retried by the forwarder). Counted and
+    /// reported, same `hookgate-id`.
     AllowedAfterFailedDelivery,
 }
 

@@ -308,6 +308,8 @@ pub struct KafkaLog {
     cfg: Arc<KafkaConfig>,
     health: Arc<Health>,
     delivery_seconds: metrics::Histogram,
+    /// `hookgate_kafka_maybe_written_total`: failed deliveries that may have been written.
+    maybe_written: metrics::Counter,
 }
 
 /// librdkafka's `message.max.bytes` default, when neither hookgate nor the user sets it.
@@ -355,6 +357,7 @@ impl KafkaLog {
                 epoch: Instant::now(),
             }),
             delivery_seconds: metrics::histogram!("hookgate_kafka_delivery_seconds"),
+            maybe_written: metrics::counter!("hookgate_kafka_maybe_written_total"),
         })
     }
 
@@ -573,6 +576,11 @@ impl KafkaLog {
     /// Sorts a failed produce, notes it for health, and replaces a fenced producer.
     fn failed(&self, e: KafkaError, generation: u64) -> AppendError {
         let err = classify(e, self.cfg.retry_after_secs);
+        if err.maybe_written() {
+            // The record may still reach the broker: whoever sends it again (a spill, the
+            // forwarder's retry, a provider's retry) can write it twice, same hookgate-id.
+            self.maybe_written.increment(1);
+        }
         if let AppendError::Unavailable {
             cause: Cause::Kafka(k),
             ..

@@ -15,7 +15,7 @@
 //! known slow or down, or the spool holds a backlog, a new event goes to the spool and is
 //! never handed to librdkafka. An event already handed to librdkafka is waited for until
 //! its delivery report; only if that report is a failure is it spooled (it may then have
-//! reached the broker after all: counted in `hookgate_spill_total{reason="failed_delivery"}`).
+//! reached the broker after all: `hookgate_kafka_maybe_written_total` counts such failures).
 
 pub mod error;
 pub mod forwarder;
