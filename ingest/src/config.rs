@@ -71,6 +71,54 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Most requests in flight from one client address (429 + Retry-After beyond);
+    /// default an eighth of `max_concurrency`.
+    pub max_in_flight_per_client: Option<usize>,
+    /// Most connections open at once (new ones are closed beyond).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (trusted proxies exempt).
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// Token bucket per client address over all sources (429 + Retry-After when empty).
+    pub rate_limit_per_client: Option<crate::admission::RateLimit>,
+    /// Most client addresses whose rate-limit buckets are remembered at once.
+    #[serde(default = "default_client_state_capacity")]
+    pub client_state_capacity: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/1 keep-alive
+    /// and HTTP/2 alike).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// HTTP/2: most streams a client may open at once on one connection.
+    #[serde(default = "default_h2_max_concurrent_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: largest header list (decoded) a client may send.
+    #[serde(default = "default_h2_max_header_list_size")]
+    pub h2_max_header_list_size: ByteSize,
+    /// HTTP/2: interval of keep-alive pings; a connection whose ping is not answered
+    /// within `h2_keep_alive_timeout` is closed.
+    #[serde(default = "default_h2_keep_alive", with = "humantime_serde")]
+    pub h2_keep_alive_interval: Duration,
+    /// HTTP/2: how long a keep-alive ping may go unanswered.
+    #[serde(default = "default_h2_keep_alive", with = "humantime_serde")]
+    pub h2_keep_alive_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The admission limits these settings give.
+    pub fn admission(&self) -> crate::admission::Limits {
+        crate::admission::Limits {
+            in_flight_per_client: self
+                .max_in_flight_per_client
+                .unwrap_or(self.max_concurrency / 8)
+                .clamp(1, u32::MAX as usize) as u32,
+            connections: self.max_connections.max(1),
+            connections_per_client: self.max_connections_per_client.clamp(1, u32::MAX as usize)
+                as u32,
+            client_rate: self.rate_limit_per_client,
+            client_state_capacity: self.client_state_capacity,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -94,6 +142,27 @@ fn default_max_concurrency() -> usize {
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_connections_per_client() -> usize {
+    256
+}
+fn default_client_state_capacity() -> u64 {
+    100_000
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_h2_max_concurrent_streams() -> u32 {
+    100
+}
+fn default_h2_max_header_list_size() -> ByteSize {
+    ByteSize(16 << 10)
+}
+fn default_h2_keep_alive() -> Duration {
+    Duration::from_secs(20)
+}
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -105,6 +174,16 @@ impl Default for ServerConfig {
             max_headers: default_max_headers(),
             max_concurrency: default_max_concurrency(),
             shutdown_timeout: default_shutdown_timeout(),
+            max_in_flight_per_client: None,
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            rate_limit_per_client: None,
+            client_state_capacity: default_client_state_capacity(),
+            idle_timeout: default_idle_timeout(),
+            h2_max_concurrent_streams: default_h2_max_concurrent_streams(),
+            h2_max_header_list_size: default_h2_max_header_list_size(),
+            h2_keep_alive_interval: default_h2_keep_alive(),
+            h2_keep_alive_timeout: default_h2_keep_alive(),
         }
     }
 }
@@ -228,6 +307,22 @@ pub struct SourceConfig {
     pub encoding: Option<String>,
     /// generic-hmac: text before the encoded signature (e.g. `sha256=`).
     pub prefix: Option<String>,
+    /// Token bucket for the whole source (429 + Retry-After when empty).
+    pub rate_limit: Option<crate::admission::RateLimit>,
+    /// Also dedupe on a digest of the signed body, so a captured request replayed under a
+    /// new delivery id is answered as a duplicate. Default on for schemes that sign only
+    /// the body (github, gitlab, shopify, generic-hmac), off (and not allowed) elsewhere;
+    /// `false` for senders that legitimately send identical bodies as new deliveries.
+    pub dedupe_body: Option<bool>,
+}
+
+impl SourceConfig {
+    /// Whether requests of this source are also deduplicated on their body's digest.
+    pub fn dedupe_body(&self) -> bool {
+        self.dedupe_body.unwrap_or_else(|| {
+            Provider::parse(&self.provider).is_some_and(Provider::signs_body_only)
+        })
+    }
 }
 
 fn default_tolerance() -> Duration {
@@ -419,6 +514,16 @@ impl Config {
                     bad(format!("keep_headers: `{h}` is not a header name"));
                 }
             }
+            if let Some(r) = &s.rate_limit {
+                if let Err(m) = r.check() {
+                    bad(format!("rate_limit: {m}"));
+                }
+            }
+            if s.dedupe_body == Some(true)
+                && Provider::parse(&s.provider).is_some_and(|p| !p.signs_body_only())
+            {
+                bad("dedupe_body = true: this provider signs a timestamp or id with the body, so a replay is already refused; leave dedupe_body unset".into());
+            }
         }
         if self.sources.is_empty() {
             warnings.push("no [[sources]] defined: every POST /hooks/… will answer 404".into());
@@ -446,6 +551,26 @@ impl Config {
                 "bench.discard = true: events are ACKNOWLEDGED WITHOUT BEING STORED (measuring only)"
                     .into(),
             );
+        }
+        if let Some(r) = &self.server.rate_limit_per_client {
+            if let Err(m) = r.check() {
+                problems.push(Problem {
+                    location: lines.at("server", None),
+                    message: format!("server.rate_limit_per_client: {m}"),
+                });
+            }
+        }
+        if self.server.idle_timeout < Duration::from_secs(1) {
+            problems.push(Problem {
+                location: lines.at("server", None),
+                message: "server.idle_timeout must be at least 1s".into(),
+            });
+        }
+        if self.server.h2_max_concurrent_streams == 0 {
+            problems.push(Problem {
+                location: lines.at("server", None),
+                message: "server.h2_max_concurrent_streams must be at least 1".into(),
+            });
         }
         if let Some(a) = &self.admin {
             if a.listen == self.server.listen && a.listen.port() != 0 {

@@ -13,6 +13,7 @@
 //! - [`runtime`]: building the log from config, metrics, signals: what `serve` wires up.
 //! - `main.rs`: the `hookgate` CLI (`serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`).
 
+pub mod admission;
 pub mod config;
 pub mod dedupe;
 pub mod extract;

@@ -30,6 +30,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::admission::{Bucket, Gate, Refusal};
 use crate::config::{Config, ServerConfig};
 use crate::dedupe::{Admission, Dedupe, DedupeStore};
 use crate::extract::{Extracted, Extractor, FieldSpec};
@@ -46,6 +47,10 @@ pub struct Source {
     keep_headers: Vec<HeaderName>,
     allow_ips: Vec<ipnet::IpNet>,
     counters: StatusCounters,
+    /// The source's own token bucket (`rate_limit`).
+    rate: Option<Bucket>,
+    /// Dedupe also on the body's digest, and the count of replays so refused.
+    dedupe_body: Option<Counter>,
 }
 
 /// Pre-registered request counters of one source, so the hot path does not build labels.
@@ -54,7 +59,7 @@ struct StatusCounters {
     other: Counter,
 }
 
-const COUNTED: [u16; 11] = [200, 400, 401, 403, 405, 408, 413, 415, 431, 500, 503];
+const COUNTED: [u16; 12] = [200, 400, 401, 403, 405, 408, 413, 415, 429, 431, 500, 503];
 
 impl StatusCounters {
     fn new(source: &str) -> Self {
@@ -104,6 +109,8 @@ pub struct App {
     maybe_written: MaybeWritten,
     /// `[admin] listen` is set: the public listener serves only `/hooks/*`.
     admin_separate: bool,
+    /// Per-client limits (requests in flight, connections, rate).
+    gate: Arc<Gate>,
 }
 
 /// An HTTP error: status and stable code; the message is for people.
@@ -162,6 +169,10 @@ impl App {
                 keep_headers,
                 allow_ips: s.allow_ips.clone(),
                 counters: StatusCounters::new(&s.name),
+                rate: s.rate_limit.map(|r| r.bucket()),
+                dedupe_body: s.dedupe_body().then(|| {
+                    metrics::counter!("hookgate_replays_refused_total", "source" => s.name.clone())
+                }),
             };
             sources.insert(Box::from(s.name.as_str()), Arc::new(src));
         }
@@ -176,6 +187,7 @@ impl App {
             inflight: metrics::gauge!("hookgate_requests_in_flight"),
             maybe_written: MaybeWritten::default(),
             admin_separate: cfg.admin.is_some(),
+            gate: Arc::new(Gate::new(cfg.server.admission())),
         })
     }
 
@@ -323,19 +335,8 @@ impl App {
                 .insert(ALLOW, HeaderValue::from_static("POST"));
             return Ok(r);
         }
-        // The permit travels with the append (below): an append that outlives its request
-        // (the client hung up) still counts against `max_concurrency`, so appends in
-        // flight, each holding a body, stay bounded while the broker stalls.
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            return Err(Reject {
-                retry_after: Some(1),
-                ..reject(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "too many requests in flight; retry later",
-                )
-            });
-        };
+        // Cheap checks first: nothing here reads the body or takes a slot, so a request that
+        // would be refused anyway costs no more than its headers.
         if !src.allow_ips.is_empty() && !src.allow_ips.iter().any(|n| n.contains(&peer)) {
             return Err(reject(
                 StatusCode::FORBIDDEN,
@@ -363,6 +364,56 @@ impl App {
                 }
             }
         }
+        if !src.verifier.signature_present(req.headers()) {
+            let e = VerifyError::Missing;
+            metrics::counter!("hookgate_verify_failures_total", "source" => src.name.to_string(), "reason" => e.code()).increment(1);
+            return Err(reject(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                verify_message(e),
+            ));
+        }
+        // Then what one client may hold: its share of the requests in flight (and its
+        // token bucket), the source's bucket, and only then a slot of `max_concurrency`.
+        let client_slot = match self.gate.request(peer) {
+            Ok(slot) => slot,
+            Err((why, wait)) => {
+                let message = match why {
+                    Refusal::ClientRate => "this client is over its request rate; retry later",
+                    _ => "this client has too many requests in flight; retry later",
+                };
+                return Err(Reject {
+                    retry_after: Some(wait),
+                    ..reject(StatusCode::TOO_MANY_REQUESTS, why.as_str(), message)
+                });
+            }
+        };
+        if let Some(bucket) = &src.rate {
+            if let Err(wait) = bucket.take() {
+                self.gate.refused_by_source_rate();
+                return Err(Reject {
+                    retry_after: Some(wait),
+                    ..reject(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "source_rate",
+                        "this source is over its request rate; retry later",
+                    )
+                });
+            }
+        }
+        // The permit travels with the append (below): an append that outlives its request
+        // (the client hung up) still counts against `max_concurrency`, so appends in
+        // flight, each holding a body, stay bounded while the broker stalls.
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Err(Reject {
+                retry_after: Some(1),
+                ..reject(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many requests in flight; retry later",
+                )
+            });
+        };
         let (parts, body) = req.into_parts();
         let body = match tokio::time::timeout(self.limits.body_timeout, read_body(body, max)).await
         {
@@ -449,39 +500,84 @@ impl App {
         // cancel a write the broker may already have, nor leave dedupe without the key.
         // `Detached` runs it here (no task per request) and hands the rest of it to the
         // runtime if the request future is dropped first.
+        // A body-only signature stays valid under a new delivery id: such sources also
+        // dedupe on the body's digest, in the same table (a key no delivery id can be).
+        let digest = src.dedupe_body.is_some().then(|| body_key(&event.body));
         let app = self.clone();
         let idx = src.idx;
         let task = Detached::new(async move {
-            let _permit = permit;
+            let _slots = (permit, client_slot);
             let id = event.id;
-            app.dedupe
-                .admit(idx, &event.delivery_id, async {
-                    if let Err(e) = app.log.append(&event).await {
-                        if e.maybe_written() {
-                            app.maybe_written.note(idx, &event.delivery_id, id);
-                        }
-                        return Err(e);
+            let append = async {
+                if let Err(e) = app.log.append(&event).await {
+                    if e.maybe_written() {
+                        app.maybe_written.note(idx, &event.delivery_id, id);
                     }
-                    if reused.is_some() {
-                        app.maybe_written.clear(idx, &event.delivery_id);
-                    }
-                    if let Some(store) = &app.store {
-                        if let Err(e) = store.record(&event.source, &event.delivery_id, id) {
+                    return Err(e);
+                }
+                if reused.is_some() {
+                    app.maybe_written.clear(idx, &event.delivery_id);
+                }
+                if let Some(store) = &app.store {
+                    let keys = std::iter::once(&event.delivery_id).chain(digest.as_ref());
+                    for key in keys {
+                        if let Err(e) = store.record(&event.source, key, id) {
                             // The event is durable; only cross-restart dedupe of it is at risk.
                             tracing::warn!(error = %e, "could not record the delivery id on disk");
                             metrics::counter!("hookgate_dedupe_store_errors_total").increment(1);
                         }
                     }
-                    Ok::<_, AppendError>(id)
+                }
+                Ok::<_, AppendError>(id)
+            };
+            let Some(digest) = &digest else {
+                return (
+                    app.dedupe.admit(idx, &event.delivery_id, append).await,
+                    false,
+                );
+            };
+            let mut replayed = false;
+            let outcome = app
+                .dedupe
+                .admit(idx, &event.delivery_id, async {
+                    match app.dedupe.admit(idx, digest, append).await {
+                        Ok(Admission::New(id)) => Ok(id),
+                        Ok(Admission::Duplicate(id)) => {
+                            replayed = true;
+                            Ok(id)
+                        }
+                        Err(e) => Err(e),
+                    }
                 })
-                .await
+                .await;
+            match outcome {
+                Ok(Admission::New(id)) if replayed => (Ok(Admission::Duplicate(id)), true),
+                Ok(a) => (Ok(a), false),
+                Err(e) => (Err(Arc::unwrap_or_clone(e)), false),
+            }
         });
-        match task.await {
+        let (outcome, replayed) = task.await;
+        if replayed {
+            if let Some(replays) = &src.dedupe_body {
+                replays.increment(1);
+            }
+        }
+        match outcome {
             Ok(Admission::New(id)) => Ok(accepted(id, false)),
             Ok(Admission::Duplicate(id)) => Ok(accepted(id, true)),
             Err(e) => Err(append_reject(&e)),
         }
     }
+}
+
+/// The dedupe key of a body's digest: SHA-256, behind a prefix no delivery id can carry
+/// (a control character, which header values and our extracted ids never hold).
+fn body_key(body: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, body);
+    let mut key = String::with_capacity(6 + 64);
+    key.push_str("\u{1}body:");
+    key.push_str(&hex::encode(d.as_ref()));
+    key
 }
 
 enum BodyError {
@@ -699,6 +795,10 @@ impl Drop for InFlight<'_> {
 
 /// Accepts connections until `stop` fires, then stops accepting, lets in-flight requests
 /// finish (at most `server.shutdown_timeout`) and returns. `on` says which listener this is.
+///
+/// Each connection counts against `max_connections` and its client's
+/// `max_connections_per_client` (a connection beyond either is closed at once), and is
+/// closed once it has had no request in flight for `idle_timeout`.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
@@ -716,9 +816,16 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.h2_max_header_list_size.0.min(u32::MAX as u64) as u32)
+        .keep_alive_interval(limits.h2_keep_alive_interval)
+        .keep_alive_timeout(limits.h2_keep_alive_timeout);
     let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = metrics::gauge!("hookgate_connections_open", "listener" => on.as_str());
+    let idle_closed =
+        metrics::counter!("hookgate_connections_idle_closed_total", "listener" => on.as_str());
+    // Every connection task holds a clone; when all are dropped, every connection is done.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -732,27 +839,146 @@ pub async fn serve(
             },
             _ = stop.changed() => break,
         };
+        let client = peer_ip(peer);
+        let slot = match app.gate.connection(client, true) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(client = %client, reason = why.as_str(), "connection refused");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let activity = Arc::new(Activity::default());
+        let svc = {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle_on(on, req, peer_ip(peer)).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+            let activity = activity.clone();
+            hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                let busy = activity.begin();
+                async move {
+                    let _busy = busy;
+                    Ok::<_, Infallible>(app.handle_on(on, req, client).await)
+                }
+            })
+        };
+        let builder = builder.clone();
+        let mut stop = stop.clone();
+        let done = done_tx.clone();
+        let (open, idle_closed) = (open.clone(), idle_closed.clone());
+        let idle_timeout = limits.idle_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let _held = (slot, done, OpenConn::new(open));
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            let mut closing = false;
+            loop {
+                let idle_at = activity.idle_deadline(idle_timeout);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stop.wait_for(|s| *s), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = tokio::time::sleep_until(idle_at), if !closing => {
+                        if activity.idle_for() >= idle_timeout {
+                            closing = true;
+                            idle_closed.increment(1);
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
             }
         });
     }
     drop(listener);
+    drop(done_tx);
     tracing::info!("stopped accepting; waiting for in-flight requests");
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = done_rx.recv() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(limits.shutdown_timeout) => tracing::warn!("shutdown timeout: closing remaining connections"),
+    }
+}
+
+impl Listener {
+    fn as_str(self) -> &'static str {
+        match self {
+            Listener::Public => "public",
+            Listener::Admin => "admin",
+        }
+    }
+}
+
+/// What a connection is doing: requests in flight and when the last one ended.
+struct Activity {
+    start: tokio::time::Instant,
+    active: std::sync::atomic::AtomicU32,
+    /// Milliseconds from `start` at which the last request ended.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            start: tokio::time::Instant::now(),
+            active: Default::default(),
+            last_ms: Default::default(),
+        }
+    }
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.active
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// How long the connection has had nothing in flight (zero while it has).
+    fn idle_for(&self) -> Duration {
+        if self.active.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Acquire));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    /// When to look again whether the connection has been idle for `timeout`.
+    fn idle_deadline(&self, timeout: Duration) -> tokio::time::Instant {
+        tokio::time::Instant::now() + timeout.saturating_sub(self.idle_for())
+    }
+}
+
+/// One request in flight on a connection.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let now = a.start.elapsed().as_millis() as u64;
+        a.last_ms.store(now, std::sync::atomic::Ordering::Release);
+        a.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Keeps the open-connections gauge true however a connection task ends.
+struct OpenConn(metrics::Gauge);
+
+impl OpenConn {
+    fn new(g: metrics::Gauge) -> Self {
+        g.increment(1.0);
+        OpenConn(g)
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 

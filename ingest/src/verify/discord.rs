@@ -30,7 +30,8 @@ use ring::signature::{self, KeyPair as _};
 
 use super::{Ed25519PublicKey, KeyError, VerifyError};
 
-static SIG_HEADER: http::HeaderName = http::HeaderName::from_static("x-signature-ed25519");
+pub(super) static SIG_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-signature-ed25519");
 static TS_HEADER: http::HeaderName = http::HeaderName::from_static("x-signature-timestamp");
 
 /// Decodes a configured application public key (64 hex digits).

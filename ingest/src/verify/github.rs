@@ -10,7 +10,7 @@ use ring::hmac;
 
 use super::VerifyError;
 
-static HEADER: http::HeaderName = http::HeaderName::from_static("x-hub-signature-256");
+pub(super) static HEADER: http::HeaderName = http::HeaderName::from_static("x-hub-signature-256");
 const PREFIX: &str = "sha256=";
 
 /// Checks the SHA-256 signature header against every configured key.

@@ -9,7 +9,7 @@ use http::HeaderMap;
 
 use super::{TokenSet, VerifyError};
 
-static HEADER: http::HeaderName = http::HeaderName::from_static("x-gitlab-token");
+pub(super) static HEADER: http::HeaderName = http::HeaderName::from_static("x-gitlab-token");
 
 /// Checks the presented token against every configured token.
 pub(super) fn verify(tokens: &TokenSet, headers: &HeaderMap) -> Result<(), VerifyError> {

@@ -95,6 +95,16 @@ impl Provider {
         }
     }
 
+    /// Whether the scheme signs (or checks) only the body, with nothing that changes per
+    /// delivery (no signed timestamp or id): a captured request stays valid under a new
+    /// delivery id, so such sources dedupe on the body's digest too.
+    pub fn signs_body_only(self) -> bool {
+        matches!(
+            self,
+            Provider::Github | Provider::Gitlab | Provider::Shopify | Provider::GenericHmac
+        )
+    }
+
     /// The canonical kebab-case name (never the `svix` alias), as used in
     /// config files, logs and metrics labels.
     pub fn as_str(&self) -> &'static str {
@@ -388,6 +398,25 @@ impl Verifier {
             Scheme::GenericHmac { keys, options } => {
                 generic_hmac::verify(keys, options, headers, body)
             }
+        }
+    }
+
+    /// Whether the request carries the header its signature (or token) travels in: the
+    /// cheap check made before a request takes a slot or its body is read. A `false`
+    /// answer is what [`Verifier::verify`] would say too ([`VerifyError::Missing`]).
+    pub fn signature_present(&self, headers: &HeaderMap) -> bool {
+        match &self.scheme {
+            Scheme::Github(_) => headers.contains_key(&github::HEADER),
+            Scheme::Gitlab(_) => headers.contains_key(&gitlab::HEADER),
+            Scheme::Stripe(_) => headers.contains_key(&stripe::HEADER),
+            Scheme::Shopify(_) => headers.contains_key(&shopify::HEADER),
+            Scheme::Slack(_) => headers.contains_key(&slack::SIG_HEADER),
+            Scheme::StandardWebhooks(_) => {
+                headers.contains_key("webhook-signature") || headers.contains_key("svix-signature")
+            }
+            Scheme::Telegram(_) => headers.contains_key(&telegram::HEADER),
+            Scheme::Discord(_) => headers.contains_key(&discord::SIG_HEADER),
+            Scheme::GenericHmac { options, .. } => headers.contains_key(&options.header),
         }
     }
 
@@ -840,6 +869,59 @@ mod tests {
         assert_eq!(VerifyError::Malformed.code(), "signature_malformed");
         assert_eq!(VerifyError::Invalid.code(), "signature_invalid");
         assert_eq!(VerifyError::Expired.code(), "timestamp_out_of_tolerance");
+    }
+
+    /// The cheap presence check made before the body is read never refuses a request the
+    /// verifier would accept: when it says absent, `verify` says `Missing` too.
+    #[test]
+    fn the_presence_check_agrees_with_verify() {
+        let generic = GenericHmacOptions {
+            header: HeaderName::from_static("x-sig"),
+            algorithm: HmacAlgorithm::Sha256,
+            encoding: SigEncoding::Hex,
+            prefix: "sha256=".into(),
+        };
+        let seed = "1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a7988";
+        for p in Provider::ALL {
+            let (sign_secret, verify_secret) = match p {
+                Provider::StandardWebhooks => (
+                    "whsec_c2VjcmV0LWtleS1mb3ItaG9va2dhdGUtdGVzdHM=".to_string(),
+                    "whsec_c2VjcmV0LWtleS1mb3ItaG9va2dhdGUtdGVzdHM=".to_string(),
+                ),
+                Provider::Discord => (
+                    seed.to_string(),
+                    discord_public_key_hex(seed).expect("seed"),
+                ),
+                _ => (
+                    "Tok_secret-0123456789".to_string(),
+                    "Tok_secret-0123456789".to_string(),
+                ),
+            };
+            let opts = (p == Provider::GenericHmac).then(|| generic.clone());
+            let v = Verifier::new(p, &[verify_secret], TOLERANCE, opts.clone()).expect("verifier");
+            let signed = sign(p, &sign_secret, BODY, NOW, opts.as_ref()).expect("sign");
+            let all = header_map(&signed);
+            assert!(v.signature_present(&all), "{p:?}");
+            assert_eq!(v.verify(&all, BODY, NOW), Ok(()), "{p:?}");
+            let mut saw_absent = false;
+            for (name, _) in &signed {
+                let mut h = all.clone();
+                h.remove(name.as_str());
+                if !v.signature_present(&h) {
+                    saw_absent = true;
+                    assert_eq!(
+                        v.verify(&h, BODY, NOW),
+                        Err(VerifyError::Missing),
+                        "{p:?} without {name}"
+                    );
+                }
+            }
+            assert!(
+                saw_absent,
+                "{p:?}: removing its signature header is noticed"
+            );
+            assert!(!v.signature_present(&HeaderMap::new()), "{p:?}");
+        }
     }
 
     #[test]

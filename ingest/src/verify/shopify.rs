@@ -11,7 +11,7 @@ use ring::hmac;
 
 use super::VerifyError;
 
-static HEADER: http::HeaderName = http::HeaderName::from_static("x-shopify-hmac-sha256");
+pub(super) static HEADER: http::HeaderName = http::HeaderName::from_static("x-shopify-hmac-sha256");
 
 /// Checks the base64 body MAC against every configured key.
 pub(super) fn verify(

@@ -10,7 +10,7 @@ use ring::hmac;
 
 use super::VerifyError;
 
-static SIG_HEADER: http::HeaderName = http::HeaderName::from_static("x-slack-signature");
+pub(super) static SIG_HEADER: http::HeaderName = http::HeaderName::from_static("x-slack-signature");
 static TS_HEADER: http::HeaderName = http::HeaderName::from_static("x-slack-request-timestamp");
 const VERSION: &[u8] = b"v0";
 

@@ -19,7 +19,7 @@ use ring::hmac;
 
 use super::VerifyError;
 
-static HEADER: http::HeaderName = http::HeaderName::from_static("stripe-signature");
+pub(super) static HEADER: http::HeaderName = http::HeaderName::from_static("stripe-signature");
 
 /// The `t` value of a syntactically valid header.
 fn parse(value: &str) -> Result<&str, VerifyError> {

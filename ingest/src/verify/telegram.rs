@@ -11,7 +11,8 @@ use http::HeaderMap;
 
 use super::{KeyError, TokenSet, VerifyError};
 
-static HEADER: http::HeaderName = http::HeaderName::from_static("x-telegram-bot-api-secret-token");
+pub(super) static HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-telegram-bot-api-secret-token");
 
 /// Rejects a configured token Telegram itself would refuse.
 pub(super) fn check_token(index: usize, secret: &str) -> Result<(), KeyError> {
