@@ -840,13 +840,18 @@ pub async fn serve(
             _ = stop.changed() => break,
         };
         let client = peer_ip(peer);
-        let slot = match app.gate.connection(client, true) {
-            Ok(slot) => slot,
-            Err(why) => {
-                tracing::debug!(client = %client, reason = why.as_str(), "connection refused");
-                drop(stream);
-                continue;
-            }
+        // The caps guard the public listener; the admin listener (probes, metrics) is
+        // meant for the internal network and must stay reachable during a flood.
+        let slot = match on {
+            Listener::Public => match app.gate.connection(client, true) {
+                Ok(slot) => Some(slot),
+                Err(why) => {
+                    tracing::debug!(client = %client, reason = why.as_str(), "connection refused");
+                    drop(stream);
+                    continue;
+                }
+            },
+            Listener::Admin => None,
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());

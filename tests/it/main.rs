@@ -5,6 +5,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod admission;
 mod chat_lib;
 mod dispatch;
 mod edge;
