@@ -15,5 +15,6 @@ mod feed_lib;
 mod harness;
 mod ingest;
 mod kafka_faults;
+mod replay;
 mod spool;
 mod spool_faults;
