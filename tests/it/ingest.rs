@@ -50,6 +50,14 @@ topic = "{topic}"
     )
 }
 
+/// A push body of its own for each delivery id: GitHub signs only the body, so the same
+/// body under another delivery id is a replay to hookgate (answered as a duplicate).
+pub fn push_body_for(delivery: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&push_body(delivery.len())).unwrap_or_default();
+    v["delivery"] = Value::from(delivery);
+    v.to_string().into_bytes()
+}
+
 pub fn push_body(n: usize) -> Vec<u8> {
     serde_json::json!({
         "ref": "refs/heads/main",
@@ -273,7 +281,7 @@ async fn limits_answer_413_404_405_431_with_json_errors() {
     let big = vec![b'a'; 70 * 1024];
     let mut req = Vec::new();
     req.extend_from_slice(
-        b"POST /hooks/github HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+        b"POST /hooks/github HTTP/1.1\r\nhost: x\r\nx-hub-signature-256: sha256=00\r\ntransfer-encoding: chunked\r\n\r\n",
     );
     req.extend_from_slice(format!("{:x}\r\n", big.len()).as_bytes());
     req.extend_from_slice(&big);
@@ -456,7 +464,7 @@ async fn a_hung_broker_without_a_spool_answers_503_after_the_delivery_timeout_th
             break;
         }
         let d = format!("hung-after-{n}");
-        let (s, v, _) = post_github(&c, &hg, &d, &push_body(23)).await;
+        let (s, v, _) = post_github(&c, &hg, &d, &push_body_for(&d)).await;
         if s == 200 {
             acked.insert(d, ack_id(&v));
             recovered = true;
@@ -471,7 +479,7 @@ async fn a_hung_broker_without_a_spool_answers_503_after_the_delivery_timeout_th
     );
     for n in 0..5 {
         let d = format!("hung-more-{n}");
-        let (s, v, _) = post_github(&c, &hg, &d, &push_body(24)).await;
+        let (s, v, _) = post_github(&c, &hg, &d, &push_body_for(&d)).await;
         assert_eq!(s, 200, "{v}");
         acked.insert(d, ack_id(&v));
     }
@@ -834,7 +842,7 @@ secrets = ["gh-secret"]
     // Holds the only permit: headers promise 100 bytes, 10 arrive.
     let mut slow = TcpStream::connect(hg.addr).expect("connect to hookgate");
     slow.write_all(
-        b"POST /hooks/github HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789",
+        b"POST /hooks/github HTTP/1.1\r\nhost: x\r\nx-hub-signature-256: sha256=00\r\ncontent-length: 100\r\n\r\n0123456789",
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

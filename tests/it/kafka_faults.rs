@@ -15,7 +15,7 @@ use crate::harness::{
     client, metric, now, reconcile, sign, spill_config, topic, Broker, Duplicates, Hookgate,
     HookgateRef, Target,
 };
-use crate::ingest::push_body;
+use crate::ingest::push_body_for;
 
 /// The `github` source's secret in `harness::spill_config`.
 const SECRET: &str = "gh-secret";
@@ -35,7 +35,7 @@ async fn post(
     source: &str,
     delivery: &str,
 ) -> (u16, Option<String>) {
-    let body = push_body(delivery.len());
+    let body = push_body_for(delivery);
     let mut req = c
         .post(hg.url(&format!("/hooks/{source}")))
         .header("x-github-event", "push")

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{
     client, client_with_timeout, metric, reconcile, topic, Broker, Duplicates, Hookgate,
 };
-use crate::ingest::{post_github, push_body};
+use crate::ingest::{post_github, push_body, push_body_for};
 
 fn config(broker: &Broker, topic: &str, ack: &str, max_bytes: &str) -> String {
     config_seg(broker, topic, ack, max_bytes, "64KiB")
@@ -108,7 +108,7 @@ pub fn start_load_with(
                     }
                     let delivery = format!("{prefix}-{w}-{n}");
                     let sent = Instant::now();
-                    match post_github(&c, &hg.as_hookgate(), &delivery, &push_body(n)).await {
+                    match post_github(&c, &hg.as_hookgate(), &delivery, &push_body_for(&delivery)).await {
                         (200, v, _) => {
                             load.acked
                                 .insert(delivery, v["id"].as_str().unwrap_or("").to_owned());
@@ -339,7 +339,7 @@ async fn a_full_spool_answers_503_loses_no_2xx_and_recovers_when_space_frees() {
     let mut full = 0;
     for n in 0..800 {
         let d = format!("full-{n}");
-        let (s, v, retry) = post_github(&c, &hg, &d, &push_body(n)).await;
+        let (s, v, retry) = post_github(&c, &hg, &d, &push_body_for(&d)).await;
         match s {
             200 => {
                 let id = v["id"].as_str().expect("a 2xx carries the event id");
@@ -367,7 +367,7 @@ async fn a_full_spool_answers_503_loses_no_2xx_and_recovers_when_space_frees() {
             break;
         }
         let d = format!("after-{n}");
-        let (s, v, _) = post_github(&c, &hg, &d, &push_body(n)).await;
+        let (s, v, _) = post_github(&c, &hg, &d, &push_body_for(&d)).await;
         if s == 200 {
             let id = v["id"].as_str().expect("a 2xx carries the event id");
             acked.insert(d, id.to_owned());
