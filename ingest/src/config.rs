@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hookgate_sinks::chat::{ChatConfig, RouteConfig, SinkConfig};
@@ -11,6 +11,7 @@ use hookgate_sinks::dispatch;
 use hookgate_sinks::log::kafka::KafkaConfig;
 use hookgate_sinks::log::spool::SpoolConfig;
 use hookgate_sinks::units::ByteSize;
+use hookgate_sinks::Secret;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -200,8 +201,11 @@ pub struct SourceConfig {
     /// Signature scheme / provider, kebab-case (`github`, `stripe`, …).
     pub provider: String,
     /// Secrets accepted at once (several during a rotation).
-    #[serde(default)]
-    pub secrets: Vec<String>,
+    #[serde(default, deserialize_with = "hookgate_sinks::secret::list")]
+    pub secrets: Vec<Secret>,
+    /// A file of secrets instead of `secrets`: one per line, blank lines and `#` comments
+    /// ignored (e.g. a mounted Kubernetes secret). Re-read on SIGHUP.
+    pub secrets_file: Option<PathBuf>,
     /// Kafka topic; default `[kafka] default_topic`.
     pub topic: Option<String>,
     /// Allowed clock skew for timestamped schemes.
@@ -488,6 +492,12 @@ impl Config {
                     ),
                 });
             }
+            if let Err(m) = k.options.check() {
+                problems.push(Problem {
+                    location: lines.at("kafka", None),
+                    message: m,
+                });
+            }
             let unsafe_opts = hookgate_sinks::log::kafka::unsafe_options(&k.options);
             if k.allow_unsafe_options {
                 for (opt, why) in &unsafe_opts {
@@ -598,28 +608,63 @@ impl SourceConfig {
     /// Builds the verifier; the message never contains a secret.
     pub fn build_verifier(&self) -> Result<Verifier, String> {
         let provider = self.provider()?;
-        let generic = if provider == Provider::GenericHmac {
-            let header = self
-                .signature_header
-                .as_deref()
-                .ok_or("generic-hmac needs `signature_header`")?;
-            let header = http::HeaderName::from_bytes(header.as_bytes())
-                .map_err(|_| format!("signature_header `{header}` is not a header name"))?;
-            let algorithm = HmacAlgorithm::parse(self.algorithm.as_deref().unwrap_or("sha256"))
-                .ok_or("algorithm must be sha1, sha256 or sha512")?;
-            let encoding = SigEncoding::parse(self.encoding.as_deref().unwrap_or("hex"))
-                .ok_or("encoding must be hex or base64")?;
-            Some(GenericHmacOptions {
-                header,
-                algorithm,
-                encoding,
-                prefix: self.prefix.clone().unwrap_or_default(),
-            })
-        } else {
-            None
-        };
-        Verifier::new(provider, &self.secrets, self.tolerance, generic)
+        let generic = self.generic_options(provider)?;
+        let secrets = self.resolve_secrets()?;
+        self.build_verifier_with(provider, &secrets, generic)
+    }
+
+    /// The verifier of this source with `secrets` (those of a reload).
+    pub fn build_verifier_from(&self, secrets: &[Secret]) -> Result<Verifier, String> {
+        let provider = self.provider()?;
+        let generic = self.generic_options(provider)?;
+        self.build_verifier_with(provider, secrets, generic)
+    }
+
+    fn build_verifier_with(
+        &self,
+        provider: Provider,
+        secrets: &[Secret],
+        generic: Option<GenericHmacOptions>,
+    ) -> Result<Verifier, String> {
+        // The verifier prepares its keys from plain strings once; this copy lives only
+        // for the call.
+        let plain: Vec<String> = secrets.iter().map(|s| s.expose().to_owned()).collect();
+        Verifier::new(provider, &plain, self.tolerance, generic)
             .map_err(|e| format!("secrets: {e}"))
+    }
+
+    fn generic_options(&self, provider: Provider) -> Result<Option<GenericHmacOptions>, String> {
+        if provider != Provider::GenericHmac {
+            return Ok(None);
+        }
+        let header = self
+            .signature_header
+            .as_deref()
+            .ok_or("generic-hmac needs `signature_header`")?;
+        let header = http::HeaderName::from_bytes(header.as_bytes())
+            .map_err(|_| format!("signature_header `{header}` is not a header name"))?;
+        let algorithm = HmacAlgorithm::parse(self.algorithm.as_deref().unwrap_or("sha256"))
+            .ok_or("algorithm must be sha1, sha256 or sha512")?;
+        let encoding = SigEncoding::parse(self.encoding.as_deref().unwrap_or("hex"))
+            .ok_or("encoding must be hex or base64")?;
+        Ok(Some(GenericHmacOptions {
+            header,
+            algorithm,
+            encoding,
+            prefix: self.prefix.clone().unwrap_or_default(),
+        }))
+    }
+
+    /// The source's secrets: `secrets`, or the lines of `secrets_file` read now. Both
+    /// set is an error; so is a file that cannot be read or holds no secret.
+    pub fn resolve_secrets(&self) -> Result<Vec<Secret>, String> {
+        match (&self.secrets_file, self.secrets.is_empty()) {
+            (Some(_), false) => Err("set `secrets` or `secrets_file`, not both".into()),
+            (Some(p), true) => {
+                hookgate_sinks::secret::read_lines(p).map_err(|e| format!("secrets_file: {e}"))
+            }
+            (None, _) => Ok(self.secrets.clone()),
+        }
     }
 }
 
@@ -873,7 +918,7 @@ partition_key = "/repository/full_name"
         assert_eq!(c.server.max_body_bytes, ByteSize(64 << 10));
         assert_eq!(c.server.body_timeout, Duration::from_secs(3));
         assert_eq!(c.dedupe.ttl, Duration::from_secs(300));
-        assert_eq!(c.sources[0].secrets, vec!["s3\"cr".to_string()]);
+        assert_eq!(c.sources[0].secrets, vec![Secret::new("s3\"cr")]);
     }
 
     #[test]

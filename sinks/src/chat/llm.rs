@@ -14,7 +14,7 @@ use crate::chat::chat_in::{chat_message, ChatMessage, Platform};
 use crate::chat::config::{LlmConfig, RetryPolicy};
 use crate::chat::error::{ConfigError, SinkError};
 use crate::chat::net;
-use crate::chat::secret::Secret;
+use crate::secret::Secret;
 
 /// Event ids remembered as answered, so a redelivered update gets one reply.
 const ANSWERED_CAP: usize = 10_000;
@@ -91,7 +91,7 @@ impl LlmSink {
             name: c.name.clone(),
             endpoint: format!("{}/chat/completions", c.api_url.trim_end_matches('/')),
             model: c.model.clone(),
-            api_key: c.api_key.clone(),
+            api_key: c.api_key().map_err(err)?,
             system_prompt: c.system_prompt.clone(),
             history: c.history,
             max_chats: c.max_chats.max(1),
