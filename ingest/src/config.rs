@@ -671,6 +671,60 @@ impl SourceConfig {
 /// The embedded default: one GitHub source on 127.0.0.1:8080, the spool as the log.
 pub const EMBEDDED: &str = include_str!("../../deploy/examples/embedded.toml");
 
+/// The development secrets built into [`EMBEDDED`]: each `${VAR:-default}` there, as
+/// (`VAR`, `default`). They are public (they ship in the binary), so a source still
+/// using one accepts events anyone can sign.
+pub fn dev_secret_defaults() -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    let mut rest = EMBEDDED;
+    while let Some(i) = rest.find("${") {
+        rest = &rest[i + 2..];
+        let Some(end) = rest.find('}') else { break };
+        if let Some((var, default)) = rest[..end].split_once(":-") {
+            if !default.is_empty() {
+                out.push((var, default));
+            }
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+impl Config {
+    /// Sources whose secrets include a built-in development default, each with the
+    /// variable that replaces it: (source name, `VAR`).
+    pub fn dev_secrets_in_use(&self) -> Vec<(String, &'static str)> {
+        let defaults = dev_secret_defaults();
+        let mut out = Vec::new();
+        for s in &self.sources {
+            for (var, default) in &defaults {
+                if s.secrets.iter().any(|x| x.expose() == *default) {
+                    out.push((s.name.clone(), *var));
+                }
+            }
+        }
+        out
+    }
+
+    /// Refuses a public listener while development secrets are in use: `Err` holds a
+    /// message naming the variables to set. Loopback listeners are always fine.
+    pub fn check_dev_secrets(&self) -> Result<(), String> {
+        let dev = self.dev_secrets_in_use();
+        if dev.is_empty() || self.server.listen.ip().is_loopback() {
+            return Ok(());
+        }
+        let sources: Vec<&str> = dev.iter().map(|(s, _)| s.as_str()).collect();
+        let mut vars: Vec<&str> = dev.iter().map(|(_, v)| *v).collect();
+        vars.dedup();
+        Err(format!(
+            "dev_secrets_on_public_listener: refusing to listen on {}: source(s) {} still use the built-in development secret(s), which anyone can sign with; set {} (or listen on a loopback address such as 127.0.0.1)",
+            self.server.listen,
+            sources.join(", "),
+            vars.join(", "),
+        ))
+    }
+}
+
 fn env_map() -> HashMap<String, String> {
     std::env::vars().collect()
 }
@@ -1024,6 +1078,47 @@ secrets = ["${MISSING}"]
         let text = "[[sources]]\nname = \"x\"\nprovider = \"discord\"\nsecrets = [\"not-hex-supersecret\"]\n";
         let err = Config::parse(text, "t", &env(&[])).unwrap_err();
         assert!(!err.to_string().contains("supersecret"));
+    }
+
+    #[test]
+    fn dev_secrets_only_on_loopback() {
+        let defaults = dev_secret_defaults();
+        assert!(defaults
+            .iter()
+            .any(|(v, d)| *v == "HOOKGATE_GITHUB_SECRET" && *d == "dev-github-secret"));
+        let (c, _) = Config::parse(EMBEDDED, "<embedded>", &env(&[])).unwrap();
+        assert_eq!(c.dev_secrets_in_use().len(), c.sources.len());
+        assert_eq!(c.check_dev_secrets(), Ok(()));
+        let public = env(&[("HOOKGATE__SERVER__LISTEN", "0.0.0.0:8080")]);
+        let (c, _) = Config::parse(EMBEDDED, "<embedded>", &public).unwrap();
+        let e = c.check_dev_secrets().unwrap_err();
+        assert!(e.starts_with("dev_secrets_on_public_listener"), "{e}");
+        assert!(
+            e.contains("HOOKGATE_GITHUB_SECRET") && e.contains("HOOKGATE_TELEGRAM_SECRET"),
+            "{e}"
+        );
+        // One variable left unset: only its variable is named.
+        let mut almost = public.clone();
+        for (var, _) in &defaults {
+            almost.insert(
+                var.to_string(),
+                "whsec_cHJvZHVjdGlvbi1zZWNyZXQtdmFsdWU=".into(),
+            );
+        }
+        almost.insert(
+            "HOOKGATE_TELEGRAM_SECRET".into(),
+            "prod-telegram-secret".into(),
+        );
+        almost.remove("HOOKGATE_STRIPE_SECRET");
+        let (c, _) = Config::parse(EMBEDDED, "<embedded>", &almost).unwrap();
+        let e = c.check_dev_secrets().unwrap_err();
+        assert!(
+            e.contains("HOOKGATE_STRIPE_SECRET") && !e.contains("HOOKGATE_GITHUB_SECRET"),
+            "{e}"
+        );
+        almost.insert("HOOKGATE_STRIPE_SECRET".into(), "prod-stripe-secret".into());
+        let (c, _) = Config::parse(EMBEDDED, "<embedded>", &almost).unwrap();
+        assert_eq!(c.check_dev_secrets(), Ok(()));
     }
 
     #[test]

@@ -455,6 +455,12 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         tracing::info!("no --config: using the embedded default (spool log, development secrets from HOOKGATE_*_SECRET or built-in defaults)");
     }
     let cfg = load(config)?;
+    if let Err(m) = cfg.check_dev_secrets() {
+        tracing::error!("{m}");
+        eprintln!("error: {m}");
+        // EX_CONFIG: a configuration error, told apart from a crash.
+        return Ok(std::process::ExitCode::from(78));
+    }
     let prometheus = runtime::install_metrics()?;
     let log = runtime::build_log(&cfg).await?;
     let mut app = App::new(&cfg, log.clone(), Some(prometheus))?;

@@ -50,34 +50,41 @@ impl fmt::Display for Secret {
     }
 }
 
-/// What a deserializer found instead of a string, named without its value.
-fn kind_error<E: de::Error>(found: &str, expected: &str) -> E {
-    E::custom(format_args!(
-        "expected {expected}, found {found} (value not shown: it may be a secret)"
-    ))
+/// What a deserializer found instead of a string, named without its value; `field` is
+/// the key when the caller knows it.
+fn kind_error<E: de::Error>(field: Option<&str>, found: &str, expected: &str) -> E {
+    match field {
+        Some(f) => E::custom(format_args!(
+            "`{f}`: expected {expected}, found {found} (value not shown: it may be a secret)"
+        )),
+        None => E::custom(format_args!(
+            "expected {expected}, found {found} (value not shown: it may be a secret)"
+        )),
+    }
 }
 
 macro_rules! refuse_non_strings {
     ($expected:expr) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Err(kind_error("a boolean", $expected))
+            Err(kind_error(self.0, "a boolean", $expected))
         }
         fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Err(kind_error("an integer", $expected))
+            Err(kind_error(self.0, "an integer", $expected))
         }
         fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Err(kind_error("an integer", $expected))
+            Err(kind_error(self.0, "an integer", $expected))
         }
         fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Err(kind_error("a float", $expected))
+            Err(kind_error(self.0, "a float", $expected))
         }
         fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(kind_error("a table", $expected))
+            Err(kind_error(self.0, "a table", $expected))
         }
     };
 }
 
-struct SecretVisitor;
+/// Deserializes one secret; the field name, when known, goes into errors.
+struct SecretVisitor(Option<&'static str>);
 
 impl<'de> Visitor<'de> for SecretVisitor {
     type Value = Secret;
@@ -95,7 +102,7 @@ impl<'de> Visitor<'de> for SecretVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
-        Err(kind_error("a list", "a string"))
+        Err(kind_error(self.0, "a list", "a string"))
     }
 
     refuse_non_strings!("a string");
@@ -103,11 +110,12 @@ impl<'de> Visitor<'de> for SecretVisitor {
 
 impl<'de> serde::Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(SecretVisitor)
+        d.deserialize_any(SecretVisitor(None))
     }
 }
 
-struct SecretListVisitor;
+/// Deserializes a list of secrets; the field name, when known, goes into errors.
+struct SecretListVisitor(Option<&'static str>);
 
 impl<'de> Visitor<'de> for SecretListVisitor {
     type Value = Vec<Secret>;
@@ -118,7 +126,7 @@ impl<'de> Visitor<'de> for SecretListVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Secret>, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(s) = seq.next_element::<Secret>()? {
+        while let Some(s) = seq.next_element_seed(SecretSeed(self.0))? {
             out.push(s);
         }
         Ok(out)
@@ -126,6 +134,7 @@ impl<'de> Visitor<'de> for SecretListVisitor {
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<Secret>, E> {
         Err(kind_error(
+            self.0,
             "a string",
             "a list of strings (write [\"…\"], or use the `_file` form)",
         ))
@@ -134,10 +143,38 @@ impl<'de> Visitor<'de> for SecretListVisitor {
     refuse_non_strings!("a list of strings");
 }
 
-/// `#[serde(deserialize_with = "secret::list")]`: a list of secrets whose errors never
-/// echo a value (a string where the list belongs included).
+struct SecretSeed(Option<&'static str>);
+
+impl<'de> de::DeserializeSeed<'de> for SecretSeed {
+    type Value = Secret;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Secret, D::Error> {
+        d.deserialize_any(SecretVisitor(self.0))
+    }
+}
+
+/// `#[serde(deserialize_with = "secret::list")]` on a `secrets` field: a list of secrets
+/// whose errors name the key and never echo a value (a string where the list belongs
+/// included).
 pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
-    d.deserialize_any(SecretListVisitor)
+    d.deserialize_any(SecretListVisitor(Some("secrets")))
+}
+
+/// `deserialize_with` functions for optional secret fields, one per field name so the
+/// error names the key (`bot_token`: expected a string, found an integer …).
+pub mod field {
+    use super::{Secret, SecretVisitor};
+    use serde::Deserializer;
+
+    macro_rules! named {
+        ($($name:ident),*) => {$(
+            #[doc = concat!("The `", stringify!($name), "` field: an optional secret.")]
+            pub fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+                d.deserialize_any(SecretVisitor(Some(stringify!($name)))).map(Some)
+            }
+        )*};
+    }
+
+    named!(bot_token, webhook_url, api_key, signing_secret);
 }
 
 /// Why a secret file could not be used.

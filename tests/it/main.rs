@@ -14,5 +14,6 @@ mod feed_lib;
 mod harness;
 mod ingest;
 mod kafka_faults;
+mod secrets;
 mod spool;
 mod spool_faults;

@@ -207,7 +207,7 @@ sink_config! {
     /// `type = "telegram"`: sends to a chat with the Bot API.
     pub struct TelegramConfig {
         /// The bot token from @BotFather (secret); or `bot_token_file`.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::secret::field::bot_token")]
         pub bot_token: Option<Secret>,
         /// A file holding the bot token (read at start).
         #[serde(default)]
@@ -233,7 +233,7 @@ sink_config! {
     /// `type = "discord"`: posts through a channel webhook.
     pub struct DiscordConfig {
         /// The webhook URL `https://discord.com/api/webhooks/ID/TOKEN` (secret); or `webhook_url_file`.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::secret::field::webhook_url")]
         pub webhook_url: Option<Secret>,
         /// A file holding the webhook URL (read at start).
         #[serde(default)]
@@ -248,7 +248,7 @@ sink_config! {
     /// `type = "slack"`: posts through an incoming webhook.
     pub struct SlackConfig {
         /// The incoming-webhook URL `https://hooks.slack.com/services/...` (secret); or `webhook_url_file`.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::secret::field::webhook_url")]
         pub webhook_url: Option<Secret>,
         /// A file holding the webhook URL (read at start).
         #[serde(default)]
@@ -265,7 +265,7 @@ sink_config! {
         /// Destination URL (http or https). Redirects are not followed.
         pub url: String,
         /// `whsec_<base64>` key for the `webhook-signature` header (secret); absent = unsigned.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::secret::field::signing_secret")]
         pub signing_secret: Option<Secret>,
         /// A file holding the signing secret (read at start).
         #[serde(default)]
@@ -292,7 +292,7 @@ sink_config! {
         /// Model name sent in each request.
         pub model: String,
         /// Bearer token (secret), if the API needs one.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::secret::field::api_key")]
         pub api_key: Option<Secret>,
         /// A file holding the API key (read at start).
         #[serde(default)]

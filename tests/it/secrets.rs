@@ -1,0 +1,263 @@
+//! Secrets handling, end to end with the binary: `hookgate check` never prints a secret
+//! value in its errors, `serve` refuses a public listener with the embedded development
+//! secrets, source secrets come from `secrets_file` and are re-read on SIGHUP, and no
+//! configured secret reaches a log.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{free_port, hookgate_bin, run, wait_within, COMMAND_TIMEOUT};
+
+/// A recognisable secret: if it shows up anywhere, it leaked.
+const LEAK: &str = "leakcheck-7f3a9c-value";
+
+fn check(config: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(hookgate_bin());
+    cmd.current_dir(dir.path())
+        .arg("check")
+        .arg("--config")
+        .arg(&path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd, COMMAND_TIMEOUT);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_names_the_key_and_never_the_secret_of_a_type_mismatch() {
+    // `secrets = "${VAR}"`: a string where the list belongs (the mistake the issue names).
+    let (ok, out) = check(
+        "[[sources]]\nname = \"gh\"\nprovider = \"github\"\nsecrets = \"${HG_LEAK}\"\n",
+        &[("HG_LEAK", LEAK)],
+    );
+    assert!(!ok, "{out}");
+    assert!(!out.contains(LEAK), "the secret leaked: {out}");
+    assert!(
+        out.contains("[sources][0]: `secrets`: expected a list of strings"),
+        "{out}"
+    );
+
+    // Other shapes of the same mistake, one config, every problem reported.
+    let config = r#"
+[kafka]
+brokers = "127.0.0.1:9"
+[kafka.options]
+"sasl.password" = ["${HG_LEAK}"]
+
+[[sources]]
+name = "gh"
+provider = "github"
+secrets = ["ok-secret", 424242424242]
+
+[[sinks]]
+name = "tg"
+type = "telegram"
+bot_token = 313373133731337
+chat_id = "1"
+
+[[sinks]]
+name = "slack"
+type = "slack"
+webhook_url = ["${HG_LEAK}"]
+
+[[sinks]]
+name = "ai"
+type = "llm"
+api_url = "http://127.0.0.1:9/v1"
+model = "m"
+reply_via = "tg"
+api_key = { key = "${HG_LEAK}" }
+"#;
+    let (ok, out) = check(config, &[("HG_LEAK", LEAK)]);
+    assert!(!ok, "{out}");
+    for leaked in [LEAK, "424242424242", "313373133731337"] {
+        assert!(!out.contains(leaked), "{leaked} leaked: {out}");
+    }
+    assert!(
+        out.contains("sasl.password"),
+        "names the kafka option: {out}"
+    );
+    assert!(
+        out.contains("[sources][0]: `secrets`: expected a string, found an integer"),
+        "{out}"
+    );
+    assert!(
+        out.contains("`bot_token`: expected a string, found an integer"),
+        "{out}"
+    );
+    assert!(
+        out.contains("`webhook_url`: expected a string, found a list"),
+        "{out}"
+    );
+    assert!(
+        out.contains("`api_key`: expected a string, found a table"),
+        "{out}"
+    );
+
+    // A misspelt Kafka password option: librdkafka refuses the property, the value stays hidden.
+    let (ok, out) = check(
+        "[kafka]\nbrokers = \"127.0.0.1:9\"\n[kafka.options]\n\"sasl.pasword\" = \"${HG_LEAK}\"\n\n[[sources]]\nname = \"gh\"\nprovider = \"github\"\nsecrets = [\"s\"]\n",
+        &[("HG_LEAK", LEAK)],
+    );
+    assert!(
+        !ok && out.contains("sasl.pasword") && !out.contains(LEAK),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_refuses_inline_and_file_secrets_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gh.secrets");
+    std::fs::write(&file, format!("{LEAK}\n")).unwrap();
+    let (ok, out) = check(
+        &format!(
+            "[[sources]]\nname = \"gh\"\nprovider = \"github\"\nsecrets = [\"a\"]\nsecrets_file = \"{}\"\n\n[[sinks]]\nname = \"tg\"\ntype = \"telegram\"\nbot_token = \"1:A\"\nbot_token_file = \"{}\"\nchat_id = \"1\"\n",
+            file.display(),
+            file.display()
+        ),
+        &[],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("set `secrets` or `secrets_file`, not both"),
+        "{out}"
+    );
+    assert!(
+        out.contains("set `bot_token` or `bot_token_file`, not both"),
+        "{out}"
+    );
+    assert!(!out.contains(LEAK), "{out}");
+    // The file forms alone are fine; a missing file is named.
+    let (ok, out) = check(
+        &format!(
+            "[[sources]]\nname = \"gh\"\nprovider = \"github\"\nsecrets_file = \"{}\"\n\n[[sources]]\nname = \"gone\"\nprovider = \"github\"\nsecrets_file = \"{}/missing\"\n",
+            file.display(),
+            dir.path().display()
+        ),
+        &[],
+    );
+    assert!(
+        !ok && out.contains("source `gone`: secrets_file: cannot read")
+            && !out.contains("source `gh`"),
+        "{out}"
+    );
+    assert!(!out.contains(LEAK), "{out}");
+}
+
+/// `hookgate serve` with the embedded config, killed on drop.
+struct Serve(Option<Child>);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn embedded_serve(dir: &std::path::Path, listen: &str, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(hookgate_bin());
+    cmd.current_dir(dir)
+        .arg("serve")
+        .env("HOOKGATE__SERVER__LISTEN", listen)
+        .env_remove("HOOKGATE_GITHUB_SECRET")
+        .env_remove("HOOKGATE_STRIPE_SECRET")
+        .env_remove("HOOKGATE_STANDARD_SECRET")
+        .env_remove("HOOKGATE_TELEGRAM_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+const PROD_SECRETS: [(&str, &str); 4] = [
+    ("HOOKGATE_GITHUB_SECRET", "prod-github-secret-1"),
+    ("HOOKGATE_STRIPE_SECRET", "prod-stripe-secret-1"),
+    (
+        "HOOKGATE_STANDARD_SECRET",
+        "whsec_cHJvZHVjdGlvbi1zdGFuZGFyZC1zZWNyZXQ=",
+    ),
+    ("HOOKGATE_TELEGRAM_SECRET", "prod-telegram-secret-1"),
+];
+
+#[test]
+fn serve_refuses_a_public_listener_with_development_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("0.0.0.0:{}", free_port());
+    let out = run(
+        &mut embedded_serve(dir.path(), &listen, &[]),
+        COMMAND_TIMEOUT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("dev_secrets_on_public_listener"), "{err}");
+    for (var, _) in PROD_SECRETS {
+        assert!(err.contains(var), "names {var}: {err}");
+    }
+    assert!(!err.contains("dev-github-secret"), "{err}");
+
+    // Three set, one left at its default: refused, and only that variable is named.
+    let out = run(
+        &mut embedded_serve(dir.path(), &listen, &PROD_SECRETS[..3]),
+        COMMAND_TIMEOUT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("HOOKGATE_TELEGRAM_SECRET") && !err.contains("HOOKGATE_GITHUB_SECRET"),
+        "{err}"
+    );
+}
+
+/// Starts `cmd` and waits for its `listening on` line; the process is killed on drop.
+fn starts(mut cmd: Command) -> Serve {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if l.starts_with("listening on ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let mut serve = Serve(Some(child));
+    if rx.recv_timeout(COMMAND_TIMEOUT).is_err() {
+        let c = serve.0.as_mut().unwrap();
+        let exited = wait_within(c, Duration::from_millis(1));
+        panic!("hookgate did not start (exit: {exited:?})");
+    }
+    serve
+}
+
+#[test]
+fn serve_with_development_secrets_is_fine_on_loopback_and_real_secrets_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let _loopback = starts(embedded_serve(
+        dir.path(),
+        &format!("127.0.0.1:{}", free_port()),
+        &[],
+    ));
+    let dir2 = tempfile::tempdir().unwrap();
+    let _public = starts(embedded_serve(
+        dir2.path(),
+        &format!("0.0.0.0:{}", free_port()),
+        &PROD_SECRETS,
+    ));
+}
