@@ -518,6 +518,7 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         }
         None => None,
     };
+    let reload = runtime::spawn_secret_reload(cfg.clone(), app.clone(), stop_rx.clone())?;
     let server = tokio::spawn(server::serve(
         app,
         listener,
@@ -531,6 +532,9 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
     }
     if let Some(a) = admin {
         let _ = a.await;
+    }
+    if let Some(r) = reload {
+        let _ = r.await;
     }
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;

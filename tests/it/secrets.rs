@@ -261,3 +261,119 @@ fn serve_with_development_secrets_is_fine_on_loopback_and_real_secrets_anywhere(
         &PROD_SECRETS,
     ));
 }
+
+async fn post_github(hg: &crate::harness::Hookgate, secret: &str, delivery: &str) -> u16 {
+    let body = br#"{"zen":"rotate"}"#;
+    let mut req = crate::harness::client()
+        .post(hg.url("/hooks/github"))
+        .header("x-github-event", "ping")
+        .header("x-github-delivery", delivery)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in crate::harness::sign("github", secret, body, crate::harness::now()) {
+        req = req.header(k, v);
+    }
+    req.send().await.expect("an answer").status().as_u16()
+}
+
+fn hup(hg: &crate::harness::Hookgate) {
+    let pid = hg.pid().expect("running").to_string();
+    let out = run(Command::new("kill").args(["-HUP", &pid]), COMMAND_TIMEOUT);
+    assert!(out.status.success());
+}
+
+/// Polls `f` until it holds, at most `tries` times a short pause apart (a bound, not an
+/// expected duration).
+async fn eventually<F, Fut>(tries: u32, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..tries {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_file_is_reread_on_sighup_and_a_bad_file_keeps_the_old_secrets() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let file = dir.join("gh.secrets");
+    std::fs::write(&file, "# the current secret\nold-secret-1111\n").unwrap();
+    let hg = crate::harness::Hookgate::start_in(
+        &dir,
+        "[server]\nlisten = \"{listen}\"\n\n[spool]\npath = \"{dir}/spool\"\n\n[[sources]]\nname = \"github\"\nprovider = \"github\"\nsecrets_file = \"{dir}/gh.secrets\"\n",
+        &[],
+    );
+    assert_eq!(post_github(&hg, "old-secret-1111", "d-1").await, 200);
+    assert_eq!(post_github(&hg, "new-secret-2222", "d-2").await, 401);
+
+    // Rotation: both during the overlap, then only the new one.
+    std::fs::write(&file, "new-secret-2222\nold-secret-1111\n").unwrap();
+    hup(&hg);
+    let mut n = 0;
+    assert!(
+        eventually(300, || {
+            n += 1;
+            let d = format!("d-3-{n}");
+            let hg = &hg;
+            async move { post_github(hg, "new-secret-2222", &d).await == 200 }
+        })
+        .await,
+        "the new secret was never accepted: {}",
+        hg.log()
+    );
+    assert_eq!(post_github(&hg, "old-secret-1111", "d-4").await, 200);
+    std::fs::write(&file, "new-secret-2222\n").unwrap();
+    hup(&hg);
+    let mut n = 0;
+    assert!(
+        eventually(300, || {
+            n += 1;
+            let d = format!("d-5-{n}");
+            let hg = &hg;
+            async move { post_github(hg, "old-secret-1111", &d).await == 401 }
+        })
+        .await,
+        "the old secret stayed valid: {}",
+        hg.log()
+    );
+    let ok_reloads =
+        crate::harness::metric(&hg, "hookgate_secret_reloads_total{result=\"ok\"}").await;
+    assert_eq!(ok_reloads, 2.0);
+
+    // A failed re-read (only comments; then no file at all) keeps the new secret in force.
+    std::fs::write(&file, "# emptied by mistake\n\n").unwrap();
+    hup(&hg);
+    assert!(
+        eventually(300, || async {
+            crate::harness::metric(&hg, "hookgate_secret_reloads_total{result=\"error\"}").await
+                >= 1.0
+        })
+        .await,
+        "no failed reload counted: {}",
+        hg.log()
+    );
+    std::fs::remove_file(&file).unwrap();
+    hup(&hg);
+    assert!(
+        eventually(300, || async {
+            crate::harness::metric(&hg, "hookgate_secret_reloads_total{result=\"error\"}").await
+                >= 2.0
+        })
+        .await
+    );
+    assert_eq!(post_github(&hg, "new-secret-2222", "d-6").await, 200);
+    assert_eq!(post_github(&hg, "old-secret-1111", "d-7").await, 401);
+    let log = hg.log();
+    assert!(
+        log.contains("previous secrets stay in force") && log.contains("holds no secret"),
+        "{log}"
+    );
+    for s in ["old-secret-1111", "new-secret-2222"] {
+        assert!(!log.contains(s), "{s} in the log");
+    }
+}
