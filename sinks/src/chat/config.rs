@@ -308,6 +308,15 @@ sink_config! {
         pub max_chats: usize,
         /// Name of the chat sink answers are sent through, into the chat the message came from.
         pub reply_via: String,
+        /// Chats (ids as text or numbers) whose messages are answered; `"*"` = any chat.
+        /// Absent: only the `reply_via` sink's own `chat_id` (Telegram); a Slack or Discord
+        /// reply sink names no chat, so set this or `allow_users` there. A message from
+        /// anywhere else costs nothing: no model call, no reply.
+        #[serde(default)]
+        pub allow_chats: Option<Vec<ChatId>>,
+        /// Users (ids) whose messages are answered in any chat, in addition to `allow_chats`.
+        #[serde(default)]
+        pub allow_users: Vec<ChatId>,
     }
 }
 

@@ -83,6 +83,10 @@ impl Sink for TelegramSink {
         Some(Platform::Telegram)
     }
 
+    fn configured_chat(&self) -> Option<&str> {
+        Some(&self.chat_id)
+    }
+
     fn retry(&self) -> &RetryPolicy {
         &self.retry
     }
