@@ -241,7 +241,13 @@ fn starts(mut cmd: Command) -> Serve {
     if rx.recv_timeout(COMMAND_TIMEOUT).is_err() {
         let c = serve.0.as_mut().unwrap();
         let exited = wait_within(c, Duration::from_millis(1));
-        panic!("hookgate did not start (exit: {exited:?})");
+        let mut err = String::new();
+        if exited.is_some() {
+            if let Some(mut e) = c.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+        }
+        panic!("hookgate did not start (exit: {exited:?}): {err}");
     }
     serve
 }
@@ -376,4 +382,150 @@ async fn secrets_file_is_reread_on_sighup_and_a_bad_file_keeps_the_old_secrets()
     for s in ["old-secret-1111", "new-secret-2222"] {
         assert!(!log.contains(s), "{s} in the log");
     }
+}
+
+/// The log scan has something to find: debug logging, chat sinks whose APIs refuse the
+/// token (401) and an LLM API that refuses its key, a Kafka option password, a source
+/// secret from a file. The harness checks on drop that none of these secrets appears in
+/// hookgate's stdout or stderr; this test also checks that the scan saw them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_scan_finds_no_secret_with_debug_logging_and_failing_tokens() {
+    use crate::fakes::{FakeOpenAi, FakeSlack, FakeTelegram, Reply};
+    let (tg, slack, ai) = (
+        FakeTelegram::start().await,
+        FakeSlack::start().await,
+        FakeOpenAi::start().await,
+    );
+    let unauthorized = |body: &str| Reply::Raw {
+        status: 401,
+        headers: vec![],
+        body: body.to_owned(),
+    };
+    tg.push_n(
+        unauthorized(r#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#),
+        50,
+    );
+    slack.push_n(unauthorized("invalid_token"), 50);
+    ai.push_n(
+        unauthorized(r#"{"error":{"message":"Incorrect API key provided: sk-scan-LLMKEY-0042"}}"#),
+        50,
+    );
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(dir.join("tg.secrets"), "tg-source-secret-from-file\n").unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+[spool]
+path = "{{dir}}/spool"
+
+[[sources]]
+name = "telegram"
+provider = "telegram"
+secrets_file = "{{dir}}/tg.secrets"
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["${{HG_SCAN_GH_SECRET}}"]
+
+[[sinks]]
+name = "team-chat"
+type = "telegram"
+bot_token = "4711:SCAN-BOT-TOKEN-secret"
+chat_id = "-1001"
+api_url = "{tg}"
+max_attempts = 2
+backoff_base = "10ms"
+chat_interval = "10ms"
+
+[[sinks]]
+name = "slack"
+type = "slack"
+webhook_url = "{slack}"
+max_attempts = 2
+backoff_base = "10ms"
+interval = "10ms"
+
+[[sinks]]
+name = "assistant"
+type = "llm"
+api_url = "{ai}"
+model = "m"
+api_key = "sk-scan-LLMKEY-0042"
+reply_via = "team-chat"
+allow_chats = ["*"]
+max_attempts = 2
+backoff_base = "10ms"
+
+[[routes]]
+source = "github"
+sinks = ["team-chat", "slack"]
+template = "push"
+
+[[routes]]
+source = "telegram"
+sink = "assistant"
+"#,
+        tg = tg.api_url(),
+        slack = slack.webhook_url(),
+        ai = ai.api_url(),
+    );
+    let hg = crate::harness::Hookgate::start_in(
+        &dir,
+        &config,
+        &[
+            ("HOOKGATE_LOG", "debug"),
+            ("HG_SCAN_GH_SECRET", "gh-scan-secret-0815"),
+        ],
+    );
+    let secrets = hg.secrets().to_vec();
+    for s in [
+        "tg-source-secret-from-file",
+        "gh-scan-secret-0815",
+        "4711:SCAN-BOT-TOKEN-secret",
+        "sk-scan-LLMKEY-0042",
+    ] {
+        assert!(
+            secrets.iter().any(|x| x == s),
+            "the scan misses {s}: {secrets:?}"
+        );
+    }
+    assert!(secrets.iter().any(|x| *x == slack.webhook_url()));
+
+    assert_eq!(post_github(&hg, "gh-scan-secret-0815", "scan-1").await, 200);
+    let update = serde_json::json!({"update_id": 1, "message": {"message_id": 1, "date": 1,
+        "from": {"id": 5, "is_bot": false}, "chat": {"id": 5, "type": "private"}, "text": "hi"}});
+    let resp = crate::harness::client()
+        .post(hg.url("/hooks/telegram"))
+        .header(
+            "x-telegram-bot-api-secret-token",
+            "tg-source-secret-from-file",
+        )
+        .header("content-type", "application/json")
+        .body(update.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Wait until every sink has failed for good (dead-lettered), so the failures were logged.
+    assert!(
+        eventually(300, || async {
+            tg.count() >= 1
+                && slack.count() >= 1
+                && ai.count() >= 1
+                && hg.log().matches("dead-lettering").count() >= 3
+        })
+        .await,
+        "the sinks were not tried: tg {} slack {} ai {}\n{}",
+        tg.count(),
+        slack.count(),
+        ai.count(),
+        hg.log()
+    );
+    let output = hg.output();
+    assert!(output.contains("DEBUG"), "debug logging is on");
+    assert!(output.contains("401"), "the refusals were logged: {output}");
+    // `hg` drops here: the harness's scan fails the test if any secret above was logged.
 }
