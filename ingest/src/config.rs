@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hookgate_sinks::chat::{ChatConfig, RouteConfig, SinkConfig};
@@ -11,6 +11,7 @@ use hookgate_sinks::dispatch;
 use hookgate_sinks::log::kafka::KafkaConfig;
 use hookgate_sinks::log::spool::SpoolConfig;
 use hookgate_sinks::units::ByteSize;
+use hookgate_sinks::Secret;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -279,8 +280,11 @@ pub struct SourceConfig {
     /// Signature scheme / provider, kebab-case (`github`, `stripe`, …).
     pub provider: String,
     /// Secrets accepted at once (several during a rotation).
-    #[serde(default)]
-    pub secrets: Vec<String>,
+    #[serde(default, deserialize_with = "hookgate_sinks::secret::list")]
+    pub secrets: Vec<Secret>,
+    /// A file of secrets instead of `secrets`: one per line, blank lines and `#` comments
+    /// ignored (e.g. a mounted Kubernetes secret). Re-read on SIGHUP.
+    pub secrets_file: Option<PathBuf>,
     /// Kafka topic; default `[kafka] default_topic`.
     pub topic: Option<String>,
     /// Allowed clock skew for timestamped schemes.
@@ -613,6 +617,12 @@ impl Config {
                     ),
                 });
             }
+            if let Err(m) = k.options.check() {
+                problems.push(Problem {
+                    location: lines.at("kafka", None),
+                    message: m,
+                });
+            }
             let unsafe_opts = hookgate_sinks::log::kafka::unsafe_options(&k.options);
             if k.allow_unsafe_options {
                 for (opt, why) in &unsafe_opts {
@@ -723,33 +733,122 @@ impl SourceConfig {
     /// Builds the verifier; the message never contains a secret.
     pub fn build_verifier(&self) -> Result<Verifier, String> {
         let provider = self.provider()?;
-        let generic = if provider == Provider::GenericHmac {
-            let header = self
-                .signature_header
-                .as_deref()
-                .ok_or("generic-hmac needs `signature_header`")?;
-            let header = http::HeaderName::from_bytes(header.as_bytes())
-                .map_err(|_| format!("signature_header `{header}` is not a header name"))?;
-            let algorithm = HmacAlgorithm::parse(self.algorithm.as_deref().unwrap_or("sha256"))
-                .ok_or("algorithm must be sha1, sha256 or sha512")?;
-            let encoding = SigEncoding::parse(self.encoding.as_deref().unwrap_or("hex"))
-                .ok_or("encoding must be hex or base64")?;
-            Some(GenericHmacOptions {
-                header,
-                algorithm,
-                encoding,
-                prefix: self.prefix.clone().unwrap_or_default(),
-            })
-        } else {
-            None
-        };
-        Verifier::new(provider, &self.secrets, self.tolerance, generic)
+        let generic = self.generic_options(provider)?;
+        let secrets = self.resolve_secrets()?;
+        self.build_verifier_with(provider, &secrets, generic)
+    }
+
+    /// The verifier of this source with `secrets` (those of a reload).
+    pub fn build_verifier_from(&self, secrets: &[Secret]) -> Result<Verifier, String> {
+        let provider = self.provider()?;
+        let generic = self.generic_options(provider)?;
+        self.build_verifier_with(provider, secrets, generic)
+    }
+
+    fn build_verifier_with(
+        &self,
+        provider: Provider,
+        secrets: &[Secret],
+        generic: Option<GenericHmacOptions>,
+    ) -> Result<Verifier, String> {
+        // The verifier prepares its keys from plain strings once; this copy lives only
+        // for the call.
+        let plain: Vec<String> = secrets.iter().map(|s| s.expose().to_owned()).collect();
+        Verifier::new(provider, &plain, self.tolerance, generic)
             .map_err(|e| format!("secrets: {e}"))
+    }
+
+    fn generic_options(&self, provider: Provider) -> Result<Option<GenericHmacOptions>, String> {
+        if provider != Provider::GenericHmac {
+            return Ok(None);
+        }
+        let header = self
+            .signature_header
+            .as_deref()
+            .ok_or("generic-hmac needs `signature_header`")?;
+        let header = http::HeaderName::from_bytes(header.as_bytes())
+            .map_err(|_| format!("signature_header `{header}` is not a header name"))?;
+        let algorithm = HmacAlgorithm::parse(self.algorithm.as_deref().unwrap_or("sha256"))
+            .ok_or("algorithm must be sha1, sha256 or sha512")?;
+        let encoding = SigEncoding::parse(self.encoding.as_deref().unwrap_or("hex"))
+            .ok_or("encoding must be hex or base64")?;
+        Ok(Some(GenericHmacOptions {
+            header,
+            algorithm,
+            encoding,
+            prefix: self.prefix.clone().unwrap_or_default(),
+        }))
+    }
+
+    /// The source's secrets: `secrets`, or the lines of `secrets_file` read now. Both
+    /// set is an error; so is a file that cannot be read or holds no secret.
+    pub fn resolve_secrets(&self) -> Result<Vec<Secret>, String> {
+        match (&self.secrets_file, self.secrets.is_empty()) {
+            (Some(_), false) => Err("set `secrets` or `secrets_file`, not both".into()),
+            (Some(p), true) => {
+                hookgate_sinks::secret::read_lines(p).map_err(|e| format!("secrets_file: {e}"))
+            }
+            (None, _) => Ok(self.secrets.clone()),
+        }
     }
 }
 
 /// The embedded default: one GitHub source on 127.0.0.1:8080, the spool as the log.
 pub const EMBEDDED: &str = include_str!("../../deploy/examples/embedded.toml");
+
+/// The development secrets built into [`EMBEDDED`]: each `${VAR:-default}` there, as
+/// (`VAR`, `default`). They are public (they ship in the binary), so a source still
+/// using one accepts events anyone can sign.
+pub fn dev_secret_defaults() -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    let mut rest = EMBEDDED;
+    while let Some(i) = rest.find("${") {
+        rest = &rest[i + 2..];
+        let Some(end) = rest.find('}') else { break };
+        if let Some((var, default)) = rest[..end].split_once(":-") {
+            if !default.is_empty() {
+                out.push((var, default));
+            }
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+impl Config {
+    /// Sources whose secrets include a built-in development default, each with the
+    /// variable that replaces it: (source name, `VAR`).
+    pub fn dev_secrets_in_use(&self) -> Vec<(String, &'static str)> {
+        let defaults = dev_secret_defaults();
+        let mut out = Vec::new();
+        for s in &self.sources {
+            for (var, default) in &defaults {
+                if s.secrets.iter().any(|x| x.expose() == *default) {
+                    out.push((s.name.clone(), *var));
+                }
+            }
+        }
+        out
+    }
+
+    /// Refuses a public listener while development secrets are in use: `Err` holds a
+    /// message naming the variables to set. Loopback listeners are always fine.
+    pub fn check_dev_secrets(&self) -> Result<(), String> {
+        let dev = self.dev_secrets_in_use();
+        if dev.is_empty() || self.server.listen.ip().is_loopback() {
+            return Ok(());
+        }
+        let sources: Vec<&str> = dev.iter().map(|(s, _)| s.as_str()).collect();
+        let mut vars: Vec<&str> = dev.iter().map(|(_, v)| *v).collect();
+        vars.dedup();
+        Err(format!(
+            "dev_secrets_on_public_listener: refusing to listen on {}: source(s) {} still use the built-in development secret(s), which anyone can sign with; set {} (or listen on a loopback address such as 127.0.0.1)",
+            self.server.listen,
+            sources.join(", "),
+            vars.join(", "),
+        ))
+    }
+}
 
 fn env_map() -> HashMap<String, String> {
     std::env::vars().collect()
@@ -998,7 +1097,7 @@ partition_key = "/repository/full_name"
         assert_eq!(c.server.max_body_bytes, ByteSize(64 << 10));
         assert_eq!(c.server.body_timeout, Duration::from_secs(3));
         assert_eq!(c.dedupe.ttl, Duration::from_secs(300));
-        assert_eq!(c.sources[0].secrets, vec!["s3\"cr".to_string()]);
+        assert_eq!(c.sources[0].secrets, vec![Secret::new("s3\"cr")]);
     }
 
     #[test]
@@ -1104,6 +1203,47 @@ secrets = ["${MISSING}"]
         let text = "[[sources]]\nname = \"x\"\nprovider = \"discord\"\nsecrets = [\"not-hex-supersecret\"]\n";
         let err = Config::parse(text, "t", &env(&[])).unwrap_err();
         assert!(!err.to_string().contains("supersecret"));
+    }
+
+    #[test]
+    fn dev_secrets_only_on_loopback() {
+        let defaults = dev_secret_defaults();
+        assert!(defaults
+            .iter()
+            .any(|(v, d)| *v == "HOOKGATE_GITHUB_SECRET" && *d == "dev-github-secret"));
+        let (c, _) = Config::parse(EMBEDDED, "<embedded>", &env(&[])).unwrap();
+        assert_eq!(c.dev_secrets_in_use().len(), c.sources.len());
+        assert_eq!(c.check_dev_secrets(), Ok(()));
+        let public = env(&[("HOOKGATE__SERVER__LISTEN", "0.0.0.0:8080")]);
+        let (c, _) = Config::parse(EMBEDDED, "<embedded>", &public).unwrap();
+        let e = c.check_dev_secrets().unwrap_err();
+        assert!(e.starts_with("dev_secrets_on_public_listener"), "{e}");
+        assert!(
+            e.contains("HOOKGATE_GITHUB_SECRET") && e.contains("HOOKGATE_TELEGRAM_SECRET"),
+            "{e}"
+        );
+        // One variable left unset: only its variable is named.
+        let mut almost = public.clone();
+        for (var, _) in &defaults {
+            almost.insert(
+                var.to_string(),
+                "whsec_cHJvZHVjdGlvbi1zZWNyZXQtdmFsdWU=".into(),
+            );
+        }
+        almost.insert(
+            "HOOKGATE_TELEGRAM_SECRET".into(),
+            "prod-telegram-secret".into(),
+        );
+        almost.remove("HOOKGATE_STRIPE_SECRET");
+        let (c, _) = Config::parse(EMBEDDED, "<embedded>", &almost).unwrap();
+        let e = c.check_dev_secrets().unwrap_err();
+        assert!(
+            e.contains("HOOKGATE_STRIPE_SECRET") && !e.contains("HOOKGATE_GITHUB_SECRET"),
+            "{e}"
+        );
+        almost.insert("HOOKGATE_STRIPE_SECRET".into(), "prod-stripe-secret".into());
+        let (c, _) = Config::parse(EMBEDDED, "<embedded>", &almost).unwrap();
+        assert_eq!(c.check_dev_secrets(), Ok(()));
     }
 
     #[test]

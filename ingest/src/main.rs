@@ -455,6 +455,12 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         tracing::info!("no --config: using the embedded default (spool log, development secrets from HOOKGATE_*_SECRET or built-in defaults)");
     }
     let cfg = load(config)?;
+    if let Err(m) = cfg.check_dev_secrets() {
+        tracing::error!("{m}");
+        eprintln!("error: {m}");
+        // EX_CONFIG: a configuration error, told apart from a crash.
+        return Ok(std::process::ExitCode::from(78));
+    }
     let prometheus = runtime::install_metrics()?;
     let log = runtime::build_log(&cfg).await?;
     let mut app = App::new(&cfg, log.clone(), Some(prometheus))?;
@@ -512,6 +518,7 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         }
         None => None,
     };
+    let reload = runtime::spawn_secret_reload(cfg.clone(), app.clone(), stop_rx.clone())?;
     let server = tokio::spawn(server::serve(
         app,
         listener,
@@ -525,6 +532,9 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
     }
     if let Some(a) = admin {
         let _ = a.await;
+    }
+    if let Some(r) = reload {
+        let _ = r.await;
     }
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;

@@ -207,6 +207,68 @@ async fn retention_task(log: Log, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Re-reads every source's `secrets_file` and swaps its verifier whole. A file that
+/// cannot be read, holds no secret or holds a secret the provider refuses keeps the old
+/// secrets (an error log, `hookgate_secret_reloads_total{result="error"}`). Returns how many
+/// sources were reloaded and how many failed.
+pub fn reload_source_secrets(cfg: &Config, app: &crate::server::App) -> (usize, usize) {
+    let (mut ok, mut failed) = (0, 0);
+    for s in cfg.sources.iter().filter(|s| s.secrets_file.is_some()) {
+        match s
+            .resolve_secrets()
+            .and_then(|secrets| s.build_verifier_from(&secrets))
+        {
+            Ok(v) => {
+                if app.swap_verifier(&s.name, v) {
+                    ok += 1;
+                    metrics::counter!("hookgate_secret_reloads_total", "result" => "ok")
+                        .increment(1);
+                    tracing::info!(source = %s.name, "source secrets re-read from secrets_file");
+                }
+            }
+            Err(error) => {
+                failed += 1;
+                metrics::counter!("hookgate_secret_reloads_total", "result" => "error")
+                    .increment(1);
+                tracing::error!(source = %s.name, %error, "source secrets not reloaded: the previous secrets stay in force");
+            }
+        }
+    }
+    (ok, failed)
+}
+
+/// On every SIGHUP, re-reads the sources' `secrets_file`s ([`reload_source_secrets`]).
+/// Registers its own signal stream: other parts (TLS) may listen for SIGHUP too.
+pub fn spawn_secret_reload(
+    cfg: Config,
+    app: Arc<crate::server::App>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if !cfg.sources.iter().any(|s| s.secrets_file.is_some()) {
+        return Ok(None);
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).context("listen for SIGHUP")?;
+        Ok(Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    got = hup.recv() => if got.is_none() { return },
+                }
+                let (ok, failed) = reload_source_secrets(&cfg, &app);
+                tracing::info!(ok, failed, "SIGHUP: secrets files re-read");
+            }
+        })))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (app, stop);
+        Ok(None)
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,7 +42,10 @@ pub struct Source {
     name: Arc<str>,
     provider: Arc<str>,
     topic: Arc<str>,
-    verifier: Verifier,
+    /// Swapped whole when `secrets_file` is re-read (SIGHUP): a request verifies against
+    /// the old set or the new one, never a mix. Writes are rare, so a read lock (no
+    /// contention) plus an `Arc` clone is all the hot path pays.
+    verifier: RwLock<Arc<Verifier>>,
     extractor: Extractor,
     keep_headers: Vec<HeaderName>,
     allow_ips: Vec<ipnet::IpNet>,
@@ -51,6 +54,15 @@ pub struct Source {
     rate: Option<Bucket>,
     /// Dedupe also on the body's digest, and the count of replays so refused.
     dedupe_body: Option<Counter>,
+}
+
+impl Source {
+    fn verifier(&self) -> Arc<Verifier> {
+        self.verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Pre-registered request counters of one source, so the hot path does not build labels.
@@ -164,7 +176,7 @@ impl App {
                 name: Arc::from(s.name.as_str()),
                 provider: Arc::from(verifier.provider().as_str()),
                 topic: Arc::from(cfg.topic_of(s).as_str()),
-                verifier,
+                verifier: RwLock::new(Arc::new(verifier)),
                 extractor,
                 keep_headers,
                 allow_ips: s.allow_ips.clone(),
@@ -213,6 +225,16 @@ impl App {
     /// Index of a source by name, for seeding dedupe.
     pub fn source_index(&self, name: &str) -> Option<u32> {
         self.sources.get(name).map(|s| s.idx)
+    }
+
+    /// Replaces the verifier of source `name` (new secrets); `false` if there is no such
+    /// source.
+    pub fn swap_verifier(&self, name: &str, verifier: Verifier) -> bool {
+        let Some(src) = self.sources.get(name) else {
+            return false;
+        };
+        *src.verifier.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(verifier);
+        true
     }
 
     /// The log this app appends to.
@@ -364,7 +386,9 @@ impl App {
                 }
             }
         }
-        if !src.verifier.signature_present(req.headers()) {
+        // One verifier for the whole request, even if the secrets are swapped meanwhile.
+        let verifier = src.verifier();
+        if !verifier.signature_present(req.headers()) {
             let e = VerifyError::Missing;
             metrics::counter!("hookgate_verify_failures_total", "source" => src.name.to_string(), "reason" => e.code()).increment(1);
             return Err(reject(
@@ -443,10 +467,7 @@ impl App {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        if let Err(e) = src
-            .verifier
-            .verify(&parts.headers, &body, now.as_secs() as i64)
-        {
+        if let Err(e) = verifier.verify(&parts.headers, &body, now.as_secs() as i64) {
             metrics::counter!("hookgate_verify_failures_total", "source" => src.name.to_string(), "reason" => e.code()).increment(1);
             return Err(reject(
                 StatusCode::UNAUTHORIZED,

@@ -10,6 +10,8 @@
 //! - [`chat`]: talking to chat APIs: the sinks (Telegram, Discord, Slack, HTTP forward,
 //!   LLM assistant), their config, markup, templates, rate limits and networking.
 //! - [`units`]: config value types shared with the ingest crate (byte sizes).
+//! - [`secret`]: [`Secret`], the one type of every secret in config (redacted `Debug`,
+//!   value-free serde errors), and reading secrets from files.
 //!
 //! Dependencies run one way: `dispatch` uses `chat` and `log`; `chat` and `log` use
 //! neither.
@@ -17,6 +19,8 @@
 pub mod chat;
 pub mod dispatch;
 pub mod log;
+pub mod secret;
 pub mod units;
 
 pub use log::{AppendError, Log};
+pub use secret::Secret;

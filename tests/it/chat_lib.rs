@@ -298,6 +298,7 @@ api_key = "sk-test"
 system_prompt = "You are a helpful assistant."
 history = 2
 reply_via = "team-chat"
+allow_chats = [4242]
 backoff_base = "10ms"
 
 [[routes]]
@@ -389,6 +390,67 @@ async fn telegram_update_is_answered_by_llm_in_same_chat_once() {
         .await;
     assert!(matches!(only(&r), DeliveryOutcome::Skipped { .. }), "{r:?}");
     assert!(dlq.entries().is_empty());
+}
+
+/// The allow-list: a stranger's message costs nothing (no model call, no reply); the
+/// default allows only the reply sink's own chat; `allow_users` and `"*"` widen it.
+#[tokio::test]
+async fn llm_answers_only_allowed_chats_and_users() {
+    let (tg, ai) = (FakeTelegram::start().await, FakeOpenAi::start().await);
+    ai.set_answer("ok");
+    // llm_config: team-chat's chat_id is "-1", allow_chats = [4242]; the sender is user 77.
+    let (d, dlq) = dispatcher(&llm_config(&tg, &ai));
+    let stranger = event(
+        "telegram",
+        "message",
+        "2001",
+        &tg_update(2001, 555, "hello?"),
+    );
+    let r = d.dispatch(&stranger).await;
+    assert!(matches!(only(&r), DeliveryOutcome::Skipped { .. }), "{r:?}");
+    assert_eq!((ai.count(), tg.count()), (0, 0), "a stranger cost a call");
+    let allowed = event("telegram", "message", "2002", &tg_update(2002, 4242, "hi"));
+    assert!(d.dispatch(&allowed).await.is_done());
+    assert_eq!((ai.count(), tg.count()), (1, 1));
+    assert!(dlq.entries().is_empty());
+
+    // No allow_chats: only the reply sink's configured chat ("-1").
+    let default = llm_config(&tg, &ai).replace("allow_chats = [4242]\n", "");
+    let (d, _) = dispatcher(&default);
+    let r = d
+        .dispatch(&event(
+            "telegram",
+            "message",
+            "2003",
+            &tg_update(2003, 4242, "hi"),
+        ))
+        .await;
+    assert!(matches!(only(&r), DeliveryOutcome::Skipped { .. }), "{r:?}");
+    assert_eq!(ai.count(), 1);
+    let own = event("telegram", "message", "2004", &tg_update(2004, -1, "hi"));
+    assert!(d.dispatch(&own).await.is_done());
+    assert_eq!(ai.count(), 2);
+
+    // allow_users: user 77 anywhere; "*": any chat.
+    for (widen, n) in [
+        ("allow_users = [77]", "2005"),
+        ("allow_chats = [\"*\"]", "2006"),
+    ] {
+        let cfg = default.replace(
+            "backoff_base = \"10ms\"",
+            &format!("{widen}\nbackoff_base = \"10ms\""),
+        );
+        let (d, _) = dispatcher(&cfg);
+        let before = ai.count();
+        let ev = event(
+            "telegram",
+            "message",
+            n,
+            &tg_update(n.parse().unwrap(), 31337, "hi"),
+        );
+        assert!(d.dispatch(&ev).await.is_done(), "{widen}");
+        assert_eq!(ai.count(), before + 1, "{widen}");
+    }
 }
 
 #[tokio::test]

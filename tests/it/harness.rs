@@ -426,13 +426,119 @@ impl Target for Hookgate {
     }
 }
 
-/// A running `hookgate serve`. Killed on drop.
+/// A running `hookgate serve`. Killed on drop; then every secret of its config must be
+/// absent from what it wrote (stdout and stderr), see [`config_secrets`].
 pub struct Hookgate {
     pub addr: SocketAddr,
     pub dir: PathBuf,
     config: PathBuf,
     child: Option<Child>,
     pub stderr_log: PathBuf,
+    /// Everything the process wrote to stdout (the log scan reads it too).
+    pub stdout_log: PathBuf,
+    /// The secrets of its config (values of secret-looking keys, `${VAR}` resolved, and the
+    /// lines of `*_file`s), checked against its output on drop.
+    secrets: Vec<String>,
+}
+
+/// Shortest value the log scan looks for: shorter ones match unrelated text.
+pub const MIN_SCANNED_SECRET: usize = 6;
+
+/// Whether a config key names a secret: `secrets`, tokens, passwords, keys, webhook URLs
+/// (the URL is the credential), Kafka SASL/SSL passwords.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k == "secrets"
+        || k == "webhook_url"
+        || k.contains("token")
+        || k.contains("password")
+        || k.contains("secret")
+        || k.contains("api_key")
+        || k.contains("passphrase")
+        || k.ends_with(".pem")
+}
+
+/// Every secret value in a config text: the string values (in lists too) of secret-looking
+/// keys anywhere in the TOML, with `${VAR}` / `${VAR:-default}` resolved from `env` then
+/// the process environment, plus each line of a `*_file` a secret key points at.
+pub fn config_secrets(config: &str, env: &[(&str, &str)]) -> Vec<String> {
+    fn resolve(v: &str, env: &[(&str, &str)]) -> String {
+        let mut out = String::new();
+        let mut rest = v;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(j) = after.find('}') else {
+                out.push_str(&rest[i..]);
+                return out;
+            };
+            let (name, default) = match after[..j].split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (&after[..j], None),
+            };
+            let val = env
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| std::env::var(name).ok())
+                .or(default.map(str::to_owned))
+                .unwrap_or_default();
+            out.push_str(&val);
+            rest = &after[j + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+    fn walk(
+        v: &toml::Value,
+        secret: bool,
+        file: bool,
+        env: &[(&str, &str)],
+        out: &mut Vec<String>,
+    ) {
+        match v {
+            toml::Value::String(s) if file => {
+                if let Ok(text) = std::fs::read_to_string(resolve(s, env)) {
+                    out.extend(
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                            .map(str::to_owned),
+                    );
+                }
+            }
+            toml::Value::String(s) if secret => out.push(resolve(s, env)),
+            toml::Value::Array(a) => a.iter().for_each(|x| walk(x, secret, file, env, out)),
+            toml::Value::Table(t) => {
+                for (k, x) in t {
+                    let (key, is_file) = match k.strip_suffix("_file") {
+                        Some(base) => (base, true),
+                        None => (k.as_str(), false),
+                    };
+                    let sec = is_secret_key(key);
+                    walk(x, sec && !is_file, sec && is_file, env, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(t) = config.parse::<toml::Table>() {
+        walk(&toml::Value::Table(t), false, false, env, &mut out);
+    }
+    out.retain(|s| s.len() >= MIN_SCANNED_SECRET);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The secrets of `secrets` found in `text`, for the log scan.
+pub fn leaked<'a>(secrets: &'a [String], text: &str) -> Vec<&'a str> {
+    secrets
+        .iter()
+        .filter(|s| text.contains(s.as_str()))
+        .map(String::as_str)
+        .collect()
 }
 
 /// The `hookgate` binary: cargo's, for this package's tests; for the bench package's
@@ -472,13 +578,15 @@ impl Hookgate {
             .replace("{listen}", &format!("127.0.0.1:{port}"))
             .replace("{dir}", &dir.display().to_string());
         let path = dir.join("hookgate.toml");
-        std::fs::write(&path, text).expect("write config");
+        std::fs::write(&path, &text).expect("write config");
         let mut h = Hookgate {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir: dir.to_path_buf(),
             config: path,
             child: None,
             stderr_log: dir.join("hookgate.log"),
+            stdout_log: dir.join("hookgate.stdout"),
+            secrets: config_secrets(&text, env),
         };
         h.spawn(env);
         h
@@ -501,10 +609,17 @@ impl Hookgate {
         }
         let mut child = cmd.spawn().expect("spawn hookgate");
         let stdout = child.stdout.take().expect("stdout");
+        let mut copy = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stdout_log)
+            .expect("stdout log");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            use std::io::Write as _;
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(l)) = lines.next() {
+                let _ = writeln!(copy, "{l}");
                 if let Some(a) = l.strip_prefix("listening on ") {
                     let _ = tx.send(a.to_owned());
                 }
@@ -578,12 +693,41 @@ impl Hookgate {
     }
 }
 
+impl Hookgate {
+    /// The secrets of this instance's config the log scan looks for.
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    /// Everything the process wrote, stdout then stderr.
+    pub fn output(&self) -> String {
+        let out = std::fs::read_to_string(&self.stdout_log).unwrap_or_default();
+        format!("{out}{}", self.log())
+    }
+}
+
 impl Drop for Hookgate {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("--- hookgate log ---\n{}", self.log());
         }
         self.kill();
+        // The log scan: no configured secret may appear in anything hookgate wrote.
+        // (Not while already panicking: a second panic would abort the test binary.)
+        if !std::thread::panicking() {
+            let output = self.output();
+            // Named by their first characters only: the test output is a log too.
+            let found: Vec<String> = leaked(&self.secrets, &output)
+                .iter()
+                .map(|s| format!("{}…", s.chars().take(3).collect::<String>()))
+                .collect();
+            assert!(
+                found.is_empty(),
+                "configured secret(s) {found:?} appear in hookgate's output ({} and {})",
+                self.stdout_log.display(),
+                self.stderr_log.display()
+            );
+        }
     }
 }
 

@@ -16,5 +16,6 @@ mod harness;
 mod ingest;
 mod kafka_faults;
 mod replay;
+mod secrets;
 mod spool;
 mod spool_faults;

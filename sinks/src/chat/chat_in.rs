@@ -20,6 +20,8 @@ pub struct ChatMessage {
     pub platform: Platform,
     /// The chat / channel id, as text.
     pub chat: String,
+    /// The sender's user id, as text, when the platform gives one.
+    pub user: Option<String>,
     /// What the user wrote.
     pub text: String,
 }
@@ -49,6 +51,7 @@ fn telegram(body: &Value) -> Option<ChatMessage> {
     Some(ChatMessage {
         platform: Platform::Telegram,
         chat: id_text(m.pointer("/chat/id")?)?,
+        user: m.pointer("/from/id").and_then(id_text),
         text: m.get("text")?.as_str()?.to_owned(),
     })
 }
@@ -67,6 +70,7 @@ fn slack(body: &Value) -> Option<ChatMessage> {
     Some(ChatMessage {
         platform: Platform::Slack,
         chat: id_text(e.get("channel")?)?,
+        user: e.get("user").and_then(id_text),
         text: e.get("text")?.as_str()?.to_owned(),
     })
 }
@@ -89,6 +93,7 @@ fn discord(body: &Value) -> Option<ChatMessage> {
     Some(ChatMessage {
         platform: Platform::Discord,
         chat: id_text(m.get("channel_id")?)?,
+        user: m.pointer("/author/id").and_then(id_text),
         text: text.to_owned(),
     })
 }
@@ -114,10 +119,13 @@ mod tests {
         assert!(chat_message(&sticker).is_none());
         let sl = json!({"type":"event_callback","event":{"type":"message","channel":"C1","text":"yo","user":"U1"}});
         assert_eq!(chat_message(&sl).unwrap().chat, "C1");
+        assert_eq!(chat_message(&sl).unwrap().user.as_deref(), Some("U1"));
+        assert_eq!(m.user.as_deref(), Some("9"));
         let slbot = json!({"type":"event_callback","event":{"type":"message","channel":"C1","text":"yo","bot_id":"B"}});
         assert!(chat_message(&slbot).is_none());
         let dc = json!({"id":"1","channel_id":"42","content":"hey","author":{"id":"7"}});
         assert_eq!(chat_message(&dc).unwrap().platform, Platform::Discord);
+        assert_eq!(chat_message(&dc).unwrap().user.as_deref(), Some("7"));
         assert!(chat_message(&json!({"ref":"refs/heads/main"})).is_none());
     }
 }

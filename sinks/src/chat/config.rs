@@ -3,11 +3,12 @@
 //! Doc comments on fields are the user documentation.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::chat::secret::Secret;
+use crate::secret::{inline_or_file, Secret};
 
 /// The chat part of the config file: sinks and the routes that feed them.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -205,8 +206,12 @@ fn one_second() -> Duration {
 sink_config! {
     /// `type = "telegram"`: sends to a chat with the Bot API.
     pub struct TelegramConfig {
-        /// The bot token from @BotFather (secret).
-        pub bot_token: Secret,
+        /// The bot token from @BotFather (secret); or `bot_token_file`.
+        #[serde(default, deserialize_with = "crate::secret::field::bot_token")]
+        pub bot_token: Option<Secret>,
+        /// A file holding the bot token (read at start).
+        #[serde(default)]
+        pub bot_token_file: Option<PathBuf>,
         /// Target chat id (or `@channel`); a reply from an `llm` sink goes to the chat the message came from instead.
         pub chat_id: ChatId,
         /// `"HTML"`, `"MarkdownV2"`, or absent for plain text. Template values are escaped to match.
@@ -227,8 +232,12 @@ sink_config! {
 sink_config! {
     /// `type = "discord"`: posts through a channel webhook.
     pub struct DiscordConfig {
-        /// The webhook URL `https://discord.com/api/webhooks/ID/TOKEN` (secret).
-        pub webhook_url: Secret,
+        /// The webhook URL `https://discord.com/api/webhooks/ID/TOKEN` (secret); or `webhook_url_file`.
+        #[serde(default, deserialize_with = "crate::secret::field::webhook_url")]
+        pub webhook_url: Option<Secret>,
+        /// A file holding the webhook URL (read at start).
+        #[serde(default)]
+        pub webhook_url_file: Option<PathBuf>,
         /// Overrides the webhook's display name.
         #[serde(default)]
         pub username: Option<String>,
@@ -238,8 +247,12 @@ sink_config! {
 sink_config! {
     /// `type = "slack"`: posts through an incoming webhook.
     pub struct SlackConfig {
-        /// The incoming-webhook URL `https://hooks.slack.com/services/...` (secret).
-        pub webhook_url: Secret,
+        /// The incoming-webhook URL `https://hooks.slack.com/services/...` (secret); or `webhook_url_file`.
+        #[serde(default, deserialize_with = "crate::secret::field::webhook_url")]
+        pub webhook_url: Option<Secret>,
+        /// A file holding the webhook URL (read at start).
+        #[serde(default)]
+        pub webhook_url_file: Option<PathBuf>,
         /// Minimum spacing of messages (default "1s", Slack's documented webhook rate).
         #[serde(default = "one_second", with = "humantime_serde")]
         pub interval: Duration,
@@ -252,8 +265,11 @@ sink_config! {
         /// Destination URL (http or https). Redirects are not followed.
         pub url: String,
         /// `whsec_<base64>` key for the `webhook-signature` header (secret); absent = unsigned.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::secret::field::signing_secret")]
         pub signing_secret: Option<Secret>,
+        /// A file holding the signing secret (read at start).
+        #[serde(default)]
+        pub signing_secret_file: Option<PathBuf>,
         /// Allow loopback, private, link-local and CGNAT destinations (default false).
         #[serde(default)]
         pub allow_private: bool,
@@ -276,8 +292,11 @@ sink_config! {
         /// Model name sent in each request.
         pub model: String,
         /// Bearer token (secret), if the API needs one.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::secret::field::api_key")]
         pub api_key: Option<Secret>,
+        /// A file holding the API key (read at start).
+        #[serde(default)]
+        pub api_key_file: Option<PathBuf>,
         /// System message put first in every request.
         #[serde(default)]
         pub system_prompt: Option<String>,
@@ -289,6 +308,73 @@ sink_config! {
         pub max_chats: usize,
         /// Name of the chat sink answers are sent through, into the chat the message came from.
         pub reply_via: String,
+        /// Chats (ids as text or numbers) whose messages are answered; `"*"` = any chat.
+        /// Absent: only the `reply_via` sink's own `chat_id` (Telegram); a Slack or Discord
+        /// reply sink names no chat, so set this or `allow_users` there. A message from
+        /// anywhere else costs nothing: no model call, no reply.
+        #[serde(default)]
+        pub allow_chats: Option<Vec<ChatId>>,
+        /// Users (ids) whose messages are answered in any chat, in addition to `allow_chats`.
+        #[serde(default)]
+        pub allow_users: Vec<ChatId>,
+    }
+}
+
+impl TelegramConfig {
+    /// `bot_token` or the contents of `bot_token_file` (exactly one must be set).
+    pub fn bot_token(&self) -> Result<Secret, String> {
+        inline_or_file(
+            "bot_token",
+            self.bot_token.as_ref(),
+            self.bot_token_file.as_deref(),
+        )?
+        .ok_or_else(|| "set `bot_token` or `bot_token_file`".into())
+    }
+}
+
+impl DiscordConfig {
+    /// `webhook_url` or the contents of `webhook_url_file` (exactly one must be set).
+    pub fn webhook_url(&self) -> Result<Secret, String> {
+        inline_or_file(
+            "webhook_url",
+            self.webhook_url.as_ref(),
+            self.webhook_url_file.as_deref(),
+        )?
+        .ok_or_else(|| "set `webhook_url` or `webhook_url_file`".into())
+    }
+}
+
+impl SlackConfig {
+    /// `webhook_url` or the contents of `webhook_url_file` (exactly one must be set).
+    pub fn webhook_url(&self) -> Result<Secret, String> {
+        inline_or_file(
+            "webhook_url",
+            self.webhook_url.as_ref(),
+            self.webhook_url_file.as_deref(),
+        )?
+        .ok_or_else(|| "set `webhook_url` or `webhook_url_file`".into())
+    }
+}
+
+impl HttpConfig {
+    /// `signing_secret` or the contents of `signing_secret_file`; neither = unsigned.
+    pub fn signing_secret(&self) -> Result<Option<Secret>, String> {
+        inline_or_file(
+            "signing_secret",
+            self.signing_secret.as_ref(),
+            self.signing_secret_file.as_deref(),
+        )
+    }
+}
+
+impl LlmConfig {
+    /// `api_key` or the contents of `api_key_file`; neither = no key.
+    pub fn api_key(&self) -> Result<Option<Secret>, String> {
+        inline_or_file(
+            "api_key",
+            self.api_key.as_ref(),
+            self.api_key_file.as_deref(),
+        )
     }
 }
 

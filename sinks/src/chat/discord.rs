@@ -11,8 +11,8 @@ use crate::chat::error::{ConfigError, SinkError};
 use crate::chat::markup::Markup;
 use crate::chat::net;
 use crate::chat::ratelimit::{Limiter, TokenBucket};
-use crate::chat::secret::Secret;
 use crate::chat::sink::{Message, Sink};
+use crate::secret::Secret;
 
 /// Discord's `content` limit (characters; counting UTF-16 units is never more lenient).
 const MAX_CONTENT: usize = 2000;
@@ -36,7 +36,8 @@ impl DiscordSink {
             message,
         };
         // Never echo the URL or url's error text for it: the URL is the credential.
-        let mut url = url::Url::parse(c.webhook_url.expose())
+        let webhook_url = c.webhook_url().map_err(err)?;
+        let mut url = url::Url::parse(webhook_url.expose())
             .map_err(|_| err("webhook_url is not a valid URL".into()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(err("webhook_url must be http or https".into()));

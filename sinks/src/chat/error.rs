@@ -101,7 +101,7 @@ impl SinkError {
     }
 
     /// The same error with every occurrence of `secret` replaced by `***`.
-    pub fn redacted(self, secret: &crate::chat::secret::Secret) -> Self {
+    pub fn redacted(self, secret: &crate::secret::Secret) -> Self {
         match self {
             SinkError::Retryable {
                 message,

@@ -37,7 +37,7 @@ impl HttpSink {
         if !c.allow_private {
             check_literal(&url).map_err(|e| err(e.to_string()))?;
         }
-        let key = match &c.signing_secret {
+        let key = match &c.signing_secret().map_err(err)? {
             None => None,
             Some(s) => {
                 let b64 = s.expose().strip_prefix("whsec_").unwrap_or(s.expose());

@@ -14,7 +14,7 @@ use crate::chat::chat_in::{chat_message, ChatMessage, Platform};
 use crate::chat::config::{LlmConfig, RetryPolicy};
 use crate::chat::error::{ConfigError, SinkError};
 use crate::chat::net;
-use crate::chat::secret::Secret;
+use crate::secret::Secret;
 
 /// Event ids remembered as answered, so a redelivered update gets one reply.
 const ANSWERED_CAP: usize = 10_000;
@@ -62,6 +62,10 @@ pub struct LlmSink {
     history: usize,
     max_chats: usize,
     reply_via: String,
+    /// `allow_chats`; `None` = the reply sink's configured chat.
+    allow_chats: Option<HashSet<String>>,
+    allow_users: HashSet<String>,
+    ignored: metrics::Counter,
     client: reqwest::Client,
     retry: RetryPolicy,
     state: Mutex<State>,
@@ -91,11 +95,17 @@ impl LlmSink {
             name: c.name.clone(),
             endpoint: format!("{}/chat/completions", c.api_url.trim_end_matches('/')),
             model: c.model.clone(),
-            api_key: c.api_key.clone(),
+            api_key: c.api_key().map_err(err)?,
             system_prompt: c.system_prompt.clone(),
             history: c.history,
             max_chats: c.max_chats.max(1),
             reply_via: c.reply_via.clone(),
+            allow_chats: c
+                .allow_chats
+                .as_ref()
+                .map(|v| v.iter().map(ToString::to_string).collect()),
+            allow_users: c.allow_users.iter().map(ToString::to_string).collect(),
+            ignored: metrics::counter!("hookgate_llm_ignored_total", "reason" => "not_allowed"),
             client: net::client(retry.timeout).map_err(err)?,
             retry,
             state: Mutex::new(State::default()),
@@ -243,14 +253,30 @@ impl LlmSink {
         }
     }
 
+    /// Whether `msg` comes from an allowed chat or user: `allow_chats` (`"*"` = any), else
+    /// the reply sink's configured chat (`reply_chat`); or `allow_users`.
+    fn allowed(&self, msg: &ChatMessage, reply_chat: Option<&str>) -> bool {
+        let chat_ok = match &self.allow_chats {
+            Some(chats) => chats.contains("*") || chats.contains(&msg.chat),
+            None => reply_chat == Some(msg.chat.as_str()),
+        };
+        chat_ok
+            || msg
+                .user
+                .as_ref()
+                .is_some_and(|u| self.allow_users.contains(u))
+    }
+
     /// The chat message in `body` as a claimed [`Question`], or why there is nothing to
     /// answer: not a chat message, not from the `reply_via` sink's platform
-    /// (`reply_platform`), or already answered.
+    /// (`reply_platform`), not from an allowed chat or user (the reply sink's configured
+    /// chat is `reply_chat`), or already answered.
     pub fn question(
         &self,
         ev: &Event,
         body: Option<&serde_json::Value>,
         reply_platform: Option<Platform>,
+        reply_chat: Option<&str>,
     ) -> Incoming {
         let Some(msg) = body.and_then(chat_message) else {
             return Incoming::Skipped("not a chat message".into());
@@ -260,6 +286,13 @@ impl LlmSink {
                 "message from {:?} but reply_via sink is not {:?}",
                 msg.platform, msg.platform
             ));
+        }
+        if !self.allowed(&msg, reply_chat) {
+            // A stranger costs nothing: no model call, no reply, no history. The text is
+            // not logged (it is someone else's message).
+            self.ignored.increment(1);
+            tracing::debug!(sink = %self.name, platform = ?msg.platform, chat = %msg.chat, user = ?msg.user, "llm: message from a chat/user not on the allow-list ignored");
+            return Incoming::Skipped("chat or user not on the allow-list".into());
         }
         if !self.claim(ev) {
             return Incoming::Skipped("already answered".into());

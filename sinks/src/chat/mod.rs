@@ -17,7 +17,7 @@
 //! - [`ratelimit`]: token bucket, per-chat spacing and the 429 pause each sink applies in
 //!   `send`, to its API's limits.
 //! - [`net`]: HTTP clients, the public-only resolver, response body limits.
-//! - [`secret`], [`error`], [`metrics`]: redacted secrets, [`SinkError`] / [`ConfigError`],
+//! - [`error`], [`metrics`]: [`SinkError`] / [`ConfigError`],
 //!   the delivery metrics.
 
 pub mod chat_in;
@@ -30,13 +30,13 @@ pub mod markup;
 pub mod metrics;
 pub mod net;
 pub mod ratelimit;
-pub mod secret;
 pub mod sink;
 pub mod slack;
 pub mod target;
 pub mod telegram;
 pub mod template;
 
+pub use crate::secret::Secret;
 pub use chat_in::{ChatMessage, Platform};
 pub use config::{
     ChatConfig, ChatId, DiscordConfig, HttpConfig, LlmConfig, ParseMode, RetryPolicy, RouteConfig,
@@ -47,7 +47,6 @@ pub use error::{ConfigError, SinkError};
 pub use http::HttpSink;
 pub use llm::LlmSink;
 pub use markup::Markup;
-pub use secret::Secret;
 pub use sink::{Message, Sink};
 pub use slack::SlackSink;
 pub use telegram::TelegramSink;

@@ -11,8 +11,13 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 pub struct RefusedDestination(pub String);
 
 /// Whether `ip` is in a range the http sink refuses unless `allow_private`:
-/// loopback, RFC 1918, ULA fc00::/7, link-local, unspecified, CGNAT 100.64/10,
-/// multicast and broadcast; IPv4-mapped and NAT64 IPv6 are judged by their IPv4.
+/// loopback, RFC 1918, ULA fc00::/7, site-local fec0::/10, link-local, unspecified,
+/// "this network" 0/8, CGNAT 100.64/10, IETF protocol assignments 192.0.0/24, benchmarking
+/// 198.18/15, reserved 240/4 (with broadcast) and multicast. IPv6 forms that carry an IPv4
+/// address are refused when that IPv4 is, or as a whole where the embedded address depends
+/// on a translator we cannot see: IPv4-mapped (::ffff:a.b.c.d) is judged by its IPv4;
+/// IPv4-compatible (::a.b.c.d, deprecated, never a legitimate destination) and NAT64
+/// (64:ff9b::/96, 64:ff9b:1::/48) are refused whole, since a translator may route them anywhere.
 pub fn is_refused_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => refused_v4(v4),
@@ -21,16 +26,17 @@ pub fn is_refused_ip(ip: IpAddr) -> bool {
                 return refused_v4(v4);
             }
             let s = v6.segments();
-            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-                let v4 =
-                    Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-                return refused_v4(v4);
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
+            // ::/96 holds ::, ::1 and the IPv4-compatible addresses: all refused.
+            let v4_compatible = s[..6] == [0, 0, 0, 0, 0, 0];
+            let nat64_well_known = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            let nat64_local = s[0] == 0x64 && s[1] == 0xff9b && s[2] == 0x0001;
+            v4_compatible
+                || nat64_well_known
+                || nat64_local
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
         }
     }
 }
@@ -40,11 +46,12 @@ fn refused_v4(ip: Ipv4Addr) -> bool {
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
         || ip.is_multicast()
         || o[0] == 0
         || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+        || (o[0] == 198 && (o[1] & 0xfe) == 18)
+        || (o[0] & 0xf0) == 240
 }
 
 /// A DNS resolver that drops refused addresses and fails when none are left, so a public
@@ -125,6 +132,118 @@ pub fn short(s: &str) -> String {
 #[allow(clippy::unwrap_used)] // a failing test should panic
 mod tests {
     use super::*;
+
+    fn refused(ip: &str) -> bool {
+        is_refused_ip(ip.parse().unwrap())
+    }
+
+    /// Each range: its first and last address are refused, the neighbours just outside pass.
+    fn range(first: &str, last: &str, below: Option<&str>, above: Option<&str>) {
+        assert!(refused(first), "{first} must be refused");
+        assert!(refused(last), "{last} must be refused");
+        for ip in below.into_iter().chain(above) {
+            assert!(!refused(ip), "{ip} must pass");
+        }
+    }
+
+    #[test]
+    fn benchmarking_198_18_0_0_15() {
+        range(
+            "198.18.0.0",
+            "198.19.255.255",
+            Some("198.17.255.255"),
+            Some("198.20.0.0"),
+        );
+    }
+
+    #[test]
+    fn ietf_protocol_192_0_0_0_24() {
+        range(
+            "192.0.0.0",
+            "192.0.0.255",
+            Some("191.255.255.255"),
+            Some("192.0.1.0"),
+        );
+    }
+
+    #[test]
+    fn reserved_240_0_0_0_4_with_broadcast() {
+        // Just below is multicast 224/4, refused on its own account; below that passes.
+        range(
+            "240.0.0.0",
+            "255.255.255.255",
+            Some("223.255.255.255"),
+            None,
+        );
+        assert!(refused("239.255.255.255"));
+        assert!(refused("255.255.255.254"));
+    }
+
+    #[test]
+    fn ipv4_compatible_ipv6() {
+        // ::/96: ::, ::1 and every ::a.b.c.d, even of a public IPv4.
+        range("::", "::255.255.255.255", None, Some("::1:0:0"));
+        assert!(refused("::1"));
+        assert!(refused("::8.8.8.8"));
+        assert!(refused("::127.0.0.1"));
+    }
+
+    #[test]
+    fn nat64_well_known_64_ff9b_96() {
+        range(
+            "64:ff9b::",
+            "64:ff9b::ffff:ffff",
+            Some("64:ff9a:ffff:ffff:ffff:ffff:ffff:ffff"),
+            Some("64:ff9b::1:0:0"),
+        );
+        assert!(refused("64:ff9b::8.8.8.8"));
+    }
+
+    #[test]
+    fn nat64_local_64_ff9b_1_48() {
+        range(
+            "64:ff9b:1::",
+            "64:ff9b:1:ffff:ffff:ffff:ffff:ffff",
+            Some("64:ff9b:0:ffff:ffff:ffff:ffff:ffff"),
+            Some("64:ff9b:2::"),
+        );
+    }
+
+    #[test]
+    fn site_local_fec0_10() {
+        // Its neighbours are refused on their own account: link-local fe80::/10 below,
+        // multicast ff00::/8 above; fc00::/7 (ULA) before that. The first address that
+        // passes below it is the one just under fc00::.
+        range(
+            "fec0::",
+            "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            Some("fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            None,
+        );
+        assert!(refused("fed0::1"));
+        assert!(refused("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
+        assert!(refused("ff02::1"));
+    }
+
+    #[test]
+    fn ipv4_mapped_of_each_refused_v4() {
+        for (v4, public_neighbour) in [
+            ("198.18.0.0", "198.20.0.0"),
+            ("198.19.255.255", "198.17.255.255"),
+            ("192.0.0.0", "192.0.1.0"),
+            ("192.0.0.255", "191.255.255.255"),
+            ("240.0.0.0", "223.255.255.255"),
+            ("255.255.255.255", "8.8.8.8"),
+            ("127.0.0.1", "1.1.1.1"),
+            ("10.0.0.1", "11.0.0.1"),
+        ] {
+            assert!(refused(&format!("::ffff:{v4}")), "::ffff:{v4}");
+            assert!(
+                !refused(&format!("::ffff:{public_neighbour}")),
+                "::ffff:{public_neighbour}"
+            );
+        }
+    }
 
     #[test]
     fn refused_ranges() {

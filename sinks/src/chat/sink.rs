@@ -33,6 +33,11 @@ pub trait Sink: Send + Sync {
     fn platform(&self) -> Option<Platform> {
         None
     }
+    /// The chat this sink is configured to send to, when it names one (Telegram's
+    /// `chat_id`); an `llm` sink replying through it answers only there by default.
+    fn configured_chat(&self) -> Option<&str> {
+        None
+    }
     /// Retry, timeout and age limits.
     fn retry(&self) -> &RetryPolicy;
     /// One delivery attempt.

@@ -11,8 +11,8 @@ use crate::chat::error::{ConfigError, SinkError};
 use crate::chat::markup::Markup;
 use crate::chat::net;
 use crate::chat::ratelimit::{KeyedSpacing, Limiter};
-use crate::chat::secret::Secret;
 use crate::chat::sink::{Message, Sink};
+use crate::secret::Secret;
 
 /// Slack truncates messages past 40,000 characters; split before that.
 const MAX_TEXT: usize = 39_000;
@@ -34,7 +34,8 @@ impl SlackSink {
             sink: c.name.clone(),
             message,
         };
-        let url = url::Url::parse(c.webhook_url.expose())
+        let webhook_url = c.webhook_url().map_err(err)?;
+        let url = url::Url::parse(webhook_url.expose())
             .map_err(|_| err("webhook_url is not a valid URL".into()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(err("webhook_url must be http or https".into()));
@@ -42,7 +43,7 @@ impl SlackSink {
         let retry = c.retry(Duration::from_secs(10));
         Ok(SlackSink {
             name: c.name.clone(),
-            url: c.webhook_url.clone(),
+            url: webhook_url,
             client: net::client(retry.timeout).map_err(err)?,
             limiter: Limiter::new(None, Some(KeyedSpacing::new(c.interval))),
             retry,

@@ -11,8 +11,8 @@ use crate::chat::error::{ConfigError, SinkError};
 use crate::chat::markup::Markup;
 use crate::chat::net;
 use crate::chat::ratelimit::{KeyedSpacing, Limiter, TokenBucket};
-use crate::chat::secret::Secret;
 use crate::chat::sink::{Message, Sink};
+use crate::secret::Secret;
 
 /// Telegram's `sendMessage` text limit in UTF-16 code units.
 const MAX_TEXT: usize = 4096;
@@ -40,13 +40,14 @@ impl TelegramSink {
         if !matches!(api.scheme(), "http" | "https") {
             return Err(err("api_url must be http or https".into()));
         }
-        if c.bot_token.expose().is_empty() || c.bot_token.expose().contains('/') {
+        let token = c.bot_token().map_err(err)?;
+        if token.expose().is_empty() || token.expose().contains('/') {
             return Err(err("bot_token is empty or malformed".into()));
         }
         let retry = c.retry(Duration::from_secs(10));
         Ok(TelegramSink {
             name: c.name.clone(),
-            token: c.bot_token.clone(),
+            token,
             chat_id: c.chat_id.to_string(),
             parse_mode: c.parse_mode,
             api_url: c.api_url.trim_end_matches('/').to_owned(),
@@ -80,6 +81,10 @@ impl Sink for TelegramSink {
 
     fn platform(&self) -> Option<Platform> {
         Some(Platform::Telegram)
+    }
+
+    fn configured_chat(&self) -> Option<&str> {
+        Some(&self.chat_id)
     }
 
     fn retry(&self) -> &RetryPolicy {

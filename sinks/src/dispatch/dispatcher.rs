@@ -148,7 +148,7 @@ async fn answer(
     body: Option<&serde_json::Value>,
     received_at_ms: i64,
 ) -> Result<Answered, SinkError> {
-    let question = match llm.question(ev, body, reply.platform()) {
+    let question = match llm.question(ev, body, reply.platform(), reply.configured_chat()) {
         Incoming::Question(q) => q,
         Incoming::Skipped(why) => return Ok(Answered::Skipped(why)),
     };

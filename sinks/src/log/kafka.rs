@@ -80,12 +80,161 @@ pub struct KafkaConfig {
     /// Passed to librdkafka as is (SASL, TLS, compression, …); these win over hookgate's
     /// defaults. Options that would weaken "2xx means durable" are refused (see
     /// [`unsafe_options`]) unless `allow_unsafe_options` is set.
+    /// Values of sensitive options (`sasl.password`, `ssl.key.password`, … see
+    /// [`is_sensitive_option`]) never print: `Debug` and errors show `***`.
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub options: KafkaOptions,
     /// Lets `[kafka.options]` change acks, idempotence, timeouts or offset storage. A 2xx
     /// then may not mean durable. Never set it for production traffic.
     #[serde(default)]
     pub allow_unsafe_options: bool,
+}
+
+/// `[kafka.options]`: librdkafka properties as given. `Debug` prints the values of
+/// sensitive properties as `***`; deserializing accepts strings, integers, floats and
+/// booleans (librdkafka takes every value as a string) and its errors name the key, never
+/// the value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaOptions(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for KafkaOptions {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let shown: &dyn std::fmt::Debug = if is_sensitive_option(k) { &"***" } else { v };
+                (k, shown)
+            }))
+            .finish()
+    }
+}
+
+impl KafkaOptions {
+    /// Replaces the value of every sensitive option found in `text` with `***` (librdkafka's
+    /// own config errors quote the value they refuse).
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (k, v) in &self.0 {
+            if is_sensitive_option(k) && !v.is_empty() {
+                out = out.replace(v.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    /// Checks every option with librdkafka itself (unknown property, invalid value), as
+    /// `hookgate check` should, without connecting. Errors are redacted.
+    pub fn check(&self) -> Result<(), String> {
+        for (k, v) in &self.0 {
+            let mut cc = ClientConfig::new();
+            cc.set(k, v);
+            if let Err(e) = cc.create_native_config() {
+                let msg = match e {
+                    KafkaError::ClientConfig(_, desc, _, _) => desc,
+                    other => other.to_string(),
+                };
+                let msg = if is_sensitive_option(k) && !v.is_empty() {
+                    msg.replace(v.as_str(), "***")
+                } else {
+                    msg
+                };
+                return Err(format!("kafka.options.\"{k}\": {}", self.redact(&msg)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a librdkafka property holds a secret: the ones librdkafka itself marks
+/// sensitive (`rdkafka_conf.c`, `_RK_SENSITIVE`), plus any name containing `password`,
+/// `secret` or ending in `.pem`/`key` material, so a future property is covered too.
+pub fn is_sensitive_option(key: &str) -> bool {
+    const SENSITIVE: &[&str] = &[
+        "sasl.username",
+        "sasl.password",
+        "sasl.oauthbearer.config",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.client.credentials.client.secret",
+        "sasl.oauthbearer.assertion.private.key.passphrase",
+        "sasl.oauthbearer.assertion.private.key.pem",
+        "ssl.key.password",
+        "ssl.key.pem",
+        "ssl_key",
+        "ssl.keystore.password",
+        "ssl.ca.pem",
+    ];
+    let k = key.trim().to_ascii_lowercase();
+    SENSITIVE.contains(&k.as_str())
+        || k.contains("password")
+        || k.contains("secret")
+        || k.contains("passphrase")
+        || k.ends_with(".pem")
+}
+
+impl<'de> Deserialize<'de> for KafkaOptions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        struct Options;
+        struct Value(String);
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Value, E> {
+                Ok(Value(v.to_owned()))
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<Value, E> {
+                Ok(Value(v.to_string()))
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<Value, E> {
+                Ok(Value(v.to_string()))
+            }
+            fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+                Ok(Value(v.to_string()))
+            }
+            fn visit_bool<E: Error>(self, v: bool) -> Result<Value, E> {
+                Ok(Value(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Value, A::Error> {
+                Err(A::Error::custom("found a list"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Value, A::Error> {
+                Err(A::Error::custom("found a table"))
+            }
+        }
+        impl<'de> Deserialize<'de> for Value {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(ValueVisitor)
+            }
+        }
+        impl<'de> Visitor<'de> for Options {
+            type Value = KafkaOptions;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of librdkafka properties")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KafkaOptions, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let v = map.next_value::<Value>().map_err(|_| {
+                        A::Error::custom(format_args!(
+                            "kafka.options.\"{k}\": expected a string, number or boolean (value not shown)"
+                        ))
+                    })?;
+                    out.insert(k, v.0);
+                }
+                Ok(KafkaOptions(out))
+            }
+        }
+        d.deserialize_map(Options)
+    }
 }
 
 /// Options in `[kafka.options]` that would break "2xx means durable" (or the dispatcher's
@@ -142,7 +291,7 @@ impl KafkaConfig {
         for (k, v) in settings {
             cc.set(*k, *v);
         }
-        for (k, v) in &self.options {
+        for (k, v) in self.options.iter() {
             cc.set(k, v);
         }
         cc
@@ -206,7 +355,7 @@ pub enum KafkaSinkError {
     Rejected(KafkaError),
     /// The producer could not be built from config.
     #[error("kafka config: {0}")]
-    Config(KafkaError),
+    Config(String),
     /// Topics missing at start.
     #[error("kafka topics missing: {0:?} (create them, or set kafka.create_topics = true)")]
     MissingTopics(Vec<String>),
@@ -341,7 +490,7 @@ impl KafkaLog {
         };
         let producer: RdProducer = cc
             .create_with_context(events.clone())
-            .map_err(KafkaSinkError::Config)?;
+            .map_err(|e| KafkaSinkError::Config(cfg.options.redact(&e.to_string())))?;
         Ok(KafkaLog {
             current: Arc::new(RwLock::new(Current {
                 producer,
@@ -391,7 +540,10 @@ impl KafkaLog {
                     let _ = old.flush(Duration::from_millis(500));
                 });
             }
-            Err(e) => tracing::error!(error = %e, "kafka producer could not be replaced"),
+            Err(e) => {
+                let error = self.cfg.options.redact(&e.to_string());
+                tracing::error!(%error, "kafka producer could not be replaced")
+            }
         }
     }
 
@@ -413,7 +565,7 @@ impl KafkaLog {
             .cfg
             .client_config(&[])
             .create()
-            .map_err(KafkaSinkError::Config)?;
+            .map_err(|e| KafkaSinkError::Config(self.cfg.options.redact(&e.to_string())))?;
         let news: Vec<NewTopic> = missing
             .iter()
             .map(|t| {
@@ -731,5 +883,75 @@ mod tests {
         assert_eq!(admin.get("bootstrap.servers"), Some("b1:9092"));
         assert_eq!(admin.get("acks"), None);
         assert_eq!(admin.get("security.protocol"), Some("ssl"));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod option_tests {
+    use super::{is_sensitive_option, KafkaConfig};
+
+    const PASSWORD: &str = "kafka-pass-0451";
+
+    #[test]
+    fn sensitive_options_never_print() {
+        let cfg: KafkaConfig = serde_json::from_str(&format!(
+            r#"{{"brokers": "b1:9092", "options": {{"sasl.password": "{PASSWORD}",
+                "ssl.key.password": "{PASSWORD}", "ssl.keystore.password": "{PASSWORD}",
+                "sasl.oauthbearer.client.secret": "{PASSWORD}", "compression.codec": "zstd",
+                "batch.num.messages": 1000, "socket.keepalive.enable": true}}}}"#
+        ))
+        .unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains(PASSWORD), "{dbg}");
+        assert!(
+            dbg.contains("\"sasl.password\": \"***\"") && dbg.contains("zstd"),
+            "{dbg}"
+        );
+        // Numbers and booleans are accepted as librdkafka strings.
+        assert_eq!(cfg.options.get("batch.num.messages").unwrap(), "1000");
+        assert_eq!(cfg.options.get("socket.keepalive.enable").unwrap(), "true");
+        // (This librdkafka build has no OAuth/OIDC: `check` reports that option, redacted.)
+        let e = cfg.options.check().unwrap_err();
+        assert!(
+            e.contains("sasl.oauthbearer.client.secret") && !e.contains(PASSWORD),
+            "{e}"
+        );
+        let mut without_oauth = cfg.options.clone();
+        without_oauth.0.remove("sasl.oauthbearer.client.secret");
+        assert_eq!(without_oauth.check(), Ok(()));
+        // The client still gets the real value.
+        assert_eq!(cfg.client_config(&[]).get("sasl.password"), Some(PASSWORD));
+        for k in [
+            "sasl.password",
+            "SSL.KEY.PASSWORD",
+            "sasl.oauthbearer.config",
+            "ssl.key.pem",
+        ] {
+            assert!(is_sensitive_option(k), "{k}");
+        }
+        assert!(!is_sensitive_option("compression.codec"));
+    }
+
+    #[test]
+    fn option_errors_name_the_key_not_the_value() {
+        // A table where a value belongs: refused without echoing what is inside.
+        let e = serde_json::from_str::<KafkaConfig>(&format!(
+            r#"{{"brokers": "b", "options": {{"sasl.password": ["{PASSWORD}"]}}}}"#
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains(PASSWORD) && e.contains("sasl.password"), "{e}");
+        // librdkafka refuses an unknown property; a misspelt password key is still redacted.
+        let cfg: KafkaConfig = serde_json::from_str(&format!(
+            r#"{{"brokers": "b", "options": {{"sasl.pasword": "{PASSWORD}"}}}}"#
+        ))
+        .unwrap();
+        let e = cfg.options.check().unwrap_err();
+        assert!(!e.contains(PASSWORD) && e.contains("sasl.pasword"), "{e}");
+        let cfg: KafkaConfig =
+            serde_json::from_str(r#"{"brokers": "b", "options": {"linger.ms": "soon"}}"#).unwrap();
+        let e = cfg.options.check().unwrap_err();
+        assert!(e.contains("linger.ms"), "{e}");
     }
 }
