@@ -237,16 +237,17 @@ pub fn reload_source_secrets(cfg: &Config, app: &crate::server::App) -> (usize, 
     (ok, failed)
 }
 
-/// On every SIGHUP, re-reads the sources' `secrets_file`s ([`reload_source_secrets`]).
+/// On every SIGHUP, re-reads the sources' `secrets_file`s ([`reload_source_secrets`]);
+/// with none, SIGHUP is logged and otherwise ignored.
 /// Registers its own signal stream: other parts (TLS) may listen for SIGHUP too.
 pub fn spawn_secret_reload(
     cfg: Config,
     app: Arc<crate::server::App>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    if !cfg.sources.iter().any(|s| s.secrets_file.is_some()) {
-        return Ok(None);
-    }
+    // Registered even when no source reads a file: once tokio listens for SIGHUP, the
+    // signal no longer terminates the process (its default action), so an operator's
+    // `kill -HUP` is always safe.
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

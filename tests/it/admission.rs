@@ -194,17 +194,26 @@ secrets = ["gh-secret"]
     let flooder = client_from(FLOODER);
     let mut passed = false;
     for attempt in 0..60 {
-        let r = github_post(&flooder, &hg, "github", &format!("after-{attempt}"), &push(5000 + attempt))
-            .send()
-            .await
-            .expect("post after the flood");
+        let r = github_post(
+            &flooder,
+            &hg,
+            "github",
+            &format!("after-{attempt}"),
+            &push(5000 + attempt),
+        )
+        .send()
+        .await
+        .expect("post after the flood");
         if r.status().is_success() {
             passed = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(passed, "the flooder's address gets its slots back once it hangs up");
+    assert!(
+        passed,
+        "the flooder's address gets its slots back once it hangs up"
+    );
 }
 
 type StalledBody = StreamBody<futures_util::stream::Pending<Result<Frame<Bytes>, Infallible>>>;
@@ -261,7 +270,10 @@ path = "{{dir}}/spool"
             closed += 1;
         }
     }
-    assert_eq!(closed, 1, "15 in total: 5 of 6 from another address stay open");
+    assert_eq!(
+        closed, 1,
+        "15 in total: 5 of 6 from another address stay open"
+    );
     assert_eq!(
         refusals(admin_port).await,
         (2.0, 1.0),
@@ -456,15 +468,27 @@ rate_limit = { per_second = 0.01, burst = 2 }
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["error"], "source_rate", "{v}");
     assert_eq!(
-        metric(&hg, "hookgate_requests_total{source=\"limited\",status=\"429\"}").await,
+        metric(
+            &hg,
+            "hookgate_requests_total{source=\"limited\",status=\"429\"}"
+        )
+        .await,
         1.0
     );
     assert_eq!(
-        metric(&hg, "hookgate_admission_refused_total{reason=\"client_rate\"}").await,
+        metric(
+            &hg,
+            "hookgate_admission_refused_total{reason=\"client_rate\"}"
+        )
+        .await,
         1.0
     );
     assert_eq!(
-        metric(&hg, "hookgate_admission_refused_total{reason=\"source_rate\"}").await,
+        metric(
+            &hg,
+            "hookgate_admission_refused_total{reason=\"source_rate\"}"
+        )
+        .await,
         1.0
     );
 }

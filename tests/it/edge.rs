@@ -95,3 +95,33 @@ secrets = ["gh-secret"]
         "{out:?}"
     );
 }
+
+/// SIGHUP asks for a reload (secrets files, certificates); with nothing to reload it must
+/// not terminate the process (the signal's default action), twice in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_nothing_to_reload_keeps_serving() {
+    let hg = Hookgate::start(
+        r#"
+[server]
+listen = "{listen}"
+
+[spool]
+path = "{dir}/spool"
+"#,
+    );
+    let pid = hg.pid().expect("running").to_string();
+    for _ in 0..2 {
+        let out = crate::harness::run(
+            std::process::Command::new("kill").args(["-HUP", &pid]),
+            crate::harness::COMMAND_TIMEOUT,
+        );
+        assert!(out.status.success(), "{out:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let r = client().get(hg.url("/healthz")).send().await;
+        assert!(
+            r.as_ref().map(|r| r.status() == 200).unwrap_or(false),
+            "still serving after SIGHUP: {r:?}\n{}",
+            hg.log()
+        );
+    }
+}

@@ -432,7 +432,7 @@ async fn a_hung_broker_without_a_spool_answers_503_after_the_delivery_timeout_th
     let mut statuses: HashMap<u16, usize> = HashMap::new();
     for n in 0..3 {
         let (a, b) = (format!("hung-a{n}"), format!("hung-b{n}"));
-        let (body_a, body_b) = (push_body(21), push_body(22));
+        let (body_a, body_b) = (push_body_for(&a), push_body_for(&b));
         let (ra, rb) = tokio::join!(
             post_github(&c, &hg_addr, &a, &body_a),
             post_github(&c, &hg_addr, &b, &body_b)
@@ -828,6 +828,9 @@ async fn slow_bodies_time_out_408_and_over_capacity_answers_503_overloaded() {
 listen = "{listen}"
 body_timeout = "1500ms"
 max_concurrency = 1
+# One client holds the only slot: its second request must meet the global cap (503),
+# not its own share (429).
+max_in_flight_per_client = 2
 
 [spool]
 path = "{dir}/spool"

@@ -82,7 +82,11 @@ async fn post(hg: &Hookgate, source: &str, delivery: &str, body: &[u8]) -> (u16,
 /// Delivery ids of the spooled events, per source.
 fn spooled(hg: &Hookgate) -> HashMap<String, Vec<String>> {
     let out = hg.cli(&["spool", "read"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut by_source: HashMap<String, Vec<String>> = HashMap::new();
     for l in String::from_utf8_lossy(&out.stdout).lines() {
         let v: Value = serde_json::from_str(l).expect("spool read JSON");
@@ -100,19 +104,30 @@ async fn a_captured_request_replayed_under_a_new_delivery_id_is_a_duplicate() {
     for source in ["github", "shopify", "gitlab"] {
         let body = format!(r#"{{"source":"{source}","n":1}}"#).into_bytes();
         let (s, first) = post(&hg, source, &format!("{source}-orig"), &body).await;
-        assert_eq!((s, &first["duplicate"]), (200, &Value::Bool(false)), "{source}: {first}");
+        assert_eq!(
+            (s, &first["duplicate"]),
+            (200, &Value::Bool(false)),
+            "{source}: {first}"
+        );
         // The attacker's replay: same signed body, a delivery id of their own.
         let (s, replay) = post(&hg, source, &format!("{source}-replay"), &body).await;
         assert_eq!(s, 200, "{source}: {replay}");
         assert_eq!(replay["duplicate"], true, "{source}: {replay}");
-        assert_eq!(replay["id"], first["id"], "{source}: the original event's id");
+        assert_eq!(
+            replay["id"], first["id"],
+            "{source}: the original event's id"
+        );
         // The replay's own re-send is a duplicate too.
         let (_, again) = post(&hg, source, &format!("{source}-replay"), &body).await;
         assert_eq!(again["duplicate"], true, "{source}: {again}");
         // A new body is a new event, whatever its delivery id.
         let other = format!(r#"{{"source":"{source}","n":2}}"#).into_bytes();
         let (s, new) = post(&hg, source, &format!("{source}-second"), &other).await;
-        assert_eq!((s, &new["duplicate"]), (200, &Value::Bool(false)), "{source}: {new}");
+        assert_eq!(
+            (s, &new["duplicate"]),
+            (200, &Value::Bool(false)),
+            "{source}: {new}"
+        );
     }
     // A source that opted out stores identical bodies under new delivery ids.
     let body = br#"{"same":"body"}"#;
@@ -135,7 +150,11 @@ async fn a_captured_request_replayed_under_a_new_delivery_id_is_a_duplicate() {
         "a replay is counted once (its own re-send is an ordinary duplicate)"
     );
     assert_eq!(
-        metric(&hg, "hookgate_replays_refused_total{source=\"github-repeats\"}").await,
+        metric(
+            &hg,
+            "hookgate_replays_refused_total{source=\"github-repeats\"}"
+        )
+        .await,
         0.0
     );
 

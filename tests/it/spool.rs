@@ -108,7 +108,9 @@ pub fn start_load_with(
                     }
                     let delivery = format!("{prefix}-{w}-{n}");
                     let sent = Instant::now();
-                    match post_github(&c, &hg.as_hookgate(), &delivery, &push_body_for(&delivery)).await {
+                    match post_github(&c, &hg.as_hookgate(), &delivery, &push_body_for(&delivery))
+                        .await
+                    {
                         (200, v, _) => {
                             load.acked
                                 .insert(delivery, v["id"].as_str().unwrap_or("").to_owned());

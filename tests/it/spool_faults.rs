@@ -15,13 +15,15 @@ use crate::harness::{client, Hookgate};
 use crate::ingest::post_github;
 
 /// A signed-push body of about `size` bytes.
-fn body(n: usize, size: usize) -> Vec<u8> {
+/// A push of about `size` bytes of its own for `delivery` (GitHub signs only the body: the
+/// same body under another delivery id would be a replay).
+fn body(delivery: &str, size: usize) -> Vec<u8> {
     serde_json::json!({
         "ref": "refs/heads/main",
         "repository": {"full_name": "octo/hello"},
         "pusher": {"name": "mona"},
         "commits": [],
-        "n": n,
+        "delivery": delivery,
         "pad": "x".repeat(size),
     })
     .to_string()
@@ -91,7 +93,7 @@ async fn with_nothing_reading_the_spool_the_oldest_events_make_room() {
     // About three times max_bytes, one after another.
     for n in 0..200 {
         let delivery = format!("keep-{n}");
-        let (status, v, _) = post_github(&c, &hg, &delivery, &body(n, 900)).await;
+        let (status, v, _) = post_github(&c, &hg, &delivery, &body(&delivery, 900)).await;
         assert_eq!(status, 200, "event {n} past max_bytes: {v}");
         ids.insert(
             delivery.clone(),
@@ -133,7 +135,7 @@ async fn a_lagging_registered_consumer_holds_its_events_and_ingest_answers_503()
     let mut refused = 0;
     for n in 0..200 {
         let delivery = format!("lag-{n}");
-        match post_github(&c, &hg, &delivery, &body(n, 900)).await {
+        match post_github(&c, &hg, &delivery, &body(&delivery, 900)).await {
             (200, v, _) => {
                 assert_eq!(refused, 0, "a 2xx after the spool was full: {v}");
                 first.get_or_insert_with(|| delivery.clone());
@@ -217,7 +219,7 @@ async fn a_full_disk_answers_503_keeps_every_acknowledged_event_and_recovers() {
     while refused < 5 {
         assert!(n < 400, "the disk never filled");
         let delivery = format!("disk-{n}");
-        match post_github(&c, &hg, &delivery, &body(n, 100 << 10)).await {
+        match post_github(&c, &hg, &delivery, &body(&delivery, 100 << 10)).await {
             (200, v, _) => {
                 acked.insert(delivery, v["id"].as_str().unwrap_or_default().to_owned());
             }
@@ -244,7 +246,7 @@ async fn a_full_disk_answers_503_keeps_every_acknowledged_event_and_recovers() {
     let mut after = None;
     for k in 0..50 {
         let delivery = format!("after-{k}");
-        match post_github(&c, &hg, &delivery, &body(k, 100 << 10)).await {
+        match post_github(&c, &hg, &delivery, &body(&delivery, 100 << 10)).await {
             (200, v, _) => {
                 acked.insert(delivery, v["id"].as_str().unwrap_or_default().to_owned());
                 after = Some(k);
@@ -257,7 +259,7 @@ async fn a_full_disk_answers_503_keeps_every_acknowledged_event_and_recovers() {
     assert!(after.is_some(), "no 2xx once the disk had room again");
     for k in 0..5 {
         let delivery = format!("more-{k}");
-        let (s, v, _) = post_github(&c, &hg, &delivery, &body(k, 100 << 10)).await;
+        let (s, v, _) = post_github(&c, &hg, &delivery, &body(&delivery, 100 << 10)).await;
         assert_eq!(s, 200, "{v}");
         acked.insert(delivery, v["id"].as_str().unwrap_or_default().to_owned());
     }
@@ -295,7 +297,7 @@ async fn after_a_crash_a_corrupt_record_and_a_torn_id_line_cost_only_themselves(
     let mut acked = HashMap::new();
     for n in 0..10 {
         let delivery = format!("crash-{n}");
-        let (s, v, _) = post_github(&c, &hg, &delivery, &body(n, 200)).await;
+        let (s, v, _) = post_github(&c, &hg, &delivery, &body(&delivery, 200)).await;
         assert_eq!(s, 200, "{v}");
         acked.insert(delivery, v["id"].as_str().unwrap_or_default().to_owned());
     }
@@ -344,12 +346,12 @@ async fn after_a_crash_a_corrupt_record_and_a_torn_id_line_cost_only_themselves(
     assert_eq!(std::fs::read_dir(spool.join("corrupt")).unwrap().count(), 1);
 
     // The first id accepted after the restart survives the next one.
-    let (s, v, _) = post_github(&c, &hg, "after-crash", &body(99, 200)).await;
+    let (s, v, _) = post_github(&c, &hg, "after-crash", &body("after-crash", 200)).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["duplicate"], false);
     let id = v["id"].clone();
     hg.restart();
-    let (s, v, _) = post_github(&c, &hg, "after-crash", &body(99, 200)).await;
+    let (s, v, _) = post_github(&c, &hg, "after-crash", &body("after-crash", 200)).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["duplicate"], true, "{v}");
     assert_eq!(v["id"], id);
