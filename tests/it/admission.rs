@@ -580,3 +580,55 @@ secrets = ["gh-secret"]
         .expect("healthz");
     assert_eq!(r.status(), 200);
 }
+
+/// HTTP/2's header list is bounded (`h2_max_header_list_size`): a request whose headers
+/// are larger never reaches the handler (without the bound, this one would be answered 401
+/// `signature_missing`), and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_header_list_over_the_bound_never_reaches_the_handler() {
+    let hg = Hookgate::start(
+        r#"
+[server]
+listen = "{listen}"
+h2_max_header_list_size = "8KiB"
+
+[spool]
+path = "{dir}/spool"
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["gh-secret"]
+"#,
+    );
+    let send_with = |size: usize| {
+        let addr = hg.addr;
+        async move {
+            let tcp = connect_from(SENDER, addr).await.expect("connect");
+            let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, StalledBody>(
+                TokioExecutor::new(),
+                TokioIo::new(tcp),
+            )
+            .await
+            .expect("h2c handshake");
+            let conn = tokio::spawn(conn);
+            let req = http::Request::post(format!("http://{addr}/hooks/github"))
+                .header("x-github-event", "push")
+                .header("x-github-delivery", "big-headers")
+                .header("x-padding", "p".repeat(size))
+                .body(StreamBody::new(futures_util::stream::pending()))
+                .expect("request");
+            let got = tokio::time::timeout(Duration::from_secs(30), send.send_request(req))
+                .await
+                .expect("an answer or an error");
+            conn.abort();
+            got.map(|r| r.status().as_u16()).unwrap_or(0)
+        }
+    };
+    // Within the bound: the handler answers (no signature header: 401).
+    assert_eq!(send_with(1024).await, 401);
+    // Over it: refused by the HTTP/2 layer (431, or the stream refused), not the handler.
+    let status = send_with(32 * 1024).await;
+    assert!(status == 431 || status == 0, "got {status}");
+    assert_eq!(send_with(1024).await, 401, "still serving");
+}
