@@ -26,6 +26,9 @@
 //!   header is also the partition key, so the body is not parsed);
 //!   `handler/duplicate-1KB`: the dedupe-hit path; `handler/json-key-1KB`: with
 //!   `partition_key = "/repository/full_name"`, i.e. plus one simd-json parse of the body;
+//!   `handler/own-body-1KB` vs `handler/body-digest-1KB`: a body of its own per request,
+//!   without and with the replay defence (`dedupe_body`: SHA-256 of the body, a second
+//!   dedupe key), so their difference is the defence's cost;
 //!   `handler-prometheus/1KB`: the same with the Prometheus recorder installed, as in
 //!   `hookgate serve` (runs last, because the recorder is process-global).
 //!
@@ -558,6 +561,9 @@ fn spool_vs_redb(c: &mut Criterion) {
 }
 
 /// The in-process app: one GitHub source on hookgate's defaults plus `extra` TOML lines.
+/// (`handler/*` sends one signed body under fresh delivery ids, which the replay defence
+/// answers as duplicates, so those apps set `dedupe_body = false`; `body-digest-1KB`
+/// measures the defence with a body of its own per request.)
 fn build_app(extra: &str) -> Arc<App> {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n{}{extra}",
@@ -567,15 +573,25 @@ fn build_app(extra: &str) -> Arc<App> {
     Arc::new(App::new(&cfg, Log::Discard, None).expect("app"))
 }
 
-/// Times `App::handle` on `iters` requests built in chunks outside the clock; each gets a
-/// fresh delivery id unless `same_id`.
+/// How the requests of [`handle_iters`] differ from one another.
+#[derive(Clone, Copy, PartialEq)]
+enum Vary {
+    /// A fresh delivery id, the same signed body.
+    Id,
+    /// The same delivery id every time (the dedupe-hit path).
+    Nothing,
+    /// A fresh delivery id and a body of its own (signed outside the clock).
+    IdAndBody,
+}
+
+/// Times `App::handle` on `iters` requests built in chunks outside the clock.
 fn handle_iters(
     rt: &tokio::runtime::Runtime,
     app: &Arc<App>,
     r: &SignedRequest,
     next: &AtomicU64,
     iters: u64,
-    same_id: bool,
+    vary: Vary,
 ) -> Duration {
     let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut total = Duration::ZERO;
@@ -586,12 +602,28 @@ fn handle_iters(
         let first = next.fetch_add(n, Ordering::Relaxed);
         let reqs: Vec<_> = (0..n)
             .map(|i| {
+                let own;
+                let r = if vary == Vary::IdAndBody {
+                    let id = corpus::delivery_id(Provider::Github, 2, first + i);
+                    own = corpus::signed_request(
+                        Provider::Github,
+                        corpus::HMAC_SECRET,
+                        r.body.len(),
+                        &id,
+                        NOW,
+                        &r.path,
+                    )
+                    .expect("sign");
+                    &own
+                } else {
+                    r
+                };
                 let mut b = http::Request::post(r.path.as_str());
                 let h = b.headers_mut().expect("request builder");
                 for (k, v) in &r.headers {
                     h.insert(k.clone(), v.clone());
                 }
-                let id = if same_id {
+                let id = if vary == Vary::Nothing {
                     "same"
                 } else {
                     hex_key(first + i, &mut buf)
@@ -617,7 +649,7 @@ fn handle_iters(
 
 fn handler_group(c: &mut Criterion, group: &str, sizes: &[(usize, &str)], dup: bool) {
     let rt = current_thread();
-    let app = build_app("");
+    let app = build_app("dedupe_body = false\n");
     let next = AtomicU64::new(1 << 40);
     let mut g = c.benchmark_group(group);
     for &(size, label) in sizes {
@@ -637,15 +669,25 @@ fn handler_group(c: &mut Criterion, group: &str, sizes: &[(usize, &str)], dup: b
         assert_eq!(resp.status(), 200, "the bench request is accepted");
         g.throughput(Throughput::Bytes(r.body.len() as u64));
         g.bench_function(label, |b| {
-            b.iter_custom(|iters| handle_iters(&rt, &app, &r, &next, iters, false))
+            b.iter_custom(|iters| handle_iters(&rt, &app, &r, &next, iters, Vary::Id))
         });
         if dup && size == 1024 {
             g.bench_function("duplicate-1KB", |b| {
-                b.iter_custom(|iters| handle_iters(&rt, &app, &r, &next, iters, true))
+                b.iter_custom(|iters| handle_iters(&rt, &app, &r, &next, iters, Vary::Nothing))
             });
-            let keyed = build_app("partition_key = \"/repository/full_name\"\n");
+            let keyed =
+                build_app("dedupe_body = false\npartition_key = \"/repository/full_name\"\n");
             g.bench_function("json-key-1KB", |b| {
-                b.iter_custom(|iters| handle_iters(&rt, &keyed, &r, &next, iters, false))
+                b.iter_custom(|iters| handle_iters(&rt, &keyed, &r, &next, iters, Vary::Id))
+            });
+            // The same with a body of its own per request: with and without the replay
+            // defence (dedupe on the body's SHA-256), so the pair is its cost.
+            let digest = build_app("");
+            g.bench_function("own-body-1KB", |b| {
+                b.iter_custom(|iters| handle_iters(&rt, &app, &r, &next, iters, Vary::IdAndBody))
+            });
+            g.bench_function("body-digest-1KB", |b| {
+                b.iter_custom(|iters| handle_iters(&rt, &digest, &r, &next, iters, Vary::IdAndBody))
             });
         }
     }
