@@ -512,6 +512,10 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         }
         None => None,
     };
+    if let Some(tls) = app.edge().tls() {
+        tasks.push(tls.spawn_reloader(stop_rx.clone()));
+        tracing::info!("TLS on the public listener (reloads on SIGHUP and on file change)");
+    }
     let server = tokio::spawn(server::serve(
         app,
         listener,

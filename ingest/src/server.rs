@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -32,6 +32,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Config, ServerConfig};
 use crate::dedupe::{Admission, Dedupe, DedupeStore};
+use crate::edge::Edge;
 use crate::extract::{Extracted, Extractor, FieldSpec};
 use crate::verify::{Verifier, VerifyError};
 
@@ -104,6 +105,8 @@ pub struct App {
     maybe_written: MaybeWritten,
     /// `[admin] listen` is set: the public listener serves only `/hooks/*`.
     admin_separate: bool,
+    /// The public listener's TLS, PROXY protocol and trusted proxies.
+    edge: Arc<Edge>,
 }
 
 /// An HTTP error: status and stable code; the message is for people.
@@ -176,6 +179,15 @@ impl App {
             inflight: metrics::gauge!("hookgate_requests_in_flight"),
             maybe_written: MaybeWritten::default(),
             admin_separate: cfg.admin.is_some(),
+            edge: Arc::new(
+                Edge::new(
+                    cfg.server.tls.as_ref(),
+                    cfg.server.trusted_proxies.clone(),
+                    cfg.server.proxy_protocol,
+                    cfg.server.header_timeout,
+                )
+                .map_err(|e| anyhow::anyhow!("server.tls: {e}"))?,
+            ),
         })
     }
 
@@ -203,13 +215,18 @@ impl App {
         self.sources.get(name).map(|s| s.idx)
     }
 
+    /// The public listener's edge (TLS and its reloader, trusted proxies).
+    pub fn edge(&self) -> &Arc<Edge> {
+        &self.edge
+    }
+
     /// The log this app appends to.
     pub fn log(&self) -> &Log {
         &self.log
     }
 
     /// Handles one request that came in on the public listener. `peer` is the client
-    /// address (for `allow_ips`).
+    /// address (for `allow_ips`): the one [`Edge::client`] resolved.
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, peer: IpAddr) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -719,6 +736,10 @@ pub async fn serve(
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let edge = match on {
+        Listener::Public => app.edge.clone(),
+        Listener::Admin => Arc::new(Edge::plain(limits.header_timeout)),
+    };
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -734,16 +755,22 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle_on(on, req, peer_ip(peer)).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let edge = edge.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        // The PROXY header and the TLS handshake are read in the connection's own task, so
+        // a slow or silent client never holds up the accept loop.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let Some((io, conn)) = edge.accept(stream, peer).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                let client = edge.client(&conn, req.headers());
+                async move { Ok::<_, Infallible>(app.handle_on(on, req, client).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -753,16 +780,6 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(limits.shutdown_timeout) => tracing::warn!("shutdown timeout: closing remaining connections"),
-    }
-}
-
-fn peer_ip(a: SocketAddr) -> IpAddr {
-    match a.ip() {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
 }
 
