@@ -14,5 +14,7 @@ mod feed_lib;
 mod harness;
 mod ingest;
 mod kafka_faults;
+mod proxies;
 mod spool;
 mod spool_faults;
+mod tls;
