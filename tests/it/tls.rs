@@ -523,7 +523,7 @@ async fn certificates_swap_under_load_without_a_failed_request() {
     for s in senders {
         sent += s.await.unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = failures.lock().unwrap().clone();
     assert!(
         failures.is_empty(),
         "{} of {sent} requests failed: {:?}",

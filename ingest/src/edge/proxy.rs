@@ -642,7 +642,8 @@ mod tests {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let stranger: IpAddr = "198.51.100.7".parse().unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let table: &[(IpAddr, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (IpAddr, &'a [(&'a str, &'a str)], &'a str);
+        let table: &[Case] = &[
             // An untrusted peer: its headers are ignored.
             (
                 stranger,
