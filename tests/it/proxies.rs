@@ -308,6 +308,8 @@ async fn headers_and_proxy_lines_from_untrusted_peers_change_nothing() {
         .await,
         1.0
     );
+    // A trusted peer that connects and sends nothing does not hold up the next one.
+    let _silent = tokio::net::TcpStream::connect(pp.addr).await.unwrap();
     let got = raw([127, 0, 0, 1], pp.addr, forged, "good-pp-v1").await;
     assert!(
         got.starts_with("HTTP/1.1 200"),
