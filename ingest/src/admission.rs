@@ -280,6 +280,22 @@ impl Gate {
         })
     }
 
+    /// Counts connection `slot` (so far only in the total) against `client`'s cap too: a
+    /// trusted proxy's connection once its PROXY header named the client.
+    pub fn add_client(&self, slot: &mut ConnSlot, client: IpAddr) -> Result<(), Refusal> {
+        if slot.client.is_some() {
+            return Ok(());
+        }
+        if !self
+            .conns
+            .try_add(client, self.limits.connections_per_client)
+        {
+            return Err(self.refuse(Refusal::ClientConnections));
+        }
+        slot.client = Some(client);
+        Ok(())
+    }
+
     /// Requests `client` has in flight now.
     pub fn in_flight_of(&self, client: IpAddr) -> u32 {
         self.in_flight.get(client)

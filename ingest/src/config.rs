@@ -103,6 +103,16 @@ pub struct ServerConfig {
     /// HTTP/2: how long a keep-alive ping may go unanswered.
     #[serde(default = "default_h2_keep_alive", with = "humantime_serde")]
     pub h2_keep_alive_timeout: Duration,
+    /// `[server.tls]`: serve HTTPS on `listen` (the admin listener stays plaintext).
+    #[serde(default)]
+    pub tls: Option<crate::edge::tls::TlsFiles>,
+    /// Peers (CIDR; a bare IP is one host) whose PROXY header and `Forwarded` /
+    /// `X-Forwarded-For` headers are believed.
+    #[serde(default, deserialize_with = "de_nets")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Every connection must start with a PROXY protocol header from a trusted proxy.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 impl ServerConfig {
@@ -120,6 +130,22 @@ impl ServerConfig {
             client_state_capacity: self.client_state_capacity,
         }
     }
+}
+
+/// A list of networks where a bare address means that one host (`/32`, `/128`).
+fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{s}` is not an IP address or network (e.g. 10.0.0.0/8, 192.0.2.1, 2001:db8::/32)"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn default_listen() -> SocketAddr {
@@ -185,6 +211,9 @@ impl Default for ServerConfig {
             h2_max_header_list_size: default_h2_max_header_list_size(),
             h2_keep_alive_interval: default_h2_keep_alive(),
             h2_keep_alive_timeout: default_h2_keep_alive(),
+            tls: None,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -584,6 +613,20 @@ impl Config {
                         "admin.listen = {} is server.listen too: give the admin listener its own port",
                         a.listen
                     ),
+                });
+            }
+        }
+        if self.server.proxy_protocol && self.server.trusted_proxies.is_empty() {
+            problems.push(Problem {
+                location: lines.at("server", None),
+                message: "server.proxy_protocol = true needs server.trusted_proxies: the proxies whose PROXY header is believed".into(),
+            });
+        }
+        if let Some(t) = &self.server.tls {
+            if let Err(e) = crate::edge::tls::check(t) {
+                problems.push(Problem {
+                    location: lines.at("server", None),
+                    message: format!("server.tls: {e}"),
                 });
             }
         }
@@ -1300,5 +1343,87 @@ secrets = ["${MISSING}"]
         if let Err(e) = Config::parse(&format!("{big}{kafka}{src}"), "b.toml", &env(&[])) {
             assert!(!e.to_string().contains("spool record"), "{e}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_tls_and_proxy_protocol_are_checked() {
+        let src = "[[sources]]\nname = \"g\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
+        let (c, _) = Config::parse(
+            &format!("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\", \"2001:db8::1\"]\nproxy_protocol = true\n{src}"),
+            "t.toml",
+            &env(&[]),
+        )
+        .unwrap();
+        let nets: Vec<String> = c
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.0.2.1/32", "2001:db8::1/128"]);
+        assert!(c.server.proxy_protocol);
+
+        let e = Config::parse(
+            &format!("[server]\nproxy_protocol = true\n{src}"),
+            "t.toml",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("proxy_protocol = true needs server.trusted_proxies"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &format!("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n{src}"),
+            "t.toml",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`10.0.0.0/33` is not an IP address or network"),
+            "{e}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, "not pem at all").unwrap();
+        let tls = format!(
+            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n{src}",
+            cert.display(),
+            key.display()
+        );
+        let e = Config::parse(&tls, "t.toml", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.tls") && e.contains(&cert.display().to_string()),
+            "{e}"
+        );
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(&cert, ca.cert.pem()).unwrap();
+        let e = Config::parse(&tls, "t.toml", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&key.display().to_string()) && e.contains("cannot read"),
+            "{e}"
+        );
+        // A key that is not the certificate's: named, and no key material in the message.
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&key, other.serialize_pem()).unwrap();
+        let e = Config::parse(&tls, "t.toml", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not match the certificate"), "{e}");
+        assert!(
+            !e.contains("PRIVATE KEY") && !e.contains(&other.serialize_pem()[40..80]),
+            "{e}"
+        );
+        std::fs::write(&key, ca.signing_key.serialize_pem()).unwrap();
+        let (c, _) = Config::parse(&tls, "t.toml", &env(&[])).unwrap();
+        assert_eq!(c.server.tls.unwrap().cert, cert);
     }
 }

@@ -9,6 +9,8 @@
 //!   duplicates.
 //! - [`maybe_written`]: deliveries whose failed append may still reach Kafka, so a retry
 //!   reuses their `hookgate-id`.
+//! - [`edge`]: before HTTP: TLS (reloadable certificate), the PROXY protocol, and the
+//!   client address behind trusted proxies (`Forwarded` / `X-Forwarded-For`).
 //! - [`server`]: the request path ([`server::App::handle`]) and the hyper listener.
 //! - [`runtime`]: building the log from config, metrics, signals: what `serve` wires up.
 //! - `main.rs`: the `hookgate` CLI (`serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`).
@@ -16,6 +18,7 @@
 pub mod admission;
 pub mod config;
 pub mod dedupe;
+pub mod edge;
 pub mod extract;
 pub mod maybe_written;
 pub mod runtime;

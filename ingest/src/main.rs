@@ -519,6 +519,10 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         None => None,
     };
     let reload = runtime::spawn_secret_reload(cfg.clone(), app.clone(), stop_rx.clone())?;
+    if let Some(tls) = app.edge().tls() {
+        tasks.push(tls.spawn_reloader(stop_rx.clone()));
+        tracing::info!("TLS on the public listener (reloads on SIGHUP and on file change)");
+    }
     let server = tokio::spawn(server::serve(
         app,
         listener,

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -33,6 +33,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::admission::{Bucket, Gate, Refusal};
 use crate::config::{Config, ServerConfig};
 use crate::dedupe::{Admission, Dedupe, DedupeStore};
+use crate::edge::Edge;
 use crate::extract::{Extracted, Extractor, FieldSpec};
 use crate::verify::{Verifier, VerifyError};
 
@@ -123,6 +124,8 @@ pub struct App {
     admin_separate: bool,
     /// Per-client limits (requests in flight, connections, rate).
     gate: Arc<Gate>,
+    /// The public listener's TLS, PROXY protocol and trusted proxies.
+    edge: Arc<Edge>,
 }
 
 /// An HTTP error: status and stable code; the message is for people.
@@ -200,6 +203,15 @@ impl App {
             maybe_written: MaybeWritten::default(),
             admin_separate: cfg.admin.is_some(),
             gate: Arc::new(Gate::new(cfg.server.admission())),
+            edge: Arc::new(
+                Edge::new(
+                    cfg.server.tls.as_ref(),
+                    cfg.server.trusted_proxies.clone(),
+                    cfg.server.proxy_protocol,
+                    cfg.server.header_timeout,
+                )
+                .map_err(|e| anyhow::anyhow!("server.tls: {e}"))?,
+            ),
         })
     }
 
@@ -237,13 +249,18 @@ impl App {
         true
     }
 
+    /// The public listener's edge (TLS and its reloader, trusted proxies).
+    pub fn edge(&self) -> &Arc<Edge> {
+        &self.edge
+    }
+
     /// The log this app appends to.
     pub fn log(&self) -> &Log {
         &self.log
     }
 
     /// Handles one request that came in on the public listener. `peer` is the client
-    /// address (for `allow_ips`).
+    /// address (for `allow_ips`): the one [`Edge::client`] resolved.
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, peer: IpAddr) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -847,6 +864,10 @@ pub async fn serve(
         metrics::counter!("hookgate_connections_idle_closed_total", "listener" => on.as_str());
     // Every connection task holds a clone; when all are dropped, every connection is done.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let edge = match on {
+        Listener::Public => app.edge.clone(),
+        Listener::Admin => Arc::new(Edge::plain(limits.header_timeout)),
+    };
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -860,14 +881,18 @@ pub async fn serve(
             },
             _ = stop.changed() => break,
         };
-        let client = peer_ip(peer);
+        let peer_client = crate::edge::proxy::canonical(peer.ip());
+        // A trusted proxy's connection carries many clients: it counts towards the total
+        // only, and (with the PROXY protocol) towards its real client's cap once the header
+        // names it.
+        let trusted_peer = edge.trusts(peer_client);
         // The caps guard the public listener; the admin listener (probes, metrics) is
         // meant for the internal network and must stay reachable during a flood.
         let slot = match on {
-            Listener::Public => match app.gate.connection(client, true) {
+            Listener::Public => match app.gate.connection(peer_client, !trusted_peer) {
                 Ok(slot) => Some(slot),
                 Err(why) => {
-                    tracing::debug!(client = %client, reason = why.as_str(), "connection refused");
+                    tracing::debug!(peer = %peer, reason = why.as_str(), "connection refused");
                     drop(stream);
                     continue;
                 }
@@ -875,27 +900,44 @@ pub async fn serve(
             Listener::Admin => None,
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::default());
-        let svc = {
-            let app = app.clone();
-            let activity = activity.clone();
-            hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                let busy = activity.begin();
-                async move {
-                    let _busy = busy;
-                    Ok::<_, Infallible>(app.handle_on(on, req, client).await)
-                }
-            })
-        };
+        let app = app.clone();
+        let edge = edge.clone();
         let builder = builder.clone();
         let mut stop = stop.clone();
         let done = done_tx.clone();
         let (open, idle_closed) = (open.clone(), idle_closed.clone());
         let idle_timeout = limits.idle_timeout;
+        // The PROXY header and the TLS handshake are read in the connection's own task, so
+        // a slow or silent client never holds up the accept loop.
         tokio::spawn(async move {
-            let _held = (slot, done, OpenConn::new(open));
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let mut slot = slot;
+            let _held = (done, OpenConn::new(open));
+            let Some((io, conn)) = edge.accept(stream, peer).await else {
+                return;
+            };
+            if let Some(slot) = &mut slot {
+                if trusted_peer && conn.client != peer_client {
+                    if let Err(why) = app.gate.add_client(slot, conn.client) {
+                        tracing::debug!(client = %conn.client, reason = why.as_str(), "connection refused");
+                        return;
+                    }
+                }
+            }
+            let _slot = slot;
+            let activity = Arc::new(Activity::default());
+            let svc = {
+                let activity = activity.clone();
+                hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    let client = edge.client(&conn, req.headers());
+                    let busy = activity.begin();
+                    async move {
+                        let _busy = busy;
+                        Ok::<_, Infallible>(app.handle_on(on, req, client).await)
+                    }
+                })
+            };
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
             let mut conn = std::pin::pin!(conn);
             let mut closing = false;
             loop {
@@ -1005,16 +1047,6 @@ impl OpenConn {
 impl Drop for OpenConn {
     fn drop(&mut self) {
         self.0.decrement(1.0);
-    }
-}
-
-fn peer_ip(a: SocketAddr) -> IpAddr {
-    match a.ip() {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
 }
 
