@@ -327,3 +327,55 @@ async fn headers_and_proxy_lines_from_untrusted_peers_change_nothing() {
         "the PROXY source is the client: {got}"
     );
 }
+
+/// The per-client limits key on the resolved client, not on the proxy: through HAProxy
+/// (PROXY v2 and X-Forwarded-For alike), 127.0.0.2 spends its own token bucket and gets
+/// 429 `client_rate`, while 127.0.0.3, behind the same proxy address, still gets 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_rate_limits_behind_haproxy_apply_to_each_real_client() {
+    if !haproxy_available() {
+        return;
+    }
+    let start = |extra: &str| {
+        Hookgate::start(&format!(
+            r#"
+[server]
+listen = "{{listen}}"
+trusted_proxies = ["127.0.0.1"]
+rate_limit_per_client = {{ per_second = 0.01, burst = 2 }}
+{extra}
+
+[spool]
+path = "{{dir}}/spool"
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["gh-secret"]
+"#
+        ))
+    };
+    let pp = start("proxy_protocol = true");
+    let xff = start("");
+    let ha = HaProxy::start(pp.addr, xff.addr);
+    let (two, three) = (from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    for (mode, front) in [("proxy-v2", ha.v2), ("x-forwarded-for", ha.xff)] {
+        for n in 0..2 {
+            assert_eq!(
+                post(&two, front, &format!("{mode}-rate-2-{n}"), &[]).await,
+                (200, String::new()),
+                "{mode}: within 127.0.0.2's burst"
+            );
+        }
+        assert_eq!(
+            post(&two, front, &format!("{mode}-rate-2-x"), &[]).await,
+            (429, "client_rate".into()),
+            "{mode}: 127.0.0.2's bucket is empty"
+        );
+        assert_eq!(
+            post(&three, front, &format!("{mode}-rate-3-0"), &[]).await,
+            (200, String::new()),
+            "{mode}: 127.0.0.3 has a bucket of its own behind the same proxy"
+        );
+    }
+}
