@@ -11,11 +11,15 @@
 //!   reuses their `hookgate-id`.
 //! - [`server`]: the request path ([`server::App::handle`]) and the hyper listener.
 //! - [`runtime`]: building the log from config, metrics, signals: what `serve` wires up.
+//! - `fuzzing` (hidden): the bodies of the cargo-fuzz targets in `fuzz/`, replayed by
+//!   `tests/fuzz_corpus.rs`.
 //! - `main.rs`: the `hookgate` CLI (`serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`).
 
 pub mod config;
 pub mod dedupe;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod maybe_written;
 pub mod runtime;
 pub mod server;

@@ -1,0 +1,4 @@
+#![no_main]
+//! Body: `hookgate_ingest::fuzzing::config` (replayed by `ingest/tests/fuzz_corpus.rs`).
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hookgate_ingest::fuzzing::config(data));
