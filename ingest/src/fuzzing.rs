@@ -1,11 +1,11 @@
 //! The bodies of the cargo-fuzz targets in `fuzz/`, as ordinary Rust so the normal test
-//! suite replays the committed corpora without nightly (`ingest/tests/fuzz_corpus.rs`).
+//! suite replays the committed corpora without nightly (the unit tests in `fuzzing/corpus.rs`).
 //!
 //! Each `fn(&[u8])` here is one target: it decodes the fuzzer's bytes into an input for the
 //! code under test, runs it, and panics only when an invariant breaks (a panic inside the
 //! code under test is a finding too). The matching `encode_*` functions build inputs from
 //! real requests, configs and records: the seed corpora are written with them
-//! (`cargo test --workspace --test fuzz_corpus -- --ignored write_seeds`).
+//! (`cargo test --workspace --lib -- --ignored fuzzing::corpus::write_seeds`).
 //!
 //! Input layout shared by the targets that take headers: a head of `\n`-separated lines,
 //! a blank line (`\n\n`), then the body; a head line `name: value` is one header (lines
@@ -25,6 +25,10 @@ use crate::verify::{
     Verifier, VerifyError,
 };
 use hookgate_proto::{Event, Ulid};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod corpus;
 
 /// A fuzz target: its directory name under `fuzz/corpus/` and its body.
 pub type Target = (&'static str, fn(&[u8]));

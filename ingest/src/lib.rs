@@ -12,7 +12,8 @@
 //! - [`server`]: the request path ([`server::App::handle`]) and the hyper listener.
 //! - [`runtime`]: building the log from config, metrics, signals: what `serve` wires up.
 //! - `fuzzing` (hidden): the bodies of the cargo-fuzz targets in `fuzz/`, replayed by
-//!   `tests/fuzz_corpus.rs`.
+//!   its unit tests (`fuzzing/corpus.rs`); property tests of verify and extract in
+//!   `properties.rs` (test-only).
 //! - `main.rs`: the `hookgate` CLI (`serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`).
 
 pub mod config;
@@ -21,6 +22,9 @@ pub mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod maybe_written;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod properties;
 pub mod runtime;
 pub mod server;
 pub mod verify;

@@ -8,16 +8,14 @@
 //!
 //! 256 cases per property (proptest's default), so the suite stays quick.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::Duration;
 
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 
-use hookgate_ingest::extract::{ExtractError, Extracted, Extractor, FieldSpec};
-use hookgate_ingest::verify::{
+use crate::extract::{ExtractError, Extracted, Extractor, FieldSpec};
+use crate::verify::{
     discord_public_key_hex, sign, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding,
     Verifier, VerifyError,
 };

@@ -1,17 +1,15 @@
-//! Replays the committed fuzz corpora (`fuzz/corpus/<target>/`) and crash regressions
+//! Unit tests of the fuzz targets: replays the committed fuzz corpora (`fuzz/corpus/<target>/`) and crash regressions
 //! (`fuzz/regressions/<target>/`) through the same functions the cargo-fuzz targets call
 //! (`hookgate_ingest::fuzzing`), on stable, in the normal test suite.
 //!
 //! `write_seeds` (ignored) writes the seed inputs built from real requests, configs and
-//! spool records: `cargo test --workspace --test fuzz_corpus -- --ignored write_seeds`.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! spool records: `cargo test --workspace --lib -- --ignored fuzzing::corpus::write_seeds`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use hookgate_ingest::fuzzing::{self, TARGETS};
-use hookgate_ingest::verify::Provider;
+use crate::fuzzing::{self, TARGETS};
+use crate::verify::Provider;
 use hookgate_sinks::chat::markup::Markup;
 
 fn fuzz_dir() -> PathBuf {
@@ -296,8 +294,8 @@ fn extract_seeds() -> Vec<(String, Vec<u8>)> {
 }
 
 fn config_seeds() -> Vec<(String, Vec<u8>)> {
-    let embedded = include_str!("../../deploy/examples/embedded.toml");
-    let kafka = include_str!("../../deploy/examples/kafka.toml");
+    let embedded = crate::config::EMBEDDED;
+    let kafka = include_str!("../../../deploy/examples/kafka.toml");
     let chat = r#"
 [[sources]]
 name = "github"
