@@ -168,9 +168,18 @@ fn verify_seeds() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Name, provider, overrides (dedupe key, event type, partition key), headers, body.
+type ExtractCase<'a> = (
+    &'a str,
+    Provider,
+    [Option<&'a str>; 3],
+    Vec<(String, String)>,
+    &'a [u8],
+);
+
 fn extract_seeds() -> Vec<(String, Vec<u8>)> {
     let json = ("content-type", "application/json");
-    let cases: Vec<(&str, Provider, [Option<&str>; 3], Vec<(String, String)>, &[u8])> = vec![
+    let cases: Vec<ExtractCase> = vec![
         (
             "github-push",
             Provider::Github,
