@@ -17,6 +17,14 @@ fi
 bash scripts/install-tansu.sh
 export HOOKGATE_TANSU="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 
+# Supply-chain policy (deny.toml): licenses, banned/wildcard dependencies, sources. Offline:
+# the advisories check needs the RustSec database from GitHub (see deny.toml).
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "installing cargo-deny"
+  cargo install cargo-deny --locked
+fi
+cargo deny --offline check licenses bans sources
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # A few test threads: the end-to-end tests each start a broker and a hookgate process.

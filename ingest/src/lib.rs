@@ -13,6 +13,9 @@
 //!   client address behind trusted proxies (`Forwarded` / `X-Forwarded-For`).
 //! - [`server`]: the request path ([`server::App::handle`]) and the hyper listener.
 //! - [`runtime`]: building the log from config, metrics, signals: what `serve` wires up.
+//! - `fuzzing` (hidden): the bodies of the cargo-fuzz targets in `fuzz/`, replayed by
+//!   its unit tests (`fuzzing/corpus.rs`); property tests of verify and extract in
+//!   `properties.rs` (test-only).
 //! - `main.rs`: the `hookgate` CLI (`serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`).
 
 pub mod admission;
@@ -20,7 +23,12 @@ pub mod config;
 pub mod dedupe;
 pub mod edge;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod maybe_written;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod properties;
 pub mod runtime;
 pub mod server;
 pub mod verify;

@@ -74,10 +74,20 @@ pub enum DecodeError {
 
 const FRAME_VERSION: u8 = 1;
 
+/// 9999-12-31T23:59:59.999Z in milliseconds since the Unix epoch: the latest time RFC 3339
+/// (four-digit years) can write.
+const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
+
 impl Event {
     /// Receipt time formatted as the `hookgate-received-at` header (RFC 3339, UTC, ms).
+    ///
+    /// Times outside what RFC 3339 can write (before 1970 here, after the year 9999) are
+    /// clamped to its ends: such a time only comes from a damaged or hand-made record, and
+    /// formatting one must not panic (humantime's formatter errors beyond 9999, which
+    /// `to_string` turns into a panic).
     pub fn received_at_rfc3339(&self) -> String {
-        let t = UNIX_EPOCH + Duration::from_millis(self.received_at_ms.max(0) as u64);
+        let ms = self.received_at_ms.clamp(0, MAX_RFC3339_MS);
+        let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
         humantime::format_rfc3339_millis(t).to_string()
     }
 
@@ -376,6 +386,25 @@ mod tests {
         ev.encode(&mut buf);
         let back = Event::decode(&Bytes::from(buf)).unwrap();
         assert_eq!(back, ev);
+    }
+
+    /// Found by the `event` fuzz target (fuzz/regressions/event/): a spool record whose
+    /// receipt time is past the year 9999 made `to_json` (`hookgate spool read`) and the
+    /// Kafka record headers panic inside humantime's formatter.
+    #[test]
+    fn out_of_range_receipt_times_are_clamped_not_panics() {
+        let mut ev = sample();
+        for (ms, want) in [
+            (i64::MAX, "9999-12-31T23:59:59.999Z"),
+            (MAX_RFC3339_MS + 1, "9999-12-31T23:59:59.999Z"),
+            (MAX_RFC3339_MS, "9999-12-31T23:59:59.999Z"),
+            (-1, "1970-01-01T00:00:00.000Z"),
+            (i64::MIN, "1970-01-01T00:00:00.000Z"),
+        ] {
+            ev.received_at_ms = ms;
+            assert_eq!(ev.received_at_rfc3339(), want, "{ms}");
+            assert_eq!(ev.to_json()["received_at"], want);
+        }
     }
 
     #[test]

@@ -46,6 +46,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::units::ByteSize;
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod recover;
 #[cfg(test)]
 mod tests;
