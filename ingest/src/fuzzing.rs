@@ -42,6 +42,7 @@ pub const TARGETS: &[Target] = &[
     ("event", event),
     ("spool", spool),
     ("markup", markup),
+    ("proxy", proxy),
 ];
 
 /// The "current time" every verify input is checked against (seeds are signed at it).
@@ -547,6 +548,61 @@ pub fn markup(data: &[u8]) {
             visible(&parts.concat()),
             visible(&text),
             "{markup:?}: the parts do not hold the text"
+        );
+    }
+}
+
+/// A [`proxy`] input: one selector byte, then the bytes a connection starts with (or, with
+/// an odd selector, a forwarding header's value).
+///
+/// The PROXY protocol parser on the bytes a peer sends first: never panics, never claims
+/// more bytes than it was given, gives the same answer on exactly the bytes it consumed
+/// (so nothing after the header is eaten), and asks for at most the spec's maximum. With
+/// an odd selector, the bytes are an `X-Forwarded-For` and a `Forwarded` value for
+/// [`crate::edge::proxy::resolve_client`], whose answer is the peer or an address the
+/// headers name.
+pub fn proxy(data: &[u8]) {
+    use crate::edge::proxy::{needed, parse, resolve_client};
+    let [sel, rest @ ..] = data else {
+        return;
+    };
+    if sel % 2 == 0 {
+        let need = needed(rest);
+        assert!(need <= 16 + 65_535, "needed() asks for {need} bytes");
+        if let Ok(Some((header, used))) = parse(rest) {
+            assert!(
+                used <= rest.len(),
+                "consumed {used} of {} bytes",
+                rest.len()
+            );
+            assert!(used > 0);
+            match parse(rest.get(..used).unwrap_or_default()) {
+                Ok(Some((again, n))) => {
+                    assert_eq!(n, used);
+                    assert_eq!(again, header);
+                }
+                other => panic!("the consumed prefix parses differently: {other:?}"),
+            }
+        }
+        return;
+    }
+    let Ok(value) = http::HeaderValue::from_bytes(rest) else {
+        return;
+    };
+    let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+    let trusted: Vec<ipnet::IpNet> = ["127.0.0.0/8", "10.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    for name in ["x-forwarded-for", "forwarded"] {
+        let mut headers = http::HeaderMap::new();
+        headers.append(name, value.clone());
+        headers.append(name, value.clone());
+        let client = resolve_client(peer, &headers, &trusted);
+        let text = String::from_utf8_lossy(rest);
+        assert!(
+            client == peer || text.contains(&client.to_string()) || client.is_ipv6(),
+            "{name}: {client} is neither the peer nor named in {text:?}"
         );
     }
 }

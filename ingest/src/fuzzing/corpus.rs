@@ -510,6 +510,52 @@ fn markup_seeds() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+fn proxy_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    // PROXY, TCP over IPv4, 12 address bytes plus a 7-byte TLV (authority "a.b").
+    v2.extend_from_slice(&[0x21, 0x11, 0, 19]);
+    v2.extend_from_slice(&[192, 0, 2, 7, 127, 0, 0, 1, 0xc3, 0x50, 0x1f, 0x90]);
+    v2.extend_from_slice(&[0x02, 0, 4, b'a', b'.', b'b', b'c']);
+    v2.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    let mut v2_6 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2_6.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    v2_6.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    v2_6.extend_from_slice(&[0; 15]);
+    v2_6.extend_from_slice(&[1, 0x30, 0x39, 0x01, 0xbb]);
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    let with = |sel: u8, body: &[u8]| {
+        let mut d = vec![sel];
+        d.extend_from_slice(body);
+        d
+    };
+    vec![
+        (
+            "v1-tcp4".into(),
+            with(
+                0,
+                b"PROXY TCP4 192.0.2.7 127.0.0.1 50000 8080\r\nGET / HTTP/1.1\r\n",
+            ),
+        ),
+        (
+            "v1-tcp6".into(),
+            with(0, b"PROXY TCP6 2001:db8::1 ::1 50000 443\r\n"),
+        ),
+        ("v1-unknown".into(), with(0, b"PROXY UNKNOWN\r\n")),
+        ("v2-tcp4-tlv".into(), with(0, &v2)),
+        ("v2-tcp6".into(), with(0, &v2_6)),
+        ("v2-local".into(), with(0, &local)),
+        ("xff".into(), with(1, b"203.0.113.9, 10.1.2.3, 127.0.0.1")),
+        (
+            "forwarded".into(),
+            with(
+                1,
+                b"for=198.51.100.17;proto=https, for=\"[2001:db8::2]:4711\", for=unknown",
+            ),
+        ),
+    ]
+}
+
 /// Writes the seed inputs into `fuzz/corpus/<target>/seed-<name>` (run before fuzzing a
 /// fresh checkout, or to refresh the seeds after an input layout changes).
 #[test]
@@ -522,6 +568,7 @@ fn write_seeds() {
         ("event", event_seeds()),
         ("spool", spool_seeds()),
         ("markup", markup_seeds()),
+        ("proxy", proxy_seeds()),
     ];
     for (target, seeds) in sets {
         let dir = fuzz_dir().join("corpus").join(target);
@@ -579,5 +626,14 @@ fn seeds_are_real_inputs() {
     }
     for (_, data) in markup_seeds() {
         fuzzing::markup(&data);
+    }
+    for (name, data) in proxy_seeds() {
+        let (sel, rest) = data.split_first().unwrap();
+        if sel % 2 == 0 {
+            assert!(
+                matches!(crate::edge::proxy::parse(rest), Ok(Some(_))),
+                "proxy seed {name} is a complete PROXY header"
+            );
+        }
     }
 }
