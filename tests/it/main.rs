@@ -6,6 +6,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod admission;
+mod chat_errors;
 mod chat_lib;
 mod dispatch;
 mod edge;
