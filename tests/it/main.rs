@@ -18,6 +18,7 @@ mod ingest;
 mod kafka_faults;
 mod proxies;
 mod replay;
+mod scenarios;
 mod secrets;
 mod spool;
 mod spool_faults;
