@@ -430,9 +430,9 @@ async fn route_chat_template_picks_the_chat_from_the_event() {
     assert_eq!(dlq.entries().len(), 1);
 
     // `chat` on a route to a sink that is not Telegram is a config error.
-    let bad = parse(&format!(
-        "[[sinks]]\nname='o'\ntype='slack'\nwebhook_url='https://hooks.example/x'\n[[routes]]\nsource='s'\nsink='o'\nchat='{{{{ c }}}}'\n"
-    ));
+    let bad = parse(
+        "[[sinks]]\nname='o'\ntype='slack'\nwebhook_url='https://hooks.example/x'\n[[routes]]\nsource='s'\nsink='o'\nchat='{{ c }}'\n",
+    );
     let errs: Vec<String> = check(&bad).iter().map(ToString::to_string).collect();
     assert!(
         errs.iter()

@@ -308,6 +308,22 @@ fn json_answer(status: u16, v: Value, mut headers: Vec<(String, String)>) -> Ans
 }
 
 fn telegram(rec: &Recorded, reply: &Reply, n: u64) -> Answer {
+    if rec.path.starts_with("/bot") && rec.path.ends_with("/setWebhook") {
+        let url = rec.json()["url"].as_str().unwrap_or("").to_owned();
+        return if url.starts_with("https://") || url.starts_with("http://") {
+            json_answer(
+                200,
+                json!({"ok": true, "result": true, "description": "Webhook was set"}),
+                vec![],
+            )
+        } else {
+            json_answer(
+                400,
+                json!({"ok": false, "error_code": 400, "description": "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"}),
+                vec![],
+            )
+        };
+    }
     if !(rec.path.starts_with("/bot") && rec.path.ends_with("/sendMessage")) {
         return json_answer(
             404,
@@ -645,6 +661,7 @@ impl FakeTelegram {
     pub fn sent(&self) -> Vec<(String, String)> {
         self.requests()
             .iter()
+            .filter(|r| r.path.ends_with("/sendMessage"))
             .map(|r| {
                 let v = r.json();
                 let chat = match &v["chat_id"] {

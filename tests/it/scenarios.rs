@@ -184,6 +184,69 @@ async fn assistant_example_answers_in_the_chat_and_dead_letters_an_exhausted_quo
     assert_eq!(tg.count(), 1);
 }
 
+/// `hookgate telegram set-webhook` prints a curl command; run as printed, it registers
+/// hookgate's URL and the secret hookgate checks, so the next update is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_set_webhook_prints_a_call_that_registers_the_checked_secret() {
+    let tg = FakeTelegram::start().await;
+    let tg_url = tg.api_url();
+    let env = [
+        ("TELEGRAM_BOT_TOKEN", "4545:SETUP-BOT-TOKEN"),
+        ("TELEGRAM_SECRET", "setup_secret-token"),
+        ("TELEGRAM_CHAT_ID", "777"),
+        ("LLM_API_KEY", "sk-setup"),
+        ("TELEGRAM_API_URL", tg_url.as_str()),
+        ("LLM_API_URL", "http://127.0.0.1:9/v1"),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hg = start_example(dir.path(), "assistant.toml", &env);
+    let base = hg.url("");
+    let out = cli(
+        &hg,
+        &env,
+        &[
+            "telegram",
+            "set-webhook",
+            "--url",
+            base.trim_end_matches('/'),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.starts_with("curl "), "{stdout}");
+    assert!(stderr.contains("do not share it"), "{stderr}");
+    let ran = run(
+        Command::new("sh").arg("-c").arg(stdout.trim()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&ran.stdout).unwrap_or(Value::Null);
+    assert_eq!(answer["result"], true, "{answer}");
+
+    let reqs = tg.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].path, "/bot4545:SETUP-BOT-TOKEN/setWebhook");
+    let set = reqs[0].json();
+    assert_eq!(set["url"], hg.url("/hooks/telegram"));
+    assert_eq!(set["allowed_updates"], json!(["message"]));
+    // What Telegram will send back with each update, as it registered it.
+    let token = set["secret_token"].as_str().unwrap_or("").to_owned();
+    let v = post(
+        &hg,
+        "/hooks/telegram",
+        &[("x-telegram-bot-api-secret-token".to_owned(), token)],
+        &tg_message(1, 555, "hi"),
+    )
+    .await;
+    assert_eq!(v["duplicate"], false, "{v}");
+    assert!(!hg.log().contains("SETUP-BOT-TOKEN"));
+}
+
 fn github_push() -> Vec<u8> {
     json!({
         "ref": "refs/heads/main",
