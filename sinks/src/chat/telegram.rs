@@ -80,7 +80,8 @@ fn hint(status: u16, description: &str) -> Option<&'static str> {
 /// Whether `id` has the form of a Telegram chat id: an integer, or `@username`.
 pub fn is_chat_id(id: &str) -> bool {
     if let Some(name) = id.strip_prefix('@') {
-        return (4..=32).contains(&name.len())
+        // Public usernames are 5-32 characters.
+        return (5..=32).contains(&name.len())
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     }
     let digits = id.strip_prefix('-').unwrap_or(id);
@@ -234,6 +235,30 @@ impl Sink for TelegramSink {
                     ))),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_ids_are_integers_or_usernames() {
+        for ok in ["5", "-1001234567890", "@my_channel"] {
+            assert!(is_chat_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-",
+            "@abc",
+            "1/../getMe",
+            "12 3",
+            "@bad-name",
+            "1e5",
+            &"9".repeat(21),
+        ] {
+            assert!(!is_chat_id(bad), "{bad}");
         }
     }
 }
