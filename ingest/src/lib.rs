@@ -16,7 +16,9 @@
 //! - `fuzzing` (hidden): the bodies of the cargo-fuzz targets in `fuzz/`, replayed by
 //!   its unit tests (`fuzzing/corpus.rs`); property tests of verify and extract in
 //!   `properties.rs` (test-only).
-//! - `main.rs`: the `hookgate` CLI (`serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`).
+//! - [`telegram_setup`]: the `setWebhook` call `hookgate telegram set-webhook` prints.
+//! - `main.rs`: the `hookgate` CLI (`serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`,
+//!   `telegram set-webhook`).
 
 pub mod admission;
 pub mod config;
@@ -31,4 +33,5 @@ pub mod maybe_written;
 mod properties;
 pub mod runtime;
 pub mod server;
+pub mod telegram_setup;
 pub mod verify;

@@ -1,5 +1,5 @@
 //! The `hookgate` command: `serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`,
-//! `quarantine`.
+//! `quarantine`, `telegram set-webhook`.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -96,6 +96,33 @@ enum Cmd {
     Quarantine {
         #[command(subcommand)]
         cmd: QuarantineCmd,
+    },
+    /// Telegram bot setup.
+    Telegram {
+        #[command(subcommand)]
+        cmd: TelegramCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TelegramCmd {
+    /// Print the curl command that registers hookgate as the bot's webhook (setWebhook,
+    /// with the source's secret as secret_token). The command holds the bot token and the
+    /// secret: that is its purpose; run it, do not paste it anywhere.
+    SetWebhook {
+        /// Config file with a telegram source and a telegram sink (the bot).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The public URL Telegram should post to; a bare https://host gets
+        /// /hooks/<source> appended.
+        #[arg(long)]
+        url: String,
+        /// The telegram source, when the config has several.
+        #[arg(long)]
+        source: Option<String>,
+        /// The telegram sink whose bot token is used, when the config has several.
+        #[arg(long)]
+        sink: Option<String>,
     },
 }
 
@@ -238,6 +265,30 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Dispatch { config } => dispatch(&config).await,
         Cmd::Dlq { cmd } => dlq_cmd(cmd).await,
         Cmd::Quarantine { cmd } => quarantine_cmd(cmd).await,
+        Cmd::Telegram {
+            cmd:
+                TelegramCmd::SetWebhook {
+                    config,
+                    url,
+                    source,
+                    sink,
+                },
+        } => {
+            let cfg = load(Some(&config))?;
+            let call = hookgate_ingest::telegram_setup::set_webhook(
+                &cfg,
+                &url,
+                source.as_deref(),
+                sink.as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for n in &call.notes {
+                eprintln!("# note: {n}");
+            }
+            eprintln!("# this command holds the bot token and the webhook secret: run it, do not share it");
+            writeln!(std::io::stdout().lock(), "{}", call.curl())?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }
 

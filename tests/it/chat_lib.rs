@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn event(source: &str, ty: &str, delivery: &str, body: &Value) -> Event {
+pub(crate) fn event(source: &str, ty: &str, delivery: &str, body: &Value) -> Event {
     Event {
         id: Ulid::new(),
         source: Arc::from(source),
@@ -31,18 +31,18 @@ fn event(source: &str, ty: &str, delivery: &str, body: &Value) -> Event {
     }
 }
 
-fn parse(cfg: &str) -> ChatConfig {
+pub(crate) fn parse(cfg: &str) -> ChatConfig {
     toml::from_str(cfg).expect("test config parses")
 }
 
-fn dispatcher(cfg: &str) -> (Dispatcher, Arc<MemoryDeadLetter>) {
+pub(crate) fn dispatcher(cfg: &str) -> (Dispatcher, Arc<MemoryDeadLetter>) {
     let c = parse(cfg);
     let dlq = Arc::new(MemoryDeadLetter::new());
     let d = Dispatcher::new(c.sinks, c.routes, dlq.clone()).expect("dispatcher builds");
     (d, dlq)
 }
 
-fn only(report: &DispatchReport) -> &DeliveryOutcome {
+pub(crate) fn only(report: &DispatchReport) -> &DeliveryOutcome {
     assert_eq!(report.deliveries.len(), 1, "{report:?}");
     &report.deliveries[0].outcome
 }
@@ -277,7 +277,7 @@ sink = "shop"
     assert_eq!(req.json()["text"], "New order #1001: 199.65 USD");
 }
 
-fn llm_config(tg: &FakeTelegram, ai: &FakeOpenAi) -> String {
+pub(crate) fn llm_config(tg: &FakeTelegram, ai: &FakeOpenAi) -> String {
     format!(
         r#"
 [[sinks]]
@@ -310,7 +310,7 @@ sink = "assistant"
     )
 }
 
-fn tg_update(update_id: u64, chat: i64, text: &str) -> Value {
+pub(crate) fn tg_update(update_id: u64, chat: i64, text: &str) -> Value {
     json!({"update_id": update_id, "message": {"message_id": update_id, "date": 1700000000,
         "from": {"id": 77, "is_bot": false, "first_name": "Ann"},
         "chat": {"id": chat, "type": "private"}, "text": text}})

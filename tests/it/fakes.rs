@@ -35,6 +35,27 @@ pub enum Reply {
     BadRequest,
     /// Waits this long, then answers like [`Reply::Ok`] (for timeouts).
     Delay(Duration),
+    /// Telegram: 400 "Bad Request: can't parse entities: …" (invalid HTML/MarkdownV2).
+    CantParseEntities,
+    /// Telegram: 400 "Bad Request: message is too long"; Discord: 400 for content over
+    /// 2000 characters. Both fakes also answer this by themselves to a text over the limit.
+    TooLong,
+    /// Telegram: 400 "group chat was upgraded to a supergroup chat" with
+    /// `parameters.migrate_to_chat_id` = this id.
+    Migrated(i64),
+    /// Telegram: 403 "Forbidden: bot was blocked by the user".
+    Blocked,
+    /// Discord: 404 `{"message": "Unknown Webhook", "code": 10015}`.
+    UnknownWebhook,
+    /// OpenAI: 429 `insufficient_quota` (out of credit, not a rate limit).
+    QuotaExceeded,
+    /// OpenAI: 200 with `content: null` and `finish_reason` as given
+    /// (`content_filter`, `tool_calls`, `stop`, …).
+    NullContent(&'static str),
+    /// OpenAI: 200 with `content: null` and this `refusal`.
+    Refusal(&'static str),
+    /// OpenAI: 200 with this partial answer and `finish_reason: "length"`.
+    Truncated(&'static str),
     /// Any status, headers and body.
     Raw {
         /// Status code.
@@ -272,12 +293,37 @@ async fn handle(
 
 type Answer = (u16, Vec<(String, String)>, String);
 
+/// A scripted reply this API never gives: a 599 that names it, so a test mistake shows.
+fn misused(api: &str, reply: &Reply) -> Answer {
+    (
+        599,
+        vec![],
+        format!("fake {api}: {reply:?} is not a {api} reply"),
+    )
+}
+
 fn json_answer(status: u16, v: Value, mut headers: Vec<(String, String)>) -> Answer {
     headers.push(("content-type".into(), "application/json".into()));
     (status, headers, v.to_string())
 }
 
 fn telegram(rec: &Recorded, reply: &Reply, n: u64) -> Answer {
+    if rec.path.starts_with("/bot") && rec.path.ends_with("/setWebhook") {
+        let url = rec.json()["url"].as_str().unwrap_or("").to_owned();
+        return if url.starts_with("https://") || url.starts_with("http://") {
+            json_answer(
+                200,
+                json!({"ok": true, "result": true, "description": "Webhook was set"}),
+                vec![],
+            )
+        } else {
+            json_answer(
+                400,
+                json!({"ok": false, "error_code": 400, "description": "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"}),
+                vec![],
+            )
+        };
+    }
     if !(rec.path.starts_with("/bot") && rec.path.ends_with("/sendMessage")) {
         return json_answer(
             404,
@@ -286,7 +332,41 @@ fn telegram(rec: &Recorded, reply: &Reply, n: u64) -> Answer {
         );
     }
     let req = rec.json();
+    let bad = |description: &str| {
+        json_answer(
+            400,
+            json!({"ok": false, "error_code": 400, "description": description}),
+            vec![],
+        )
+    };
+    let too_long = req["text"]
+        .as_str()
+        .is_some_and(|t| t.encode_utf16().count() > 4096);
+    if too_long && matches!(reply, Reply::Ok) {
+        return bad("Bad Request: message is too long");
+    }
     match reply {
+        Reply::CantParseEntities => {
+            bad("Bad Request: can't parse entities: Can't find end of the entity starting at byte offset 7")
+        }
+        Reply::TooLong => bad("Bad Request: message is too long"),
+        Reply::Migrated(to) => json_answer(
+            400,
+            json!({"ok": false, "error_code": 400,
+                   "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                   "parameters": {"migrate_to_chat_id": to}}),
+            vec![],
+        ),
+        Reply::Blocked => json_answer(
+            403,
+            json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
+            vec![],
+        ),
+        Reply::UnknownWebhook
+        | Reply::QuotaExceeded
+        | Reply::NullContent(_)
+        | Reply::Refusal(_)
+        | Reply::Truncated(_) => misused("telegram", reply),
         Reply::RateLimited(s) => {
             let secs = s.ceil() as u64;
             json_answer(
@@ -330,14 +410,52 @@ fn discord(rec: &Recorded, reply: &Reply, n: u64) -> Answer {
             ("x-ratelimit-bucket".to_owned(), "fakebucket".to_owned()),
         ]
     };
+    let req = rec.json();
+    // The API version in the path: `retry_after` in the body is seconds (float) from v8
+    // on, milliseconds (integer) on unversioned and older paths.
+    let version: Option<u32> = rec
+        .path
+        .strip_prefix("/api/v")
+        .and_then(|r| r.split('/').next())
+        .and_then(|v| v.parse().ok());
+    let too_long = req["content"]
+        .as_str()
+        .is_some_and(|t| t.chars().count() > 2000);
+    let too_long_answer = || {
+        json_answer(
+            400,
+            json!({"content": ["Must be 2000 or fewer in length."]}),
+            rl(4, 1.0),
+        )
+    };
+    if too_long && matches!(reply, Reply::Ok) {
+        return too_long_answer();
+    }
     match reply {
+        Reply::TooLong => too_long_answer(),
+        Reply::UnknownWebhook => json_answer(
+            404,
+            json!({"message": "Unknown Webhook", "code": 10015}),
+            vec![],
+        ),
+        Reply::CantParseEntities
+        | Reply::Migrated(_)
+        | Reply::Blocked
+        | Reply::QuotaExceeded
+        | Reply::NullContent(_)
+        | Reply::Refusal(_)
+        | Reply::Truncated(_) => misused("discord", reply),
         Reply::RateLimited(s) => {
             let mut h = rl(0, *s);
             h.push(("retry-after".into(), (s.ceil() as u64).to_string()));
             h.push(("x-ratelimit-scope".into(), "user".into()));
+            let retry_after = match version {
+                Some(v) if v >= 8 => json!(s),
+                _ => json!((s * 1000.0).ceil() as u64),
+            };
             json_answer(
                 429,
-                json!({"message": "You are being rate limited.", "retry_after": s, "global": false}),
+                json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": false}),
                 h,
             )
         }
@@ -359,7 +477,6 @@ fn discord(rec: &Recorded, reply: &Reply, n: u64) -> Answer {
             if !wait {
                 return (204, rl(4, 1.0), String::new());
             }
-            let req = rec.json();
             json_answer(
                 200,
                 json!({"id": format!("{}", 1_000_000 + n), "type": 0, "channel_id": "42",
@@ -386,7 +503,8 @@ fn slack(reply: &Reply) -> Answer {
         ),
         Reply::ServerError => text(500, "internal_error", vec![]),
         Reply::BadRequest => text(400, "invalid_payload", vec![]),
-        _ => text(200, "ok", vec![]),
+        Reply::Ok | Reply::Delay(_) | Reply::Raw { .. } => text(200, "ok", vec![]),
+        other => misused("slack", other),
     }
 }
 
@@ -414,6 +532,21 @@ fn openai(rec: &Recorded, reply: &Reply, answer: &str, n: u64) -> Answer {
             json!({"error": {"message": "Invalid request", "type": "invalid_request_error"}}),
             vec![],
         ),
+        Reply::QuotaExceeded => json_answer(
+            429,
+            json!({"error": {
+                "message": "You exceeded your current quota, please check your plan and billing details.",
+                "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}),
+            vec![],
+        ),
+        Reply::NullContent(finish) => completion(rec, n, json!(null), json!(null), finish),
+        Reply::Refusal(r) => completion(rec, n, json!(null), json!(r), "stop"),
+        Reply::Truncated(partial) => completion(rec, n, json!(partial), json!(null), "length"),
+        Reply::CantParseEntities
+        | Reply::TooLong
+        | Reply::Migrated(_)
+        | Reply::Blocked
+        | Reply::UnknownWebhook => misused("openai", reply),
         _ => {
             let model = rec.json()["model"].clone();
             json_answer(
@@ -435,6 +568,27 @@ fn openai(rec: &Recorded, reply: &Reply, answer: &str, n: u64) -> Answer {
             )
         }
     }
+}
+
+/// A successful chat completion with this content, refusal and finish reason.
+fn completion(rec: &Recorded, n: u64, content: Value, refusal: Value, finish: &str) -> Answer {
+    json_answer(
+        200,
+        json!({
+            "id": format!("chatcmpl-{n}"),
+            "object": "chat.completion",
+            "created": 1_700_000_000u64 + n,
+            "model": rec.json()["model"],
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": refusal},
+                "logprobs": null,
+                "finish_reason": finish
+            }],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        }),
+        vec![],
+    )
 }
 
 fn plain(reply: &Reply) -> Answer {
@@ -507,6 +661,7 @@ impl FakeTelegram {
     pub fn sent(&self) -> Vec<(String, String)> {
         self.requests()
             .iter()
+            .filter(|r| r.path.ends_with("/sendMessage"))
             .map(|r| {
                 let v = r.json();
                 let chat = match &v["chat_id"] {
@@ -523,6 +678,14 @@ impl FakeDiscord {
     /// A webhook URL on this fake.
     pub fn webhook_url(&self) -> String {
         format!("{}/api/webhooks/123/fake-webhook-token", self.base_url())
+    }
+
+    /// A webhook URL on this fake that names API v10 (`/api/v10/webhooks/…`).
+    pub fn webhook_url_v10(&self) -> String {
+        format!(
+            "{}/api/v10/webhooks/123/fake-webhook-token",
+            self.base_url()
+        )
     }
 }
 

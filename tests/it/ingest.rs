@@ -656,7 +656,12 @@ fn check_accepts_the_examples_and_reports_every_problem_with_its_location() {
                 .env("GITHUB_SECRET", "x")
                 .env("STRIPE_SECRET", "whsec_x")
                 .env("TELEGRAM_BOT_TOKEN", "1:x")
-                .env("TELEGRAM_SECRET", "tg-secret"),
+                .env("TELEGRAM_SECRET", "tg-secret")
+                .env("TELEGRAM_CHAT_ID", "777")
+                .env("TELEGRAM_GROUP_CHAT_ID", "-1001")
+                .env("LLM_API_KEY", "sk-x")
+                .env("SHOPIFY_SECRET", "shop-secret")
+                .env("SHOP_OWNER_CHAT_ID", "-1002"),
             COMMAND_TIMEOUT,
         );
         assert!(
@@ -666,7 +671,7 @@ fn check_accepts_the_examples_and_reports_every_problem_with_its_location() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    assert!(n >= 2, "examples found: {n}");
+    assert!(n >= 5, "examples found: {n}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.toml");

@@ -6,6 +6,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod admission;
+mod chat_errors;
 mod chat_lib;
 mod dispatch;
 mod edge;
@@ -17,6 +18,7 @@ mod ingest;
 mod kafka_faults;
 mod proxies;
 mod replay;
+mod scenarios;
 mod secrets;
 mod spool;
 mod spool_faults;

@@ -402,6 +402,13 @@ pub struct RouteConfig {
     /// Absent = a built-in summary.
     #[serde(default)]
     pub template: Option<String>,
+    /// Send to this chat instead of the sink's `chat_id`: a template rendered against the
+    /// event like `template`, e.g. `"{{ data.object.metadata.telegram_chat_id }}"`. It must
+    /// render a Telegram chat id (an integer or `@name`); rendered empty, the delivery is
+    /// skipped. Telegram sinks only. The value comes from the payload, so whoever fills
+    /// the payload (a customer's order form) chooses the chat.
+    #[serde(default)]
+    pub chat: Option<String>,
 }
 
 impl RouteConfig {

@@ -1,6 +1,16 @@
 //! `llm` sink: answers chat messages with an OpenAI-compatible chat completion. It returns
 //! the answer; the dispatcher retries the completion and sends the answer through the
 //! `reply_via` chat sink into the same chat.
+//!
+//! How the API's answers are taken (tested against a fake that answers like OpenAI's):
+//! - 429 `rate_limit_exceeded` (or any 429 without a quota code): retried no sooner than
+//!   `Retry-After` / `retry-after-ms`. 429 `insufficient_quota`: permanent, since no
+//!   retry helps until the account has credit.
+//! - `finish_reason: "length"` with text: the text is sent with [`TRUNCATED_NOTE`] after
+//!   it, so the chat sees that the answer was cut off; the history keeps the text alone.
+//! - `content: null`: a `refusal` text is the answer; `finish_reason` `content_filter`,
+//!   `tool_calls` or `length` (the limit spent before any text) is permanent; otherwise
+//!   (a local model that answered nothing) retried.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -15,6 +25,29 @@ use crate::chat::config::{LlmConfig, RetryPolicy};
 use crate::chat::error::{ConfigError, SinkError};
 use crate::chat::net;
 use crate::secret::Secret;
+
+/// Appended to an answer the model cut off at its output limit (`finish_reason: "length"`).
+pub const TRUNCATED_NOTE: &str = "\n\n[answer cut off: the model reached its output limit]";
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The answer text, trimmed.
+    pub text: String,
+    /// The model stopped at its output limit (`finish_reason: "length"`).
+    pub truncated: bool,
+}
+
+impl Completion {
+    /// The text to send to the chat: the answer, plus [`TRUNCATED_NOTE`] when cut off.
+    pub fn for_chat(&self) -> String {
+        if self.truncated {
+            format!("{}{TRUNCATED_NOTE}", self.text)
+        } else {
+            self.text.clone()
+        }
+    }
+}
 
 /// Event ids remembered as answered, so a redelivered update gets one reply.
 const ANSWERED_CAP: usize = 10_000;
@@ -217,8 +250,8 @@ impl LlmSink {
         }
     }
 
-    /// One chat-completion call: the answer text.
-    pub async fn complete(&self, messages: &[Turn]) -> Result<String, SinkError> {
+    /// One chat-completion call: the answer.
+    pub async fn complete(&self, messages: &[Turn]) -> Result<Completion, SinkError> {
         let body = json!({ "model": self.model, "messages": messages });
         let mut req = self.client.post(&self.endpoint).json(&body);
         if let Some(k) = &self.api_key {
@@ -233,24 +266,32 @@ impl LlmSink {
             .await
             .map_err(|e| redact(SinkError::from_reqwest("llm", e)))?;
         let status = resp.status();
-        let retry_after = net::header_secs(resp.headers(), "retry-after");
+        let retry_after = net::header_secs(resp.headers(), "retry-after")
+            .or_else(|| net::header_secs(resp.headers(), "retry-after-ms").map(|d| d / 1000));
         let text = net::body_text(resp, 1024 * 1024).await;
         if !status.is_success() {
             let parsed: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            let detail = parsed["error"]["message"].as_str().unwrap_or(&text);
-            let msg = format!("llm: {}: {}", status.as_u16(), net::short(detail));
+            let err = &parsed["error"];
+            let detail = err["message"].as_str().unwrap_or(&text);
+            let code = err["code"].as_str().or_else(|| err["type"].as_str());
+            let mut msg = format!("llm: {}: {}", status.as_u16(), net::short(detail));
+            if let Some(c) = code {
+                msg.push_str(&format!(" ({})", net::short(c)));
+            }
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+                && code == Some("insufficient_quota")
+            {
+                // Not a rate limit: the account is out of credit until someone pays.
+                msg.push_str(
+                    ": the API account is out of quota; no retry helps until it has credit",
+                );
+                return Err(redact(SinkError::Permanent(msg)));
+            }
             return Err(redact(SinkError::from_status(status, retry_after, msg)));
         }
         let parsed: serde_json::Value = serde_json::from_str(&text)
             .map_err(|_| SinkError::retryable("llm: response is not JSON"))?;
-        match parsed
-            .pointer("/choices/0/message/content")
-            .and_then(|v| v.as_str())
-        {
-            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-            // Local models occasionally return nothing; another try usually helps.
-            _ => Err(SinkError::retryable("llm: response has no answer")),
-        }
+        completion(&parsed)
     }
 
     /// Whether `msg` comes from an allowed chat or user: `allow_chats` (`"*"` = any), else
@@ -321,5 +362,76 @@ impl LlmSink {
     /// Records that `answer` to `question` reached the chat: it joins the chat's history.
     pub fn answered(&self, question: Question, answer: String) {
         self.remember(&question.key, question.text, answer);
+    }
+}
+
+/// The answer in a successful chat-completion response, or why there is none.
+pub fn completion(resp: &serde_json::Value) -> Result<Completion, SinkError> {
+    let choice = &resp["choices"][0];
+    let finish = choice["finish_reason"].as_str().unwrap_or("");
+    let message = &choice["message"];
+    let text = message["content"].as_str().map(str::trim).unwrap_or("");
+    if !text.is_empty() {
+        return Ok(Completion {
+            text: text.to_owned(),
+            truncated: finish == "length",
+        });
+    }
+    if let Some(refusal) = message["refusal"].as_str().map(str::trim) {
+        if !refusal.is_empty() {
+            return Ok(Completion {
+                text: refusal.to_owned(),
+                truncated: false,
+            });
+        }
+    }
+    match finish {
+        "content_filter" => Err(SinkError::permanent(
+            "llm: no answer: the provider's content filter withheld it (finish_reason content_filter)",
+        )),
+        "tool_calls" | "function_call" => Err(SinkError::permanent(
+            "llm: no answer: the model asked for a tool call, and hookgate offers no tools",
+        )),
+        "length" => Err(SinkError::permanent(
+            "llm: no answer: the model reached its output limit before writing any text (finish_reason length)",
+        )),
+        // Local models occasionally return nothing; another try usually helps.
+        other => Err(SinkError::retryable(format!(
+            "llm: response has no answer (finish_reason {})",
+            if other.is_empty() { "absent" } else { other }
+        ))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failing test should panic
+mod tests {
+    use super::*;
+
+    fn resp(content: serde_json::Value, finish: &str) -> serde_json::Value {
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}]})
+    }
+
+    #[test]
+    fn answers_truncations_refusals_and_empty_responses() {
+        let ok = completion(&resp(json!(" hi "), "stop")).unwrap();
+        assert_eq!((ok.text.as_str(), ok.truncated), ("hi", false));
+        assert_eq!(ok.for_chat(), "hi");
+        let cut = completion(&resp(json!("The answer is"), "length")).unwrap();
+        assert!(cut.truncated);
+        assert_eq!(cut.for_chat(), format!("The answer is{TRUNCATED_NOTE}"));
+        let mut refused = resp(serde_json::Value::Null, "stop");
+        refused["choices"][0]["message"]["refusal"] = json!("I can't help with that.");
+        assert_eq!(
+            completion(&refused).unwrap().text,
+            "I can't help with that."
+        );
+        for f in ["content_filter", "tool_calls", "length"] {
+            let e = completion(&resp(serde_json::Value::Null, f)).unwrap_err();
+            assert!(e.is_permanent(), "{f}: {e}");
+        }
+        let e = completion(&resp(serde_json::Value::Null, "stop")).unwrap_err();
+        assert!(!e.is_permanent(), "{e}");
+        assert!(!completion(&json!({})).unwrap_err().is_permanent());
     }
 }

@@ -55,3 +55,9 @@ pub fn latency(sink: &str, received_at_ms: i64) {
     metrics::histogram!("hookgate_sink_delivery_latency_seconds", "sink" => sink.to_owned())
         .record(Duration::from_millis(ms as u64).as_secs_f64());
 }
+
+/// Counts `hookgate_llm_truncated_total{sink}`: answers the model cut off at its output
+/// limit (sent with a note saying so).
+pub fn llm_truncated(sink: &str) {
+    metrics::counter!("hookgate_llm_truncated_total", "sink" => sink.to_owned()).increment(1);
+}

@@ -104,6 +104,27 @@ impl Templates {
             })
     }
 
+    /// Compiles `route`'s `chat` template (values not escaped: a chat id is no markup).
+    pub fn add_chat(&mut self, route: usize, source: &str) -> Result<(), ConfigError> {
+        self.env
+            .add_template_owned(format!("route{route}.chat"), source.to_owned())
+            .map_err(|e| ConfigError::Template {
+                route,
+                message: format!("chat: {}", describe(&e)),
+            })
+    }
+
+    /// Renders `route`'s `chat` template, trimmed.
+    pub fn render_chat(&self, route: usize, ctx: &Value) -> Result<String, SinkError> {
+        let t = self
+            .env
+            .get_template(&format!("route{route}.chat"))
+            .map_err(|e| SinkError::permanent(format!("chat template: {}", describe(&e))))?;
+        t.render(ctx).map(|s| s.trim().to_owned()).map_err(|e| {
+            SinkError::permanent(format!("route #{route} chat template: {}", describe(&e)))
+        })
+    }
+
     /// Renders `route`'s template for `markup` against a context from [`context`].
     pub fn render(&self, route: usize, markup: Markup, ctx: &Value) -> Result<String, SinkError> {
         let t = self

@@ -157,7 +157,13 @@ async fn answer(
             llm.complete(&question.turns)
         })
         .await?;
-        let text = reply.markup().unwrap_or(Markup::Plain).escape(&answer);
+        if answer.truncated {
+            metrics::llm_truncated(llm.name());
+        }
+        let text = reply
+            .markup()
+            .unwrap_or(Markup::Plain)
+            .escape(&answer.for_chat());
         deliver_text(reply, ev, &text, Some(&question.chat), received_at_ms)
             .await
             .map_err(|e| SinkError::Permanent(format!("reply via '{}': {e}", reply.name())))?;
@@ -166,7 +172,7 @@ async fn answer(
     .await;
     match sent {
         Ok(answer) => {
-            llm.answered(question, answer);
+            llm.answered(question, answer.text);
             Ok(Answered::Sent)
         }
         Err(e) => {
@@ -272,13 +278,21 @@ impl Dispatcher {
                             .position(|r| r.sinks.iter().any(|n| n == sink))
                     })
                     .unwrap_or(inner.routes.len());
+                let ctx = context(ev, body.as_ref());
+                let chat = match inner.pick_chat(route, &ctx)? {
+                    ChatChoice::Configured => None,
+                    ChatChoice::Picked(c) => Some(c),
+                    ChatChoice::Missing => {
+                        return Err(SinkError::permanent(
+                            "the route's chat template rendered empty",
+                        ))
+                    }
+                };
                 let text = match s.markup() {
-                    Some(m) => inner
-                        .templates
-                        .render(route, m, &context(ev, body.as_ref()))?,
+                    Some(m) => inner.templates.render(route, m, &ctx)?,
                     None => String::new(),
                 };
-                deliver_text(s.as_ref(), ev, &text, None, now).await?;
+                deliver_text(s.as_ref(), ev, &text, chat.as_deref(), now).await?;
             }
             Target::Llm(l) => {
                 let reply = inner.reply_for(l.name())?;
@@ -290,7 +304,36 @@ impl Dispatcher {
     }
 }
 
+/// The chat one delivery goes to.
+enum ChatChoice {
+    /// The sink's configured chat (the route has no `chat` template).
+    Configured,
+    /// The chat the route's `chat` template rendered.
+    Picked(String),
+    /// The `chat` template rendered empty: the event names no chat.
+    Missing,
+}
+
 impl Inner {
+    /// Renders `route`'s `chat` template, if it has one, and checks that the result is a
+    /// Telegram chat id (the value comes from the payload).
+    fn pick_chat(&self, route: usize, ctx: &minijinja::Value) -> Result<ChatChoice, SinkError> {
+        if !self.routes.get(route).is_some_and(|r| r.chat) {
+            return Ok(ChatChoice::Configured);
+        }
+        let chat = self.templates.render_chat(route, ctx)?;
+        if chat.is_empty() {
+            return Ok(ChatChoice::Missing);
+        }
+        if !crate::chat::telegram::is_chat_id(&chat) {
+            return Err(SinkError::permanent(format!(
+                "route #{route}: the chat template rendered {:?}, which is not a Telegram chat id (an integer or @name)",
+                crate::chat::net::short(&chat)
+            )));
+        }
+        Ok(ChatChoice::Picked(chat))
+    }
+
     fn reply_for(&self, llm: &str) -> Result<Arc<dyn Sink>, SinkError> {
         self.replies
             .get(llm)
@@ -308,9 +351,17 @@ impl Inner {
         match self.targets.get(sink) {
             None => Err(SinkError::permanent(format!("unknown sink '{sink}'"))),
             Some(Target::Deliver(s)) => {
+                let ctx = context(ev, body);
+                let chat = match self.pick_chat(route, &ctx)? {
+                    ChatChoice::Configured => None,
+                    ChatChoice::Picked(c) => Some(c),
+                    ChatChoice::Missing => {
+                        return Ok(Err("the route's chat template rendered empty".into()))
+                    }
+                };
                 let text = match s.markup() {
                     Some(m) => {
-                        let t = self.templates.render(route, m, &context(ev, body))?;
+                        let t = self.templates.render(route, m, &ctx)?;
                         if t.trim().is_empty() {
                             return Ok(Err("template rendered empty".into()));
                         }
@@ -318,7 +369,7 @@ impl Inner {
                     }
                     None => String::new(),
                 };
-                deliver_text(s.as_ref(), ev, &text, None, ev.received_at_ms)
+                deliver_text(s.as_ref(), ev, &text, chat.as_deref(), ev.received_at_ms)
                     .await
                     .map(Ok)
             }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use hookgate_proto::Event;
 
+use crate::chat::chat_in::Platform;
 use crate::chat::config::{ChatConfig, RouteConfig, SinkConfig};
 use crate::chat::error::ConfigError;
 use crate::chat::markup::Markup;
@@ -21,6 +22,8 @@ pub(crate) struct Route {
     when: Vec<(String, serde_json::Value)>,
     /// The sinks it delivers to, by name.
     pub(crate) sinks: Vec<String>,
+    /// Whether a `chat` template picks the chat per event.
+    pub(crate) chat: bool,
 }
 
 impl Route {
@@ -129,6 +132,19 @@ pub(crate) fn build_table(
                 )));
             }
         }
+        if let Some(chat) = &r.chat {
+            for n in &names {
+                let telegram = matches!(targets.get(*n), Some(Target::Deliver(s)) if s.platform() == Some(Platform::Telegram));
+                if !telegram && targets.contains_key(*n) {
+                    errs.push(route_err(format!(
+                        "`chat` picks a Telegram chat, but sink '{n}' is not a telegram sink"
+                    )));
+                }
+            }
+            if let Err(e) = templates.add_chat(i, chat) {
+                errs.push(e);
+            }
+        }
         // Compile even when no sink renders text, so `check` still catches syntax errors.
         if markups.is_empty() && r.template.is_some() {
             markups.insert(Markup::Plain);
@@ -144,6 +160,7 @@ pub(crate) fn build_table(
             events: r.events.clone(),
             when: r.when.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             sinks: names.iter().map(|s| (*s).to_owned()).collect(),
+            chat: r.chat.is_some(),
         });
     }
     // The built-in summary, for replays of events no route renders for that sink.
