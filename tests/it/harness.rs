@@ -439,6 +439,9 @@ pub struct Hookgate {
     /// The secrets of its config (values of secret-looking keys, `${VAR}` resolved, and the
     /// lines of `*_file`s), checked against its output on drop.
     secrets: Vec<String>,
+    /// Made by [`Hookgate::start`]: removed on drop unless the test failed (then it stays
+    /// for a look, and its path is in the failure output).
+    owned_dir: bool,
 }
 
 /// Shortest value the log scan looks for: shorter ones match unrelated text.
@@ -568,7 +571,9 @@ impl Hookgate {
     /// starts `hookgate serve --config` there.
     pub fn start(config: &str) -> Hookgate {
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        Hookgate::start_in(&dir, config, &[])
+        let mut h = Hookgate::start_in(&dir, config, &[]);
+        h.owned_dir = true;
+        h
     }
 
     /// Like [`Hookgate::start`] in a given directory, with extra environment.
@@ -587,6 +592,7 @@ impl Hookgate {
             stderr_log: dir.join("hookgate.log"),
             stdout_log: dir.join("hookgate.stdout"),
             secrets: config_secrets(&text, env),
+            owned_dir: false,
         };
         h.spawn(env);
         h
@@ -727,6 +733,12 @@ impl Drop for Hookgate {
                 self.stdout_log.display(),
                 self.stderr_log.display()
             );
+            // Spools of load tests take hundreds of MB: leave nothing behind.
+            if self.owned_dir {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        } else {
+            eprintln!("hookgate's directory is kept: {}", self.dir.display());
         }
     }
 }
