@@ -574,25 +574,30 @@ impl App {
                     false,
                 );
             };
-            let mut replayed = false;
-            let outcome = app
-                .dedupe
-                .admit(idx, &event.delivery_id, async {
-                    match app.dedupe.admit(idx, digest, append).await {
-                        Ok(Admission::New(id)) => Ok(id),
-                        Ok(Admission::Duplicate(id)) => {
-                            replayed = true;
-                            Ok(id)
+            // Boxed: the two nested admissions make a large state, which would otherwise
+            // size (and be copied with) every request's future, digest or not.
+            Box::pin(async {
+                let mut replayed = false;
+                let outcome = app
+                    .dedupe
+                    .admit(idx, &event.delivery_id, async {
+                        match app.dedupe.admit(idx, digest, append).await {
+                            Ok(Admission::New(id)) => Ok(id),
+                            Ok(Admission::Duplicate(id)) => {
+                                replayed = true;
+                                Ok(id)
+                            }
+                            Err(e) => Err(e),
                         }
-                        Err(e) => Err(e),
-                    }
-                })
-                .await;
-            match outcome {
-                Ok(Admission::New(id)) if replayed => (Ok(Admission::Duplicate(id)), true),
-                Ok(a) => (Ok(a), false),
-                Err(e) => (Err(Arc::unwrap_or_clone(e)), false),
-            }
+                    })
+                    .await;
+                match outcome {
+                    Ok(Admission::New(id)) if replayed => (Ok(Admission::Duplicate(id)), true),
+                    Ok(a) => (Ok(a), false),
+                    Err(e) => (Err(Arc::unwrap_or_clone(e)), false),
+                }
+            })
+            .await
         });
         let (outcome, replayed) = task.await;
         if replayed {
