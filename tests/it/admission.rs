@@ -99,23 +99,12 @@ secrets = ["gh-secret"]
     let mut h2_tasks = Vec::new();
     let mut h2_conns = Vec::new();
     for c in 0..4 {
-        let tcp = connect_from(FLOODER, addr).await.expect("h2c connect");
-        let (send, conn) = hyper::client::conn::http2::handshake::<_, _, StalledBody>(
-            TokioExecutor::new(),
-            TokioIo::new(tcp),
-        )
-        .await
-        .expect("h2c handshake");
-        h2_conns.push(tokio::spawn(conn));
+        let (send, conn) = h2c(FLOODER, addr).await;
+        h2_conns.push(conn);
         for s in 0..256 {
             let mut send = send.clone();
-            let req = http::Request::post(format!("http://{addr}/hooks/github"))
-                .header("content-type", "application/json")
-                .header("x-github-event", "push")
-                .header("x-github-delivery", format!("h2-stall-{c}-{s}"))
-                .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
-                .header("content-length", "1000")
-                .body(StreamBody::new(futures_util::stream::pending()))
+            let req = stalled_post(addr, &format!("h2-stall-{c}-{s}"))
+                .body(pending_body())
                 .expect("request");
             h2_tasks.push(tokio::spawn(async move {
                 match send.send_request(req).await {
@@ -217,6 +206,38 @@ secrets = ["gh-secret"]
 }
 
 type StalledBody = StreamBody<futures_util::stream::Pending<Result<Frame<Bytes>, Infallible>>>;
+
+/// An h2c connection (prior knowledge) from `from`; its driver task is returned to abort.
+async fn h2c(
+    from: IpAddr,
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<StalledBody>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tcp = connect_from(from, addr).await.expect("h2c connect");
+    let (send, conn) = hyper::client::conn::http2::handshake::<_, _, StalledBody>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
+    (send, tokio::spawn(conn))
+}
+
+/// A GitHub-looking POST whose body never comes (a signature header, but no signature).
+fn stalled_post(addr: SocketAddr, delivery: &str) -> http::request::Builder {
+    http::Request::post(format!("http://{addr}/hooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+        .header("content-length", "1000")
+}
+
+fn pending_body() -> StalledBody {
+    StreamBody::new(futures_util::stream::pending())
+}
 
 /// Whether the server hung up on `s` (EOF or reset) within a few seconds; `false` when the
 /// connection is still open, silent.
@@ -516,21 +537,9 @@ secrets = ["gh-secret"]
 "#,
     );
     let addr = hg.addr;
-    let tcp = connect_from(SENDER, addr).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, StalledBody>(
-        TokioExecutor::new(),
-        TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2c handshake");
-    let conn = tokio::spawn(conn);
-    let req = http::Request::post(format!("http://{addr}/hooks/github"))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", "h2-slow")
-        .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
-        .header("content-length", "1000")
-        .body(StreamBody::new(futures_util::stream::pending()))
+    let (mut send, conn) = h2c(SENDER, addr).await;
+    let req = stalled_post(addr, "h2-slow")
+        .body(pending_body())
         .expect("request");
     let resp = tokio::time::timeout(Duration::from_secs(60), send.send_request(req))
         .await
@@ -604,19 +613,12 @@ secrets = ["gh-secret"]
     let send_with = |size: usize| {
         let addr = hg.addr;
         async move {
-            let tcp = connect_from(SENDER, addr).await.expect("connect");
-            let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, StalledBody>(
-                TokioExecutor::new(),
-                TokioIo::new(tcp),
-            )
-            .await
-            .expect("h2c handshake");
-            let conn = tokio::spawn(conn);
+            let (mut send, conn) = h2c(SENDER, addr).await;
             let req = http::Request::post(format!("http://{addr}/hooks/github"))
                 .header("x-github-event", "push")
                 .header("x-github-delivery", "big-headers")
                 .header("x-padding", "p".repeat(size))
-                .body(StreamBody::new(futures_util::stream::pending()))
+                .body(pending_body())
                 .expect("request");
             let got = tokio::time::timeout(Duration::from_secs(30), send.send_request(req))
                 .await
