@@ -19,6 +19,15 @@ use crate::harness::{metric, now, sign, Hookgate};
 const FLOODER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 const SENDER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 
+/// A config with one GitHub source (secret `gh-secret`) on a spool, and these `[server]`
+/// settings.
+fn github_only(server: &str) -> String {
+    format!(
+        "[server]\nlisten = \"{{listen}}\"\n{server}\n\n[spool]\npath = \"{{dir}}/spool\"\n\n\
+         [[sources]]\nname = \"github\"\nprovider = \"github\"\nsecrets = [\"gh-secret\"]\n"
+    )
+}
+
 /// A TCP connection to hookgate from `from`.
 async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let s = TcpSocket::new_v4()?;
@@ -77,23 +86,13 @@ fn stalled_head(addr: SocketAddr, n: usize) -> String {
 /// `max_concurrency` (1024 here) and the sender would get 503s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_flooding_with_stalled_bodies_cannot_starve_another() {
-    let hg = Hookgate::start(
+    let hg = Hookgate::start(&github_only(
         r#"
-[server]
-listen = "{listen}"
 max_concurrency = 1024
 body_timeout = "120s"
 h2_max_concurrent_streams = 256
-
-[spool]
-path = "{dir}/spool"
-
-[[sources]]
-name = "github"
-provider = "github"
-secrets = ["gh-secret"]
 "#,
-    );
+    ));
     let addr = hg.addr;
     // 4 h2c connections (prior knowledge), 256 streams each, every body pending forever.
     let mut h2_tasks = Vec::new();
@@ -519,23 +518,13 @@ rate_limit = { per_second = 0.01, burst = 2 }
 /// keep-alive and on h2 alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_h2_bodies_are_cut_and_idle_connections_closed() {
-    let hg = Hookgate::start(
+    let hg = Hookgate::start(&github_only(
         r#"
-[server]
-listen = "{listen}"
 body_timeout = "1s"
 idle_timeout = "2s"
 header_timeout = "120s"
-
-[spool]
-path = "{dir}/spool"
-
-[[sources]]
-name = "github"
-provider = "github"
-secrets = ["gh-secret"]
 "#,
-    );
+    ));
     let addr = hg.addr;
     let (mut send, conn) = h2c(SENDER, addr).await;
     let req = stalled_post(addr, "h2-slow")
@@ -595,21 +584,11 @@ secrets = ["gh-secret"]
 /// `signature_missing`), and the server keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_header_list_over_the_bound_never_reaches_the_handler() {
-    let hg = Hookgate::start(
+    let hg = Hookgate::start(&github_only(
         r#"
-[server]
-listen = "{listen}"
 h2_max_header_list_size = "8KiB"
-
-[spool]
-path = "{dir}/spool"
-
-[[sources]]
-name = "github"
-provider = "github"
-secrets = ["gh-secret"]
 "#,
-    );
+    ));
     let send_with = |size: usize| {
         let addr = hg.addr;
         async move {
