@@ -16,7 +16,7 @@ use proptest::prelude::*;
 
 use crate::extract::{ExtractError, Extracted, Extractor, FieldSpec};
 use crate::verify::{
-    discord_public_key_hex, sign, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding,
+    sign_with, GenericHmacOptions, HmacAlgorithm, Options, Provider, SecretKind, SigEncoding,
     Verifier, VerifyError,
 };
 
@@ -31,34 +31,26 @@ struct Keyed {
     signing: String,
     /// What the verifier's config takes (for Discord: the public key, hex).
     verifying: String,
-    generic: Option<GenericHmacOptions>,
+    options: Options,
 }
 
 impl Keyed {
     fn verifier(&self) -> Verifier {
-        Verifier::new(
+        Verifier::with_options(
             self.provider,
             std::slice::from_ref(&self.verifying),
-            TOLERANCE,
-            self.generic.clone(),
+            self.options.clone(),
         )
         .expect("verifier builds")
     }
 
     fn sign(&self, body: &[u8], at: i64) -> Vec<(String, String)> {
-        sign(
-            self.provider,
-            &self.signing,
-            body,
-            at,
-            self.generic.as_ref(),
-        )
-        .expect("signs")
+        sign_with(self.provider, &self.signing, body, at, &self.options).expect("signs")
     }
 
     /// Whether the signature covers the body (GitLab and Telegram echo a token instead).
     fn signs_body(&self) -> bool {
-        !matches!(self.provider, Provider::Gitlab | Provider::Telegram)
+        self.provider.spec().covers_body()
     }
 }
 
@@ -87,61 +79,46 @@ fn generic_options() -> impl Strategy<Value = GenericHmacOptions> {
         })
 }
 
-/// A provider and a secret it accepts.
+/// A provider and a secret it accepts, of the kind its file declares.
 fn keyed(provider: Provider) -> BoxedStrategy<Keyed> {
-    let plain = move |s: String| Keyed {
-        provider,
-        signing: s.clone(),
-        verifying: s,
-        generic: None,
-    };
-    match provider {
-        Provider::Github | Provider::Stripe | Provider::Shopify | Provider::Slack => {
-            text_secret().prop_map(plain).boxed()
-        }
-        // The token is sent as a header value: visible ASCII.
-        Provider::Gitlab => "[!-~]{1,64}".prop_map(plain).boxed(),
-        Provider::Telegram => "[A-Za-z0-9_-]{1,256}".prop_map(plain).boxed(),
-        Provider::StandardWebhooks => proptest::collection::vec(any::<u8>(), 1..64)
-            .prop_map(move |key| {
-                plain(format!(
+    let spec = provider.spec();
+    let mut base = spec.example_options();
+    base.tolerance = TOLERANCE;
+    let configurable = base.generic.is_some();
+    let secrets: BoxedStrategy<String> = match spec.secret_kind() {
+        SecretKind::Text => text_secret().boxed(),
+        SecretKind::Token(pattern) => pattern.boxed(),
+        SecretKind::WhsecBase64 => proptest::collection::vec(any::<u8>(), 1..64)
+            .prop_map(|key| {
+                format!(
                     "whsec_{}",
                     base64::engine::general_purpose::STANDARD.encode(key)
-                ))
+                )
             })
             .boxed(),
-        Provider::Discord => any::<[u8; 32]>()
-            .prop_map(move |seed| {
-                let seed = hex::encode(seed);
-                Keyed {
-                    provider,
-                    verifying: discord_public_key_hex(&seed).unwrap(),
-                    signing: seed,
-                    generic: None,
-                }
-            })
+        SecretKind::Ed25519Seed => any::<[u8; 32]>().prop_map(hex::encode).boxed(),
+        SecretKind::HexKey => proptest::collection::vec(any::<u8>(), 1..64)
+            .prop_map(hex::encode)
             .boxed(),
-        Provider::GenericHmac => (text_secret(), generic_options())
-            .prop_map(move |(s, o)| Keyed {
-                generic: Some(o),
-                ..plain(s)
-            })
-            .boxed(),
-    }
+    };
+    (secrets, generic_options())
+        .prop_map(move |(signing, generic)| {
+            let mut options = base.clone();
+            if configurable {
+                options.generic = Some(generic);
+            }
+            Keyed {
+                provider,
+                verifying: provider.spec().config_secret(&signing).unwrap(),
+                signing,
+                options,
+            }
+        })
+        .boxed()
 }
 
 fn any_keyed() -> impl Strategy<Value = Keyed> {
-    prop_oneof![
-        keyed(Provider::Github),
-        keyed(Provider::Gitlab),
-        keyed(Provider::Stripe),
-        keyed(Provider::Shopify),
-        keyed(Provider::Slack),
-        keyed(Provider::StandardWebhooks),
-        keyed(Provider::Telegram),
-        keyed(Provider::Discord),
-        keyed(Provider::GenericHmac),
-    ]
+    prop::sample::select(Provider::ALL.to_vec()).prop_flat_map(keyed)
 }
 
 fn body() -> impl Strategy<Value = Vec<u8>> {
@@ -233,7 +210,7 @@ proptest! {
     ) {
         prop_assume!(other.verifying != signer.verifying);
         // The same generic-hmac layout, so only the secret differs.
-        other.generic = signer.generic.clone();
+        other.options = signer.options.clone();
         let headers = header_map(&signer.sign(&body, now));
         prop_assert_eq!(
             other.verifier().verify(&headers, &body, now),
@@ -250,10 +227,7 @@ proptest! {
         off in (TOL + 1)..100_000,
         future in any::<bool>(),
     ) {
-        prop_assume!(matches!(
-            k.provider,
-            Provider::Stripe | Provider::Slack | Provider::StandardWebhooks | Provider::Discord
-        ));
+        prop_assume!(k.provider.spec().timestamped());
         let at = if future { now + off } else { now - off };
         let headers = header_map(&k.sign(&body, at));
         prop_assert_eq!(k.verifier().verify(&headers, &body, now), Err(VerifyError::Expired));
@@ -345,7 +319,7 @@ proptest! {
         let pointer = format!("/outer/{}", key.replace('~', "~0").replace('/', "~1"));
         let body = serde_json::json!({ "noise": doc, "outer": { key.clone(): value.clone() } });
         let x = Extractor::new(
-            Provider::GenericHmac,
+            crate::verify::providers::generic_hmac::PROVIDER,
             Some(FieldSpec::parse(&pointer).unwrap()),
             None,
             None,

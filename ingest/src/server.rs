@@ -484,7 +484,13 @@ impl App {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        if let Err(e) = verifier.verify(&parts.headers, &body, now.as_secs() as i64) {
+        let request = crate::verify::Request {
+            headers: &parts.headers,
+            body: &body,
+            query: parts.uri.query(),
+            now: now.as_secs() as i64,
+        };
+        if let Err(e) = verifier.verify_request(&request) {
             metrics::counter!("hookgate_verify_failures_total", "source" => src.name.to_string(), "reason" => e.code()).increment(1);
             return Err(reject(
                 StatusCode::UNAUTHORIZED,
@@ -499,7 +505,10 @@ impl App {
                 key,
             }) => (delivery_id, event_type, key),
             Ok(Extracted::Handshake(answer)) => {
-                return Ok(json(StatusCode::OK, Bytes::from(answer)))
+                let mut r = json(StatusCode::OK, Bytes::from(answer.body));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+                return Ok(r);
             }
             Err(e) => {
                 let status = match e {

@@ -9,52 +9,114 @@ use base64::Engine as _;
 use http::HeaderMap;
 use ring::hmac;
 
-use super::{GenericHmacOptions, SigEncoding, VerifyError};
+use crate::extract::FieldSpec;
+use crate::verify::{
+    decode_b64_exact, decode_hex_exact, header_str, About, B64Buf, Defaults, GenericHmacOptions,
+    HmacAlgorithm, KeyError, Keys, Options, Provider, ProviderSpec, Request, SigEncoding,
+    Verifier, VerifyError, MAX_SIG_LEN,
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&GenericHmac);
+
+struct GenericHmac;
+
+impl ProviderSpec for GenericHmac {
+    fn name(&self) -> &'static str {
+        "generic-hmac"
+    }
+
+    fn about(&self) -> About {
+        About {
+            headers: &["`signature_header`"],
+            signed: "`prefix` + hex/base64 HMAC-SHA1/256/512(body), as configured",
+            secret: "the shared HMAC secret",
+            handshakes: &[],
+            docs: "README: generic-hmac",
+        }
+    }
+
+    fn signs_body_only(&self) -> bool {
+        true
+    }
+
+    fn keys(&self, secrets: &[String], options: &Options) -> Result<Keys, KeyError> {
+        let generic = options.generic.as_ref().ok_or(KeyError::MissingOptions)?;
+        Ok(Keys::hmac(secrets, generic.algorithm.ring()))
+    }
+
+    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
+        let Some(options) = &v.options().generic else {
+            return Err(VerifyError::Invalid);
+        };
+        verify(v.hmac_keys(), options, req.headers, req.body)
+    }
+
+    fn signature_present(&self, v: &Verifier, headers: &HeaderMap) -> bool {
+        v.options()
+            .generic
+            .as_ref()
+            .is_some_and(|o| headers.contains_key(&o.header))
+    }
+
+    /// The header this configuration expects for `body`.
+    fn sign(&self, secret: &str, body: &[u8], _: i64, options: &Options) -> Result<Vec<(String, String)>, KeyError> {
+        let options = options.generic.as_ref().ok_or(KeyError::MissingOptions)?;
+        let key = hmac::Key::new(options.algorithm.ring(), secret.as_bytes());
+        let tag = hmac::sign(&key, body);
+        let encoded = match options.encoding {
+            SigEncoding::Hex => hex::encode(tag.as_ref()),
+            SigEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(tag.as_ref()),
+        };
+        Ok(vec![(
+            options.header.as_str().to_string(),
+            format!("{}{encoded}", options.prefix),
+        )])
+    }
+
+    fn defaults(&self) -> Defaults {
+        Defaults::new(FieldSpec::BodyHash, None)
+    }
+
+    fn example_options(&self) -> Options {
+        Options {
+            generic: Some(GenericHmacOptions {
+                header: http::HeaderName::from_static("x-signature"),
+                algorithm: HmacAlgorithm::Sha256,
+                encoding: SigEncoding::Hex,
+                prefix: "sha256=".into(),
+            }),
+            ..Options::default()
+        }
+    }
+}
 
 /// Checks the configured header against every key.
-pub(super) fn verify(
+fn verify(
     keys: &[hmac::Key],
     options: &GenericHmacOptions,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), VerifyError> {
-    let value = super::header_str(headers, &options.header)?;
+    let value = header_str(headers, &options.header)?;
     let encoded = value
         .strip_prefix(options.prefix.as_str())
         .ok_or(VerifyError::Malformed)?;
     let len = options.algorithm.tag_len();
-    let mut buf = [0u8; super::MAX_SIG_LEN + 8];
+    let mut buf: B64Buf = [0u8; MAX_SIG_LEN + 8];
     let sig: &[u8] = match options.encoding {
         SigEncoding::Hex => {
             let out = buf.get_mut(..len).ok_or(VerifyError::Malformed)?;
-            super::decode_hex_exact(encoded, out)?;
+            decode_hex_exact(encoded, out)?;
             out
         }
-        SigEncoding::Base64 => super::decode_b64_exact(encoded, len, &mut buf)?,
+        SigEncoding::Base64 => decode_b64_exact(encoded, len, &mut buf)?,
     };
     if keys.iter().any(|key| hmac::verify(key, body, sig).is_ok()) {
         Ok(())
     } else {
         Err(VerifyError::Invalid)
     }
-}
-
-/// The header this configuration expects for `body`.
-pub(super) fn sign(
-    options: &GenericHmacOptions,
-    secret: &str,
-    body: &[u8],
-) -> Vec<(String, String)> {
-    let key = hmac::Key::new(options.algorithm.ring(), secret.as_bytes());
-    let tag = hmac::sign(&key, body);
-    let encoded = match options.encoding {
-        SigEncoding::Hex => hex::encode(tag.as_ref()),
-        SigEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(tag.as_ref()),
-    };
-    vec![(
-        options.header.as_str().to_string(),
-        format!("{}{encoded}", options.prefix),
-    )]
 }
 
 #[cfg(test)]
@@ -68,12 +130,12 @@ mod tests {
     use base64::Engine as _;
     use http::HeaderName;
 
-    use super::super::test_support::*;
-    use super::super::{
+    use crate::verify::test_support::*;
+    use crate::verify::{
         sign, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding, VerifyError,
     };
 
-    const P: Provider = Provider::GenericHmac;
+    const P: Provider = super::PROVIDER;
     const SECRET: &str = "generic-secret-1";
     const H: &str = "x-acme-signature";
 

@@ -1,0 +1,25 @@
+//! The registry: every provider hookgate knows, one file each.
+//!
+//! Adding a provider is one new file here (a unit struct implementing
+//! [`ProviderSpec`](super::ProviderSpec) and a `pub const PROVIDER`) and one line in the
+//! list below. Order is the order of `hookgate providers` and the README table.
+
+macro_rules! registry {
+    ($($name:ident),* $(,)?) => {
+        $(pub mod $name;)*
+        /// Every provider, in display order.
+        pub(super) const REGISTRY: &[super::Provider] = &[$($name::PROVIDER),*];
+    };
+}
+
+registry! {
+    github,
+    gitlab,
+    stripe,
+    shopify,
+    slack,
+    standard_webhooks,
+    telegram,
+    discord,
+    generic_hmac,
+}

@@ -1,0 +1,210 @@
+//! What one provider file supplies: the [`ProviderSpec`] trait.
+//!
+//! A provider is one file under `providers/` holding a unit struct that implements this
+//! trait, plus one line in the registry (`providers/mod.rs`). Everything hookgate knows
+//! about a sender lives there: names, secret kinds and their validation, `verify` (pure,
+//! constant time), `sign`, the default delivery id / event type, the timestamp rule,
+//! whether the signature covers only the body, the presence check made before the body
+//! is read, handshakes and their answers, and the example secrets the shared tests,
+//! fuzzing and benchmarks use.
+
+use http::HeaderMap;
+use simd_json::prelude::*;
+use simd_json::tape::Value as TapeValue;
+
+use super::{KeyError, Keys, Options, Request, Verifier, VerifyError};
+use crate::extract::FieldSpec;
+
+/// A provider's description, for `hookgate providers` and the README table.
+#[derive(Debug, Clone, Copy)]
+pub struct About {
+    /// The header(s) the signature (or token) travels in, in the provider's spelling.
+    pub headers: &'static [&'static str],
+    /// What is signed, in a few words (e.g. `HMAC-SHA256(t + "." + body), hex`).
+    pub signed: &'static str,
+    /// What to put in `secrets`.
+    pub secret: &'static str,
+    /// Handshakes answered directly, never stored (empty: none).
+    pub handshakes: &'static [&'static str],
+    /// Where the scheme is documented.
+    pub docs: &'static str,
+}
+
+/// Where a provider's fields come from by default (a source's own `dedupe_key`,
+/// `event_type` and `partition_key` override them).
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// The delivery id (dedupe key).
+    pub delivery: FieldSpec,
+    /// The event type, if the provider sends one.
+    pub event: Option<FieldSpec>,
+    /// Bodies that are not JSON (e.g. Slack's form-encoded slash commands) get the
+    /// body's digest as their delivery id instead of a 415.
+    pub non_json_body_hash: bool,
+}
+
+impl Defaults {
+    /// The delivery id from `delivery`, the event type from `event`.
+    pub fn new(delivery: FieldSpec, event: Option<FieldSpec>) -> Defaults {
+        Defaults {
+            delivery,
+            event,
+            non_json_body_hash: false,
+        }
+    }
+}
+
+/// A handshake's answer: sent with status 200 instead of storing an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The `Content-Type` of the answer.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+impl Answer {
+    /// A JSON answer.
+    pub fn json(body: String) -> Answer {
+        Answer {
+            content_type: "application/json",
+            body,
+        }
+    }
+}
+
+/// A parsed JSON body, as handshake detection sees it (read-only, no value tree built).
+#[derive(Clone, Copy)]
+pub struct Doc<'t, 'i>(pub(crate) TapeValue<'t, 'i>);
+
+impl<'t, 'i> Doc<'t, 'i> {
+    fn at(&self, path: &[&str]) -> Option<TapeValue<'t, 'i>> {
+        let mut v = self.0;
+        for key in path {
+            v = v.get(*key)?;
+        }
+        Some(v)
+    }
+
+    /// The string at `path` (object keys from the root), if there is one.
+    pub fn str_at(&self, path: &[&str]) -> Option<&'i str> {
+        self.at(path)?.into_string()
+    }
+
+    /// The integer at `path`, if there is one.
+    pub fn i64_at(&self, path: &[&str]) -> Option<i64> {
+        self.at(path)?.as_i64()
+    }
+}
+
+/// What a provider's secrets look like: documents them and lets the shared property
+/// tests generate valid ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// Any text; the HMAC key is its UTF-8 bytes.
+    Text,
+    /// A token echoed as a header value, matching this regex (proptest syntax).
+    Token(&'static str),
+    /// `whsec_` + base64 of the key bytes.
+    WhsecBase64,
+    /// Signing takes an Ed25519 private seed (64 hex digits); config takes the public key.
+    Ed25519Seed,
+    /// Hex digits of a binary key (an even number of them).
+    HexKey,
+}
+
+/// One webhook sender. See the module documentation.
+pub trait ProviderSpec: Sync {
+    /// The canonical config name, kebab-case.
+    fn name(&self) -> &'static str;
+
+    /// Other names config may use for this provider.
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The description shown by `hookgate providers`.
+    fn about(&self) -> About;
+
+    /// Whether nothing that changes per delivery is signed with the body (no timestamp,
+    /// no id): such sources also dedupe on the body's digest (replay defence).
+    fn signs_body_only(&self) -> bool {
+        false
+    }
+
+    /// Whether a signed timestamp is checked against the source's `tolerance`.
+    fn timestamped(&self) -> bool {
+        false
+    }
+
+    /// Whether the signature covers the URL the provider called (then the source needs
+    /// `public_url`).
+    fn url_signed(&self) -> bool {
+        false
+    }
+
+    /// Whether the body is covered by the signature (false for shared-token schemes).
+    fn covers_body(&self) -> bool {
+        true
+    }
+
+    /// What the secrets look like.
+    fn secret_kind(&self) -> SecretKind {
+        SecretKind::Text
+    }
+
+    /// Validates the secrets and prepares the key material (once, at config load). The
+    /// list is non-empty and holds no empty string. Errors never quote a secret.
+    fn keys(&self, secrets: &[String], options: &Options) -> Result<Keys, KeyError>;
+
+    /// Verifies one request. Pure and constant-time in the secrets.
+    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError>;
+
+    /// The cheap check made before the body is read: whether the header the signature
+    /// travels in is there. `false` must imply that `verify` says `Missing`.
+    fn signature_present(&self, v: &Verifier, headers: &HeaderMap) -> bool;
+
+    /// The headers the sender would send for `body` at `now`, signed with `secret` (see
+    /// [`ProviderSpec::config_secret`] for asymmetric schemes). `secret` is not empty.
+    /// Only headers `verify` reads are returned, so tampering with any of them must
+    /// fail verification.
+    fn sign(
+        &self,
+        secret: &str,
+        body: &[u8],
+        now: i64,
+        options: &Options,
+    ) -> Result<Vec<(String, String)>, KeyError>;
+
+    /// What the source's `secrets` must hold for requests signed with `sign_secret`: the
+    /// same string, except for asymmetric schemes (the public key of a private key).
+    fn config_secret(&self, sign_secret: &str) -> Result<String, KeyError> {
+        Ok(sign_secret.to_owned())
+    }
+
+    /// Default delivery id and event type.
+    fn defaults(&self) -> Defaults;
+
+    /// Whether [`ProviderSpec::body_handshake`] can answer anything (then the body is
+    /// always parsed).
+    fn has_body_handshake(&self) -> bool {
+        false
+    }
+
+    /// A verified JSON request that is a handshake rather than an event, and its answer.
+    fn body_handshake(&self, _doc: &Doc<'_, '_>) -> Option<Answer> {
+        None
+    }
+
+    /// Two signing secrets the shared tests, the fuzz targets and the benchmarks use
+    /// (the second one stands for a rotated-out or foreign secret).
+    fn example_secrets(&self) -> [&'static str; 2] {
+        ["hookgate-example-secret-1", "hookgate-example-secret-2"]
+    }
+
+    /// The options the shared tests, fuzz targets and benchmarks build this provider
+    /// with (e.g. a `public_url` for URL-signing schemes).
+    fn example_options(&self) -> Options {
+        Options::default()
+    }
+}
