@@ -12,6 +12,8 @@ macro_rules! registry {
     };
 }
 
+mod common;
+
 registry! {
     github,
     gitlab,
@@ -22,4 +24,12 @@ registry! {
     telegram,
     discord,
     generic_hmac,
+    clerk,
+    resend,
+    openai,
+    bitbucket,
+    linear,
+    typeform,
+    calendly,
+    mux,
 }

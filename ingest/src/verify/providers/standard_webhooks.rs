@@ -86,6 +86,70 @@ impl ProviderSpec for StandardWebhooks {
     }
 }
 
+/// A sender that uses Standard Webhooks under its own name (Clerk, Resend, OpenAI…):
+/// the same verification, its own config name, docs and label on events.
+pub(crate) struct Named {
+    /// Config name.
+    pub name: &'static str,
+    /// Where the sender documents its webhooks.
+    pub docs: &'static str,
+    /// What the sender calls the secret.
+    pub secret: &'static str,
+}
+
+impl ProviderSpec for Named {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn about(&self) -> About {
+        About {
+            docs: self.docs,
+            secret: self.secret,
+            signed: "Standard Webhooks: `v1,<base64>` HMAC-SHA256(id + \".\" + ts + \".\" + body)",
+            ..ABOUT
+        }
+    }
+
+    fn timestamped(&self) -> bool {
+        true
+    }
+
+    fn secret_kind(&self) -> SecretKind {
+        SecretKind::WhsecBase64
+    }
+
+    fn keys(&self, secrets: &[String], _: &Options) -> Result<Keys, KeyError> {
+        keys(secrets)
+    }
+
+    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
+        verify(v, req)
+    }
+
+    fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
+        signature_present(headers)
+    }
+
+    fn sign(
+        &self,
+        secret: &str,
+        body: &[u8],
+        now: i64,
+        _: &Options,
+    ) -> Result<Vec<(String, String)>, KeyError> {
+        sign(secret, body, now)
+    }
+
+    fn defaults(&self) -> Defaults {
+        defaults()
+    }
+
+    fn example_secrets(&self) -> [&'static str; 2] {
+        EXAMPLE_SECRETS
+    }
+}
+
 /// The description of the scheme (senders using it under their own name adjust `docs`).
 pub(crate) const ABOUT: About = About {
     headers: &["webhook-signature", "webhook-id", "webhook-timestamp"],
