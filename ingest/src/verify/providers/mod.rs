@@ -32,4 +32,12 @@ registry! {
     typeform,
     calendly,
     mux,
+    woocommerce,
+    intercom,
+    sentry,
+    vercel,
+    lemon_squeezy,
+    coinbase,
+    razorpay,
+    jira,
 }
