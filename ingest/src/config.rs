@@ -326,6 +326,9 @@ pub struct SourceConfig {
     /// registered with it (scheme, host, path); the request's query string is appended
     /// as received.
     pub public_url: Option<String>,
+    /// Subscription handshakes that present a token of your choosing (Meta's
+    /// `hub.verify_token`): the token. A secret: never logged.
+    pub verify_token: Option<Secret>,
     /// Where the delivery id comes from: `header:NAME` or a JSON pointer (`/id`).
     pub dedupe_key: Option<String>,
     /// Where the event type comes from: `header:NAME` or a JSON pointer.
@@ -850,6 +853,7 @@ impl SourceConfig {
             tolerance: self.tolerance,
             generic,
             public_url: self.public_url.clone(),
+            verify_token: self.verify_token.as_ref().map(|t| t.expose().to_owned()),
         };
         Verifier::with_options(provider, &plain, options).map_err(|e| match e {
             KeyError::MissingOption { .. } | KeyError::MissingOptions => e.to_string(),

@@ -16,7 +16,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value as TapeValue;
 use simd_json::Tape;
 
-use crate::verify::{Answer, Doc, Provider};
+use crate::verify::{Answer, Doc, Provider, Verifier};
 
 /// Where a field's value comes from.
 #[derive(Debug, Clone)]
@@ -177,8 +177,19 @@ impl Extractor {
         }
     }
 
-    /// Extracts the fields of one verified request.
+    /// Extracts the fields of one verified request (handshakes whose answer needs the
+    /// source's key, like Zoom's, are answered only by [`Extractor::extract_for`]).
     pub fn extract(&self, headers: &HeaderMap, body: &[u8]) -> Result<Extracted, ExtractError> {
+        self.extract_for(None, headers, body)
+    }
+
+    /// Extracts the fields of one request `verifier` accepted.
+    pub fn extract_for(
+        &self,
+        verifier: Option<&Verifier>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Extracted, ExtractError> {
         if !self.needs_body {
             return self.fields(headers, body, None);
         }
@@ -208,7 +219,7 @@ impl Extractor {
             let mut t = std::mem::replace(tape, Tape::null()).reset();
             let parsed = simd_json::fill_tape(buf, buffers, &mut t);
             let result = match parsed {
-                Ok(()) => self.read_doc(headers, body, t.as_value()),
+                Ok(()) => self.read_doc(verifier, headers, body, t.as_value()),
                 Err(_) => Err(ExtractError::InvalidJson),
             };
             // Keep the tape's allocation for the next request.
@@ -219,12 +230,16 @@ impl Extractor {
 
     fn read_doc(
         &self,
+        verifier: Option<&Verifier>,
         headers: &HeaderMap,
         body: &[u8],
         doc: TapeValue<'_, '_>,
     ) -> Result<Extracted, ExtractError> {
         if let Some(provider) = self.handshake {
-            if let Some(answer) = provider.spec().body_handshake(&Doc(doc)) {
+            let answer = provider
+                .spec()
+                .body_handshake(verifier, headers, body, &Doc(doc));
+            if let Some(answer) = answer {
                 return Ok(Extracted::Handshake(answer));
             }
         }

@@ -364,6 +364,18 @@ impl App {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        // One verifier for the whole request, even if the secrets are swapped meanwhile.
+        let verifier = src.verifier();
+        // Unsigned subscription handshakes (Meta's GET, Dropbox's GET, Trello's HEAD…):
+        // answered here, never stored; each provider decides which requests qualify.
+        let early = crate::verify::Early {
+            method: req.method(),
+            headers: req.headers(),
+            query: req.uri().query(),
+        };
+        if let Some(answer) = verifier.early_handshake(&early) {
+            return Ok(answer_response(answer));
+        }
         if req.method() != Method::POST {
             let mut r = error_response(&reject(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -403,8 +415,6 @@ impl App {
                 }
             }
         }
-        // One verifier for the whole request, even if the secrets are swapped meanwhile.
-        let verifier = src.verifier();
         if !verifier.signature_present(req.headers()) {
             let e = VerifyError::Missing;
             metrics::counter!("hookgate_verify_failures_total", "source" => src.name.to_string(), "reason" => e.code()).increment(1);
@@ -498,7 +508,10 @@ impl App {
                 verify_message(e),
             ));
         }
-        let (delivery_id, event_type, key) = match src.extractor.extract(&parts.headers, &body) {
+        let extracted = src
+            .extractor
+            .extract_for(Some(&verifier), &parts.headers, &body);
+        let (delivery_id, event_type, key) = match extracted {
             Ok(Extracted::Event {
                 delivery_id,
                 event_type,
@@ -759,6 +772,25 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A handshake's answer as a response. Header values that cannot be sent (a provider bug)
+/// are dropped rather than sent mangled.
+fn answer_response(answer: crate::verify::Answer) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let mut r = json(status, Bytes::from(answer.body));
+    if let Ok(ct) = HeaderValue::from_str(answer.content_type) {
+        r.headers_mut().insert(CONTENT_TYPE, ct);
+    }
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            r.headers_mut().insert(name, value);
+        }
+    }
     r
 }
 

@@ -35,7 +35,9 @@ mod spec;
 mod suite;
 
 pub use providers::discord::discord_public_key_hex;
-pub use spec::{About, Answer, Defaults, Doc, ProviderSpec, SecretKind};
+pub use spec::{
+    percent_decode, query_param, About, Answer, Defaults, Doc, Early, ProviderSpec, SecretKind,
+};
 
 /// A webhook sender whose signature scheme hookgate knows: a handle on one entry of the
 /// registry (`providers/mod.rs`). Cheap to copy; two handles are equal when they name
@@ -292,6 +294,8 @@ pub struct Options {
     /// URL-signing schemes: the URL the provider calls (scheme, host, path), to which the
     /// request's query string is appended as received.
     pub public_url: Option<String>,
+    /// The token a subscription handshake must present (Meta's `hub.verify_token`).
+    pub verify_token: Option<String>,
 }
 
 impl Default for Options {
@@ -300,6 +304,7 @@ impl Default for Options {
             tolerance: Duration::from_secs(300),
             generic: None,
             public_url: None,
+            verify_token: None,
         }
     }
 }
@@ -310,6 +315,10 @@ impl fmt::Debug for Options {
             .field("tolerance", &self.tolerance)
             .field("generic", &self.generic)
             .field("public_url", &self.public_url)
+            .field(
+                "verify_token",
+                &self.verify_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -394,7 +403,7 @@ impl Verifier {
             Options {
                 tolerance,
                 generic,
-                public_url: None,
+                ..Options::default()
             },
         )
     }
@@ -460,6 +469,12 @@ impl Verifier {
     /// The timestamp tolerance in whole seconds.
     pub fn tolerance_secs(&self) -> u64 {
         self.tolerance_secs
+    }
+
+    /// A request answered before its body is read (see
+    /// [`ProviderSpec::early_handshake`]).
+    pub fn early_handshake(&self, req: &Early<'_>) -> Option<Answer> {
+        self.provider.0.early_handshake(self, req)
     }
 
     /// The HMAC keys (empty if this verifier holds another kind).

@@ -13,6 +13,28 @@ use simd_json::prelude::*;
 use simd_json::tape::Value as TapeValue;
 
 use super::{KeyError, Keys, Options, Request, Verifier, VerifyError};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_found_and_decoded() {
+        let q = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=a%20b+c&x";
+        assert_eq!(
+            query_param(q, "hub.challenge").as_deref(),
+            Some("1158201444")
+        );
+        assert_eq!(query_param(q, "hub.verify_token").as_deref(), Some("a b c"));
+        assert_eq!(query_param(q, "x").as_deref(), Some(""));
+        assert_eq!(query_param(q, "hub"), None);
+        assert_eq!(query_param("a=%zz", "a"), None);
+        assert_eq!(query_param("a=%", "a"), None);
+        assert_eq!(query_param("a=%ff", "a"), None, "not UTF-8");
+        assert_eq!(query_param("a=1&a=2", "a").as_deref(), Some("1"));
+    }
+}
 use crate::extract::FieldSpec;
 
 /// A provider's description, for `hookgate providers` and the README table.
@@ -54,23 +76,105 @@ impl Defaults {
     }
 }
 
-/// A handshake's answer: sent with status 200 instead of storing an event.
+/// A handshake's answer: sent instead of storing an event (status 200 unless the
+/// handshake was refused, e.g. a wrong `verify_token`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
     /// The `Content-Type` of the answer.
     pub content_type: &'static str,
     /// The body.
     pub body: String,
+    /// Extra response headers.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Answer {
-    /// A JSON answer.
+    /// A 200 JSON answer.
     pub fn json(body: String) -> Answer {
         Answer {
+            status: 200,
             content_type: "application/json",
             body,
+            headers: Vec::new(),
         }
     }
+
+    /// A 200 `text/plain` answer, with `X-Content-Type-Options: nosniff` so a browser
+    /// never sniffs an echoed challenge as HTML.
+    pub fn text(body: String) -> Answer {
+        Answer {
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body,
+            headers: vec![("x-content-type-options", "nosniff".to_string())],
+        }
+    }
+
+    /// A refusal with hookgate's JSON error body (`code` is stable).
+    pub fn refuse(status: u16, code: &'static str, message: &'static str) -> Answer {
+        Answer {
+            status,
+            content_type: "application/json",
+            body: serde_json::json!({ "error": code, "message": message }).to_string(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// What a handshake answered before the body is read or verified can see: the method,
+/// headers and query string (e.g. Meta's `GET ?hub.challenge=…`, Dropbox's `GET
+/// ?challenge=…`, Trello's `HEAD`).
+#[derive(Debug, Clone, Copy)]
+pub struct Early<'a> {
+    /// The request method.
+    pub method: &'a http::Method,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The query string as received (without `?`).
+    pub query: Option<&'a str>,
+}
+
+impl Early<'_> {
+    /// The first value of query parameter `name`, percent-decoded (`+` is a space);
+    /// `None` when absent or not valid UTF-8 once decoded.
+    pub fn param(&self, name: &str) -> Option<String> {
+        query_param(self.query?, name)
+    }
+}
+
+/// The first value of `name` in a `application/x-www-form-urlencoded` string.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k)? == name).then(|| percent_decode(v))
+        })
+        .next()
+        .flatten()
+}
+
+/// Decodes `%XX` and `+`; `None` on a bad escape or invalid UTF-8.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A parsed JSON body, as handshake detection sees it (read-only, no value tree built).
@@ -192,7 +296,23 @@ pub trait ProviderSpec: Sync {
     }
 
     /// A verified JSON request that is a handshake rather than an event, and its answer.
-    fn body_handshake(&self, _doc: &Doc<'_, '_>) -> Option<Answer> {
+    /// `v` is the source's verifier (absent when extraction runs alone, in fuzzing and
+    /// benches): a handshake whose answer needs the key (Zoom) answers nothing then.
+    fn body_handshake(
+        &self,
+        _v: Option<&Verifier>,
+        _headers: &HeaderMap,
+        _body: &[u8],
+        _doc: &Doc<'_, '_>,
+    ) -> Option<Answer> {
+        None
+    }
+
+    /// A request answered before its body is read or its signature checked: handshakes
+    /// that are not signed (Meta's `GET` with `hub.verify_token`, Dropbox's `GET
+    /// ?challenge=`, Trello's `HEAD`…). Only these requests may skip verification, and
+    /// none of them is stored. `None`: an ordinary webhook.
+    fn early_handshake(&self, _v: &Verifier, _req: &Early<'_>) -> Option<Answer> {
         None
     }
 

@@ -119,7 +119,13 @@ impl ProviderSpec for Discord {
     }
 
     /// An interaction of type 1 (PING) is answered with type 1 (PONG).
-    fn body_handshake(&self, doc: &Doc<'_, '_>) -> Option<Answer> {
+    fn body_handshake(
+        &self,
+        _: Option<&Verifier>,
+        _: &HeaderMap,
+        _: &[u8],
+        doc: &Doc<'_, '_>,
+    ) -> Option<Answer> {
         (doc.i64_at(&["type"]) == Some(1)).then(|| Answer::json("{\"type\":1}".into()))
     }
 

@@ -40,4 +40,5 @@ registry! {
     coinbase,
     razorpay,
     jira,
+    meta,
 }

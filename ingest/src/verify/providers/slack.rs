@@ -106,7 +106,13 @@ impl ProviderSpec for Slack {
     }
 
     /// `{"type":"url_verification","challenge":…}` is answered with the challenge.
-    fn body_handshake(&self, doc: &Doc<'_, '_>) -> Option<Answer> {
+    fn body_handshake(
+        &self,
+        _: Option<&Verifier>,
+        _: &HeaderMap,
+        _: &[u8],
+        doc: &Doc<'_, '_>,
+    ) -> Option<Answer> {
         if doc.str_at(&["type"]) != Some("url_verification") {
             return None;
         }

@@ -1,0 +1,159 @@
+//! Provider handshakes over HTTP, against the binary: each is answered as its provider
+//! expects (after verification where the scheme signs it), and none is stored as an event
+//! (`hookgate spool read` shows only the ordinary event each test also sends).
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::{client, now, sign, Hookgate};
+
+const DISCORD_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+fn config() -> String {
+    let discord_key = hookgate_ingest::verify::discord_public_key_hex(DISCORD_SEED).unwrap();
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+[spool]
+path = "{{dir}}/spool"
+
+[[sources]]
+name = "slack"
+provider = "slack"
+secrets = ["slack-signing-secret"]
+
+[[sources]]
+name = "discord"
+provider = "discord"
+secrets = ["{discord_key}"]
+
+[[sources]]
+name = "meta"
+provider = "whatsapp"
+secrets = ["meta-app-secret"]
+verify_token = "meta-verify-token-123"
+"#
+    )
+}
+
+/// Delivery ids of the spooled events of `source`.
+fn spooled(hg: &Hookgate, source: &str) -> Vec<String> {
+    let out = hg.cli(&["spool", "read"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("spool read JSON"))
+        .filter(|v| v["source"] == source)
+        .map(|v| v["delivery_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// POSTs `body` to `source`, signed as `provider` with `secret`, plus `extra` headers.
+async fn post(
+    hg: &Hookgate,
+    source: &str,
+    provider: &str,
+    secret: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client()
+        .post(hg.url(&format!("/hooks/{source}")))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in sign(provider, secret, body, now()) {
+        req = req.header(k, v);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("post")
+}
+
+#[tokio::test]
+async fn slack_url_verification_is_answered_after_verification_and_not_stored() {
+    let hg = Hookgate::start(&config());
+    let body = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let r = post(&hg, "slack", "slack", "slack-signing-secret", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    // Not signed with the source's secret: refused, not answered.
+    let r = post(&hg, "slack", "slack", "another-secret", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let event = br#"{"type":"event_callback","event_id":"Ev1","event":{"type":"message"}}"#;
+    let r = post(&hg, "slack", "slack", "slack-signing-secret", event, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(spooled(&hg, "slack"), vec!["Ev1".to_string()]);
+}
+
+#[tokio::test]
+async fn discord_ping_is_answered_with_pong_and_not_stored() {
+    let hg = Hookgate::start(&config());
+    let ping = br#"{"type":1,"id":"787053080478613555","application_id":"7"}"#;
+    let r = post(&hg, "discord", "discord", DISCORD_SEED, ping, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"type": 1})
+    );
+    let other_seed = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
+    let r = post(&hg, "discord", "discord", other_seed, ping, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let command = br#"{"type":2,"id":"787053080478613556","data":{"name":"ping"}}"#;
+    let r = post(&hg, "discord", "discord", DISCORD_SEED, command, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        spooled(&hg, "discord"),
+        vec!["787053080478613556".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn meta_verification_get_echoes_the_challenge_only_for_the_right_token() {
+    let hg = Hookgate::start(&config());
+    let get = |query: &str| client().get(hg.url(&format!("/hooks/meta?{query}"))).send();
+    let r =
+        get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meta-verify-token-123")
+            .await
+            .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.text().await.unwrap(), "1158201444");
+    let r = get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "verify_token_mismatch"
+    );
+    let r = get("hub.mode=subscribe&hub.challenge=%3Cb%3E&hub.verify_token=meta-verify-token-123")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no HTML is reflected");
+    // Events are POSTed and signed with the app secret.
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[]}]}"#;
+    let r = post(&hg, "meta", "meta", "meta-app-secret", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(&hg, "meta", "meta", "not-the-app-secret", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        spooled(&hg, "meta").len(),
+        1,
+        "only the signed event is stored"
+    );
+}
