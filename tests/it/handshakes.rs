@@ -34,6 +34,17 @@ name = "meta"
 provider = "whatsapp"
 secrets = ["meta-app-secret"]
 verify_token = "meta-verify-token-123"
+
+[[sources]]
+name = "zoom"
+provider = "zoom"
+secrets = ["zoom-old-token", "zoom-secret-token"]
+
+[[sources]]
+name = "twitch"
+provider = "twitch"
+secrets = ["twitch-eventsub-secret"]
+tolerance = "10m"
 "#
     )
 }
@@ -156,4 +167,66 @@ async fn meta_verification_get_echoes_the_challenge_only_for_the_right_token() {
         1,
         "only the signed event is stored"
     );
+}
+
+#[tokio::test]
+async fn zoom_url_validation_is_answered_with_the_encrypted_token_and_not_stored() {
+    let hg = Hookgate::start(&config());
+    let body = br#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let r = post(&hg, "zoom", "zoom", "zoom-secret-token", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"zoom-secret-token");
+    let expected = hex::encode(ring::hmac::sign(&key, b"qgg8vlvZRS6UYooatFL8Aw").as_ref());
+    assert_eq!(v["plainToken"], "qgg8vlvZRS6UYooatFL8Aw");
+    assert_eq!(v["encryptedToken"], expected.as_str());
+    let r = post(&hg, "zoom", "zoom", "not-zoom", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let event =
+        br#"{"event":"meeting.started","event_ts":1654503849681,"payload":{"object":{"id":"1"}}}"#;
+    let r = post(&hg, "zoom", "zoom", "zoom-old-token", event, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(spooled(&hg, "zoom").len(), 1);
+}
+
+#[tokio::test]
+async fn twitch_callback_verification_echoes_the_challenge_and_revocations_are_recorded() {
+    let hg = Hookgate::start(&config());
+    let body = br#"{"challenge":"pogchamp-kappa-360noscope-vohiyo","subscription":{"id":"f1c2a387-161a-49f9-a165-0f21d7a4e1c4","type":"channel.follow","version":"1"}}"#;
+    let kind = (
+        "twitch-eventsub-message-type",
+        "webhook_callback_verification",
+    );
+    let r = post(
+        &hg,
+        "twitch",
+        "twitch",
+        "twitch-eventsub-secret",
+        body,
+        &[kind],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.text().await.unwrap(), "pogchamp-kappa-360noscope-vohiyo");
+    let r = post(&hg, "twitch", "twitch", "another-secret", body, &[kind]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let revoked = br#"{"subscription":{"id":"f1c2a387-161a-49f9-a165-0f21d7a4e1c4","status":"authorization_revoked","type":"channel.follow","version":"1"}}"#;
+    let r = post(
+        &hg,
+        "twitch",
+        "twitch",
+        "twitch-eventsub-secret",
+        revoked,
+        &[
+            ("twitch-eventsub-message-type", "revocation"),
+            ("twitch-eventsub-subscription-type", "channel.follow"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(spooled(&hg, "twitch").len(), 1, "the revocation only");
 }

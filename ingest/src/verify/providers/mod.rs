@@ -41,4 +41,6 @@ registry! {
     razorpay,
     jira,
     meta,
+    zoom,
+    twitch,
 }
