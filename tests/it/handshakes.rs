@@ -45,6 +45,11 @@ name = "twitch"
 provider = "twitch"
 secrets = ["twitch-eventsub-secret"]
 tolerance = "10m"
+
+[[sources]]
+name = "dropbox"
+provider = "dropbox"
+secrets = ["dropbox-app-secret"]
 "#
     )
 }
@@ -229,4 +234,35 @@ async fn twitch_callback_verification_echoes_the_challenge_and_revocations_are_r
     .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(spooled(&hg, "twitch").len(), 1, "the revocation only");
+}
+
+#[tokio::test]
+async fn dropbox_challenge_get_is_echoed_as_plain_text_and_not_stored() {
+    let hg = Hookgate::start(&config());
+    let r = client()
+        .get(hg.url("/hooks/dropbox?challenge=b5b9a8e3-Zz_09"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.text().await.unwrap(), "b5b9a8e3-Zz_09");
+    for bad in ["", "?challenge=%3Cscript%3Ealert(1)%3C/script%3E"] {
+        let r = client()
+            .get(hg.url(&format!("/hooks/dropbox{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let body = br#"{"list_folder":{"accounts":["dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc"]},"delta":{"users":[12345678]}}"#;
+    let r = post(&hg, "dropbox", "dropbox", "dropbox-app-secret", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(&hg, "dropbox", "dropbox", "wrong", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(spooled(&hg, "dropbox").len(), 1);
 }

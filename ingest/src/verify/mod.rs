@@ -675,6 +675,87 @@ fn parse_timestamp(text: &str) -> Result<i64, VerifyError> {
     text.parse::<i64>().map_err(|_| VerifyError::Malformed)
 }
 
+/// Parses an RFC 3339 date-time (`2020-01-01T00:00:00-07:00`, `…T10:11:12.634234626Z`)
+/// into unix seconds (fractions dropped). Strict: four-digit year, two-digit fields,
+/// `T` (or `t`), and `Z` or a `±HH:MM` offset; anything else is `Malformed`.
+pub(crate) fn parse_rfc3339(text: &str) -> Result<i64, VerifyError> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Result<i64, VerifyError> {
+        let digits = b.get(range).ok_or(VerifyError::Malformed)?;
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(VerifyError::Malformed);
+        }
+        Ok(digits
+            .iter()
+            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    let at = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
+    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt") && at(13, b":") && at(16, b":")) {
+        return Err(VerifyError::Malformed);
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
+    if at(i, b".") {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return Err(VerifyError::Malformed);
+        }
+    }
+    let offset = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && at(i + 3, b":") => {
+            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return Err(VerifyError::Malformed);
+            }
+            let o = oh * 3600 + om * 60;
+            if *sign == b'+' {
+                o
+            } else {
+                -o
+            }
+        }
+        _ => return Err(VerifyError::Malformed),
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let max_day = usize::try_from(month - 1)
+        .ok()
+        .and_then(|m| month_days.get(m))
+        .copied()
+        .ok_or(VerifyError::Malformed)?;
+    if day < 1 || day > max_day || hour > 23 || minute > 59 || second > 60 {
+        return Err(VerifyError::Malformed);
+    }
+    // Days from the civil date (Howard Hinnant's algorithm), in i64 throughout.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
 /// Rejects a timestamp more than `tolerance_secs` away from `now`, in either
 /// direction: a far-future timestamp would otherwise let a captured request
 /// be replayed for longer than the window. Widened to `i128` so no pair of
@@ -1100,6 +1181,45 @@ mod tests {
             check_tolerance(i64::MAX, i64::MIN, 300),
             Err(VerifyError::Expired)
         );
+    }
+
+    #[test]
+    fn rfc3339_timestamps_parse_with_offsets_and_fractions() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_rfc3339("2019-11-16T10:11:12.634234626Z"),
+            Ok(1_573_899_072)
+        );
+        assert_eq!(
+            parse_rfc3339("2020-01-01T00:00:00-07:00"),
+            Ok(1_577_862_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2020-01-01T07:00:00+00:00"),
+            Ok(1_577_862_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:00:00+05:30"),
+            Ok(1_709_188_200)
+        );
+        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Ok(951_868_800));
+        for bad in [
+            "",
+            "2020-01-01",
+            "2020-01-01 00:00:00Z",
+            "2020-01-01T00:00:00",
+            "2020-01-01T00:00:00.Z",
+            "2020-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2020-01-01T24:00:00Z",
+            "2020-01-01T00:00:00+0700",
+            "2020-01-01T00:00:00Zjunk",
+            "+020-01-01T00:00:00Z",
+            "2020-01-01T00:00:00-07:00:00",
+            "１９７０-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), Err(VerifyError::Malformed), "{bad:?}");
+        }
     }
 
     #[test]

@@ -43,4 +43,8 @@ registry! {
     meta,
     zoom,
     twitch,
+    box_com,
+    dropbox,
+    pagerduty,
+    paddle,
 }
