@@ -269,3 +269,37 @@ impl ProviderSpec for StripeLike {
         (self.defaults)()
     }
 }
+
+/// The URL a URL-signing scheme signs: the source's `public_url`, then `?` and the
+/// request's query string when it has one, as three pieces to feed a MAC without
+/// copying. `Invalid` without a `public_url` (config refuses that before it runs).
+pub(crate) fn signed_url<'a>(
+    v: &'a Verifier,
+    query: Option<&'a str>,
+) -> Result<[&'a [u8]; 3], VerifyError> {
+    let url = v
+        .options()
+        .public_url
+        .as_deref()
+        .ok_or(VerifyError::Invalid)?;
+    Ok(match query {
+        Some(q) => [url.as_bytes(), b"?", q.as_bytes()],
+        None => [url.as_bytes(), b"", b""],
+    })
+}
+
+/// A URL-signing scheme needs `public_url`.
+pub(crate) fn require_public_url(options: &Options) -> Result<&str, KeyError> {
+    options
+        .public_url
+        .as_deref()
+        .ok_or(KeyError::MissingOption { name: "public_url" })
+}
+
+/// The `public_url` the shared tests use for URL-signing schemes.
+pub(crate) fn example_url_options(url: &str) -> Options {
+    Options {
+        public_url: Some(url.to_string()),
+        ..Options::default()
+    }
+}

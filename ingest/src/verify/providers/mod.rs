@@ -47,4 +47,6 @@ registry! {
     dropbox,
     pagerduty,
     paddle,
+    square,
+    twilio,
 }
