@@ -49,4 +49,7 @@ registry! {
     paddle,
     square,
     twilio,
+    mollie,
+    zendesk,
+    postmark,
 }
