@@ -50,6 +50,17 @@ tolerance = "10m"
 name = "dropbox"
 provider = "dropbox"
 secrets = ["dropbox-app-secret"]
+
+[[sources]]
+name = "trello"
+provider = "trello"
+secrets = ["trello-app-secret"]
+public_url = "https://hooks.example.com/hooks/trello"
+
+[[sources]]
+name = "okta"
+provider = "okta"
+secrets = ["okta-hook-secret-value"]
 "#
     )
 }
@@ -265,4 +276,74 @@ async fn dropbox_challenge_get_is_echoed_as_plain_text_and_not_stored() {
     let r = post(&hg, "dropbox", "dropbox", "wrong", body, &[]).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(spooled(&hg, "dropbox").len(), 1);
+}
+
+#[tokio::test]
+async fn trello_head_is_answered_and_signed_posts_need_the_callback_url() {
+    let hg = Hookgate::start(&config());
+    let r = client().head(hg.url("/hooks/trello")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Signed over body + the registered callback URL (public_url), as Trello does.
+    let body = br#"{"action":{"id":"5f1","type":"updateCard"},"model":{"id":"4d5"}}"#;
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        b"trello-app-secret",
+    );
+    let mut signed = body.to_vec();
+    signed.extend_from_slice(b"https://hooks.example.com/hooks/trello");
+    let sig = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        ring::hmac::sign(&key, &signed).as_ref(),
+    );
+    let send = |sig: String| {
+        client()
+            .post(hg.url("/hooks/trello"))
+            .header("content-type", "application/json")
+            .header("x-trello-webhook", sig)
+            .body(body.to_vec())
+            .send()
+    };
+    assert_eq!(send(sig.clone()).await.unwrap().status(), StatusCode::OK);
+    let over_body_only = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        ring::hmac::sign(&key, body).as_ref(),
+    );
+    assert_eq!(
+        send(over_body_only).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(spooled(&hg, "trello").len(), 1, "the HEAD is not an event");
+}
+
+#[tokio::test]
+async fn okta_verification_get_is_answered_only_with_the_hook_secret() {
+    let hg = Hookgate::start(&config());
+    let get = |auth: Option<&'static str>| {
+        let mut req = client().get(hg.url("/hooks/okta")).header(
+            "x-okta-verification-challenge",
+            "ZVGI7M2m7x9bx8Yz2wjHLPTSX0rTBOmexVTvoKOB",
+        );
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    let r = get(Some("okta-hook-secret-value")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"verification": "ZVGI7M2m7x9bx8Yz2wjHLPTSX0rTBOmexVTvoKOB"})
+    );
+    assert_eq!(
+        get(Some("guess")).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(get(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let body = br#"{"eventType":"com.okta.event_hook","eventId":"b5a188b9-5ece-4636-b041-482ffda96311","data":{"events":[]}}"#;
+    let r = post(&hg, "okta", "okta", "okta-hook-secret-value", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        spooled(&hg, "okta"),
+        vec!["b5a188b9-5ece-4636-b041-482ffda96311".to_string()]
+    );
 }

@@ -52,4 +52,8 @@ registry! {
     mollie,
     zendesk,
     postmark,
+    hubspot,
+    trello,
+    okta,
+    netlify,
 }
