@@ -100,6 +100,9 @@ fn keyed(provider: Provider) -> BoxedStrategy<Keyed> {
         SecretKind::HexKey => proptest::collection::vec(any::<u8>(), 1..64)
             .prop_map(hex::encode)
             .boxed(),
+        SecretKind::Examples => {
+            prop::sample::select(spec.example_secrets().map(str::to_owned).to_vec()).boxed()
+        }
     };
     (secrets, generic_options())
         .prop_map(move |(signing, generic)| {

@@ -354,6 +354,8 @@ pub enum Keys {
     Tokens(TokenSet),
     /// Ed25519 public keys.
     Ed25519(Vec<Ed25519PublicKey>),
+    /// ECDSA P-256 public keys, uncompressed points (`04 || x || y`).
+    EcdsaP256(Vec<[u8; 65]>),
 }
 
 impl Keys {
@@ -372,6 +374,7 @@ impl Keys {
             Keys::Hmac(k) => k.len(),
             Keys::Tokens(t) => t.tags.len(),
             Keys::Ed25519(k) => k.len(),
+            Keys::EcdsaP256(k) => k.len(),
         }
     }
 }
@@ -491,6 +494,14 @@ impl Verifier {
         match &self.keys {
             Keys::Tokens(t) => t.matches(presented),
             _ => false,
+        }
+    }
+
+    /// The ECDSA P-256 public keys (empty if this verifier holds another kind).
+    pub fn ecdsa_p256_keys(&self) -> &[[u8; 65]] {
+        match &self.keys {
+            Keys::EcdsaP256(k) => k,
+            _ => &[],
         }
     }
 

@@ -215,6 +215,9 @@ pub enum SecretKind {
     Ed25519Seed,
     /// Hex digits of a binary key (an even number of them).
     HexKey,
+    /// Key pairs that cannot be made up from random bytes in a test (ECDSA): generated
+    /// tests use the provider's two example secrets.
+    Examples,
 }
 
 /// One webhook sender. See the module documentation.

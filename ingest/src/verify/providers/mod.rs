@@ -56,4 +56,5 @@ registry! {
     trello,
     okta,
     netlify,
+    sendgrid,
 }
