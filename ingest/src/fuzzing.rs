@@ -21,8 +21,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::Config;
 use crate::extract::{ExtractError, Extracted, Extractor, FieldSpec};
 use crate::verify::{
-    sign_with, GenericHmacOptions, HmacAlgorithm, Options, Provider, SigEncoding, Verifier,
-    VerifyError,
+    sign_request, GenericHmacOptions, HmacAlgorithm, Options, Provider, SigEncoding, Signed,
+    Verifier, VerifyError,
 };
 use hookgate_proto::{Event, Ulid};
 
@@ -228,14 +228,23 @@ pub fn encode_verify(
 /// The headers the provider would send for `body` at [`NOW`], signed with the secret the
 /// fuzzed verifier accepts.
 pub fn signed_headers(provider: Provider, flags: u8, body: &[u8]) -> Vec<(String, String)> {
-    sign_with(
+    signed(provider, flags, body).headers
+}
+
+/// The whole request (headers and body: schemes that sign inside the body wrap `body`)
+/// the provider would send at [`NOW`], signed with the secret the fuzzed verifier accepts.
+pub fn signed(provider: Provider, flags: u8, body: &[u8]) -> Signed {
+    sign_request(
         provider,
         signing_secret(provider),
         body,
         NOW,
         &options_for(provider, flags),
     )
-    .unwrap_or_default()
+    .unwrap_or(Signed {
+        headers: Vec::new(),
+        body: body.to_vec(),
+    })
 }
 
 /// Target `verify`: every provider's verifier (byte 0 selects it, byte 1 the generic-hmac
@@ -257,10 +266,10 @@ pub fn verify_outcome(data: &[u8]) -> Option<Result<(), VerifyError>> {
     let (head, body) = split_head(rest);
     let headers = header_map(lines(head));
     let outcome = v.verify(&headers, body, NOW);
-    let signed = signed_headers(provider, *flags, body);
-    let signed = header_map(header_lines(&signed).iter().map(Vec::as_slice));
+    let own = signed(provider, *flags, body);
+    let own_headers = header_map(header_lines(&own.headers).iter().map(Vec::as_slice));
     assert_eq!(
-        v.verify(&signed, body, NOW),
+        v.verify(&own_headers, &own.body, NOW),
         Ok(()),
         "{provider:?}: a body signed by our own signer is refused"
     );

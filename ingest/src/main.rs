@@ -232,8 +232,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 public_url,
                 ..verify::Options::default()
             };
-            let headers = verify::sign_with(provider, &secret, &body, now, &options)
+            let signed = verify::sign_request(provider, &secret, &body, now, &options)
                 .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
+            let headers = signed.headers;
             let mut out = std::io::stdout().lock();
             let config_secret = provider
                 .spec()
@@ -256,6 +257,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         writeln!(out, "{k}: {v}")?;
                     }
                 }
+            }
+            if provider.spec().signature_in_body() {
+                // The signature is inside the body: print the body to send.
+                eprintln!("# {provider} signs inside the body; send this body:");
+                out.write_all(&signed.body)?;
+                writeln!(out)?;
             }
             Ok(std::process::ExitCode::SUCCESS)
         }

@@ -622,10 +622,20 @@ impl App {
                 replays.increment(1);
             }
         }
-        match outcome {
-            Ok(Admission::New(id)) => Ok(accepted(id, false)),
-            Ok(Admission::Duplicate(id)) => Ok(accepted(id, true)),
-            Err(e) => Err(append_reject(&e)),
+        // Some senders expect a fixed answer (Adyen's `[accepted]`), duplicates included.
+        let fixed = verifier.provider().spec().accepted_body();
+        match (outcome, fixed) {
+            (Ok(Admission::New(_) | Admission::Duplicate(_)), Some(text)) => {
+                Ok(answer_response(crate::verify::Answer {
+                    status: 200,
+                    content_type: "text/plain; charset=utf-8",
+                    body: text.to_string(),
+                    headers: Vec::new(),
+                }))
+            }
+            (Ok(Admission::New(id)), None) => Ok(accepted(id, false)),
+            (Ok(Admission::Duplicate(id)), None) => Ok(accepted(id, true)),
+            (Err(e), _) => Err(append_reject(&e)),
         }
     }
 }

@@ -61,6 +61,11 @@ public_url = "https://hooks.example.com/hooks/trello"
 name = "okta"
 provider = "okta"
 secrets = ["okta-hook-secret-value"]
+
+[[sources]]
+name = "adyen"
+provider = "adyen"
+secrets = ["44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"]
 "#
     )
 }
@@ -346,4 +351,37 @@ async fn okta_verification_get_is_answered_only_with_the_hook_secret() {
         spooled(&hg, "okta"),
         vec!["b5a188b9-5ece-4636-b041-482ffda96311".to_string()]
     );
+}
+
+/// Adyen expects `[accepted]` as the answer to a stored notification, and to its retries.
+#[tokio::test]
+async fn adyen_notifications_are_answered_accepted_also_as_duplicates() {
+    let hg = Hookgate::start(&config());
+    let p = hookgate_ingest::verify::Provider::parse("adyen").unwrap();
+    let signed = hookgate_ingest::verify::sign_request(
+        p,
+        "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056",
+        br#"{"order":"1"}"#,
+        now(),
+        &hookgate_ingest::verify::Options::default(),
+    )
+    .unwrap();
+    let send = |body: Vec<u8>| {
+        client()
+            .post(hg.url("/hooks/adyen"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for _ in 0..2 {
+        let r = send(signed.body.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.text().await.unwrap(), "[accepted]");
+    }
+    let tampered = String::from_utf8(signed.body.clone())
+        .unwrap()
+        .replace("1130", "1131");
+    let r = send(tampered.into_bytes()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(spooled(&hg, "adyen").len(), 1, "the retry is a duplicate");
 }

@@ -129,11 +129,12 @@ fn verify_seeds() -> Vec<(String, Vec<u8>)> {
         };
         for &flags in flag_set {
             for (name, body) in bodies {
-                let mut headers = fuzzing::signed_headers(p, flags, body);
+                let signed = fuzzing::signed(p, flags, body);
+                let mut headers = signed.headers;
                 headers.push(("content-type".into(), "application/json".into()));
                 out.push((
                     format!("{}-{flags}-{name}", p.as_str()),
-                    fuzzing::encode_verify(p, flags, &headers, body),
+                    fuzzing::encode_verify(p, flags, &headers, &signed.body),
                 ));
             }
         }

@@ -37,6 +37,7 @@ mod suite;
 pub use providers::discord::discord_public_key_hex;
 pub use spec::{
     percent_decode, query_param, About, Answer, Defaults, Doc, Early, ProviderSpec, SecretKind,
+    Signed,
 };
 
 /// A webhook sender whose signature scheme hookgate knows: a handle on one entry of the
@@ -568,6 +569,22 @@ pub fn sign_with(
     provider.0.sign(secret, body, now, options)
 }
 
+/// The whole signed request (headers and body) for the payload `body`: what tests,
+/// fuzzing, benches and `hookgate sign` send. For most schemes the body is `body`; those
+/// that sign inside the body (Mailgun, Adyen) wrap it.
+pub fn sign_request(
+    provider: Provider,
+    secret: &str,
+    body: &[u8],
+    now: i64,
+    options: &Options,
+) -> Result<Signed, KeyError> {
+    if secret.is_empty() {
+        return Err(KeyError::EmptySecret { index: 0 });
+    }
+    provider.0.sign_request(secret, body, now, options)
+}
+
 // ---------------------------------------------------------------------------
 // Shared helpers. Private to the module tree; the provider files use them as
 // `crate::verify::...`.
@@ -957,6 +974,16 @@ pub(crate) mod test_support {
     pub(crate) fn verifier(provider: Provider, secrets: &[&str]) -> Verifier {
         Verifier::with_options(provider, &strings(secrets), options(provider))
             .expect("verifier builds")
+    }
+
+    /// The whole request `provider` sends for the payload `body` at `now`.
+    pub(crate) fn signed_request_by(
+        provider: Provider,
+        secret: &str,
+        body: &[u8],
+        now: i64,
+    ) -> super::Signed {
+        super::sign_request(provider, secret, body, now, &options(provider)).expect("signs")
     }
 
     /// What `provider` sends for `body` at `now`, with its example options.

@@ -76,6 +76,16 @@ impl Defaults {
     }
 }
 
+/// A request as its sender would send it: the signature headers and the body (which
+/// schemes that sign inside the body build around the payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// Headers to send (signature, timestamp, id…).
+    pub headers: Vec<(String, String)>,
+    /// The body to send.
+    pub body: Vec<u8>,
+}
+
 /// A handshake's answer: sent instead of storing an event (status 200 unless the
 /// handshake was refused, e.g. a wrong `verify_token`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +292,34 @@ pub trait ProviderSpec: Sync {
         now: i64,
         options: &Options,
     ) -> Result<Vec<(String, String)>, KeyError>;
+
+    /// Whether the signature travels inside the body (Mailgun, Adyen) rather than in
+    /// headers; then [`ProviderSpec::sign_request`] builds the body.
+    fn signature_in_body(&self) -> bool {
+        false
+    }
+
+    /// The whole request the sender would send for the payload `body`: by default the
+    /// headers of [`ProviderSpec::sign`] and `body` unchanged; schemes that sign inside
+    /// the body wrap the payload in their envelope.
+    fn sign_request(
+        &self,
+        secret: &str,
+        body: &[u8],
+        now: i64,
+        options: &Options,
+    ) -> Result<Signed, KeyError> {
+        Ok(Signed {
+            headers: self.sign(secret, body, now, options)?,
+            body: body.to_vec(),
+        })
+    }
+
+    /// A fixed `text/plain` body to answer accepted events (and their duplicates) with,
+    /// instead of hookgate's JSON (Adyen expects `[accepted]`).
+    fn accepted_body(&self) -> Option<&'static str> {
+        None
+    }
 
     /// What the source's `secrets` must hold for requests signed with `sign_secret`: the
     /// same string, except for asymmetric schemes (the public key of a private key).

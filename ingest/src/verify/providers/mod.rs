@@ -57,4 +57,6 @@ registry! {
     okta,
     netlify,
     sendgrid,
+    adyen,
+    mailgun,
 }
