@@ -59,4 +59,5 @@ registry! {
     sendgrid,
     adyen,
     mailgun,
+    microsoft_graph,
 }
