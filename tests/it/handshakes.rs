@@ -66,6 +66,11 @@ secrets = ["okta-hook-secret-value"]
 name = "adyen"
 provider = "adyen"
 secrets = ["44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"]
+
+[[sources]]
+name = "graph"
+provider = "microsoft-graph"
+secrets = ["secretClientValue"]
 "#
     )
 }
@@ -384,4 +389,51 @@ async fn adyen_notifications_are_answered_accepted_also_as_duplicates() {
     let r = send(tampered.into_bytes()).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(spooled(&hg, "adyen").len(), 1, "the retry is a duplicate");
+}
+
+#[tokio::test]
+async fn graph_validation_token_is_echoed_as_text_and_notifications_need_the_client_state() {
+    let hg = Hookgate::start(&config());
+    let r = client()
+        .post(hg.url(
+            "/hooks/graph?validationToken=Validation%3a+Testing+client+application+reachability",
+        ))
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "Validation: Testing client application reachability"
+    );
+    let r = client()
+        .post(hg.url("/hooks/graph?validationToken=%3Chtml%3E"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no HTML is reflected");
+    let note = |state: &str| {
+        client()
+            .post(hg.url("/hooks/graph"))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"value":[{{"subscriptionId":"s1","clientState":"{state}","changeType":"created","resource":"Users/1/messages/2"}}]}}"#
+            ))
+            .send()
+    };
+    assert_eq!(
+        note("secretClientValue").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        note("guess").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(spooled(&hg, "graph").len(), 1);
 }
