@@ -580,6 +580,13 @@ impl Config {
             if let Err(m) = s.build_verifier() {
                 bad(m);
             }
+            if s.provider().is_ok_and(|p| p.spec().learns_secret())
+                && s.secrets.is_empty()
+                && s.secrets_file.is_none()
+                && self.state_dir().is_none()
+            {
+                bad("this provider learns its secret from a handshake and keeps it under the spool directory: add a [spool] section (or configure `secrets`)".into());
+            }
             if let Some(url) = &s.public_url {
                 if let Err(m) = check_public_url(url) {
                     bad(format!("public_url: {m}"));
@@ -805,6 +812,16 @@ impl Config {
                 "spool.max_bytes = {} is smaller than one record of server.max_body_bytes ({body}): such events are always refused with 503",
                 sc.max_bytes.0
             ));
+        }
+    }
+
+    /// Where state beside the log lives (learned secrets): the spool directory when the
+    /// spool is in use (`[spool]` set, or no `[kafka]`); `None` for Kafka without a spool.
+    pub fn state_dir(&self) -> Option<std::path::PathBuf> {
+        match (&self.spool, &self.kafka) {
+            (Some(s), _) => Some(s.path.clone()),
+            (None, None) => Some(SpoolConfig::default().path),
+            (None, Some(_)) => None,
         }
     }
 

@@ -126,6 +126,10 @@ pub struct App {
     gate: Arc<Gate>,
     /// The public listener's TLS, PROXY protocol and trusted proxies.
     edge: Arc<Edge>,
+    /// Secrets learned from handshakes (Asana), when there is a state directory.
+    learned: Option<crate::learned::LearnedSecrets>,
+    /// One handshake learns at a time, so two racing ones cannot both set a secret.
+    learning: tokio::sync::Mutex<()>,
 }
 
 /// An HTTP error: status and stable code; the message is for people.
@@ -153,10 +157,26 @@ impl App {
         prometheus: Option<PrometheusHandle>,
     ) -> anyhow::Result<App> {
         let mut sources = HashMap::with_hasher(foldhash::fast::RandomState::default());
+        let learned = cfg
+            .state_dir()
+            .map(|d| crate::learned::LearnedSecrets::new(&d));
         for (i, s) in cfg.sources.iter().enumerate() {
-            let verifier = s
+            let mut verifier = s
                 .build_verifier()
                 .map_err(|m| anyhow::anyhow!("source `{}`: {m}", s.name))?;
+            // A secret learned from an earlier handshake (none configured).
+            if verifier.has_no_keys() {
+                if let Some(store) = &learned {
+                    let secret = store.load(&s.name).map_err(|e| {
+                        anyhow::anyhow!("source `{}`: cannot read its learned secret: {e}", s.name)
+                    })?;
+                    if let Some(secret) = secret {
+                        verifier = s
+                            .build_verifier_from(&[hookgate_sinks::Secret::new(secret)])
+                            .map_err(|m| anyhow::anyhow!("source `{}`: {m}", s.name))?;
+                    }
+                }
+            }
             let spec = |v: &Option<String>| -> anyhow::Result<Option<FieldSpec>> {
                 v.as_deref()
                     .map(FieldSpec::parse)
@@ -203,6 +223,8 @@ impl App {
             maybe_written: MaybeWritten::default(),
             admin_separate: cfg.admin.is_some(),
             gate: Arc::new(Gate::new(cfg.server.admission())),
+            learned,
+            learning: tokio::sync::Mutex::new(()),
             edge: Arc::new(
                 Edge::new(
                     cfg.server.tls.as_ref(),
@@ -364,6 +386,15 @@ impl App {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        // `allow_ips` first: it applies to handshakes too (a secret learned on first
+        // contact must come from an allowed address).
+        if !src.allow_ips.is_empty() && !src.allow_ips.iter().any(|n| n.contains(&peer)) {
+            return Err(reject(
+                StatusCode::FORBIDDEN,
+                "ip_not_allowed",
+                "the client address is not allowed for this source",
+            ));
+        }
         // One verifier for the whole request, even if the secrets are swapped meanwhile.
         let verifier = src.verifier();
         // Unsigned subscription handshakes (Meta's GET, Dropbox's GET, Trello's HEAD…):
@@ -373,6 +404,12 @@ impl App {
             headers: req.headers(),
             query: req.uri().query(),
         };
+        let spec = verifier.provider().spec();
+        if spec.learns_secret() {
+            if let Some((secret, answer)) = spec.learn_handshake(&early) {
+                return Ok(self.learn(src, secret, answer).await);
+            }
+        }
         if let Some(answer) = verifier.early_handshake(&early) {
             return Ok(answer_response(answer));
         }
@@ -388,13 +425,6 @@ impl App {
         }
         // Cheap checks first: nothing here reads the body or takes a slot, so a request that
         // would be refused anyway costs no more than its headers.
-        if !src.allow_ips.is_empty() && !src.allow_ips.iter().any(|n| n.contains(&peer)) {
-            return Err(reject(
-                StatusCode::FORBIDDEN,
-                "ip_not_allowed",
-                "the client address is not allowed for this source",
-            ));
-        }
         let max = self.limits.max_body_bytes.0;
         if let Some(len) = req.headers().get(CONTENT_LENGTH) {
             match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
@@ -636,6 +666,62 @@ impl App {
             (Ok(Admission::New(id)), None) => Ok(accepted(id, false)),
             (Ok(Admission::Duplicate(id)), None) => Ok(accepted(id, true)),
             (Err(e), _) => Err(append_reject(&e)),
+        }
+    }
+}
+
+impl App {
+    /// Stores a secret handed over by a handshake (trust on first use) and verifies with it
+    /// from now on; refused once the source has any secret.
+    async fn learn(
+        &self,
+        src: &Source,
+        secret: String,
+        answer: crate::verify::Answer,
+    ) -> Response<Full<Bytes>> {
+        if secret.is_empty() || answer.status != 200 {
+            return answer_response(answer);
+        }
+        let _one_at_a_time = self.learning.lock().await;
+        let current = src.verifier();
+        if !current.has_no_keys() {
+            return error_response(&reject(
+                StatusCode::CONFLICT,
+                "secret_already_set",
+                "this source already has a secret; remove its learned secret file to accept a new handshake",
+            ));
+        }
+        let Some(store) = &self.learned else {
+            return error_response(&reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_state_directory",
+                "this source cannot keep a learned secret: configure a [spool]",
+            ));
+        };
+        if let Err(e) = store.store(&src.name, &secret) {
+            tracing::error!(source = %src.name, error = %e, "could not store the secret learned from a handshake");
+            return error_response(&reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "secret_not_stored",
+                "the secret could not be stored durably; retry later",
+            ));
+        }
+        let learned = crate::verify::Verifier::with_options(
+            current.provider(),
+            &[secret],
+            current.options().clone(),
+        );
+        match learned {
+            Ok(v) => {
+                *src.verifier.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
+                tracing::info!(source = %src.name, "learned the source's secret from its handshake");
+                answer_response(answer)
+            }
+            Err(_) => error_response(&reject(
+                StatusCode::BAD_REQUEST,
+                "bad_handshake",
+                "the handshake's secret is not usable",
+            )),
         }
     }
 }

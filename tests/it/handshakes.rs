@@ -71,6 +71,10 @@ secrets = ["44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"]
 name = "graph"
 provider = "microsoft-graph"
 secrets = ["secretClientValue"]
+
+[[sources]]
+name = "asana"
+provider = "asana"
 "#
     )
 }
@@ -436,4 +440,53 @@ async fn graph_validation_token_is_echoed_as_text_and_notifications_need_the_cli
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(spooled(&hg, "graph").len(), 1);
+}
+
+/// Asana's handshake sets the secret on first contact (stored under the spool directory,
+/// echoed, never logged); later events verify with it, also after a restart; a second
+/// handshake is refused.
+#[tokio::test]
+async fn asana_handshake_learns_the_secret_once_and_keeps_it_across_restarts() {
+    let mut hg = Hookgate::start(&config());
+    let secret = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
+    let body =
+        br#"{"events":[{"action":"changed","resource":{"gid":"1","resource_type":"task"}}]}"#;
+    // Before the handshake nothing verifies.
+    let r = post(&hg, "asana", "asana", secret, body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let handshake = |value: &'static str| {
+        client()
+            .post(hg.url("/hooks/asana"))
+            .header("x-hook-secret", value)
+            .send()
+    };
+    let r = handshake(secret).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-hook-secret"], secret);
+    let file = hg.dir().join("spool/learned-secrets/asana.secret");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), secret);
+    let r = post(&hg, "asana", "asana", secret, body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(&hg, "asana", "asana", "someone-else", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Trust on first use: a later handshake cannot replace it.
+    let r = handshake("attacker-chosen-secret").await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "secret_already_set"
+    );
+    hg.restart();
+    let other = br#"{"events":[{"action":"added","resource":{"gid":"2","resource_type":"task"}}]}"#;
+    let r = post(&hg, "asana", "asana", secret, other, &[]).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the learned secret survives a restart"
+    );
+    assert_eq!(spooled(&hg, "asana").len(), 2, "handshakes are not events");
+    assert!(
+        !hg.output().contains(secret),
+        "the learned secret appears in hookgate's output"
+    );
 }

@@ -418,7 +418,7 @@ impl Verifier {
         secrets: &[String],
         options: Options,
     ) -> Result<Verifier, KeyError> {
-        if secrets.is_empty() {
+        if secrets.is_empty() && !provider.0.learns_secret() {
             return Err(KeyError::NoSecrets);
         }
         if let Some(index) = secrets.iter().position(|s| s.is_empty()) {
@@ -451,6 +451,12 @@ impl Verifier {
     /// stale or far-future requests cost no crypto.
     pub fn verify_request(&self, req: &Request<'_>) -> Result<(), VerifyError> {
         self.provider.0.verify(self, req)
+    }
+
+    /// Whether this verifier holds no key yet (a provider that learns its secret on first
+    /// contact, before that contact).
+    pub fn has_no_keys(&self) -> bool {
+        self.keys.len() == 0
     }
 
     /// Whether the request carries the header its signature (or token) travels in: the

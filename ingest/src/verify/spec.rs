@@ -293,6 +293,20 @@ pub trait ProviderSpec: Sync {
         options: &Options,
     ) -> Result<Vec<(String, String)>, KeyError>;
 
+    /// Whether the secret is learned on first contact (Asana's `X-Hook-Secret`) rather than
+    /// configured: then a source may have no `secrets`, and
+    /// [`ProviderSpec::learn_handshake`] says which request delivers it.
+    fn learns_secret(&self) -> bool {
+        false
+    }
+
+    /// A request that hands over the secret to use from now on, with the answer to send
+    /// once it is stored durably. Only consulted for providers that
+    /// [`ProviderSpec::learns_secret`], and only honoured while the source has no secret.
+    fn learn_handshake(&self, _req: &Early<'_>) -> Option<(String, Answer)> {
+        None
+    }
+
     /// Whether the signature travels inside the body (Mailgun, Adyen) rather than in
     /// headers; then [`ProviderSpec::sign_request`] builds the body.
     fn signature_in_body(&self) -> bool {

@@ -273,8 +273,20 @@ fn schemes_without_a_timestamp_say_so() {
 fn empty_secret_lists_and_empty_secrets_fail_closed() {
     for &p in Provider::ALL {
         let o = options(p);
-        let e = Verifier::with_options(p, &[], o.clone()).err();
-        assert_eq!(e, Some(KeyError::NoSecrets), "{p}");
+        match Verifier::with_options(p, &[], o.clone()) {
+            // A provider that learns its secret from a handshake starts with none, and
+            // refuses every request until then.
+            Ok(v) if p.spec().learns_secret() => {
+                assert!(v.has_no_keys(), "{p}");
+                let req = signed_request(p, NOW);
+                assert_eq!(
+                    v.verify(&header_map(&req.headers), &req.body, NOW),
+                    Err(VerifyError::Invalid),
+                    "{p}"
+                );
+            }
+            other => assert_eq!(other.err(), Some(KeyError::NoSecrets), "{p}"),
+        }
         let e = Verifier::with_options(p, &strings(&["x", ""]), o.clone()).err();
         assert_eq!(e, Some(KeyError::EmptySecret { index: 1 }), "{p}");
         assert_eq!(

@@ -60,4 +60,5 @@ registry! {
     adyen,
     mailgun,
     microsoft_graph,
+    asana,
 }
