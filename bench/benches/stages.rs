@@ -88,11 +88,10 @@ fn signed(p: Provider, size: usize, path: &str) -> SignedRequest {
 
 fn verify(c: &mut Criterion) {
     let mut g = c.benchmark_group("verify");
-    for name in corpus::PROVIDERS {
+    for name in corpus::providers() {
         let p = provider(name);
         let secret = corpus::config_secret(p, corpus::default_secret(p)).expect("secret");
-        let generic = (p == Provider::GenericHmac).then(corpus::generic_options);
-        let v = Verifier::new(p, &[secret], Duration::from_secs(300), generic).expect("verifier");
+        let v = Verifier::with_options(p, &[secret], corpus::options(p)).expect("verifier");
         for (size, label) in SIZES {
             let r = signed(p, size, "/");
             let hm = header_map(&r);
@@ -108,7 +107,7 @@ fn verify(c: &mut Criterion) {
     // no header lookup, hex decoding or comparison (SHA-NI bound on this CPU).
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, corpus::HMAC_SECRET.as_bytes());
     for (size, label) in SIZES {
-        let r = signed(Provider::Github, size, "/");
+        let r = signed(provider("github"), size, "/");
         g.throughput(Throughput::Bytes(r.body.len() as u64));
         g.bench_function(BenchmarkId::new("hmac-sha256-only", label), |b| {
             b.iter(|| ring::hmac::sign(&key, black_box(&r.body)))
@@ -119,15 +118,15 @@ fn verify(c: &mut Criterion) {
 
 fn extract(c: &mut Criterion) {
     let mut g = c.benchmark_group("extract");
-    let header = Extractor::new(Provider::Github, None, None, None);
+    let header = Extractor::new(provider("github"), None, None, None);
     let pointer = Extractor::new(
-        Provider::Github,
+        provider("github"),
         None,
         None,
         Some(FieldSpec::parse("/repository/full_name").expect("pointer")),
     );
     for (size, label) in SIZES {
-        let r = signed(Provider::Github, size, "/");
+        let r = signed(provider("github"), size, "/");
         let hm = header_map(&r);
         assert!(pointer.extract(&hm, &r.body).is_ok());
         g.throughput(Throughput::Bytes(r.body.len() as u64));
@@ -260,7 +259,7 @@ fn dedupe(c: &mut Criterion) {
 }
 
 fn event(size: usize) -> Event {
-    let r = signed(Provider::Github, size, "/");
+    let r = signed(provider("github"), size, "/");
     Event {
         id: Ulid::new(),
         source: Arc::from("github"),
@@ -567,7 +566,7 @@ fn spool_vs_redb(c: &mut Criterion) {
 fn build_app(extra: &str) -> Arc<App> {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n{}{extra}",
-        corpus::source_toml("github", Provider::Github, corpus::HMAC_SECRET).expect("source")
+        corpus::source_toml("github", provider("github"), corpus::HMAC_SECRET).expect("source")
     );
     let (cfg, _) = Config::parse(&text, "bench", &HashMap::new()).expect("bench config");
     Arc::new(App::new(&cfg, Log::Discard, None).expect("app"))
@@ -604,9 +603,9 @@ fn handle_iters(
             .map(|i| {
                 let own;
                 let r = if vary == Vary::IdAndBody {
-                    let id = corpus::delivery_id(Provider::Github, 2, first + i);
+                    let id = corpus::delivery_id(provider("github"), 2, first + i);
                     own = corpus::signed_request(
-                        Provider::Github,
+                        provider("github"),
                         corpus::HMAC_SECRET,
                         r.body.len(),
                         &id,
@@ -653,7 +652,7 @@ fn handler_group(c: &mut Criterion, group: &str, sizes: &[(usize, &str)], dup: b
     let next = AtomicU64::new(1 << 40);
     let mut g = c.benchmark_group(group);
     for &(size, label) in sizes {
-        let r = signed(Provider::Github, size, "/hooks/github");
+        let r = signed(provider("github"), size, "/hooks/github");
         let resp = rt.block_on(
             app.handle(
                 http::Request::post("/hooks/github")

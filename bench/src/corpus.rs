@@ -8,7 +8,9 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use hookgate_ingest::verify::{self, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding};
+use hookgate_ingest::verify::{
+    self, GenericHmacOptions, HmacAlgorithm, Provider, SecretKind, SigEncoding,
+};
 use http::{HeaderName, HeaderValue};
 
 /// The HMAC / token secret the bench configs use for every HMAC provider.
@@ -19,37 +21,39 @@ pub const STANDARD_SECRET: &str = "whsec_aG9va2dhdGUtYmVuY2gtc3RhbmRhcmQtd2ViaG9
 /// matching public key (see [`config_secret`]).
 pub const DISCORD_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 
-/// Providers the generator and benches can produce, by config name.
-pub const PROVIDERS: [&str; 9] = [
-    "github",
-    "gitlab",
-    "stripe",
-    "shopify",
-    "slack",
-    "standard-webhooks",
-    "telegram",
-    "discord",
-    "generic-hmac",
-];
+/// Providers the generator and benches can produce, by config name: every registered one
+/// (those without a body of their own below get a small generic JSON event).
+pub fn providers() -> impl Iterator<Item = &'static str> {
+    Provider::ALL.iter().map(|p| p.as_str())
+}
 
-/// The signing secret used by default for `provider`.
+/// The signing secret used by default for `provider`: [`HMAC_SECRET`] for text-secret
+/// schemes, the provider's own example secret for the others (a `whsec_` key, a seed).
 pub fn default_secret(provider: Provider) -> &'static str {
-    match provider {
-        Provider::StandardWebhooks => STANDARD_SECRET,
-        Provider::Discord => DISCORD_SEED,
-        _ => HMAC_SECRET,
+    match provider.as_str() {
+        "standard-webhooks" => STANDARD_SECRET,
+        "discord" => DISCORD_SEED,
+        _ if provider.spec().secret_kind() == SecretKind::Text => HMAC_SECRET,
+        _ => provider.spec().example_secrets()[0],
     }
 }
 
 /// What goes in the source's `secrets = [...]` for a signing secret: the same string,
-/// except for Discord, whose verifier takes the public key of the signing seed.
+/// except for asymmetric schemes (Discord), whose verifier takes the public key.
 pub fn config_secret(provider: Provider, secret: &str) -> anyhow::Result<String> {
-    match provider {
-        Provider::Discord => {
-            verify::discord_public_key_hex(secret).map_err(|e| anyhow::anyhow!("discord seed: {e}"))
-        }
-        _ => Ok(secret.to_owned()),
+    provider
+        .spec()
+        .config_secret(secret)
+        .map_err(|e| anyhow::anyhow!("{provider} secret: {e}"))
+}
+
+/// The options the benches build `provider`'s verifier and signatures with.
+pub fn options(provider: Provider) -> verify::Options {
+    let mut options = provider.spec().example_options();
+    if options.generic.is_some() {
+        options.generic = Some(generic_options());
     }
+    options
 }
 
 /// The generic-hmac scheme the benches use: `x-signature: sha256=<hex>`.
@@ -65,10 +69,10 @@ pub fn generic_options() -> GenericHmacOptions {
 /// The header that carries the delivery id, when it is an *unsigned* header: then one
 /// signed body can be sent many times with a fresh id each time, without re-signing.
 pub fn unsigned_id_header(provider: Provider) -> Option<HeaderName> {
-    match provider {
-        Provider::Github => Some(HeaderName::from_static("x-github-delivery")),
-        Provider::Gitlab => Some(HeaderName::from_static("x-gitlab-event-uuid")),
-        Provider::Shopify => Some(HeaderName::from_static("x-shopify-webhook-id")),
+    match provider.as_str() {
+        "github" => Some(HeaderName::from_static("x-github-delivery")),
+        "gitlab" => Some(HeaderName::from_static("x-gitlab-event-uuid")),
+        "shopify" => Some(HeaderName::from_static("x-shopify-webhook-id")),
         _ => None,
     }
 }
@@ -83,8 +87,8 @@ pub fn delivery_id(provider: Provider, nonce: u64, seq: u64) -> String {
 
 /// [`delivery_id`] appended to `out`, so a caller can reuse one buffer per send.
 pub fn write_delivery_id(out: &mut String, provider: Provider, nonce: u64, seq: u64) {
-    let _ = match provider {
-        Provider::Telegram => write!(out, "{}{:010}", nonce % 100_000 + 1, seq),
+    let _ = match provider.as_str() {
+        "telegram" => write!(out, "{}{:010}", nonce % 100_000 + 1, seq),
         _ => write!(out, "{:08x}-{seq:012}", nonce as u32),
     };
 }
@@ -105,8 +109,8 @@ pub fn body(provider: Provider, size: usize, id: &str) -> Vec<u8> {
 
 /// JSON before and after the filler text.
 fn skeleton(provider: Provider, id: &str, size: usize) -> (String, String) {
-    match provider {
-        Provider::Github | Provider::Gitlab | Provider::GenericHmac => {
+    match provider.as_str() {
+        "github" | "gitlab" | "generic-hmac" => {
             // 64 repositories, so a partition key of `/repository/full_name` spreads.
             let repo = id
                 .bytes()
@@ -132,41 +136,45 @@ fn skeleton(provider: Provider, id: &str, size: usize) -> (String, String) {
             let _ = write!(head, r#"],"head_commit":{{"id":"{id}","message":""#);
             (head, r#"","timestamp":"2024-05-01T12:00:00Z"}}"#.to_owned())
         }
-        Provider::Stripe => (
+        "stripe" => (
             format!(
                 r#"{{"id":"evt_{id}","object":"event","api_version":"2024-06-20","created":1714564800,"type":"charge.succeeded","livemode":false,"data":{{"object":{{"id":"ch_3PBf","object":"charge","amount":2000,"currency":"usd","paid":true,"description":""#
             ),
             r#""}}}"#.to_owned(),
         ),
-        Provider::Shopify => (
+        "shopify" => (
             format!(
                 r#"{{"id":"{id}","email":"jon@example.com","total_price":"199.00","currency":"USD","note":""#
             ),
             r#""}"#.to_owned(),
         ),
-        Provider::Slack => (
+        "slack" => (
             format!(
                 r#"{{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","team_id":"T061EG9R6","api_app_id":"A0PNCHHK2","type":"event_callback","event_id":"Ev{id}","event_time":1714564800,"event":{{"type":"message","channel":"C024BE91L","user":"U2147483697","ts":"1714564800.000200","text":""#
             ),
             r#""}}"#.to_owned(),
         ),
-        Provider::StandardWebhooks => (
+        "standard-webhooks" => (
             format!(
                 r#"{{"type":"invoice.paid","timestamp":"2024-05-01T12:00:00Z","data":{{"id":"{id}","note":""#
             ),
             r#""}}"#.to_owned(),
         ),
-        Provider::Telegram => (
+        "telegram" => (
             format!(
                 r#"{{"update_id":{id},"message":{{"message_id":1,"from":{{"id":42,"is_bot":false,"first_name":"Ada"}},"chat":{{"id":42,"type":"private"}},"date":1714564800,"text":""#
             ),
             r#""}}"#.to_owned(),
         ),
-        Provider::Discord => (
+        "discord" => (
             format!(
                 r#"{{"type":2,"id":"{id}","application_id":"1011","token":"aW50ZXJhY3Rpb24","data":{{"name":"echo","options":[{{"name":"text","type":3,"value":""#
             ),
             r#""}]}}"#.to_owned(),
+        ),
+        _ => (
+            format!(r#"{{"id":"{id}","type":"bench.event","data":{{"note":""#),
+            r#""}}"#.to_owned(),
         ),
     }
 }
@@ -196,8 +204,10 @@ pub fn signed_request(
     path: &str,
 ) -> anyhow::Result<SignedRequest> {
     let body = body(provider, size, id);
-    let generic = generic_options();
-    let signed = verify::sign(provider, secret, &body, now, Some(&generic))
+    let verify::Signed {
+        headers: signed,
+        body,
+    } = verify::sign_request(provider, secret, &body, now, &options(provider))
         .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
     let mut headers = Vec::with_capacity(signed.len() + 3);
     headers.push((
@@ -211,33 +221,33 @@ pub fn signed_request(
         ));
     }
     let mut delivery_id = id.to_owned();
-    match provider {
-        Provider::Github => {
+    match provider.as_str() {
+        "github" => {
             headers.push((
                 HeaderName::from_static("x-github-event"),
                 HeaderValue::from_static("push"),
             ));
         }
-        Provider::Gitlab => {
+        "gitlab" => {
             headers.push((
                 HeaderName::from_static("x-gitlab-event"),
                 HeaderValue::from_static("Push Hook"),
             ));
         }
-        Provider::Shopify => {
+        "shopify" => {
             headers.push((
                 HeaderName::from_static("x-shopify-topic"),
                 HeaderValue::from_static("orders/create"),
             ));
         }
-        Provider::StandardWebhooks => {
+        "standard-webhooks" => {
             // The id is the `webhook-id` that `sign` derived and signed.
             if let Some((_, v)) = headers.iter().find(|(k, _)| k == "webhook-id") {
                 delivery_id = v.to_str().unwrap_or_default().to_owned();
             }
         }
-        Provider::Stripe => delivery_id = format!("evt_{id}"),
-        Provider::Slack => delivery_id = format!("Ev{id}"),
+        "stripe" => delivery_id = format!("evt_{id}"),
+        "slack" => delivery_id = format!("Ev{id}"),
         _ => {}
     }
     if let Some(h) = unsigned_id_header(provider) {
@@ -259,7 +269,7 @@ pub fn source_toml(name: &str, provider: Provider, secret: &str) -> anyhow::Resu
         provider.as_str(),
         config_secret(provider, secret)?
     );
-    if provider == Provider::GenericHmac {
+    if provider.as_str() == "generic-hmac" {
         s.push_str(
             "signature_header = \"x-signature\"\nalgorithm = \"sha256\"\nencoding = \"hex\"\nprefix = \"sha256=\"\n",
         );
@@ -273,27 +283,27 @@ mod tests {
 
     #[test]
     fn bodies_are_json_of_the_asked_size_and_verify() -> anyhow::Result<()> {
-        for name in PROVIDERS {
+        for name in providers() {
             let p = Provider::parse(name).ok_or_else(|| anyhow::anyhow!("{name}"))?;
             for size in [1024, 64 << 10] {
                 let id = delivery_id(p, 7, 1);
                 let r = signed_request(p, default_secret(p), size, &id, 1_714_564_800, "/")?;
                 let v: serde_json::Value = serde_json::from_slice(&r.body)?;
                 assert!(v.is_object());
+                // Schemes that sign inside the body add their envelope around it.
+                let limit = if p.spec().signature_in_body() {
+                    2 * size + 1024
+                } else {
+                    size + 64
+                };
                 assert!(
-                    r.body.len() >= size && r.body.len() < size + 64,
+                    r.body.len() >= size && r.body.len() < limit,
                     "{name} {size}: {}",
                     r.body.len()
                 );
                 let secret = config_secret(p, default_secret(p))?;
-                let generic = (p == Provider::GenericHmac).then(generic_options);
-                let ver = verify::Verifier::new(
-                    p,
-                    &[secret],
-                    std::time::Duration::from_secs(300),
-                    generic,
-                )
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let ver = verify::Verifier::with_options(p, &[secret], options(p))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let mut hm = http::HeaderMap::new();
                 for (k, v) in &r.headers {
                     hm.insert(k.clone(), v.clone());

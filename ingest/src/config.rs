@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::extract::FieldSpec;
-use crate::verify::{GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding, Verifier};
+use crate::verify::{
+    GenericHmacOptions, HmacAlgorithm, KeyError, Options, Provider, SigEncoding, Verifier,
+};
 
 /// Room a record needs beyond its body (key, contract headers, kept headers, framing): the
 /// same allowance for a Kafka record as for a spool record.
@@ -316,9 +318,17 @@ pub struct SourceConfig {
     pub secrets_file: Option<PathBuf>,
     /// Kafka topic; default `[kafka] default_topic`.
     pub topic: Option<String>,
-    /// Allowed clock skew for timestamped schemes.
-    #[serde(default = "default_tolerance", with = "humantime_serde")]
+    /// Allowed clock skew for timestamped schemes: a duration (`"5m"`, `"90s"`,
+    /// `"1500ms"`) or a number of seconds.
+    #[serde(default = "default_tolerance", deserialize_with = "duration_or_secs")]
     pub tolerance: Duration,
+    /// URL-signing schemes (Twilio, Square, Trello…): the URL the provider calls, as
+    /// registered with it (scheme, host, path); the request's query string is appended
+    /// as received.
+    pub public_url: Option<String>,
+    /// Subscription handshakes that present a token of your choosing (Meta's
+    /// `hub.verify_token`): the token. A secret: never logged.
+    pub verify_token: Option<Secret>,
     /// Where the delivery id comes from: `header:NAME` or a JSON pointer (`/id`).
     pub dedupe_key: Option<String>,
     /// Where the event type comes from: `header:NAME` or a JSON pointer.
@@ -355,6 +365,45 @@ impl SourceConfig {
         self.dedupe_body.unwrap_or_else(|| {
             Provider::parse(&self.provider).is_some_and(Provider::signs_body_only)
         })
+    }
+}
+
+/// `public_url` is an absolute http(s) URL without query or fragment (the request's query
+/// string is appended as received).
+fn check_public_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with https:// (or http://)")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("has no host".into());
+    }
+    if url.contains(['?', '#']) {
+        return Err(
+            "must not carry a query or fragment: the request's own query string is appended".into(),
+        );
+    }
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII (percent-encode anything else)".into());
+    }
+    Ok(())
+}
+
+/// A humantime duration string or a whole number of seconds.
+fn duration_or_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{t}` is not a duration ({e}); write e.g. \"5m\", \"90s\" or a number of seconds"
+            ))
+        }),
     }
 }
 
@@ -530,6 +579,23 @@ impl Config {
             }
             if let Err(m) = s.build_verifier() {
                 bad(m);
+            }
+            if s.provider().is_ok_and(|p| p.spec().learns_secret())
+                && s.secrets.is_empty()
+                && s.secrets_file.is_none()
+                && self.state_dir().is_none()
+            {
+                bad("this provider learns its secret from a handshake and keeps it under the spool directory: add a [spool] section (or configure `secrets`)".into());
+            }
+            if let Some(url) = &s.public_url {
+                if let Err(m) = check_public_url(url) {
+                    bad(format!("public_url: {m}"));
+                } else if s.provider().is_ok_and(|p| !p.spec().url_signed()) {
+                    warnings.push(format!(
+                        "source `{}`: public_url is set but provider `{}` does not sign the URL; it is ignored",
+                        s.name, s.provider
+                    ));
+                }
             }
             for (field, v) in [
                 ("dedupe_key", &s.dedupe_key),
@@ -749,6 +815,16 @@ impl Config {
         }
     }
 
+    /// Where state beside the log lives (learned secrets): the spool directory when the
+    /// spool is in use (`[spool]` set, or no `[kafka]`); `None` for Kafka without a spool.
+    pub fn state_dir(&self) -> Option<std::path::PathBuf> {
+        match (&self.spool, &self.kafka) {
+            (Some(s), _) => Some(s.path.clone()),
+            (None, None) => Some(SpoolConfig::default().path),
+            (None, Some(_)) => None,
+        }
+    }
+
     /// The topic of a source (its own, else the Kafka default).
     pub fn topic_of(&self, s: &SourceConfig) -> String {
         s.topic.clone().unwrap_or_else(|| {
@@ -763,14 +839,7 @@ impl Config {
 impl SourceConfig {
     /// The parsed provider.
     pub fn provider(&self) -> Result<Provider, String> {
-        Provider::parse(&self.provider).ok_or_else(|| {
-            let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
-            format!(
-                "unknown provider `{}` (known: {})",
-                self.provider,
-                names.join(", ")
-            )
-        })
+        Provider::lookup(&self.provider)
     }
 
     /// Builds the verifier; the message never contains a secret.
@@ -797,12 +866,20 @@ impl SourceConfig {
         // The verifier prepares its keys from plain strings once; this copy lives only
         // for the call.
         let plain: Vec<String> = secrets.iter().map(|s| s.expose().to_owned()).collect();
-        Verifier::new(provider, &plain, self.tolerance, generic)
-            .map_err(|e| format!("secrets: {e}"))
+        let options = Options {
+            tolerance: self.tolerance,
+            generic,
+            public_url: self.public_url.clone(),
+            verify_token: self.verify_token.as_ref().map(|t| t.expose().to_owned()),
+        };
+        Verifier::with_options(provider, &plain, options).map_err(|e| match e {
+            KeyError::MissingOption { .. } | KeyError::MissingOptions => e.to_string(),
+            _ => format!("secrets: {e}"),
+        })
     }
 
     fn generic_options(&self, provider: Provider) -> Result<Option<GenericHmacOptions>, String> {
-        if provider != Provider::GenericHmac {
+        if provider.as_str() != "generic-hmac" {
             return Ok(None);
         }
         let header = self
@@ -1202,6 +1279,61 @@ secrets = ["${MISSING}"]
             "{all}"
         );
         assert_eq!(err.0.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn tolerance_takes_any_duration_or_seconds() {
+        for (written, secs) in [
+            ("\"90s\"", 90),
+            ("\"10m\"", 600),
+            ("\"1500ms\"", 2),
+            ("45", 45),
+            ("0", 0),
+            ("\"2days\"", 172_800),
+        ] {
+            let text = format!(
+                "[[sources]]\nname = \"s\"\nprovider = \"stripe\"\nsecrets = [\"x\"]\ntolerance = {written}\n"
+            );
+            let (cfg, _) = Config::parse(&text, "t.toml", &env(&[])).unwrap();
+            let v = cfg.sources[0].build_verifier().unwrap();
+            assert_eq!(v.tolerance_secs(), secs, "{written}");
+        }
+        let text = "[[sources]]\nname = \"s\"\nprovider = \"stripe\"\nsecrets = [\"x\"]\ntolerance = \"soon\"\n";
+        let all = Config::parse(text, "t.toml", &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains("`soon` is not a duration"), "{all}");
+    }
+
+    #[test]
+    fn public_url_is_an_absolute_url_without_query() {
+        let source = |url: &str| {
+            format!("[[sources]]\nname = \"s\"\nprovider = \"github\"\nsecrets = [\"x\"]\npublic_url = \"{url}\"\n")
+        };
+        for bad in [
+            "hooks.example.com/x",
+            "ftp://hooks.example.com/x",
+            "https://",
+            "https:///x",
+            "https://hooks.example.com/x?a=1",
+            "https://hooks.example.com/x#f",
+            "https://hooks.example.com/ x",
+        ] {
+            let all = Config::parse(&source(bad), "t.toml", &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(all.contains("public_url"), "{bad}: {all}");
+        }
+        let (_, warnings) = Config::parse(
+            &source("https://hooks.example.com/hooks/s"),
+            "t.toml",
+            &env(&[]),
+        )
+        .unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("does not sign the URL")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

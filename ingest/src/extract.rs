@@ -1,6 +1,7 @@
 //! Field extraction: delivery id, event type and partition key, per provider defaults or
 //! per-source overrides (`header:NAME` or a JSON pointer), plus the in-line provider
-//! handshakes (Slack `url_verification`, Discord `PING`).
+//! handshakes found in a verified JSON body (Slack `url_verification`, Discord `PING`…;
+//! each provider's file says what its handshakes are).
 //!
 //! The body is parsed only when a field lives in it, with simd-json, into a per-thread
 //! scratch buffer and tape that are reused across requests (the tape is walked for the
@@ -15,7 +16,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value as TapeValue;
 use simd_json::Tape;
 
-use crate::verify::Provider;
+use crate::verify::{Answer, Doc, Provider, Verifier};
 
 /// Where a field's value comes from.
 #[derive(Debug, Clone)]
@@ -53,6 +54,38 @@ impl FieldSpec {
         ))
     }
 
+    /// A header, by its lowercase static name.
+    pub fn header(name: &'static str) -> FieldSpec {
+        FieldSpec::Header(HeaderName::from_static(name))
+    }
+
+    /// A JSON pointer written in the source (never fails for pointers starting with `/`;
+    /// anything else falls back to the body's digest).
+    pub fn pointer(ptr: &str) -> FieldSpec {
+        FieldSpec::parse(ptr).unwrap_or(FieldSpec::BodyHash)
+    }
+
+    /// A short description for docs: `` `X-Header` ``, `` `/json/pointer` ``, `a or b`.
+    pub fn describe(&self) -> String {
+        match self {
+            FieldSpec::Header(h) => format!("`{h}`"),
+            FieldSpec::Pointer(tokens) => {
+                let escaped: Vec<String> = tokens
+                    .iter()
+                    .map(|t| t.replace('~', "~0").replace('/', "~1"))
+                    .collect();
+                format!("`/{}`", escaped.join("/"))
+            }
+            FieldSpec::Any(list) => list
+                .iter()
+                .map(FieldSpec::describe)
+                .collect::<Vec<_>>()
+                .join(" or "),
+            FieldSpec::BodyHash => "body hash".into(),
+            FieldSpec::TelegramKind => "update kind".into(),
+        }
+    }
+
     fn needs_body(&self) -> bool {
         match self {
             FieldSpec::Header(_) | FieldSpec::BodyHash => false,
@@ -62,28 +95,16 @@ impl FieldSpec {
     }
 }
 
-fn h(name: &'static str) -> FieldSpec {
-    FieldSpec::Header(HeaderName::from_static(name))
-}
-fn p(ptr: &str) -> FieldSpec {
-    FieldSpec::parse(ptr).unwrap_or(FieldSpec::BodyHash)
-}
-
-/// A provider handshake answered in-line instead of producing an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handshake {
-    None,
-    SlackUrlVerification,
-    DiscordPing,
-}
-
 /// The extraction plan of one source.
 #[derive(Debug, Clone)]
 pub struct Extractor {
     delivery: FieldSpec,
     event: Option<FieldSpec>,
     key: Option<FieldSpec>,
-    handshake: Handshake,
+    /// The provider whose body handshakes are looked for, if it has any.
+    handshake: Option<Provider>,
+    /// Non-JSON bodies get the body's digest as delivery id (Slack's forms).
+    non_json_body_hash: bool,
     needs_body: bool,
 }
 
@@ -99,8 +120,8 @@ pub enum Extracted {
         /// The partition key.
         key: Bytes,
     },
-    /// A handshake: answer 200 with this JSON body and produce nothing.
-    Handshake(String),
+    /// A handshake: answer 200 with this and produce nothing.
+    Handshake(Answer),
 }
 
 /// Why fields could not be extracted (400 / 415).
@@ -136,58 +157,39 @@ impl Extractor {
         event_type: Option<FieldSpec>,
         partition_key: Option<FieldSpec>,
     ) -> Extractor {
-        let (delivery, event, handshake) = match provider {
-            Provider::Github => (
-                h("x-github-delivery"),
-                Some(h("x-github-event")),
-                Handshake::None,
-            ),
-            Provider::Gitlab => (
-                FieldSpec::Any(vec![h("x-gitlab-event-uuid"), h("idempotency-key")]),
-                Some(h("x-gitlab-event")),
-                Handshake::None,
-            ),
-            Provider::Stripe => (p("/id"), Some(p("/type")), Handshake::None),
-            Provider::Shopify => (
-                h("x-shopify-webhook-id"),
-                Some(h("x-shopify-topic")),
-                Handshake::None,
-            ),
-            Provider::Slack => (
-                p("/event_id"),
-                Some(FieldSpec::Any(vec![p("/event/type"), p("/type")])),
-                Handshake::SlackUrlVerification,
-            ),
-            Provider::StandardWebhooks => (
-                FieldSpec::Any(vec![h("webhook-id"), h("svix-id")]),
-                Some(p("/type")),
-                Handshake::None,
-            ),
-            Provider::Telegram => (
-                p("/update_id"),
-                Some(FieldSpec::TelegramKind),
-                Handshake::None,
-            ),
-            Provider::Discord => (p("/id"), Some(p("/type")), Handshake::DiscordPing),
-            Provider::GenericHmac => (FieldSpec::BodyHash, None, Handshake::None),
-        };
+        let spec = provider.spec();
+        let defaults = spec.defaults();
+        let (delivery, event) = (defaults.delivery, defaults.event);
+        let handshake = spec.has_body_handshake().then_some(provider);
         let delivery = dedupe_key.unwrap_or(delivery);
         let event = event_type.or(event);
         let needs_body = delivery.needs_body()
             || event.as_ref().is_some_and(FieldSpec::needs_body)
             || partition_key.as_ref().is_some_and(FieldSpec::needs_body)
-            || handshake != Handshake::None;
+            || handshake.is_some();
         Extractor {
             delivery,
             event,
             key: partition_key,
             handshake,
+            non_json_body_hash: defaults.non_json_body_hash,
             needs_body,
         }
     }
 
-    /// Extracts the fields of one verified request.
+    /// Extracts the fields of one verified request (handshakes whose answer needs the
+    /// source's key, like Zoom's, are answered only by [`Extractor::extract_for`]).
     pub fn extract(&self, headers: &HeaderMap, body: &[u8]) -> Result<Extracted, ExtractError> {
+        self.extract_for(None, headers, body)
+    }
+
+    /// Extracts the fields of one request `verifier` accepted.
+    pub fn extract_for(
+        &self,
+        verifier: Option<&Verifier>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Extracted, ExtractError> {
         if !self.needs_body {
             return self.fields(headers, body, None);
         }
@@ -198,7 +200,7 @@ impl Extractor {
             if !json {
                 // Slack sends form-encoded bodies for slash commands and interactivity;
                 // they carry no event id, so hash the body (dedupes exact re-sends).
-                if self.handshake == Handshake::SlackUrlVerification {
+                if self.non_json_body_hash {
                     let key = hash_hex(body);
                     return Ok(Extracted::Event {
                         delivery_id: key.clone(),
@@ -217,7 +219,7 @@ impl Extractor {
             let mut t = std::mem::replace(tape, Tape::null()).reset();
             let parsed = simd_json::fill_tape(buf, buffers, &mut t);
             let result = match parsed {
-                Ok(()) => self.read_doc(headers, body, t.as_value()),
+                Ok(()) => self.read_doc(verifier, headers, body, t.as_value()),
                 Err(_) => Err(ExtractError::InvalidJson),
             };
             // Keep the tape's allocation for the next request.
@@ -228,31 +230,20 @@ impl Extractor {
 
     fn read_doc(
         &self,
+        verifier: Option<&Verifier>,
         headers: &HeaderMap,
         body: &[u8],
         doc: TapeValue<'_, '_>,
     ) -> Result<Extracted, ExtractError> {
-        {
-            match self.handshake {
-                Handshake::SlackUrlVerification
-                    if doc.get("type").and_then(|v| v.into_string())
-                        == Some("url_verification") =>
-                {
-                    let challenge = doc
-                        .get("challenge")
-                        .and_then(|v| v.into_string())
-                        .unwrap_or("");
-                    return Ok(Extracted::Handshake(
-                        serde_json::json!({ "challenge": challenge }).to_string(),
-                    ));
-                }
-                Handshake::DiscordPing if doc.get("type").and_then(|v| v.as_i64()) == Some(1) => {
-                    return Ok(Extracted::Handshake("{\"type\":1}".into()));
-                }
-                _ => {}
+        if let Some(provider) = self.handshake {
+            let answer = provider
+                .spec()
+                .body_handshake(verifier, headers, body, &Doc(doc));
+            if let Some(answer) = answer {
+                return Ok(Extracted::Handshake(answer));
             }
-            self.fields(headers, body, Some(doc))
         }
+        self.fields(headers, body, Some(doc))
     }
 
     fn fields(
@@ -355,6 +346,10 @@ fn hash_hex(body: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn named(name: &str) -> Provider {
+        Provider::parse(name).unwrap()
+    }
+
     fn hm(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
@@ -366,7 +361,7 @@ mod tests {
     #[test]
     fn github_from_headers_and_pointer_key() {
         let x = Extractor::new(
-            Provider::Github,
+            named("github"),
             None,
             None,
             Some(FieldSpec::parse("/repository/full_name").unwrap()),
@@ -408,7 +403,7 @@ mod tests {
 
     #[test]
     fn stripe_telegram_numbers_and_kinds() {
-        let s = Extractor::new(Provider::Stripe, None, None, None);
+        let s = Extractor::new(named("stripe"), None, None, None);
         assert_eq!(
             s.extract(&hm(&[]), br#"{"id":"evt_1","type":"charge.succeeded"}"#)
                 .unwrap(),
@@ -418,7 +413,7 @@ mod tests {
                 key: Bytes::from_static(b"evt_1")
             }
         );
-        let t = Extractor::new(Provider::Telegram, None, None, None);
+        let t = Extractor::new(named("telegram"), None, None, None);
         assert_eq!(
             t.extract(&hm(&[]), br#"{"update_id":123456,"message":{"text":"hi"}}"#)
                 .unwrap(),
@@ -432,26 +427,26 @@ mod tests {
 
     #[test]
     fn handshakes() {
-        let s = Extractor::new(Provider::Slack, None, None, None);
+        let s = Extractor::new(named("slack"), None, None, None);
         assert_eq!(
             s.extract(
                 &hm(&[]),
                 br#"{"type":"url_verification","challenge":"c1","token":"t"}"#
             )
             .unwrap(),
-            Extracted::Handshake("{\"challenge\":\"c1\"}".into())
+            Extracted::Handshake(Answer::json("{\"challenge\":\"c1\"}".into()))
         );
-        let d = Extractor::new(Provider::Discord, None, None, None);
+        let d = Extractor::new(named("discord"), None, None, None);
         assert_eq!(
             d.extract(&hm(&[]), br#"{"type":1,"id":"1"}"#).unwrap(),
-            Extracted::Handshake("{\"type\":1}".into())
+            Extracted::Handshake(Answer::json("{\"type\":1}".into()))
         );
     }
 
     #[test]
     fn overrides_and_pointer_escapes() {
         let x = Extractor::new(
-            Provider::GenericHmac,
+            named("generic-hmac"),
             Some(FieldSpec::parse("header:x-id").unwrap()),
             Some(FieldSpec::parse("/a~1b/0").unwrap()),
             None,

@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::Config;
 use crate::extract::{ExtractError, Extracted, Extractor, FieldSpec};
 use crate::verify::{
-    discord_public_key_hex, sign, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding,
+    sign_request, GenericHmacOptions, HmacAlgorithm, Options, Provider, SigEncoding, Signed,
     Verifier, VerifyError,
 };
 use hookgate_proto::{Event, Ulid};
@@ -51,28 +51,28 @@ pub const NOW: i64 = 1_700_000_000;
 pub const TOLERANCE: Duration = Duration::from_secs(300);
 
 /// The secret each provider's fuzzed verifier accepts (the second of its two secrets; the
-/// first is a rotated-out one), and what [`sign`] takes for it. For Discord this is the
-/// private seed; the verifier holds its public key.
+/// first is a rotated-out one), and what [`sign_with`] takes for it: the provider's first
+/// example secret (for Discord the private seed; the verifier holds its public key).
 pub fn signing_secret(provider: Provider) -> &'static str {
-    match provider {
-        Provider::StandardWebhooks => "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        Provider::Telegram => "fuzz-telegram_token-2",
-        Provider::Gitlab => "fuzz-gitlab-token-2",
-        Provider::Discord => "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
-        _ => "fuzz-hmac-secret-2",
-    }
+    provider.spec().example_secrets()[0]
 }
 
+/// The rotated-out secret of the fuzzed verifier, as configured.
 fn old_secret(provider: Provider) -> String {
-    match provider {
-        Provider::StandardWebhooks => "whsec_b2xkLXNlY3JldC1vbGQtc2VjcmV0".into(),
-        Provider::Telegram => "fuzz-telegram_token-1".into(),
-        Provider::Discord => discord_public_key_hex(
-            "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
-        )
-        .unwrap_or_default(),
-        _ => "fuzz-old-secret-1".into(),
+    let spec = provider.spec();
+    spec.config_secret(spec.example_secrets()[1])
+        .unwrap_or_default()
+}
+
+/// The options each provider's fuzzed verifier is built with (generic-hmac's come from
+/// the flags byte).
+fn options_for(provider: Provider, flags: u8) -> Options {
+    let mut options = provider.spec().example_options();
+    options.tolerance = TOLERANCE;
+    if options.generic.is_some() {
+        options.generic = Some(generic_options(flags));
     }
+    options
 }
 
 /// The generic-hmac options selected by `flags`: bits 0-1 the algorithm (1 SHA-1, 2 SHA-512,
@@ -111,33 +111,37 @@ struct Verifiers {
 fn verifiers() -> &'static Verifiers {
     static V: OnceLock<Verifiers> = OnceLock::new();
     V.get_or_init(|| {
-        let build = |p: Provider, generic: Option<GenericHmacOptions>| {
-            let current = match p {
-                Provider::Discord => discord_public_key_hex(signing_secret(p)).unwrap_or_default(),
-                _ => signing_secret(p).to_owned(),
-            };
-            Verifier::new(p, &[old_secret(p), current], TOLERANCE, generic)
+        let build = |p: Provider, flags: u8| {
+            let current = p
+                .spec()
+                .config_secret(signing_secret(p))
+                .unwrap_or_default();
+            Verifier::with_options(p, &[old_secret(p), current], options_for(p, flags))
         };
         let plain = Provider::ALL
-            .into_iter()
-            .filter(|p| *p != Provider::GenericHmac)
-            .filter_map(|p| build(p, None).ok().map(|v| (p, v)))
+            .iter()
+            .filter(|p| !is_generic(**p))
+            .filter_map(|p| build(*p, 0).ok().map(|v| (*p, v)))
             .collect();
         let generic = (0..16u8)
             .map(generic_variant)
-            .filter_map(|f| {
-                build(Provider::GenericHmac, Some(generic_options(f)))
-                    .ok()
-                    .map(|v| (f, v))
-            })
+            .filter_map(|f| build(GENERIC, f).ok().map(|v| (f, v)))
             .collect();
         Verifiers { plain, generic }
     })
 }
 
+/// Whether the provider takes its signature description from config (generic-hmac):
+/// its fuzzed verifiers vary with the flags byte.
+fn is_generic(provider: Provider) -> bool {
+    provider.spec().example_options().generic.is_some()
+}
+
+const GENERIC: Provider = crate::verify::providers::generic_hmac::PROVIDER;
+
 fn verifier_for(provider: Provider, flags: u8) -> Option<&'static Verifier> {
     let v = verifiers();
-    if provider == Provider::GenericHmac {
+    if is_generic(provider) {
         let f = generic_variant(flags);
         v.generic.iter().find(|(g, _)| *g == f).map(|(_, v)| v)
     } else {
@@ -224,15 +228,23 @@ pub fn encode_verify(
 /// The headers the provider would send for `body` at [`NOW`], signed with the secret the
 /// fuzzed verifier accepts.
 pub fn signed_headers(provider: Provider, flags: u8, body: &[u8]) -> Vec<(String, String)> {
-    let options = generic_options(flags);
-    sign(
+    signed(provider, flags, body).headers
+}
+
+/// The whole request (headers and body: schemes that sign inside the body wrap `body`)
+/// the provider would send at [`NOW`], signed with the secret the fuzzed verifier accepts.
+pub fn signed(provider: Provider, flags: u8, body: &[u8]) -> Signed {
+    sign_request(
         provider,
         signing_secret(provider),
         body,
         NOW,
-        Some(&options),
+        &options_for(provider, flags),
     )
-    .unwrap_or_default()
+    .unwrap_or(Signed {
+        headers: Vec::new(),
+        body: body.to_vec(),
+    })
 }
 
 /// Target `verify`: every provider's verifier (byte 0 selects it, byte 1 the generic-hmac
@@ -254,10 +266,10 @@ pub fn verify_outcome(data: &[u8]) -> Option<Result<(), VerifyError>> {
     let (head, body) = split_head(rest);
     let headers = header_map(lines(head));
     let outcome = v.verify(&headers, body, NOW);
-    let signed = signed_headers(provider, *flags, body);
-    let signed = header_map(header_lines(&signed).iter().map(Vec::as_slice));
+    let own = signed(provider, *flags, body);
+    let own_headers = header_map(header_lines(&own.headers).iter().map(Vec::as_slice));
     assert_eq!(
-        v.verify(&signed, body, NOW),
+        v.verify(&own_headers, &own.body, NOW),
         Ok(()),
         "{provider:?}: a body signed by our own signer is refused"
     );
@@ -314,8 +326,9 @@ pub fn extract_outcome(data: &[u8]) -> Option<Result<Extracted, ExtractError>> {
         }
         Ok(Extracted::Handshake(answer)) => {
             assert!(
-                serde_json::from_str::<serde_json::Value>(answer).is_ok(),
-                "a handshake answer that is not JSON"
+                answer.content_type != "application/json"
+                    || serde_json::from_str::<serde_json::Value>(&answer.body).is_ok(),
+                "a JSON handshake answer that is not JSON"
             );
         }
         Err(e) => assert!(!e.code().is_empty()),

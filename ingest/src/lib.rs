@@ -27,6 +27,7 @@ pub mod edge;
 pub mod extract;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod learned;
 pub mod maybe_written;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1,5 +1,5 @@
-//! The `hookgate` command: `serve`, `check`, `sign`, `spool`, `dispatch`, `dlq`,
-//! `quarantine`, `telegram set-webhook`.
+//! The `hookgate` command: `serve`, `check`, `sign`, `providers`, `spool`, `dispatch`,
+//! `dlq`, `quarantine`, `telegram set-webhook`.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -11,7 +11,9 @@ use clap::{Parser, Subcommand};
 use hookgate_ingest::config::Config;
 use hookgate_ingest::runtime;
 use hookgate_ingest::server::{self, App};
-use hookgate_ingest::verify::{self, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding};
+use hookgate_ingest::verify::{
+    self, catalog, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding,
+};
 use hookgate_sinks::log::kafka::KafkaLog;
 use hookgate_sinks::log::quarantine::Quarantine;
 use hookgate_sinks::log::spool::Spool;
@@ -46,8 +48,7 @@ enum Cmd {
     },
     /// Print the headers a provider would send for a body (a test aid).
     Sign {
-        /// Provider name (github, stripe, standard-webhooks, slack, shopify, gitlab,
-        /// telegram, discord, generic-hmac).
+        /// Provider name or alias (`hookgate providers` lists them).
         #[arg(long)]
         provider: String,
         /// The secret (for discord: the Ed25519 private seed, 64 hex digits).
@@ -71,9 +72,25 @@ enum Cmd {
         /// generic-hmac: text before the signature.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// URL-signing schemes: the URL the provider calls (the source's `public_url`).
+        #[arg(long)]
+        public_url: Option<String>,
         /// Print a curl command line instead of bare headers, for this URL.
         #[arg(long)]
         curl: Option<String>,
+    },
+    /// List the providers hookgate verifies: name, aliases, signature header(s), what is
+    /// signed, handshakes.
+    Providers {
+        /// As a JSON array.
+        #[arg(long, conflicts_with_all = ["markdown", "update_readme"])]
+        json: bool,
+        /// As the README's Markdown table.
+        #[arg(long, conflicts_with = "update_readme")]
+        markdown: bool,
+        /// Rewrite the provider table between the markers of this README file.
+        #[arg(long, value_name = "README")]
+        update_readme: Option<PathBuf>,
     },
     /// Inspect the local spool.
     Spool {
@@ -225,10 +242,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             algorithm,
             encoding,
             prefix,
+            public_url,
             curl,
         } => {
-            let provider = Provider::parse(&provider)
-                .with_context(|| format!("unknown provider `{provider}`"))?;
+            let provider = Provider::lookup(&provider).map_err(anyhow::Error::msg)?;
             let body = read_body(body.as_deref())?;
             let now = timestamp.unwrap_or_else(|| hookgate_proto::now_ms() / 1000);
             let generic = GenericHmacOptions {
@@ -237,13 +254,22 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 encoding: SigEncoding::parse(&encoding).context("--encoding")?,
                 prefix,
             };
-            let headers = verify::sign(provider, &secret, &body, now, Some(&generic))
+            let options = verify::Options {
+                generic: Some(generic),
+                public_url,
+                ..verify::Options::default()
+            };
+            let signed = verify::sign_request(provider, &secret, &body, now, &options)
                 .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
+            let headers = signed.headers;
             let mut out = std::io::stdout().lock();
-            if provider == Provider::Discord {
-                let pk =
-                    verify::discord_public_key_hex(&secret).map_err(|e| anyhow::anyhow!("{e}"))?;
-                eprintln!("# configure this public key as the discord source's secret: {pk}");
+            let config_secret = provider
+                .spec()
+                .config_secret(&secret)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if config_secret != secret {
+                // A public key (asymmetric schemes), never the secret itself.
+                eprintln!("# configure this as the {provider} source's secret: {config_secret}");
             }
             match curl {
                 Some(url) => {
@@ -259,8 +285,19 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     }
                 }
             }
+            if provider.spec().signature_in_body() {
+                // The signature is inside the body: print the body to send.
+                eprintln!("# {provider} signs inside the body; send this body:");
+                out.write_all(&signed.body)?;
+                writeln!(out)?;
+            }
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Cmd::Providers {
+            json,
+            markdown,
+            update_readme,
+        } => providers(json, markdown, update_readme.as_deref()),
         Cmd::Spool { cmd } => spool_cmd(cmd),
         Cmd::Dispatch { config } => dispatch(&config).await,
         Cmd::Dlq { cmd } => dlq_cmd(cmd).await,
@@ -633,6 +670,41 @@ fn spool_cmd(cmd: SpoolCmd) -> anyhow::Result<std::process::ExitCode> {
                 at = next;
             }
         }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `hookgate providers`: the registry as lines, JSON or the README's table.
+fn providers(
+    json: bool,
+    markdown: bool,
+    update_readme: Option<&Path>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if let Some(path) = update_readme {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let Some(updated) = catalog::update_readme(&text) else {
+            bail!(
+                "{} has no provider table markers ({} ... {})",
+                path.display(),
+                catalog::README_BEGIN,
+                catalog::README_END
+            );
+        };
+        if updated != text {
+            std::fs::write(path, updated)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            writeln!(out, "updated the provider table in {}", path.display())?;
+        } else {
+            writeln!(out, "the provider table in {} is current", path.display())?;
+        }
+    } else if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&catalog::json())?)?;
+    } else if markdown {
+        write!(out, "{}", catalog::markdown())?;
+    } else {
+        write!(out, "{}", catalog::lines())?;
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 
 use crate::extract::{ExtractError, Extracted, Extractor, FieldSpec};
 use crate::verify::{
-    discord_public_key_hex, sign, GenericHmacOptions, HmacAlgorithm, Provider, SigEncoding,
+    sign_request, GenericHmacOptions, HmacAlgorithm, Options, Provider, SecretKind, SigEncoding,
     Verifier, VerifyError,
 };
 
@@ -31,34 +31,29 @@ struct Keyed {
     signing: String,
     /// What the verifier's config takes (for Discord: the public key, hex).
     verifying: String,
-    generic: Option<GenericHmacOptions>,
+    options: Options,
 }
 
 impl Keyed {
     fn verifier(&self) -> Verifier {
-        Verifier::new(
+        Verifier::with_options(
             self.provider,
             std::slice::from_ref(&self.verifying),
-            TOLERANCE,
-            self.generic.clone(),
+            self.options.clone(),
         )
         .expect("verifier builds")
     }
 
-    fn sign(&self, body: &[u8], at: i64) -> Vec<(String, String)> {
-        sign(
-            self.provider,
-            &self.signing,
-            body,
-            at,
-            self.generic.as_ref(),
-        )
-        .expect("signs")
+    /// The signed request for the payload `body` (schemes that sign inside the body wrap
+    /// it), as (headers, body).
+    fn sign(&self, body: &[u8], at: i64) -> (Vec<(String, String)>, Vec<u8>) {
+        let s = sign_request(self.provider, &self.signing, body, at, &self.options).expect("signs");
+        (s.headers, s.body)
     }
 
     /// Whether the signature covers the body (GitLab and Telegram echo a token instead).
     fn signs_body(&self) -> bool {
-        !matches!(self.provider, Provider::Gitlab | Provider::Telegram)
+        self.provider.spec().covers_body() && !self.provider.spec().signature_in_body()
     }
 }
 
@@ -87,61 +82,49 @@ fn generic_options() -> impl Strategy<Value = GenericHmacOptions> {
         })
 }
 
-/// A provider and a secret it accepts.
+/// A provider and a secret it accepts, of the kind its file declares.
 fn keyed(provider: Provider) -> BoxedStrategy<Keyed> {
-    let plain = move |s: String| Keyed {
-        provider,
-        signing: s.clone(),
-        verifying: s,
-        generic: None,
-    };
-    match provider {
-        Provider::Github | Provider::Stripe | Provider::Shopify | Provider::Slack => {
-            text_secret().prop_map(plain).boxed()
-        }
-        // The token is sent as a header value: visible ASCII.
-        Provider::Gitlab => "[!-~]{1,64}".prop_map(plain).boxed(),
-        Provider::Telegram => "[A-Za-z0-9_-]{1,256}".prop_map(plain).boxed(),
-        Provider::StandardWebhooks => proptest::collection::vec(any::<u8>(), 1..64)
-            .prop_map(move |key| {
-                plain(format!(
+    let spec = provider.spec();
+    let mut base = spec.example_options();
+    base.tolerance = TOLERANCE;
+    let configurable = base.generic.is_some();
+    let secrets: BoxedStrategy<String> = match spec.secret_kind() {
+        SecretKind::Text => text_secret().boxed(),
+        SecretKind::Token(pattern) => pattern.boxed(),
+        SecretKind::WhsecBase64 => proptest::collection::vec(any::<u8>(), 1..64)
+            .prop_map(|key| {
+                format!(
                     "whsec_{}",
                     base64::engine::general_purpose::STANDARD.encode(key)
-                ))
+                )
             })
             .boxed(),
-        Provider::Discord => any::<[u8; 32]>()
-            .prop_map(move |seed| {
-                let seed = hex::encode(seed);
-                Keyed {
-                    provider,
-                    verifying: discord_public_key_hex(&seed).unwrap(),
-                    signing: seed,
-                    generic: None,
-                }
-            })
+        SecretKind::Ed25519Seed => any::<[u8; 32]>().prop_map(hex::encode).boxed(),
+        SecretKind::HexKey => proptest::collection::vec(any::<u8>(), 1..64)
+            .prop_map(hex::encode)
             .boxed(),
-        Provider::GenericHmac => (text_secret(), generic_options())
-            .prop_map(move |(s, o)| Keyed {
-                generic: Some(o),
-                ..plain(s)
-            })
-            .boxed(),
-    }
+        SecretKind::Examples => {
+            prop::sample::select(spec.example_secrets().map(str::to_owned).to_vec()).boxed()
+        }
+    };
+    (secrets, generic_options())
+        .prop_map(move |(signing, generic)| {
+            let mut options = base.clone();
+            if configurable {
+                options.generic = Some(generic);
+            }
+            Keyed {
+                provider,
+                verifying: provider.spec().config_secret(&signing).unwrap(),
+                signing,
+                options,
+            }
+        })
+        .boxed()
 }
 
 fn any_keyed() -> impl Strategy<Value = Keyed> {
-    prop_oneof![
-        keyed(Provider::Github),
-        keyed(Provider::Gitlab),
-        keyed(Provider::Stripe),
-        keyed(Provider::Shopify),
-        keyed(Provider::Slack),
-        keyed(Provider::StandardWebhooks),
-        keyed(Provider::Telegram),
-        keyed(Provider::Discord),
-        keyed(Provider::GenericHmac),
-    ]
+    prop::sample::select(Provider::ALL.to_vec()).prop_flat_map(keyed)
 }
 
 fn body() -> impl Strategy<Value = Vec<u8>> {
@@ -175,8 +158,8 @@ proptest! {
 
     #[test]
     fn signed_requests_verify(k in any_keyed(), body in body(), now in now(), skew in -TOL..=TOL) {
-        let headers = header_map(&k.sign(&body, now + skew));
-        prop_assert_eq!(k.verifier().verify(&headers, &body, now), Ok(()), "{:?}", k.provider);
+        let (headers, body) = k.sign(&body, now + skew);
+        prop_assert_eq!(k.verifier().verify(&header_map(&headers), &body, now), Ok(()), "{:?}", k.provider);
     }
 
     #[test]
@@ -188,7 +171,8 @@ proptest! {
         bit in 0u8..8,
     ) {
         prop_assume!(k.signs_body());
-        let headers = header_map(&k.sign(&body, now));
+        let (headers, body) = k.sign(&body, now);
+        let headers = header_map(&headers);
         let mut tampered = body.clone();
         tampered[at.index(body.len())] ^= 1 << bit;
         prop_assert_eq!(
@@ -207,7 +191,8 @@ proptest! {
         at in any::<prop::sample::Index>(),
         bit in 0u8..8,
     ) {
-        let pairs = k.sign(&body, now);
+        let (pairs, body) = k.sign(&body, now);
+        prop_assume!(!pairs.is_empty());
         let i = which.index(pairs.len());
         let mut value = pairs[i].1.clone().into_bytes();
         let j = at.index(value.len());
@@ -233,8 +218,9 @@ proptest! {
     ) {
         prop_assume!(other.verifying != signer.verifying);
         // The same generic-hmac layout, so only the secret differs.
-        other.generic = signer.generic.clone();
-        let headers = header_map(&signer.sign(&body, now));
+        other.options = signer.options.clone();
+        let (headers, body) = signer.sign(&body, now);
+        let headers = header_map(&headers);
         prop_assert_eq!(
             other.verifier().verify(&headers, &body, now),
             Err(VerifyError::Invalid),
@@ -250,12 +236,10 @@ proptest! {
         off in (TOL + 1)..100_000,
         future in any::<bool>(),
     ) {
-        prop_assume!(matches!(
-            k.provider,
-            Provider::Stripe | Provider::Slack | Provider::StandardWebhooks | Provider::Discord
-        ));
+        prop_assume!(k.provider.spec().timestamped());
         let at = if future { now + off } else { now - off };
-        let headers = header_map(&k.sign(&body, at));
+        let (headers, body) = k.sign(&body, at);
+        let headers = header_map(&headers);
         prop_assert_eq!(k.verifier().verify(&headers, &body, now), Err(VerifyError::Expired));
     }
 }
@@ -345,7 +329,7 @@ proptest! {
         let pointer = format!("/outer/{}", key.replace('~', "~0").replace('/', "~1"));
         let body = serde_json::json!({ "noise": doc, "outer": { key.clone(): value.clone() } });
         let x = Extractor::new(
-            Provider::GenericHmac,
+            crate::verify::providers::generic_hmac::PROVIDER,
             Some(FieldSpec::parse(&pointer).unwrap()),
             None,
             None,

@@ -126,6 +126,10 @@ pub struct App {
     gate: Arc<Gate>,
     /// The public listener's TLS, PROXY protocol and trusted proxies.
     edge: Arc<Edge>,
+    /// Secrets learned from handshakes (Asana), when there is a state directory.
+    learned: Option<crate::learned::LearnedSecrets>,
+    /// One handshake learns at a time, so two racing ones cannot both set a secret.
+    learning: tokio::sync::Mutex<()>,
 }
 
 /// An HTTP error: status and stable code; the message is for people.
@@ -153,10 +157,26 @@ impl App {
         prometheus: Option<PrometheusHandle>,
     ) -> anyhow::Result<App> {
         let mut sources = HashMap::with_hasher(foldhash::fast::RandomState::default());
+        let learned = cfg
+            .state_dir()
+            .map(|d| crate::learned::LearnedSecrets::new(&d));
         for (i, s) in cfg.sources.iter().enumerate() {
-            let verifier = s
+            let mut verifier = s
                 .build_verifier()
                 .map_err(|m| anyhow::anyhow!("source `{}`: {m}", s.name))?;
+            // A secret learned from an earlier handshake (none configured).
+            if verifier.has_no_keys() {
+                if let Some(store) = &learned {
+                    let secret = store.load(&s.name).map_err(|e| {
+                        anyhow::anyhow!("source `{}`: cannot read its learned secret: {e}", s.name)
+                    })?;
+                    if let Some(secret) = secret {
+                        verifier = s
+                            .build_verifier_from(&[hookgate_sinks::Secret::new(secret)])
+                            .map_err(|m| anyhow::anyhow!("source `{}`: {m}", s.name))?;
+                    }
+                }
+            }
             let spec = |v: &Option<String>| -> anyhow::Result<Option<FieldSpec>> {
                 v.as_deref()
                     .map(FieldSpec::parse)
@@ -203,6 +223,8 @@ impl App {
             maybe_written: MaybeWritten::default(),
             admin_separate: cfg.admin.is_some(),
             gate: Arc::new(Gate::new(cfg.server.admission())),
+            learned,
+            learning: tokio::sync::Mutex::new(()),
             edge: Arc::new(
                 Edge::new(
                     cfg.server.tls.as_ref(),
@@ -364,6 +386,33 @@ impl App {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        // `allow_ips` first: it applies to handshakes too (a secret learned on first
+        // contact must come from an allowed address).
+        if !src.allow_ips.is_empty() && !src.allow_ips.iter().any(|n| n.contains(&peer)) {
+            return Err(reject(
+                StatusCode::FORBIDDEN,
+                "ip_not_allowed",
+                "the client address is not allowed for this source",
+            ));
+        }
+        // One verifier for the whole request, even if the secrets are swapped meanwhile.
+        let verifier = src.verifier();
+        // Unsigned subscription handshakes (Meta's GET, Dropbox's GET, Trello's HEAD…):
+        // answered here, never stored; each provider decides which requests qualify.
+        let early = crate::verify::Early {
+            method: req.method(),
+            headers: req.headers(),
+            query: req.uri().query(),
+        };
+        let spec = verifier.provider().spec();
+        if spec.learns_secret() {
+            if let Some((secret, answer)) = spec.learn_handshake(&early) {
+                return Ok(self.learn(src, secret, answer).await);
+            }
+        }
+        if let Some(answer) = verifier.early_handshake(&early) {
+            return Ok(answer_response(answer));
+        }
         if req.method() != Method::POST {
             let mut r = error_response(&reject(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -376,13 +425,6 @@ impl App {
         }
         // Cheap checks first: nothing here reads the body or takes a slot, so a request that
         // would be refused anyway costs no more than its headers.
-        if !src.allow_ips.is_empty() && !src.allow_ips.iter().any(|n| n.contains(&peer)) {
-            return Err(reject(
-                StatusCode::FORBIDDEN,
-                "ip_not_allowed",
-                "the client address is not allowed for this source",
-            ));
-        }
         let max = self.limits.max_body_bytes.0;
         if let Some(len) = req.headers().get(CONTENT_LENGTH) {
             match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
@@ -403,8 +445,6 @@ impl App {
                 }
             }
         }
-        // One verifier for the whole request, even if the secrets are swapped meanwhile.
-        let verifier = src.verifier();
         if !verifier.signature_present(req.headers()) {
             let e = VerifyError::Missing;
             metrics::counter!("hookgate_verify_failures_total", "source" => src.name.to_string(), "reason" => e.code()).increment(1);
@@ -484,7 +524,13 @@ impl App {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        if let Err(e) = verifier.verify(&parts.headers, &body, now.as_secs() as i64) {
+        let request = crate::verify::Request {
+            headers: &parts.headers,
+            body: &body,
+            query: parts.uri.query(),
+            now: now.as_secs() as i64,
+        };
+        if let Err(e) = verifier.verify_request(&request) {
             metrics::counter!("hookgate_verify_failures_total", "source" => src.name.to_string(), "reason" => e.code()).increment(1);
             return Err(reject(
                 StatusCode::UNAUTHORIZED,
@@ -492,14 +538,20 @@ impl App {
                 verify_message(e),
             ));
         }
-        let (delivery_id, event_type, key) = match src.extractor.extract(&parts.headers, &body) {
+        let extracted = src
+            .extractor
+            .extract_for(Some(&verifier), &parts.headers, &body);
+        let (delivery_id, event_type, key) = match extracted {
             Ok(Extracted::Event {
                 delivery_id,
                 event_type,
                 key,
             }) => (delivery_id, event_type, key),
             Ok(Extracted::Handshake(answer)) => {
-                return Ok(json(StatusCode::OK, Bytes::from(answer)))
+                let mut r = json(StatusCode::OK, Bytes::from(answer.body));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+                return Ok(r);
             }
             Err(e) => {
                 let status = match e {
@@ -605,10 +657,76 @@ impl App {
                 replays.increment(1);
             }
         }
-        match outcome {
-            Ok(Admission::New(id)) => Ok(accepted(id, false)),
-            Ok(Admission::Duplicate(id)) => Ok(accepted(id, true)),
-            Err(e) => Err(append_reject(&e)),
+        // Some senders expect a fixed answer (Adyen's `[accepted]`), duplicates included.
+        let fixed = verifier.provider().spec().accepted_body();
+        match (outcome, fixed) {
+            (Ok(Admission::New(_) | Admission::Duplicate(_)), Some(text)) => {
+                Ok(answer_response(crate::verify::Answer {
+                    status: 200,
+                    content_type: "text/plain; charset=utf-8",
+                    body: text.to_string(),
+                    headers: Vec::new(),
+                }))
+            }
+            (Ok(Admission::New(id)), None) => Ok(accepted(id, false)),
+            (Ok(Admission::Duplicate(id)), None) => Ok(accepted(id, true)),
+            (Err(e), _) => Err(append_reject(&e)),
+        }
+    }
+}
+
+impl App {
+    /// Stores a secret handed over by a handshake (trust on first use) and verifies with it
+    /// from now on; refused once the source has any secret.
+    async fn learn(
+        &self,
+        src: &Source,
+        secret: String,
+        answer: crate::verify::Answer,
+    ) -> Response<Full<Bytes>> {
+        if secret.is_empty() || answer.status != 200 {
+            return answer_response(answer);
+        }
+        let _one_at_a_time = self.learning.lock().await;
+        let current = src.verifier();
+        if !current.has_no_keys() {
+            return error_response(&reject(
+                StatusCode::CONFLICT,
+                "secret_already_set",
+                "this source already has a secret; remove its learned secret file to accept a new handshake",
+            ));
+        }
+        let Some(store) = &self.learned else {
+            return error_response(&reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_state_directory",
+                "this source cannot keep a learned secret: configure a [spool]",
+            ));
+        };
+        if let Err(e) = store.store(&src.name, &secret) {
+            tracing::error!(source = %src.name, error = %e, "could not store the secret learned from a handshake");
+            return error_response(&reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "secret_not_stored",
+                "the secret could not be stored durably; retry later",
+            ));
+        }
+        let learned = crate::verify::Verifier::with_options(
+            current.provider(),
+            &[secret],
+            current.options().clone(),
+        );
+        match learned {
+            Ok(v) => {
+                *src.verifier.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
+                tracing::info!(source = %src.name, "learned the source's secret from its handshake");
+                answer_response(answer)
+            }
+            Err(_) => error_response(&reject(
+                StatusCode::BAD_REQUEST,
+                "bad_handshake",
+                "the handshake's secret is not usable",
+            )),
         }
     }
 }
@@ -755,6 +873,25 @@ fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A handshake's answer as a response. Header values that cannot be sent (a provider bug)
+/// are dropped rather than sent mangled.
+fn answer_response(answer: crate::verify::Answer) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let mut r = json(status, Bytes::from(answer.body));
+    if let Ok(ct) = HeaderValue::from_str(answer.content_type) {
+        r.headers_mut().insert(CONTENT_TYPE, ct);
+    }
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            r.headers_mut().insert(name, value);
+        }
+    }
     r
 }
 

@@ -638,6 +638,11 @@ impl Hookgate {
         }
     }
 
+    /// The instance's working directory (`{dir}` in its config).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Restarts with the same config and directory.
     pub fn restart(&mut self) {
         self.kill();

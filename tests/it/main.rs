@@ -13,6 +13,7 @@ mod edge;
 mod fakes;
 mod faults;
 mod feed_lib;
+mod handshakes;
 mod harness;
 mod ingest;
 mod kafka_faults;

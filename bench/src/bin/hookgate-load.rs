@@ -1308,7 +1308,7 @@ mod tests {
 
     #[test]
     fn pre_serialized_requests_parse_back_to_the_signed_ones() {
-        for name in corpus::PROVIDERS {
+        for name in corpus::providers() {
             let (c, signed) = corpus_of(name, 3);
             let id_header = corpus::unsigned_id_header(c.provider);
             for (seq, dup_of) in [(0, None), (2, None), (5, None), (7, Some(4)), (9, Some(1))] {

@@ -1,0 +1,492 @@
+//! Provider handshakes over HTTP, against the binary: each is answered as its provider
+//! expects (after verification where the scheme signs it), and none is stored as an event
+//! (`hookgate spool read` shows only the ordinary event each test also sends).
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::{client, now, sign, Hookgate};
+
+const DISCORD_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+fn config() -> String {
+    let discord_key = hookgate_ingest::verify::discord_public_key_hex(DISCORD_SEED).unwrap();
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+[spool]
+path = "{{dir}}/spool"
+
+[[sources]]
+name = "slack"
+provider = "slack"
+secrets = ["slack-signing-secret"]
+
+[[sources]]
+name = "discord"
+provider = "discord"
+secrets = ["{discord_key}"]
+
+[[sources]]
+name = "meta"
+provider = "whatsapp"
+secrets = ["meta-app-secret"]
+verify_token = "meta-verify-token-123"
+
+[[sources]]
+name = "zoom"
+provider = "zoom"
+secrets = ["zoom-old-token", "zoom-secret-token"]
+
+[[sources]]
+name = "twitch"
+provider = "twitch"
+secrets = ["twitch-eventsub-secret"]
+tolerance = "10m"
+
+[[sources]]
+name = "dropbox"
+provider = "dropbox"
+secrets = ["dropbox-app-secret"]
+
+[[sources]]
+name = "trello"
+provider = "trello"
+secrets = ["trello-app-secret"]
+public_url = "https://hooks.example.com/hooks/trello"
+
+[[sources]]
+name = "okta"
+provider = "okta"
+secrets = ["okta-hook-secret-value"]
+
+[[sources]]
+name = "adyen"
+provider = "adyen"
+secrets = ["44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"]
+
+[[sources]]
+name = "graph"
+provider = "microsoft-graph"
+secrets = ["secretClientValue"]
+
+[[sources]]
+name = "asana"
+provider = "asana"
+"#
+    )
+}
+
+/// Delivery ids of the spooled events of `source`.
+fn spooled(hg: &Hookgate, source: &str) -> Vec<String> {
+    let out = hg.cli(&["spool", "read"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("spool read JSON"))
+        .filter(|v| v["source"] == source)
+        .map(|v| v["delivery_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// POSTs `body` to `source`, signed as `provider` with `secret`, plus `extra` headers.
+async fn post(
+    hg: &Hookgate,
+    source: &str,
+    provider: &str,
+    secret: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client()
+        .post(hg.url(&format!("/hooks/{source}")))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in sign(provider, secret, body, now()) {
+        req = req.header(k, v);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("post")
+}
+
+#[tokio::test]
+async fn slack_url_verification_is_answered_after_verification_and_not_stored() {
+    let hg = Hookgate::start(&config());
+    let body = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let r = post(&hg, "slack", "slack", "slack-signing-secret", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    // Not signed with the source's secret: refused, not answered.
+    let r = post(&hg, "slack", "slack", "another-secret", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let event = br#"{"type":"event_callback","event_id":"Ev1","event":{"type":"message"}}"#;
+    let r = post(&hg, "slack", "slack", "slack-signing-secret", event, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(spooled(&hg, "slack"), vec!["Ev1".to_string()]);
+}
+
+#[tokio::test]
+async fn discord_ping_is_answered_with_pong_and_not_stored() {
+    let hg = Hookgate::start(&config());
+    let ping = br#"{"type":1,"id":"787053080478613555","application_id":"7"}"#;
+    let r = post(&hg, "discord", "discord", DISCORD_SEED, ping, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"type": 1})
+    );
+    let other_seed = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
+    let r = post(&hg, "discord", "discord", other_seed, ping, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let command = br#"{"type":2,"id":"787053080478613556","data":{"name":"ping"}}"#;
+    let r = post(&hg, "discord", "discord", DISCORD_SEED, command, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        spooled(&hg, "discord"),
+        vec!["787053080478613556".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn meta_verification_get_echoes_the_challenge_only_for_the_right_token() {
+    let hg = Hookgate::start(&config());
+    let get = |query: &str| client().get(hg.url(&format!("/hooks/meta?{query}"))).send();
+    let r =
+        get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meta-verify-token-123")
+            .await
+            .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.text().await.unwrap(), "1158201444");
+    let r = get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "verify_token_mismatch"
+    );
+    let r = get("hub.mode=subscribe&hub.challenge=%3Cb%3E&hub.verify_token=meta-verify-token-123")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no HTML is reflected");
+    // Events are POSTed and signed with the app secret.
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[]}]}"#;
+    let r = post(&hg, "meta", "meta", "meta-app-secret", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(&hg, "meta", "meta", "not-the-app-secret", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        spooled(&hg, "meta").len(),
+        1,
+        "only the signed event is stored"
+    );
+}
+
+#[tokio::test]
+async fn zoom_url_validation_is_answered_with_the_encrypted_token_and_not_stored() {
+    let hg = Hookgate::start(&config());
+    let body = br#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let r = post(&hg, "zoom", "zoom", "zoom-secret-token", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"zoom-secret-token");
+    let expected = hex::encode(ring::hmac::sign(&key, b"qgg8vlvZRS6UYooatFL8Aw").as_ref());
+    assert_eq!(v["plainToken"], "qgg8vlvZRS6UYooatFL8Aw");
+    assert_eq!(v["encryptedToken"], expected.as_str());
+    let r = post(&hg, "zoom", "zoom", "not-zoom", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let event =
+        br#"{"event":"meeting.started","event_ts":1654503849681,"payload":{"object":{"id":"1"}}}"#;
+    let r = post(&hg, "zoom", "zoom", "zoom-old-token", event, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(spooled(&hg, "zoom").len(), 1);
+}
+
+#[tokio::test]
+async fn twitch_callback_verification_echoes_the_challenge_and_revocations_are_recorded() {
+    let hg = Hookgate::start(&config());
+    let body = br#"{"challenge":"pogchamp-kappa-360noscope-vohiyo","subscription":{"id":"f1c2a387-161a-49f9-a165-0f21d7a4e1c4","type":"channel.follow","version":"1"}}"#;
+    let kind = (
+        "twitch-eventsub-message-type",
+        "webhook_callback_verification",
+    );
+    let r = post(
+        &hg,
+        "twitch",
+        "twitch",
+        "twitch-eventsub-secret",
+        body,
+        &[kind],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.text().await.unwrap(), "pogchamp-kappa-360noscope-vohiyo");
+    let r = post(&hg, "twitch", "twitch", "another-secret", body, &[kind]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let revoked = br#"{"subscription":{"id":"f1c2a387-161a-49f9-a165-0f21d7a4e1c4","status":"authorization_revoked","type":"channel.follow","version":"1"}}"#;
+    let r = post(
+        &hg,
+        "twitch",
+        "twitch",
+        "twitch-eventsub-secret",
+        revoked,
+        &[
+            ("twitch-eventsub-message-type", "revocation"),
+            ("twitch-eventsub-subscription-type", "channel.follow"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(spooled(&hg, "twitch").len(), 1, "the revocation only");
+}
+
+#[tokio::test]
+async fn dropbox_challenge_get_is_echoed_as_plain_text_and_not_stored() {
+    let hg = Hookgate::start(&config());
+    let r = client()
+        .get(hg.url("/hooks/dropbox?challenge=b5b9a8e3-Zz_09"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.text().await.unwrap(), "b5b9a8e3-Zz_09");
+    for bad in ["", "?challenge=%3Cscript%3Ealert(1)%3C/script%3E"] {
+        let r = client()
+            .get(hg.url(&format!("/hooks/dropbox{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let body = br#"{"list_folder":{"accounts":["dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc"]},"delta":{"users":[12345678]}}"#;
+    let r = post(&hg, "dropbox", "dropbox", "dropbox-app-secret", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(&hg, "dropbox", "dropbox", "wrong", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(spooled(&hg, "dropbox").len(), 1);
+}
+
+#[tokio::test]
+async fn trello_head_is_answered_and_signed_posts_need_the_callback_url() {
+    let hg = Hookgate::start(&config());
+    let r = client().head(hg.url("/hooks/trello")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Signed over body + the registered callback URL (public_url), as Trello does.
+    let body = br#"{"action":{"id":"5f1","type":"updateCard"},"model":{"id":"4d5"}}"#;
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        b"trello-app-secret",
+    );
+    let mut signed = body.to_vec();
+    signed.extend_from_slice(b"https://hooks.example.com/hooks/trello");
+    let sig = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        ring::hmac::sign(&key, &signed).as_ref(),
+    );
+    let send = |sig: String| {
+        client()
+            .post(hg.url("/hooks/trello"))
+            .header("content-type", "application/json")
+            .header("x-trello-webhook", sig)
+            .body(body.to_vec())
+            .send()
+    };
+    assert_eq!(send(sig.clone()).await.unwrap().status(), StatusCode::OK);
+    let over_body_only = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        ring::hmac::sign(&key, body).as_ref(),
+    );
+    assert_eq!(
+        send(over_body_only).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(spooled(&hg, "trello").len(), 1, "the HEAD is not an event");
+}
+
+#[tokio::test]
+async fn okta_verification_get_is_answered_only_with_the_hook_secret() {
+    let hg = Hookgate::start(&config());
+    let get = |auth: Option<&'static str>| {
+        let mut req = client().get(hg.url("/hooks/okta")).header(
+            "x-okta-verification-challenge",
+            "ZVGI7M2m7x9bx8Yz2wjHLPTSX0rTBOmexVTvoKOB",
+        );
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    let r = get(Some("okta-hook-secret-value")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"verification": "ZVGI7M2m7x9bx8Yz2wjHLPTSX0rTBOmexVTvoKOB"})
+    );
+    assert_eq!(
+        get(Some("guess")).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(get(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let body = br#"{"eventType":"com.okta.event_hook","eventId":"b5a188b9-5ece-4636-b041-482ffda96311","data":{"events":[]}}"#;
+    let r = post(&hg, "okta", "okta", "okta-hook-secret-value", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        spooled(&hg, "okta"),
+        vec!["b5a188b9-5ece-4636-b041-482ffda96311".to_string()]
+    );
+}
+
+/// Adyen expects `[accepted]` as the answer to a stored notification, and to its retries.
+#[tokio::test]
+async fn adyen_notifications_are_answered_accepted_also_as_duplicates() {
+    let hg = Hookgate::start(&config());
+    let p = hookgate_ingest::verify::Provider::parse("adyen").unwrap();
+    let signed = hookgate_ingest::verify::sign_request(
+        p,
+        "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056",
+        br#"{"order":"1"}"#,
+        now(),
+        &hookgate_ingest::verify::Options::default(),
+    )
+    .unwrap();
+    let send = |body: Vec<u8>| {
+        client()
+            .post(hg.url("/hooks/adyen"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for _ in 0..2 {
+        let r = send(signed.body.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.text().await.unwrap(), "[accepted]");
+    }
+    let tampered = String::from_utf8(signed.body.clone())
+        .unwrap()
+        .replace("1130", "1131");
+    let r = send(tampered.into_bytes()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(spooled(&hg, "adyen").len(), 1, "the retry is a duplicate");
+}
+
+#[tokio::test]
+async fn graph_validation_token_is_echoed_as_text_and_notifications_need_the_client_state() {
+    let hg = Hookgate::start(&config());
+    let r = client()
+        .post(hg.url(
+            "/hooks/graph?validationToken=Validation%3a+Testing+client+application+reachability",
+        ))
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "Validation: Testing client application reachability"
+    );
+    let r = client()
+        .post(hg.url("/hooks/graph?validationToken=%3Chtml%3E"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no HTML is reflected");
+    let note = |state: &str| {
+        client()
+            .post(hg.url("/hooks/graph"))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"value":[{{"subscriptionId":"s1","clientState":"{state}","changeType":"created","resource":"Users/1/messages/2"}}]}}"#
+            ))
+            .send()
+    };
+    assert_eq!(
+        note("secretClientValue").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        note("guess").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(spooled(&hg, "graph").len(), 1);
+}
+
+/// Asana's handshake sets the secret on first contact (stored under the spool directory,
+/// echoed, never logged); later events verify with it, also after a restart; a second
+/// handshake is refused.
+#[tokio::test]
+async fn asana_handshake_learns_the_secret_once_and_keeps_it_across_restarts() {
+    let mut hg = Hookgate::start(&config());
+    let secret = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
+    let body =
+        br#"{"events":[{"action":"changed","resource":{"gid":"1","resource_type":"task"}}]}"#;
+    // Before the handshake nothing verifies.
+    let r = post(&hg, "asana", "asana", secret, body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let handshake = |value: &'static str| {
+        client()
+            .post(hg.url("/hooks/asana"))
+            .header("x-hook-secret", value)
+            .send()
+    };
+    let r = handshake(secret).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-hook-secret"], secret);
+    let file = hg.dir().join("spool/learned-secrets/asana.secret");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), secret);
+    let r = post(&hg, "asana", "asana", secret, body, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(&hg, "asana", "asana", "someone-else", body, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Trust on first use: a later handshake cannot replace it.
+    let r = handshake("attacker-chosen-secret").await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "secret_already_set"
+    );
+    hg.restart();
+    let other = br#"{"events":[{"action":"added","resource":{"gid":"2","resource_type":"task"}}]}"#;
+    let r = post(&hg, "asana", "asana", secret, other, &[]).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the learned secret survives a restart"
+    );
+    assert_eq!(spooled(&hg, "asana").len(), 2, "handshakes are not events");
+    assert!(
+        !hg.output().contains(secret),
+        "the learned secret appears in hookgate's output"
+    );
+}
