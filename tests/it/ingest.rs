@@ -661,6 +661,7 @@ fn check_accepts_the_examples_and_reports_every_problem_with_its_location() {
                 .env("TELEGRAM_GROUP_CHAT_ID", "-1001")
                 .env("LLM_API_KEY", "sk-x")
                 .env("SHOPIFY_SECRET", "shop-secret")
+                .env("WOOCOMMERCE_SECRET", "woo-secret")
                 .env("SHOP_OWNER_CHAT_ID", "-1002"),
             COMMAND_TIMEOUT,
         );

@@ -308,6 +308,7 @@ async fn shop_orders_example_confirms_to_the_customer_and_notes_to_the_owner() {
     let tg_url = tg.api_url();
     let env = [
         ("SHOPIFY_SECRET", "scenario-shop-secret"),
+        ("WOOCOMMERCE_SECRET", "scenario-woo-secret"),
         ("STRIPE_SECRET", "whsec_scenario-stripe-secret"),
         ("TELEGRAM_BOT_TOKEN", "4444:SCENARIO-SHOP-BOT"),
         ("SHOP_OWNER_CHAT_ID", "-5001"),
@@ -335,6 +336,25 @@ async fn shop_orders_example_confirms_to_the_customer_and_notes_to_the_owner() {
     headers.extend(sign("shopify", "scenario-shop-secret", &order, now()));
     post(&hg, "/hooks/shopify", &headers, &order).await;
 
+    let woo = json!({
+        "id": 727, "number": "77", "status": "processing", "currency": "EUR", "total": "12.00",
+        "billing": {"first_name": "Cem", "email": "cem@example.com"},
+        "line_items": [{"name": "Tea", "quantity": 1}],
+        "meta_data": [{"id": 1, "key": "_wc_order_attribution", "value": "x"},
+                      {"id": 2, "key": "telegram_chat_id", "value": "6003"}]
+    })
+    .to_string()
+    .into_bytes();
+    let mut headers = vec![
+        ("x-wc-webhook-topic".to_owned(), "order.created".to_owned()),
+        (
+            "x-wc-webhook-delivery-id".to_owned(),
+            "scenario-woo-1".to_owned(),
+        ),
+    ];
+    headers.extend(sign("woocommerce", "scenario-woo-secret", &woo, now()));
+    post(&hg, "/hooks/woocommerce", &headers, &woo).await;
+
     let session = json!({
         "id": "evt_scenario_1", "type": "checkout.session.completed", "object": "event",
         "data": {"object": {
@@ -351,7 +371,7 @@ async fn shop_orders_example_confirms_to_the_customer_and_notes_to_the_owner() {
             .collect();
     post(&hg, "/hooks/stripe", &headers, &session).await;
 
-    let mut got = sent(&tg, 4).await;
+    let mut got = sent(&tg, 6).await;
     got.sort();
     assert_eq!(
         got,
@@ -366,6 +386,11 @@ async fn shop_orders_example_confirms_to_the_customer_and_notes_to_the_owner() {
                 "🛒 New Stripe order cs_test_123: 19.05 EUR, bob@example.com".to_owned()
             ),
             (
+                "-5001".to_owned(),
+                "🛒 New WooCommerce order <b>#77</b>: 12.00 EUR, 1 line(s), cem@example.com"
+                    .to_owned()
+            ),
+            (
                 "6001".to_owned(),
                 "Thank you for your order <b>#1001</b>, Ann!\n• 2 × Mug &lt;large&gt;\nTotal: <b>42.50 EUR</b>. We will write again when it ships."
                     .to_owned()
@@ -373,6 +398,11 @@ async fn shop_orders_example_confirms_to_the_customer_and_notes_to_the_owner() {
             (
                 "6002".to_owned(),
                 "Thank you for your order, Bob!\nPaid: <b>19.05 EUR</b>.".to_owned()
+            ),
+            (
+                "6003".to_owned(),
+                "Thank you for your order <b>#77</b>, Cem!\n• 1 × Tea\nTotal: <b>12.00 EUR</b>. We will write again when it ships."
+                    .to_owned()
             ),
         ],
         "{}",
