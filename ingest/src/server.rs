@@ -445,7 +445,10 @@ impl App {
                 }
             }
         }
-        if !verifier.signature_present(req.headers()) {
+        // A source that learns its secret from a body (Notion) and has none yet: the
+        // unsigned verification request must get as far as its body.
+        let learning = spec.learns_secret() && verifier.has_no_keys();
+        if !learning && !verifier.signature_present(req.headers()) {
             let e = VerifyError::Missing;
             metrics::counter!("hookgate_verify_failures_total", "source" => src.name.to_string(), "reason" => e.code()).increment(1);
             return Err(reject(
@@ -521,6 +524,11 @@ impl App {
                 ))
             }
         };
+        if learning {
+            if let Some((secret, answer)) = spec.learn_from_body(&parts.headers, &body) {
+                return Ok(self.learn(src, secret, answer).await);
+            }
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();

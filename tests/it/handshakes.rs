@@ -75,6 +75,10 @@ secrets = ["secretClientValue"]
 [[sources]]
 name = "asana"
 provider = "asana"
+
+[[sources]]
+name = "notion"
+provider = "notion"
 "#
     )
 }
@@ -488,5 +492,55 @@ async fn asana_handshake_learns_the_secret_once_and_keeps_it_across_restarts() {
     assert!(
         !hg.output().contains(secret),
         "the learned secret appears in hookgate's output"
+    );
+}
+
+/// Notion's verification request (an unsigned body holding only `verification_token`) sets
+/// the secret on first contact, stored under the spool directory for the user to paste into
+/// Notion and never logged; events then verify with `X-Notion-Signature`, also after a
+/// restart; a later unsigned verification request is refused and changes nothing.
+#[tokio::test]
+async fn notion_verification_token_is_learned_once_and_signs_the_events_after_it() {
+    let mut hg = Hookgate::start(&config());
+    let token = "secret_tMrlL1qK5vuQAh1b6cZGhFChZTSYJlce98V0pYn7yBl";
+    let event = br#"{"id":"367cba44-b6f3-4c92-81e7-6a2e9659efd4","timestamp":"2024-12-05T23:55:34.285Z","type":"page.content_updated","entity":{"id":"153104cd-477e-809d-8dc4-ff2d96ae3090","type":"page"}}"#;
+    // Before the verification request nothing verifies.
+    let r = post(&hg, "notion", "notion", token, event, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let verification = |body: String| {
+        client()
+            .post(hg.url("/hooks/notion"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = verification(format!(r#"{{"verification_token":"{token}"}}"#))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let file = hg.dir().join("spool/learned-secrets/notion.secret");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    let r = post(&hg, "notion", "notion", token, event, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(&hg, "notion", "notion", "someone-else", event, &[]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A later verification request cannot replace the token.
+    let r = verification(r#"{"verification_token":"secret_attacker"}"#.to_owned())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    hg.restart();
+    let other = br#"{"id":"c7e2b8f1-0000-4c92-81e7-6a2e9659efd4","timestamp":"2024-12-05T23:57:00.000Z","type":"page.created","entity":{"id":"253104cd-477e-809d-8dc4-ff2d96ae3090","type":"page"}}"#;
+    let r = post(&hg, "notion", "notion", token, other, &[]).await;
+    assert_eq!(r.status(), StatusCode::OK, "the token survives a restart");
+    assert_eq!(
+        spooled(&hg, "notion").len(),
+        2,
+        "the verification request is not an event"
+    );
+    assert!(
+        !hg.output().contains(token),
+        "the learned token appears in hookgate's output"
     );
 }

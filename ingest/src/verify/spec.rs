@@ -307,6 +307,15 @@ pub trait ProviderSpec: Sync {
         None
     }
 
+    /// A request whose BODY hands over the secret (Notion's unsigned
+    /// `{"verification_token": …}`), with the answer to send once it is stored durably.
+    /// Looked at after the body is read, only for providers that
+    /// [`ProviderSpec::learns_secret`] and only while the source has no secret; `None`: not
+    /// such a request.
+    fn learn_from_body(&self, _headers: &HeaderMap, _body: &[u8]) -> Option<(String, Answer)> {
+        None
+    }
+
     /// Whether the signature travels inside the body (Mailgun, Adyen) rather than in
     /// headers; then [`ProviderSpec::sign_request`] builds the body.
     fn signature_in_body(&self) -> bool {

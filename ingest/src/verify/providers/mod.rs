@@ -61,4 +61,5 @@ registry! {
     mailgun,
     microsoft_graph,
     asana,
+    notion,
 }
