@@ -13,17 +13,16 @@
 //!
 //! Delivery id: a digest of the body; event type: the first event's `action`.
 
-use http::HeaderMap;
-
-use super::common::{BodyHmac, SigHeader};
+use super::common::{no_body_handover, BodyHmac, LearnedBodyHmac, SigHeader};
 use crate::extract::FieldSpec;
-use crate::verify::{
-    About, Answer, Defaults, Early, HmacAlgorithm, KeyError, Keys, Options, Provider,
-    ProviderSpec, Request, SigEncoding, Verifier, VerifyError,
-};
+use crate::verify::{About, Answer, Defaults, Early, HmacAlgorithm, Provider, SigEncoding};
 
 /// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&Asana);
+pub const PROVIDER: Provider = Provider::of(&LearnedBodyHmac {
+    hook: HOOK,
+    from_request: handover,
+    from_body: no_body_handover,
+});
 
 const HOOK: BodyHmac = BodyHmac {
     name: "asana",
@@ -52,72 +51,27 @@ const HOOK: BodyHmac = BodyHmac {
 /// Longest secret accepted from a handshake.
 const MAX_SECRET: usize = 256;
 
-struct Asana;
-
-impl ProviderSpec for Asana {
-    fn name(&self) -> &'static str {
-        HOOK.name
+/// The `X-Hook-Secret` handshake.
+fn handover(req: &Early<'_>) -> Option<(String, Answer)> {
+    if req.method != http::Method::POST {
+        return None;
     }
-
-    fn about(&self) -> About {
-        HOOK.about
+    let secret = req.headers.get("x-hook-secret")?;
+    let ok = !secret.is_empty()
+        && secret.len() <= MAX_SECRET
+        && secret.as_bytes().iter().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Some((
+            String::new(),
+            Answer::refuse(400, "bad_handshake", "X-Hook-Secret is not a usable secret"),
+        ));
     }
-
-    fn signs_body_only(&self) -> bool {
-        true
-    }
-
-    fn learns_secret(&self) -> bool {
-        true
-    }
-
-    fn keys(&self, secrets: &[String], options: &Options) -> Result<Keys, KeyError> {
-        HOOK.keys(secrets, options)
-    }
-
-    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        HOOK.verify(v, req)
-    }
-
-    fn signature_present(&self, v: &Verifier, headers: &HeaderMap) -> bool {
-        HOOK.signature_present(v, headers)
-    }
-
-    fn sign(
-        &self,
-        secret: &str,
-        body: &[u8],
-        now: i64,
-        options: &Options,
-    ) -> Result<Vec<(String, String)>, KeyError> {
-        HOOK.sign(secret, body, now, options)
-    }
-
-    fn defaults(&self) -> Defaults {
-        HOOK.defaults()
-    }
-
-    fn learn_handshake(&self, req: &Early<'_>) -> Option<(String, Answer)> {
-        if req.method != http::Method::POST {
-            return None;
-        }
-        let secret = req.headers.get("x-hook-secret")?;
-        let ok = !secret.is_empty()
-            && secret.len() <= MAX_SECRET
-            && secret.as_bytes().iter().all(|b| b.is_ascii_graphic());
-        if !ok {
-            return Some((
-                String::new(),
-                Answer::refuse(400, "bad_handshake", "X-Hook-Secret is not a usable secret"),
-            ));
-        }
-        let secret = secret.to_str().ok()?.to_owned();
-        let answer = Answer {
-            status: 200,
-            content_type: "text/plain; charset=utf-8",
-            body: String::new(),
-            headers: vec![("x-hook-secret", secret.clone())],
-        };
-        Some((secret, answer))
-    }
+    let secret = secret.to_str().ok()?.to_owned();
+    let answer = Answer {
+        status: 200,
+        content_type: "text/plain; charset=utf-8",
+        body: String::new(),
+        headers: vec![("x-hook-secret", secret.clone())],
+    };
+    Some((secret, answer))
 }

@@ -15,8 +15,9 @@ use ring::hmac;
 
 use crate::verify::{
     check_tolerance, decode_b64_exact, decode_hex_exact, header_str, hex_entry, hmac_parts,
-    match_entries, parse_timestamp, scan_entries, About, B64Buf, Defaults, HmacAlgorithm, KeyError,
-    Keys, Options, ProviderSpec, Request, SigEncoding, Verifier, VerifyError, MAX_SIG_LEN,
+    match_entries, parse_timestamp, scan_entries, About, Answer, B64Buf, Defaults, Early,
+    HmacAlgorithm, KeyError, Keys, Options, ProviderSpec, Request, SigEncoding, Verifier,
+    VerifyError, MAX_SIG_LEN,
 };
 
 /// A signature header: `prefix` followed by the encoded HMAC of some bytes.
@@ -301,5 +302,84 @@ pub(crate) fn example_url_options(url: &str) -> Options {
     Options {
         public_url: Some(url.to_string()),
         ..Options::default()
+    }
+}
+
+/// A secret handed over by a handshake, with the answer to send once it is stored.
+pub(crate) type Handover = Option<(String, Answer)>;
+
+/// A [`BodyHmac`] scheme whose secret the provider hands over in its first, unsigned
+/// request (trust on first use: Asana's `X-Hook-Secret`, Notion's `verification_token`).
+/// `from_request` sees the request before its body is read, `from_body` after; each says
+/// whether the request is the handover (see [`ProviderSpec::learn_handshake`] and
+/// [`ProviderSpec::learn_from_body`]).
+pub(crate) struct LearnedBodyHmac {
+    /// The scheme once the secret is known.
+    pub hook: BodyHmac,
+    /// The handover, from method, headers and query.
+    pub from_request: fn(&Early<'_>) -> Handover,
+    /// The handover, from headers and body.
+    pub from_body: fn(&HeaderMap, &[u8]) -> Handover,
+}
+
+/// For a [`LearnedBodyHmac`] whose handover is not seen before the body.
+pub(crate) fn no_request_handover(_: &Early<'_>) -> Handover {
+    None
+}
+
+/// For a [`LearnedBodyHmac`] whose handover is not in a body.
+pub(crate) fn no_body_handover(_: &HeaderMap, _: &[u8]) -> Handover {
+    None
+}
+
+impl ProviderSpec for LearnedBodyHmac {
+    fn name(&self) -> &'static str {
+        self.hook.name
+    }
+
+    fn about(&self) -> About {
+        self.hook.about
+    }
+
+    fn signs_body_only(&self) -> bool {
+        true
+    }
+
+    fn learns_secret(&self) -> bool {
+        true
+    }
+
+    fn keys(&self, secrets: &[String], options: &Options) -> Result<Keys, KeyError> {
+        self.hook.keys(secrets, options)
+    }
+
+    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
+        self.hook.verify(v, req)
+    }
+
+    fn signature_present(&self, v: &Verifier, headers: &HeaderMap) -> bool {
+        self.hook.signature_present(v, headers)
+    }
+
+    fn sign(
+        &self,
+        secret: &str,
+        body: &[u8],
+        now: i64,
+        options: &Options,
+    ) -> Result<Vec<(String, String)>, KeyError> {
+        self.hook.sign(secret, body, now, options)
+    }
+
+    fn defaults(&self) -> Defaults {
+        self.hook.defaults()
+    }
+
+    fn learn_handshake(&self, req: &Early<'_>) -> Option<(String, Answer)> {
+        (self.from_request)(req)
+    }
+
+    fn learn_from_body(&self, headers: &HeaderMap, body: &[u8]) -> Option<(String, Answer)> {
+        (self.from_body)(headers, body)
     }
 }

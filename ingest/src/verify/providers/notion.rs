@@ -19,15 +19,16 @@
 
 use http::HeaderMap;
 
-use super::common::{BodyHmac, SigHeader};
+use super::common::{no_request_handover, BodyHmac, LearnedBodyHmac, SigHeader};
 use crate::extract::FieldSpec;
-use crate::verify::{
-    About, Answer, Defaults, HmacAlgorithm, KeyError, Keys, Options, Provider, ProviderSpec,
-    Request, SigEncoding, Verifier, VerifyError,
-};
+use crate::verify::{About, Answer, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
 /// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&Notion);
+pub const PROVIDER: Provider = Provider::of(&LearnedBodyHmac {
+    hook: HOOK,
+    from_request: no_request_handover,
+    from_body: handover,
+});
 
 const HOOK: BodyHmac = BodyHmac {
     name: "notion",
@@ -53,74 +54,29 @@ const MAX_TOKEN: usize = 256;
 /// Largest verification request body looked at.
 const MAX_HANDSHAKE_BODY: usize = 1024;
 
-struct Notion;
-
-impl ProviderSpec for Notion {
-    fn name(&self) -> &'static str {
-        HOOK.name
+/// The verification request: an unsigned body holding only the token.
+fn handover(headers: &HeaderMap, body: &[u8]) -> Option<(String, Answer)> {
+    // The verification request is unsigned and holds nothing but the token.
+    if headers.contains_key(HOOK.sig.header) || body.len() > MAX_HANDSHAKE_BODY {
+        return None;
     }
-
-    fn about(&self) -> About {
-        HOOK.about
-    }
-
-    fn signs_body_only(&self) -> bool {
-        true
-    }
-
-    fn learns_secret(&self) -> bool {
-        true
-    }
-
-    fn keys(&self, secrets: &[String], options: &Options) -> Result<Keys, KeyError> {
-        HOOK.keys(secrets, options)
-    }
-
-    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        HOOK.verify(v, req)
-    }
-
-    fn signature_present(&self, v: &Verifier, headers: &HeaderMap) -> bool {
-        HOOK.signature_present(v, headers)
-    }
-
-    fn sign(
-        &self,
-        secret: &str,
-        body: &[u8],
-        now: i64,
-        options: &Options,
-    ) -> Result<Vec<(String, String)>, KeyError> {
-        HOOK.sign(secret, body, now, options)
-    }
-
-    fn defaults(&self) -> Defaults {
-        HOOK.defaults()
-    }
-
-    fn learn_from_body(&self, headers: &HeaderMap, body: &[u8]) -> Option<(String, Answer)> {
-        // The verification request is unsigned and holds nothing but the token.
-        if headers.contains_key(HOOK.sig.header) || body.len() > MAX_HANDSHAKE_BODY {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let obj = v.as_object()?;
-        let token = obj.get("verification_token")?;
-        let usable = obj.len() == 1
-            && token.as_str().is_some_and(|t| {
-                !t.is_empty() && t.len() <= MAX_TOKEN && t.bytes().all(|b| b.is_ascii_graphic())
-            });
-        let Some(token) = token.as_str().filter(|_| usable) else {
-            return Some((
-                String::new(),
-                Answer::refuse(400, "bad_handshake", "verification_token is not a usable secret"),
-            ));
-        };
-        Some((
-            token.to_owned(),
-            Answer::json("{\"verification_token\":\"stored\"}".to_owned()),
-        ))
-    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object()?;
+    let token = obj.get("verification_token")?;
+    let usable = obj.len() == 1
+        && token.as_str().is_some_and(|t| {
+            !t.is_empty() && t.len() <= MAX_TOKEN && t.bytes().all(|b| b.is_ascii_graphic())
+        });
+    let Some(token) = token.as_str().filter(|_| usable) else {
+        return Some((
+            String::new(),
+            Answer::refuse(400, "bad_handshake", "verification_token is not a usable secret"),
+        ));
+    };
+    Some((
+        token.to_owned(),
+        Answer::json("{\"verification_token\":\"stored\"}".to_owned()),
+    ))
 }
 
 #[cfg(test)]
@@ -131,19 +87,16 @@ mod tests {
     #[test]
     fn only_a_lone_unsigned_token_is_a_verification_request() {
         let none = HeaderMap::new();
-        let (t, a) = Notion
-            .learn_from_body(&none, br#"{"verification_token":"secret_abc123"}"#)
+        let (t, a) = handover(&none, br#"{"verification_token":"secret_abc123"}"#)
             .unwrap();
         assert_eq!((t.as_str(), a.status), ("secret_abc123", 200));
         // An event is not a handshake.
-        assert!(Notion
-            .learn_from_body(&none, br#"{"id":"e1","type":"page.created"}"#)
+        assert!(handover(&none, br#"{"id":"e1","type":"page.created"}"#)
             .is_none());
         // A signed request is not one either.
         let mut signed = HeaderMap::new();
         signed.insert("x-notion-signature", "sha256=00".parse().unwrap());
-        assert!(Notion
-            .learn_from_body(&signed, br#"{"verification_token":"secret_abc123"}"#)
+        assert!(handover(&signed, br#"{"verification_token":"secret_abc123"}"#)
             .is_none());
         // A token with more fields, or not a usable string, is refused.
         for bad in [
@@ -152,7 +105,7 @@ mod tests {
             br#"{"verification_token":"has space"}"#,
             br#"{"verification_token":7}"#,
         ] {
-            let (t, a) = Notion.learn_from_body(&none, bad).unwrap();
+            let (t, a) = handover(&none, bad).unwrap();
             assert!(t.is_empty() && a.status == 400, "{}", String::from_utf8_lossy(bad));
         }
     }
