@@ -580,4 +580,55 @@ async fn client_certificates_are_required_and_verified_with_client_ca() {
         .expect("a good client certificate");
     assert_eq!(r.status(), 200);
     assert!(g.metric("hookgate_tls_handshake_errors_total").await >= 2.0);
+
+    // The CA file is replaced (a partner moved to another CA): new handshakes verify
+    // against the new file, without a restart; the old CA's clients are then refused.
+    write_atomic(&certs.path("clients.pem"), &stranger.pem);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let r = post(
+            &with(Some(&stranger.client("moved"))),
+            &url,
+            &format!("mtls-moved-{n}"),
+        )
+        .await;
+        if r.as_ref().is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new client_ca was never loaded: {:?}",
+            r.map(|r| r.status())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = post(&with(Some(&clients.client("partner"))), &url, "mtls-old-ca").await;
+    assert!(
+        r.is_err(),
+        "a certificate of the replaced CA: {:?}",
+        r.map(|r| r.status())
+    );
+    // An unreadable CA file is refused and the current one stays.
+    write_atomic(&certs.path("clients.pem"), "not a certificate");
+    let before = g
+        .metric("hookgate_tls_reloads_total{result=\"error\"}")
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while g
+        .metric("hookgate_tls_reloads_total{result=\"error\"}")
+        .await
+        <= before
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a bad client_ca was not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = post(&with(Some(&stranger.client("moved"))), &url, "mtls-kept")
+        .await
+        .expect("the current client_ca stays after a bad one");
+    assert_eq!(r.status(), 200);
 }

@@ -2,14 +2,14 @@
 //! `http/1.1`, optional client certificates (`client_ca`), and a certificate that can be
 //! replaced while serving.
 //!
-//! The server config never changes; its certificate comes from [`SwapResolver`], which
-//! hands out the current certified key and is swapped atomically on reload, so a reload
-//! touches no connection: handshakes in progress keep the key they started with, the
-//! next ones get the new one. Reloads happen on SIGHUP and when the files change (their
+//! A reload builds a whole new server configuration (the pair and, with `client_ca`, the
+//! client verifier) and swaps the acceptor new connections use, so it touches no
+//! connection: handshakes in progress keep the configuration they started with, the next
+//! ones get the new one. Reloads happen on SIGHUP and when any of the files change (their
 //! mtime, size or inode, polled every [`POLL`]: works on every filesystem and with the
 //! symlink swap Kubernetes does for mounted secrets, which file-notification APIs watch
-//! poorly; no extra dependency). A pair that does not load is refused, logged and counted,
-//! and the old one stays. `client_ca` is read once at start.
+//! poorly; no extra dependency). A configuration that does not load (a bad pair, an
+//! unreadable `client_ca`) is refused, logged and counted, and the old one stays.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -128,41 +128,25 @@ pub fn check(files: &TlsFiles) -> Result<(), TlsError> {
     Tls::new(files).map(|_| ())
 }
 
-/// The certificate rustls uses for every handshake; swapped whole on reload.
-pub struct SwapResolver(RwLock<Arc<CertifiedKey>>);
+/// The certificate of one server configuration (any key type, chain included).
+struct OneCert(Arc<CertifiedKey>);
 
-impl SwapResolver {
-    fn current(&self) -> Arc<CertifiedKey> {
-        // A poisoned lock still holds a valid Arc (the writer only assigns it).
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-    fn set(&self, ck: Arc<CertifiedKey>) {
-        match self.0.write() {
-            Ok(mut g) => *g = ck,
-            Err(p) => *p.into_inner() = ck,
-        }
-    }
-}
-
-impl fmt::Debug for SwapResolver {
+impl fmt::Debug for OneCert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SwapResolver")
+        f.write_str("OneCert")
     }
 }
 
-impl ResolvesServerCert for SwapResolver {
+impl ResolvesServerCert for OneCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+        Some(self.0.clone())
     }
 }
 
-/// The public listener's TLS: the acceptor and the reloadable certificate behind it.
+/// The public listener's TLS: the acceptor of the current configuration, swapped whole
+/// on reload.
 pub struct Tls {
-    acceptor: TlsAcceptor,
-    resolver: Arc<SwapResolver>,
+    acceptor: RwLock<TlsAcceptor>,
     files: TlsFiles,
 }
 
@@ -175,47 +159,31 @@ impl fmt::Debug for Tls {
 impl Tls {
     /// Loads the pair (and `client_ca`) and builds the server configuration.
     pub fn new(files: &TlsFiles) -> Result<Tls, TlsError> {
-        let resolver = Arc::new(SwapResolver(RwLock::new(load_pair(files)?)));
-        let provider = provider();
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        let builder = match &files.client_ca {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for c in read_certs(ca, "CA CERTIFICATE")? {
-                    roots
-                        .add(c)
-                        .map_err(|e| file_err(ca, format!("not a usable CA certificate: {e}")))?;
-                }
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .map_err(|e| file_err(ca, format!("cannot verify clients with it: {e}")))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut cfg = builder.with_cert_resolver(resolver.clone());
-        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Tls {
-            acceptor: TlsAcceptor::from(Arc::new(cfg)),
-            resolver,
+            acceptor: RwLock::new(build(files)?),
             files: files.clone(),
         })
     }
 
-    /// The acceptor for new connections.
-    pub fn acceptor(&self) -> &TlsAcceptor {
-        &self.acceptor
+    /// The acceptor for a new connection (of the configuration current now).
+    pub fn acceptor(&self) -> TlsAcceptor {
+        // A poisoned lock still holds a valid acceptor (the writer only assigns it).
+        match self.acceptor.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
-    /// Loads the pair again and, if it is good, makes it the one new handshakes get; a bad
-    /// pair is logged and counted, and the current one stays.
+    /// Loads the files again and, if they are good, makes them the configuration new
+    /// handshakes get; a bad pair or `client_ca` is logged and counted, and the current
+    /// configuration stays.
     pub fn reload(&self, why: &'static str) -> bool {
-        match load_pair(&self.files) {
-            Ok(ck) => {
-                self.resolver.set(ck);
+        match build(&self.files) {
+            Ok(acceptor) => {
+                match self.acceptor.write() {
+                    Ok(mut g) => *g = acceptor,
+                    Err(p) => *p.into_inner() = acceptor,
+                }
                 metrics::counter!("hookgate_tls_reloads_total", "result" => "ok").increment(1);
                 tracing::info!(trigger = why, cert = %self.files.cert.display(), "TLS certificate reloaded");
                 true
@@ -228,8 +196,8 @@ impl Tls {
         }
     }
 
-    /// What identifies the current content of the two files (changes when either is
-    /// written, replaced or re-pointed).
+    /// What identifies the current content of the files (changes when any is written,
+    /// replaced or re-pointed).
     fn stamp(&self) -> Stamp {
         let one = |p: &Path| {
             std::fs::metadata(p).ok().map(|m| {
@@ -241,7 +209,11 @@ impl Tls {
                 )
             })
         };
-        (one(&self.files.cert), one(&self.files.key))
+        (
+            one(&self.files.cert),
+            one(&self.files.key),
+            self.files.client_ca.as_deref().and_then(one),
+        )
     }
 
     /// Reloads on SIGHUP and when the files change, until `stop`. A change is loaded once
@@ -302,7 +274,32 @@ impl Tls {
     }
 }
 
-type Stamp = (
-    Option<(SystemTime, u64, u64)>,
-    Option<(SystemTime, u64, u64)>,
-);
+type FileStamp = Option<(SystemTime, u64, u64)>;
+type Stamp = (FileStamp, FileStamp, FileStamp);
+
+/// The server configuration of `files`: the pair, and the client verifier of `client_ca`.
+fn build(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+    let cert = Arc::new(OneCert(load_pair(files)?));
+    let provider = provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs(ca, "CA CERTIFICATE")? {
+                roots
+                    .add(c)
+                    .map_err(|e| file_err(ca, format!("not a usable CA certificate: {e}")))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| file_err(ca, format!("cannot verify clients with it: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(cert);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
