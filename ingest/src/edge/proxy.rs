@@ -341,7 +341,7 @@ pub fn resolve_client(conn: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
             forwarded
                 .iter()
                 .rev()
-                .flat_map(|v| v.to_str().unwrap_or("\u{0}").rsplit(','))
+                .flat_map(|v| split_outside_quotes(v.to_str().unwrap_or("\u{0}"), b',').rev())
                 .filter_map(forwarded_for),
         )
     } else {
@@ -368,7 +368,7 @@ pub fn resolve_client(conn: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
 /// The `for=` node of one `Forwarded` element; `None` when the element has no `for`
 /// (a proxy that only reports `proto=` or `host=`).
 fn forwarded_for(element: &str) -> Option<Hop> {
-    for pair in element.split(';') {
+    for pair in split_outside_quotes(element, b';') {
         let Some((k, v)) = pair.split_once('=') else {
             if pair.trim().is_empty() {
                 continue;
@@ -385,6 +385,27 @@ fn forwarded_for(element: &str) -> Option<Hop> {
         }
     }
     None
+}
+
+/// `s` split at each `sep` that is not inside a quoted string (RFC 7239 values may be
+/// quoted strings, which may hold `,` and `;` and backslash-escaped quotes).
+fn split_outside_quotes(s: &str, sep: u8) -> std::vec::IntoIter<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            _ if b == sep && !quoted => {
+                parts.push(s.get(start..i).unwrap_or(""));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(s.get(start..).unwrap_or(""));
+    parts.into_iter()
 }
 
 /// One address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`,
@@ -741,6 +762,24 @@ mod tests {
             (proxy, &[("forwarded", "for=unknown")], "10.0.0.1"),
             (proxy, &[("forwarded", "for=\"[2001:db8::1\"")], "10.0.0.1"),
             (proxy, &[("forwarded", "garbage")], "10.0.0.1"),
+            // Quoted strings may hold `,` and `;` (and escaped quotes): they do not split
+            // elements or pairs, so a quoted value cannot pose as another hop.
+            (
+                proxy,
+                &[(
+                    "forwarded",
+                    "for=192.0.2.43;host=\"a,for=198.51.100.1;b\", for=10.3.3.3",
+                )],
+                "192.0.2.43",
+            ),
+            (
+                proxy,
+                &[(
+                    "forwarded",
+                    "for=192.0.2.44;x=\"q\\\",for=198.51.100.1\", for=10.3.3.3",
+                )],
+                "192.0.2.44",
+            ),
             // An element without `for` (proto only) is skipped.
             (
                 proxy,
