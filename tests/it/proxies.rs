@@ -64,7 +64,7 @@ frontend proxy_v2
 
 backend hookgate_pp
     mode tcp
-    server hg {pp_backend} send-proxy-v2
+    server hg {pp_backend} send-proxy-v2 proxy-v2-options crc32c
 
 frontend forwardfor
     mode http

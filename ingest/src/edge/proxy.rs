@@ -25,6 +25,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The v2 signature: the first 12 bytes of every binary header.
 const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+/// The v2 TLV of a CRC32c checksum of the header.
+const PP2_TYPE_CRC32C: u8 = 0x03;
+/// CRC32c (Castagnoli), as PROXY v2 uses it.
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 /// The longest v1 header, CRLF included (the spec's bound).
 pub const V1_MAX: usize = 107;
 /// The longest v2 header accepted, 16-byte preamble included. The spec allows 16 + 65535;
@@ -64,6 +68,9 @@ pub enum ProxyError {
     /// The header did not arrive within `server.header_timeout`.
     #[error("the PROXY protocol header did not arrive in time")]
     Timeout,
+    /// A v2 header carries a CRC32c (`PP2_TYPE_CRC32C`) that does not match its bytes.
+    #[error("the PROXY protocol header's CRC32c checksum does not match")]
+    Checksum,
     /// `proxy_protocol = true` and the TCP peer is not in `trusted_proxies`.
     #[error("PROXY protocol connection from a peer that is not a trusted proxy")]
     UntrustedPeer,
@@ -76,6 +83,7 @@ impl ProxyError {
             ProxyError::Missing => "missing",
             ProxyError::Malformed => "malformed",
             ProxyError::TooLong => "too_long",
+            ProxyError::Checksum => "checksum",
             ProxyError::Truncated => "truncated",
             ProxyError::Timeout => "timeout",
             ProxyError::UntrustedPeer => "untrusted_peer",
@@ -227,13 +235,28 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Header, usize)>, ProxyError> {
     let Some(addrs) = addrs else {
         return Err(ProxyError::Malformed);
     };
-    // Type-length-value records fill the rest; each must fit (values are not used).
+    // Type-length-value records fill the rest; each must fit. Only a CRC32c is read: the
+    // checksum of the whole header with its own four bytes zeroed.
+    let mut at = 16 + addr_len;
     while let Some(rest) = tlvs.filter(|t| !t.is_empty()) {
-        let (Some(&h), Some(&l)) = (rest.get(1), rest.get(2)) else {
+        let (Some(&kind), Some(&h), Some(&l)) = (rest.first(), rest.get(1), rest.get(2)) else {
             return Err(ProxyError::Malformed);
         };
-        let end = 3 + usize::from(u16::from_be_bytes([h, l]));
-        tlvs = Some(rest.get(end..).ok_or(ProxyError::Malformed)?);
+        let len = usize::from(u16::from_be_bytes([h, l]));
+        if kind == PP2_TYPE_CRC32C {
+            let (Some(sent), 4) = (rest.get(3..7), len) else {
+                return Err(ProxyError::Malformed);
+            };
+            let mut digest = CRC32C.digest();
+            digest.update(buf.get(..at + 3).unwrap_or_default());
+            digest.update(&[0; 4]);
+            digest.update(buf.get(at + 7..total).unwrap_or_default());
+            if digest.finalize().to_be_bytes() != sent {
+                return Err(ProxyError::Checksum);
+            }
+        }
+        at += 3 + len;
+        tlvs = Some(rest.get(3 + len..).ok_or(ProxyError::Malformed)?);
     }
     let (source, destination) = match (local, af) {
         (false, 1) => {
@@ -553,6 +576,40 @@ mod tests {
         // UNIX addresses: no IP, use the peer.
         let (hd, _) = whole(&v2(1, 0x31, &[0; 216]));
         assert_eq!(hd.source, None);
+    }
+
+    #[test]
+    fn v2_crc32c_is_checked_when_present() {
+        // The algorithm's check value (CRC-32C of "123456789").
+        assert_eq!(CRC32C.checksum(b"123456789"), 0xE306_9283);
+        let with_crc = |fix: bool| {
+            let mut body = vec![192, 0, 2, 1, 198, 51, 100, 2, 0, 80, 1, 187];
+            body.extend_from_slice(&[0x01, 0, 2, b'h', b'2']);
+            body.extend_from_slice(&[PP2_TYPE_CRC32C, 0, 4, 0, 0, 0, 0]);
+            let mut h = v2(1, 0x11, &body);
+            if fix {
+                let sum = CRC32C.checksum(&h).to_be_bytes();
+                let at = h.len() - 4;
+                h[at..].copy_from_slice(&sum);
+            }
+            h
+        };
+        let good = with_crc(true);
+        let (hd, n) = whole(&good);
+        assert_eq!((hd.source, n), (sa("192.0.2.1:80"), good.len()));
+        // A zero checksum, a flipped address bit, a flipped checksum bit.
+        assert_eq!(parse(&with_crc(false)), Err(ProxyError::Checksum));
+        let mut bad = good.clone();
+        bad[16] ^= 1;
+        assert_eq!(parse(&bad), Err(ProxyError::Checksum));
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 0x80;
+        assert_eq!(parse(&bad), Err(ProxyError::Checksum));
+        // A CRC TLV that is not four bytes long.
+        let mut body = vec![0; 12];
+        body.extend_from_slice(&[PP2_TYPE_CRC32C, 0, 2, 0, 0]);
+        assert_eq!(parse(&v2(1, 0x11, &body)), Err(ProxyError::Malformed));
+        assert_eq!(ProxyError::Checksum.reason(), "checksum");
     }
 
     #[test]
