@@ -19,6 +19,10 @@ pub enum FeedError {
     /// A Kafka client error (config, broker, commit).
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A Kafka client could not be created from `[kafka]` (the text is redacted: no
+    /// sensitive option's value).
+    #[error("kafka: {0}")]
+    Client(String),
     /// A spool error.
     #[error("{0}")]
     Spool(#[from] SpoolError),

@@ -54,7 +54,9 @@ impl KafkaDeadLetter {
         // The user's options win, as for the main producer (SASL, TLS, compression, …).
         let cc = kafka.producer_config("hookgate-dlq", &[]);
         Ok(KafkaDeadLetter {
-            producer: cc.create()?,
+            producer: cc
+                .create()
+                .map_err(|e| FeedError::Client(kafka.options.redact(&e.to_string())))?,
             cfg: Arc::new(kafka.clone()),
             topic: Arc::from(topic),
         })
@@ -112,7 +114,9 @@ fn scan_blocking(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cc.create()?;
+    let consumer: BaseConsumer = cc
+        .create()
+        .map_err(|e| FeedError::Client(kafka.options.redact(&e.to_string())))?;
     let md = consumer
         .client()
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
@@ -276,5 +280,33 @@ impl Progress for KafkaProgress {
             .await
             .map_err(|(e, _)| FeedError::Kafka(e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const PASSWORD: &str = "hunter2-dlq-secret";
+
+    /// A client librdkafka refuses to create quotes the refused value: the error that reaches
+    /// logs and the CLI has it replaced.
+    #[test]
+    fn client_creation_errors_are_redacted() {
+        let cfg: KafkaConfig = serde_json::from_str(&format!(
+            r#"{{"brokers": "127.0.0.1:1", "options": {{"sasl.oauthbearer.client.secret": "{PASSWORD}"}}}}"#
+        ))
+        .unwrap();
+        let e = KafkaDeadLetter::new(&cfg, "hookgate.dlq")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("kafka: ") && !e.contains(PASSWORD), "{e}");
+        let e = scan_blocking(&cfg, "hookgate.dlq")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("kafka: ") && !e.contains(PASSWORD), "{e}");
     }
 }

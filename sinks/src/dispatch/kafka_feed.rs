@@ -147,7 +147,10 @@ pub async fn run_kafka_feed(
     cc.set("group.id", group_id)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false");
-    let consumer: Arc<Feed> = Arc::new(cc.create_with_context(FeedContext::default())?);
+    let consumer: Arc<Feed> = Arc::new(
+        cc.create_with_context(FeedContext::default())
+            .map_err(|e| FeedError::Client(kafka.options.redact(&e.to_string())))?,
+    );
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
     tracing::info!(group = group_id, topics = ?topics, "dispatcher consuming kafka");
