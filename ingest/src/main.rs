@@ -437,15 +437,15 @@ async fn dlq_cmd(cmd: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
         DlqCmd::Replay { config, sink } => (config, sink, true),
     };
     let cfg = load(Some(&config))?;
-    let store = runtime::dlq_store(&cfg)?;
     let mut out = std::io::stdout().lock();
     if !replay {
+        let store = runtime::dlq_store_to_list(&cfg)?;
         for e in hookgate_sinks::dispatch::dlq_list(&store, sink.as_deref()).await? {
             writeln!(out, "{}", e.to_json())?;
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let store = Arc::new(store);
+    let store = Arc::new(runtime::dlq_store(&cfg)?);
     let dispatcher = runtime::build_dispatcher(&cfg, store.clone())?;
     let report = hookgate_sinks::dispatch::dlq_replay(&store, &dispatcher, sink.as_deref()).await?;
     writeln!(

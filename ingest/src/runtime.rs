@@ -307,6 +307,19 @@ pub fn dlq_store(cfg: &Config) -> anyhow::Result<hookgate_sinks::dispatch::DlqSt
     ))
 }
 
+/// The dead-letter store for listing only: as [`dlq_store`], but a spool DLQ is opened
+/// read-only, so `hookgate dlq list` works beside a running `hookgate serve`.
+pub fn dlq_store_to_list(cfg: &Config) -> anyhow::Result<hookgate_sinks::dispatch::DlqStore> {
+    use hookgate_sinks::dispatch::{DlqStore, SpoolDeadLetter};
+    if cfg.kafka.is_some() {
+        return dlq_store(cfg);
+    }
+    let sc = spool_config(cfg).context("no spool for dead letters")?;
+    Ok(DlqStore::Spool(
+        SpoolDeadLetter::open_read_only_beside(&sc).context("open the dead-letter spool")?,
+    ))
+}
+
 /// The dispatcher for the config's sinks and routes.
 pub fn build_dispatcher(
     cfg: &Config,

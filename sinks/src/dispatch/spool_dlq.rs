@@ -46,6 +46,25 @@ impl SpoolDeadLetter {
         Self::open(&cfg)
     }
 
+    /// Opens the DLQ spool beside `main` for reading only: no lock, so it works while
+    /// `hookgate serve` has it open (listing); replaying needs the writable store. A DLQ
+    /// that was never created reads as empty.
+    pub fn open_read_only_beside(main: &SpoolConfig) -> Result<Self, FeedError> {
+        let mut cfg = main.clone();
+        cfg.path = dlq_dir(&main.path);
+        if !cfg.path.exists() {
+            std::fs::create_dir_all(&cfg.path).map_err(|e| {
+                FeedError::Spool(crate::log::spool::SpoolError::Io {
+                    op: "create dead-letter spool directory",
+                    source: e,
+                })
+            })?;
+        }
+        Ok(SpoolDeadLetter {
+            spool: Spool::open_read_only(&cfg)?,
+        })
+    }
+
     /// The underlying spool (stats, tests).
     pub fn spool(&self) -> &Spool {
         &self.spool

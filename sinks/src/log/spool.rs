@@ -152,7 +152,7 @@ pub enum SpoolError {
     #[error("spool is closed")]
     Closed,
     /// Another process has this spool open for writing.
-    #[error("spool {0} is in use by another hookgate process")]
+    #[error("spool {0} is in use by another hookgate process (stop it first; reading commands such as `dlq list` and `spool read` work beside it)")]
     Locked(String),
 }
 
