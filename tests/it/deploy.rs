@@ -69,7 +69,8 @@ fn text(out: &std::process::Output) -> String {
 
 fn validate(python: &Path, deploy: &Path, k8s_config_out: Option<&Path>) -> std::process::Output {
     let mut cmd = Command::new(python);
-    cmd.arg(repo().join("scripts/validate-deploy.py")).arg(deploy);
+    cmd.arg(repo().join("scripts/validate-deploy.py"))
+        .arg(deploy);
     if let Some(out) = k8s_config_out {
         cmd.arg("--k8s-config-out").arg(out);
     }
@@ -284,7 +285,11 @@ fn hookgate_check(path: &Path) -> (String, PathBuf) {
         && errors
             .iter()
             .all(|l| l.contains("[dedupe]: unknown field `redis`"));
-    assert!(only_redis_unknown, "hookgate check {}:\n{t}", path.display());
+    assert!(
+        only_redis_unknown,
+        "hookgate check {}:\n{t}",
+        path.display()
+    );
     let body = std::fs::read_to_string(path).unwrap();
     let mut kept = Vec::new();
     let mut in_redis = false;
