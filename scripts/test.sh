@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (C toolchain
-# bits for librdkafka, HAProxy for the proxy tests, curl for the set-webhook test, the Tansu broker), then checks formatting and lints, then runs every
+# bits for librdkafka, HAProxy for the proxy and deploy tests, curl for the set-webhook test, the Tansu broker, a
+# Python venv for validating deploy/), then checks formatting and lints, then runs every
 # test (unit tests and the end-to-end suite against real processes on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 bash scripts/install-tansu.sh
+# The venv that validates deploy/ offline (kubernetes-validate, the Compose schema).
+bash scripts/deploy-tools.sh
 export HOOKGATE_TANSU="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
 
 # Supply-chain policy (deny.toml): licenses, banned/wildcard dependencies, sources. Offline:

@@ -8,6 +8,7 @@
 mod admission;
 mod chat_errors;
 mod chat_lib;
+mod deploy;
 mod dispatch;
 mod edge;
 mod fakes;
