@@ -278,3 +278,86 @@ async fn redis_paused_reject_refuses_local_accepts_then_both_recover() {
     let key = reject.redis().unwrap().key(0, "p-1");
     assert!(redis.cli(&["GET", &key]).starts_with("d:"));
 }
+
+/// The Redis URL's password never shows: not in hookgate's output (start, an outage and
+/// its recovery are all logged), not in `/metrics`, not in an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_password_never_appears_in_logs_metrics_or_answers() {
+    if !redis_available() {
+        return;
+    }
+    const PASSWORD: &str = "redis-pass-31415926";
+    let redis = Redis::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--requirepass",
+        PASSWORD,
+    ]);
+    let hg = crate::harness::Hookgate::start(&format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+[spool]
+path = "{{dir}}/spool"
+
+[dedupe.redis]
+url = "redis://:{PASSWORD}@127.0.0.1:{port}/0"
+command_timeout = "200ms"
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["gh-secret"]
+"#,
+        port = redis.port
+    ));
+    let c = crate::harness::client();
+    let post = |delivery: &'static str| {
+        let (body, headers) = crate::tls::push(delivery);
+        let mut req = c.post(hg.url("/hooks/github")).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let ok = post("pw-1").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    redis.pause();
+    let refused = post("pw-2").await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("dedupe_unavailable"), "{text}");
+    redis.resume();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while post("pw-2").await.unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < end, "accepting again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = c
+        .get(hg.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hookgate_dedupe_redis_degraded_total 1"),
+        "{metrics}"
+    );
+    let output = hg.output();
+    assert!(
+        output.contains("redis dedupe store unavailable"),
+        "the outage is logged"
+    );
+    for (what, text) in [
+        ("output", &output),
+        ("metrics", &metrics),
+        ("answer", &text),
+    ] {
+        assert!(!text.contains(PASSWORD), "the password is in the {what}");
+    }
+}
