@@ -711,9 +711,25 @@ impl SharedDedupe {
         E: From<StoreRefusal> + Send + Sync + 'static,
         F: Future<Output = Result<Ulid, E>>,
     {
-        let Some(store) = &self.redis else {
-            return self.local.admit(source, id, append).await;
-        };
+        match &self.redis {
+            None => self.local.admit(source, id, append).await,
+            // Boxed: the claim, wait and renewal states would otherwise size (and be copied
+            // with) every request's future, with Redis or not.
+            Some(store) => Box::pin(self.admit_shared(store, source, id, append)).await,
+        }
+    }
+
+    async fn admit_shared<E, F>(
+        &self,
+        store: &Arc<RedisStore>,
+        source: u32,
+        id: &str,
+        append: F,
+    ) -> Result<Admission, Arc<E>>
+    where
+        E: From<StoreRefusal> + Send + Sync + 'static,
+        F: Future<Output = Result<Ulid, E>>,
+    {
         let mut remote = false;
         let res = self
             .local
