@@ -1098,6 +1098,12 @@ impl Redis {
         }
     }
 
+    /// SIGKILL, then starts it again on the same port, directory and arguments.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
     /// What the server logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()

@@ -361,3 +361,56 @@ secrets = ["gh-secret"]
         assert!(!text.contains(PASSWORD), "the password is in the {what}");
     }
 }
+
+/// Cross-restart dedupe comes from Redis: with AOF persistence (`appendonly yes`), a
+/// delivery committed before Redis was killed and restarted is still a duplicate for a
+/// replica that never saw it; without persistence (the control) it is new again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_ids_survive_a_redis_restart_with_aof() {
+    if !redis_available() {
+        return;
+    }
+    for (args, survives) in [
+        (
+            [
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+            true,
+        ),
+        (
+            [
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--appendfsync",
+                "always",
+            ],
+            false,
+        ),
+    ] {
+        let mut redis = Redis::start_with(&args);
+        let runs = AtomicUsize::new(0);
+        let Admission::New(id) = admit_counted(&replica(&redis, ""), "r-1", &runs, Duration::ZERO)
+            .await
+            .unwrap()
+        else {
+            panic!("first copy")
+        };
+        redis.restart();
+        let fresh = replica(&redis, "");
+        let got = admit_counted(&fresh, "r-1", &runs, Duration::ZERO)
+            .await
+            .unwrap();
+        if survives {
+            assert_eq!(got, Admission::Duplicate(id), "{args:?}");
+        } else {
+            assert!(matches!(got, Admission::New(_)), "{args:?}: {got:?}");
+        }
+    }
+}
