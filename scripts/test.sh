@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (C toolchain
-# bits for librdkafka, HAProxy for the proxy and deploy tests, curl for the set-webhook test, the Tansu broker, a
+# bits for librdkafka, HAProxy for the proxy, replica and deploy tests, Redis for the
+# shared-dedupe and replica tests, curl for the set-webhook test, the Tansu broker, a
 # Python venv for validating deploy/), then checks formatting and lints, then runs every
 # test (unit tests and the end-to-end suite against real processes on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in build-essential pkg-config libssl-dev zlib1g-dev haproxy curl; do
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev haproxy redis-server curl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

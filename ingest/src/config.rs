@@ -230,6 +230,133 @@ pub struct DedupeConfig {
     /// Most delivery ids remembered (the oldest accepted forgotten first).
     #[serde(default = "default_capacity")]
     pub capacity: u64,
+    /// `[dedupe.redis]`: dedupe shared by every replica; absent, each replica dedupes alone.
+    #[serde(default)]
+    pub redis: Option<RedisDedupeConfig>,
+}
+
+/// `[dedupe.redis]`: the shared store that makes N replicas dedupe as one (see
+/// `crate::redis_dedupe`). The URL may carry a password: it is a secret, never logged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisDedupeConfig {
+    /// `redis://[user:password@]host:port/db`, or `rediss://…` for TLS.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// A file holding the URL instead of `url` (a mounted Kubernetes secret).
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// Redis Cluster: the seed nodes' URLs (with `cluster = true`).
+    #[serde(default)]
+    pub urls: Vec<Secret>,
+    /// Talk Redis Cluster protocol (`urls`, or `url` as the one seed node).
+    #[serde(default)]
+    pub cluster: bool,
+    /// What a request does while Redis cannot be reached: `reject` (503 + Retry-After) or
+    /// `local` (this replica's own dedupe only; `/readyz` says degraded).
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+    /// Prefix of every key hookgate writes.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Connections per replica (each multiplexes many requests; cluster: per node).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Time allowed to connect.
+    #[serde(default = "default_redis_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one command's answer; longer counts as unavailable.
+    #[serde(default = "default_redis_command_timeout", with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// How long a claim outlives a replica that died holding it (a live owner renews it).
+    #[serde(default = "default_claim_ttl", with = "humantime_serde")]
+    pub claim_ttl: Duration,
+}
+
+/// `[dedupe.redis] on_unavailable`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnavailable {
+    /// Refuse with 503 + Retry-After: nothing is written, the provider retries.
+    #[default]
+    Reject,
+    /// Fall back to this replica's dedupe; cross-replica duplicates become possible.
+    Local,
+}
+
+fn default_key_prefix() -> String {
+    "hookgate:dedupe:".into()
+}
+fn default_pool_size() -> usize {
+    4
+}
+fn default_redis_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_redis_command_timeout() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_claim_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl RedisDedupeConfig {
+    /// The node URLs: `urls`, else `url` or the contents of `url_file` (exactly one form).
+    pub fn node_urls(&self) -> Result<Vec<Secret>, String> {
+        let one = hookgate_sinks::secret::inline_or_file(
+            "url",
+            self.url.as_ref(),
+            self.url_file.as_deref(),
+        )?;
+        match (one, self.urls.is_empty()) {
+            (Some(_), false) => Err("set `url` (or `url_file`) or `urls`, not both".into()),
+            (Some(u), true) => Ok(vec![u]),
+            (None, false) => Ok(self.urls.clone()),
+            (None, true) => Err("set `url`, `url_file` or `urls`".into()),
+        }
+    }
+
+    /// Problems with these settings (each message names its key, never the URL).
+    pub fn check(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.node_urls() {
+            Err(m) => out.push(m),
+            Ok(urls) => {
+                if urls.len() > 1 && !self.cluster {
+                    out.push("several `urls` need `cluster = true` (one URL otherwise)".into());
+                }
+                for (i, u) in urls.iter().enumerate() {
+                    if let Err(m) = crate::redis_dedupe::check_url(u.expose()) {
+                        out.push(if urls.len() > 1 {
+                            format!("urls[{i}]: {m}")
+                        } else {
+                            format!("url: {m}")
+                        });
+                    }
+                }
+            }
+        }
+        if self.key_prefix.is_empty() {
+            out.push("key_prefix must not be empty (keys would mix with other data)".into());
+        }
+        if !(1..=256).contains(&self.pool_size) {
+            out.push(format!("pool_size = {}: must be 1 to 256", self.pool_size));
+        }
+        for (name, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("command_timeout", self.command_timeout),
+        ] {
+            if d.is_zero() {
+                out.push(format!("{name} must be longer than 0s"));
+            }
+        }
+        if self.claim_ttl < Duration::from_secs(1) {
+            out.push("claim_ttl must be at least 1s".into());
+        } else if self.claim_ttl <= self.command_timeout.saturating_mul(3) {
+            out.push("claim_ttl must be more than 3 x command_timeout (a live owner renews its claim every claim_ttl/3)".into());
+        }
+        out
+    }
 }
 
 fn default_ttl() -> Duration {
@@ -244,6 +371,7 @@ impl Default for DedupeConfig {
         DedupeConfig {
             ttl: default_ttl(),
             capacity: default_capacity(),
+            redis: None,
         }
     }
 }
@@ -709,6 +837,14 @@ impl Config {
                     self.dedupe.capacity
                 ),
             });
+        }
+        if let Some(r) = &self.dedupe.redis {
+            for m in r.check() {
+                problems.push(Problem {
+                    location: lines.at("dedupe", None),
+                    message: format!("dedupe.redis: {m}"),
+                });
+            }
         }
         if let Some(k) = &self.kafka {
             if k.ack == hookgate_sinks::log::kafka::AckMode::Spool && self.spool.is_none() {
@@ -1353,6 +1489,61 @@ secrets = ["${MISSING}"]
         let ok = text.replace("capacity = 0", "capacity = 1000000000");
         let (c, _) = Config::parse(&ok, "d.toml", &env(&[])).unwrap();
         assert_eq!(c.dedupe.capacity, 1_000_000_000);
+    }
+
+    #[test]
+    fn dedupe_redis_settings_are_checked_without_echoing_the_url() {
+        let src = "\n[[sources]]\nname = \"g\"\nprovider = \"github\"\nsecrets = [\"s\"]\n";
+        let parse = |redis: &str| {
+            Config::parse(
+                &format!("[dedupe.redis]\n{redis}{src}"),
+                "r.toml",
+                &env(&[]),
+            )
+        };
+        let (c, _) =
+            parse("url = \"redis://:pw@127.0.0.1:6379/0\"\non_unavailable = \"local\"\n").unwrap();
+        let r = c.dedupe.redis.unwrap();
+        assert_eq!(r.on_unavailable, OnUnavailable::Local);
+        assert_eq!(r.claim_ttl, Duration::from_secs(30));
+        assert_eq!(r.key_prefix, "hookgate:dedupe:");
+        assert!(!format!("{r:?}").contains("pw@"), "the URL prints as ***");
+        for (bad, want) in [
+            ("", "set `url`, `url_file` or `urls`"),
+            (
+                "url = \"http://:hunter2x@h:1\"\n",
+                "url: must start with redis://",
+            ),
+            (
+                "url = \"redis://:hunter2x@[::1\"\n",
+                "url: is not a usable Redis URL",
+            ),
+            (
+                "urls = [\"redis://a:1\", \"redis://b:1\"]\n",
+                "need `cluster = true`",
+            ),
+            (
+                "url = \"redis://a:1\"\nurls = [\"redis://b:1\"]\n",
+                "not both",
+            ),
+            (
+                "url = \"redis://a:1\"\non_unavailable = \"ignore\"\n",
+                "unknown variant",
+            ),
+            (
+                "url = \"redis://a:1\"\nclaim_ttl = \"500ms\"\n",
+                "claim_ttl must be at least 1s",
+            ),
+            (
+                "url = \"redis://a:1\"\nclaim_ttl = \"1s\"\ncommand_timeout = \"400ms\"\n",
+                "more than 3 x command_timeout",
+            ),
+            ("url = \"redis://a:1\"\npool_size = 0\n", "pool_size = 0"),
+        ] {
+            let all = parse(bad).unwrap_err().to_string();
+            assert!(all.contains(want), "{bad}: {all}");
+            assert!(!all.contains("hunter2x"), "{all}");
+        }
     }
 
     #[test]

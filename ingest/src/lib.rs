@@ -7,6 +7,8 @@
 //! - [`extract`]: delivery id / event type / partition key, provider handshakes (simd-json).
 //! - [`dedupe`]: `(source, delivery id)` in a sharded fixed-TTL set with coalesced concurrent
 //!   duplicates.
+//! - [`redis_dedupe`]: the same dedupe shared by replicas through Redis (`[dedupe.redis]`),
+//!   the local set in front as a cache.
 //! - [`maybe_written`]: deliveries whose failed append may still reach Kafka, so a retry
 //!   reuses their `hookgate-id`.
 //! - [`edge`]: before HTTP: TLS (reloadable certificate), the PROXY protocol, and the
@@ -32,6 +34,7 @@ pub mod maybe_written;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod properties;
+pub mod redis_dedupe;
 pub mod runtime;
 pub mod server;
 pub mod telegram_setup;

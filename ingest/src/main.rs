@@ -606,6 +606,10 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         }
         None => None,
     };
+    if let Some(r) = app.redis_dedupe() {
+        tasks.push(r.spawn_prober(stop_rx.clone()));
+        tracing::info!(on_unavailable = ?r.on_unavailable(), "dedupe shared through redis");
+    }
     let reload = runtime::spawn_secret_reload(cfg.clone(), app.clone(), stop_rx.clone())?;
     if let Some(tls) = app.edge().tls() {
         tasks.push(tls.spawn_reloader(stop_rx.clone()));

@@ -35,6 +35,7 @@ use crate::config::{Config, ServerConfig};
 use crate::dedupe::{Admission, Dedupe, DedupeStore};
 use crate::edge::Edge;
 use crate::extract::{Extracted, Extractor, FieldSpec};
+use crate::redis_dedupe::{RedisStore, SharedDedupe, StoreRefusal};
 use crate::verify::{Verifier, VerifyError};
 
 /// One configured source, ready for the request path.
@@ -112,7 +113,7 @@ pub enum Listener {
 /// The request path's shared state.
 pub struct App {
     sources: HashMap<Box<str>, Arc<Source>, foldhash::fast::RandomState>,
-    dedupe: Dedupe,
+    dedupe: SharedDedupe,
     log: Log,
     limits: ServerConfig,
     permits: Arc<Semaphore>,
@@ -211,9 +212,19 @@ impl App {
             };
             sources.insert(Box::from(s.name.as_str()), Arc::new(src));
         }
+        let local = Dedupe::new(cfg.dedupe.capacity, cfg.dedupe.ttl);
+        let dedupe = match &cfg.dedupe.redis {
+            Some(r) => {
+                let names = cfg.sources.iter().map(|s| s.name.clone()).collect();
+                let store = RedisStore::new(r, names, cfg.dedupe.ttl)
+                    .map_err(|m| anyhow::anyhow!("dedupe.redis: {m}"))?;
+                SharedDedupe::with_redis(local, Arc::new(store))
+            }
+            None => SharedDedupe::local(local),
+        };
         Ok(App {
             sources,
-            dedupe: Dedupe::new(cfg.dedupe.capacity, cfg.dedupe.ttl),
+            dedupe,
             log,
             limits: cfg.server.clone(),
             permits: Arc::new(Semaphore::new(cfg.server.max_concurrency.max(1))),
@@ -243,7 +254,7 @@ impl App {
         let mut n = 0;
         for (source, delivery, id) in store.load() {
             if let Some(idx) = self.source_index(&source) {
-                self.dedupe.seed(idx, &delivery, id).await;
+                self.dedupe.local_set().seed(idx, &delivery, id).await;
                 n += 1;
             }
         }
@@ -253,7 +264,12 @@ impl App {
 
     /// The dedupe cache (seeded at start from the spool's memory of accepted ids).
     pub fn dedupe(&self) -> &Dedupe {
-        &self.dedupe
+        self.dedupe.local_set()
+    }
+
+    /// The shared dedupe store (`[dedupe.redis]`), when configured.
+    pub fn redis_dedupe(&self) -> Option<&Arc<RedisStore>> {
+        self.dedupe.redis()
     }
 
     /// Index of a source by name, for seeding dedupe.
@@ -343,7 +359,14 @@ impl App {
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                json(code, Bytes::from(format!("{{\"status\":\"{status}\"}}")))
+                // The shared dedupe store's state is reported, never a reason to leave the
+                // balancer: every replica shares it, and each answers 503 + Retry-After itself
+                // (`reject`) or keeps accepting (`local`).
+                let body = match self.dedupe.status() {
+                    Some(d) => format!("{{\"status\":\"{status}\",\"dedupe\":\"{d}\"}}"),
+                    None => format!("{{\"status\":\"{status}\"}}"),
+                };
+                json(code, Bytes::from(body))
             }
             (&Method::GET, "/metrics") => {
                 let text = self
@@ -611,7 +634,7 @@ impl App {
                     if e.maybe_written() {
                         app.maybe_written.note(idx, &event.delivery_id, id);
                     }
-                    return Err(e);
+                    return Err(Failure::Append(e));
                 }
                 if reused.is_some() {
                     app.maybe_written.clear(idx, &event.delivery_id);
@@ -626,7 +649,7 @@ impl App {
                         }
                     }
                 }
-                Ok::<_, AppendError>(id)
+                Ok::<_, Failure>(id)
             };
             let Some(digest) = &digest else {
                 return (
@@ -647,14 +670,14 @@ impl App {
                                 replayed = true;
                                 Ok(id)
                             }
-                            Err(e) => Err(e),
+                            Err(e) => Err(Arc::unwrap_or_clone(e)),
                         }
                     })
                     .await;
                 match outcome {
                     Ok(Admission::New(id)) if replayed => (Ok(Admission::Duplicate(id)), true),
                     Ok(a) => (Ok(a), false),
-                    Err(e) => (Err(Arc::unwrap_or_clone(e)), false),
+                    Err(e) => (Err(e), false),
                 }
             })
             .await
@@ -678,7 +701,10 @@ impl App {
             }
             (Ok(Admission::New(id)), None) => Ok(accepted(id, false)),
             (Ok(Admission::Duplicate(id)), None) => Ok(accepted(id, true)),
-            (Err(e), _) => Err(append_reject(&e)),
+            (Err(e), _) => Err(match &*e {
+                Failure::Append(e) => append_reject(e),
+                Failure::Dedupe(r) => dedupe_reject(*r),
+            }),
         }
     }
 }
@@ -813,6 +839,41 @@ fn extract_message(e: crate::extract::ExtractError) -> &'static str {
         E::MissingDeliveryId => "the delivery id this provider always sends is missing",
         E::InvalidJson => "the body is not valid JSON",
         E::UnsupportedMediaType => "this source needs a JSON body",
+    }
+}
+
+/// Why an event was not accepted after its checks: the log's append failed, or the shared
+/// dedupe store could not decide (then nothing was appended).
+#[derive(Debug, Clone)]
+enum Failure {
+    Append(AppendError),
+    Dedupe(StoreRefusal),
+}
+
+impl From<StoreRefusal> for Failure {
+    fn from(r: StoreRefusal) -> Failure {
+        Failure::Dedupe(r)
+    }
+}
+
+fn dedupe_reject(r: StoreRefusal) -> Reject {
+    match r {
+        StoreRefusal::Unavailable => Reject {
+            retry_after: Some(crate::redis_dedupe::UNAVAILABLE_RETRY_AFTER),
+            ..reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dedupe_unavailable",
+                "the shared dedupe store cannot be reached; nothing was stored; retry later",
+            )
+        },
+        StoreRefusal::Pending => Reject {
+            retry_after: Some(crate::redis_dedupe::PENDING_RETRY_AFTER),
+            ..reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "duplicate_pending",
+                "another replica is still storing this delivery; retry later",
+            )
+        },
     }
 }
 

@@ -261,61 +261,19 @@ fn with_local_secrets(config: &str, secrets_dir: &str, dir: &Path) -> String {
     config.replace(secrets_dir, &format!("{}/", dir.display()))
 }
 
-/// Until the shared dedupe lands (the `redis` branch of issue 15), this binary does not
-/// know `[dedupe.redis]`: then, and only when that is the sole problem, the section is left
-/// out (validate-deploy.py checks its keys) and the rest of the config is checked.
-/// Returns the output and the file that passed.
+/// `hookgate check` on `path`; fails the test unless it passes. Returns the output and the
+/// file checked.
 fn hookgate_check(path: &Path) -> (String, PathBuf) {
-    let check = |p: &Path| {
-        run(
-            Command::new(hookgate_bin())
-                .args(["check", "--config"])
-                .arg(p)
-                .env("KAFKA_BROKERS", "127.0.0.1:9092"),
-            WITHIN,
-        )
-    };
-    let out = check(path);
+    let out = run(
+        Command::new(hookgate_bin())
+            .args(["check", "--config"])
+            .arg(path)
+            .env("KAFKA_BROKERS", "127.0.0.1:9092"),
+        WITHIN,
+    );
     let t = text(&out);
-    if out.status.success() {
-        return (t, path.to_path_buf());
-    }
-    let errors: Vec<&str> = t.lines().filter(|l| l.starts_with("error:")).collect();
-    let only_redis_unknown = !errors.is_empty()
-        && errors
-            .iter()
-            .all(|l| l.contains("[dedupe]: unknown field `redis`"));
-    assert!(
-        only_redis_unknown,
-        "hookgate check {}:\n{t}",
-        path.display()
-    );
-    let body = std::fs::read_to_string(path).unwrap();
-    let mut kept = Vec::new();
-    let mut in_redis = false;
-    for line in body.lines() {
-        let header = line.trim_start().starts_with('[');
-        if header {
-            in_redis = line.trim() == "[dedupe.redis]";
-        }
-        if !in_redis {
-            kept.push(line);
-        }
-    }
-    let stripped = path.with_extension("no-redis.toml");
-    std::fs::write(&stripped, kept.join("\n")).unwrap();
-    eprintln!(
-        "NOTE: this hookgate has no [dedupe.redis] yet; checked {} without it",
-        path.display()
-    );
-    let out = check(&stripped);
-    let t = text(&out);
-    assert!(
-        out.status.success(),
-        "hookgate check {}:\n{t}",
-        stripped.display()
-    );
-    (t, stripped)
+    assert!(out.status.success(), "hookgate check {}:\n{t}", path.display());
+    (t, path.to_path_buf())
 }
 
 #[test]

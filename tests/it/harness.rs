@@ -964,3 +964,157 @@ topic = "{topic}"
         boot = broker.bootstrap()
     )
 }
+
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const REDIS_CLI: &str = "/usr/bin/redis-cli";
+
+/// Whether `redis-server` is installed. When it is not: under CI (`CI` set) the test fails
+/// (scripts/test.sh installs it); elsewhere it prints a SKIPPED line and returns `false`.
+pub fn redis_available() -> bool {
+    if Path::new(REDIS_SERVER).exists() && Path::new(REDIS_CLI).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{REDIS_SERVER} is missing under CI: scripts/test.sh installs the `redis-server` package"
+    );
+    eprintln!("SKIPPED: {REDIS_SERVER} is not installed (apt-get install -y redis-server; scripts/test.sh does it)");
+    false
+}
+
+/// A `redis-server` on a free loopback port, without persistence (`--save "" --appendonly
+/// no`) unless started with [`Redis::start_with`]. Killed on drop.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// A throwaway Redis: nothing is written to disk.
+    pub fn start() -> Redis {
+        Redis::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// A Redis with extra arguments (e.g. `--requirepass`, or AOF persistence).
+    pub fn start_with(args: &[&str]) -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("log file");
+        let child = Command::new(REDIS_SERVER)
+            .current_dir(self.dir.path())
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pong = Command::new(REDIS_CLI)
+                .args(["-p", &self.port.to_string(), "--no-auth-warning"])
+                .args(self.auth_args())
+                .arg("PING")
+                .output();
+            if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG")) {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "redis-server did not answer on {}: {}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn auth_args(&self) -> Vec<String> {
+        let pw = self
+            .args
+            .iter()
+            .position(|a| a == "--requirepass")
+            .and_then(|i| self.args.get(i + 1));
+        match pw {
+            Some(p) => vec!["-a".into(), p.clone()],
+            None => Vec::new(),
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Runs one command with `redis-cli` and returns its output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = run(
+            Command::new(REDIS_CLI)
+                .args(["-p", &self.port.to_string(), "--no-auth-warning"])
+                .args(self.auth_args())
+                .args(args),
+            COMMAND_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            signal(c, "STOP");
+        }
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            signal(c, "CONT");
+        }
+    }
+
+    /// Stops the server (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL, then starts it again on the same port, directory and arguments.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// What the server logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- redis log ---\n{}", self.log());
+        }
+        self.stop();
+    }
+}

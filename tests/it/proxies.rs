@@ -13,11 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::harness::{free_port, Hookgate, KillOnDrop};
 use crate::tls::push;
 
-const HAPROXY: &str = "/usr/sbin/haproxy";
+pub(crate) const HAPROXY: &str = "/usr/sbin/haproxy";
 
 /// `None` (after saying why) when HAProxy is not installed and this is not CI; under CI a
 /// missing HAProxy fails the test.
-fn haproxy_available() -> bool {
+pub(crate) fn haproxy_available() -> bool {
     if Path::new(HAPROXY).exists() {
         return true;
     }

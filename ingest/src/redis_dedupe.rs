@@ -1,0 +1,791 @@
+//! Dedupe shared by every replica through Redis (`[dedupe.redis]`), with the semantics of
+//! the local set (DESIGN.md) held across processes.
+//!
+//! [`SharedDedupe`] is what the request path calls. The local [`Dedupe`] stays in front: a
+//! hit there costs no round trip, and duplicates inside one replica still coalesce onto one
+//! attempt before Redis is asked. A local miss claims the key in Redis:
+//!
+//! - `SET key "c:<owner token>" NX PX claim_ttl GET`: one round trip that either claims the
+//!   key or returns what it holds, `c:<token>` (another attempt is running) or `d:<event id>`
+//!   (committed).
+//! - The owner runs the append, renewing its claim every `claim_ttl / 3` while it runs (a
+//!   slow append is not mistaken for a dead owner). Success: a compare-and-set (Lua) turns
+//!   the key into `d:<event id>` with the dedupe TTL. Failure: a compare-and-delete (Lua)
+//!   releases it, so the provider's retry is accepted. Both compare the owner token: a
+//!   replica whose claim expired and was taken over cannot release or overwrite the new
+//!   owner's claim.
+//! - A claim held by another replica is waited on by polling the same `SET NX GET` with
+//!   backoff (2 ms doubling to 100 ms): committed → a duplicate with the owner's event id;
+//!   released or expired (the owner failed or died) → this call claims and appends itself.
+//!   The wait is bounded by `claim_ttl` plus a margin; unresolved, the request is refused
+//!   with 503 + Retry-After and the provider retries. Polling rather than pub/sub: waits are
+//!   rare (only concurrent copies on different replicas), it needs no subscriber connection
+//!   per replica, and it works unchanged on Redis Cluster.
+//!
+//! Redis unavailable (refused, a timeout, a paused server): the store is marked degraded
+//! and a prober pings it every [`PROBE_EVERY`] until it answers; while degraded no request
+//! waits on Redis. `reject` answers 503 `dedupe_unavailable`; `local` decides with this
+//! replica's set alone (copies landing on other replicas meanwhile can be written twice).
+//!
+//! Keys are `key_prefix` + source name + `:` + the first 128 bits of SHA-256 of the
+//! delivery id (hex): bounded whatever the id's length, and not forgeable into a collision.
+//! The URL may hold a password: it is never logged, and errors name only their kind.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hookgate_proto::Ulid;
+use hookgate_sinks::Secret;
+use metrics::{Counter, Gauge, Histogram};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+
+use crate::config::{OnUnavailable, RedisDedupeConfig};
+use crate::dedupe::{Admission, Dedupe};
+
+/// How often the store is pinged (to notice an outage with no traffic, and a recovery).
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// How much longer than `claim_ttl` a duplicate waits for another replica's attempt.
+pub const WAIT_MARGIN: Duration = Duration::from_secs(2);
+/// `Retry-After` when Redis is unavailable (seconds).
+pub const UNAVAILABLE_RETRY_AFTER: u32 = 1;
+/// `Retry-After` when another replica's attempt did not finish in time (seconds).
+pub const PENDING_RETRY_AFTER: u32 = 2;
+
+const FIRST_POLL: Duration = Duration::from_millis(2);
+const MAX_POLL: Duration = Duration::from_millis(100);
+
+/// Why the shared store could not decide on a delivery. The request path answers 503 with
+/// `Retry-After`; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreRefusal {
+    /// Redis cannot be reached (and `on_unavailable = "reject"`).
+    #[error("the shared dedupe store is unavailable")]
+    Unavailable,
+    /// Another replica holds the delivery's claim and did not finish within the wait.
+    #[error("another replica's attempt at this delivery did not finish in time")]
+    Pending,
+}
+
+/// Checks a Redis URL without echoing it (it may hold a password).
+pub fn check_url(url: &str) -> Result<(), String> {
+    let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    if !scheme_ok {
+        return Err("must start with redis:// (rediss:// for TLS, or unix://)".into());
+    }
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|e| format!("is not a usable Redis URL ({})", e.category()))
+}
+
+/// A connection: one multiplexed, reconnecting connection to a server, or a cluster client.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The operations timed and counted (the `op` label).
+#[derive(Clone, Copy)]
+enum Op {
+    Claim,
+    Renew,
+    Commit,
+    Release,
+    Ping,
+}
+
+impl Op {
+    const ALL: [Op; 5] = [Op::Claim, Op::Renew, Op::Commit, Op::Release, Op::Ping];
+    fn name(self) -> &'static str {
+        match self {
+            Op::Claim => "claim",
+            Op::Renew => "renew",
+            Op::Commit => "commit",
+            Op::Release => "release",
+            Op::Ping => "ping",
+        }
+    }
+}
+
+/// Pre-registered metric handles, so the request path builds no labels.
+struct Meters {
+    seconds: Vec<Histogram>,
+    errors_timeout: Vec<Counter>,
+    errors_other: Vec<Counter>,
+    claims: Counter,
+    waits: Counter,
+    remote_hits: Counter,
+    local_fallbacks: Counter,
+    refused_unavailable: Counter,
+    refused_pending: Counter,
+    claims_lost: Counter,
+    degraded: Gauge,
+    degraded_total: Counter,
+}
+
+impl Meters {
+    fn new() -> Meters {
+        let per_op = |f: &dyn Fn(&'static str) -> Counter| -> Vec<Counter> {
+            Op::ALL.iter().map(|o| f(o.name())).collect()
+        };
+        Meters {
+            seconds: Op::ALL
+                .iter()
+                .map(|o| metrics::histogram!("hookgate_dedupe_redis_seconds", "op" => o.name()))
+                .collect(),
+            errors_timeout: per_op(
+                &|op| metrics::counter!("hookgate_dedupe_redis_errors_total", "op" => op, "kind" => "timeout"),
+            ),
+            errors_other: per_op(
+                &|op| metrics::counter!("hookgate_dedupe_redis_errors_total", "op" => op, "kind" => "error"),
+            ),
+            claims: metrics::counter!("hookgate_dedupe_redis_claims_total"),
+            waits: metrics::counter!("hookgate_dedupe_redis_waits_total"),
+            remote_hits: metrics::counter!("hookgate_dedupe_redis_hits_total"),
+            local_fallbacks: metrics::counter!("hookgate_dedupe_redis_local_total"),
+            refused_unavailable: metrics::counter!("hookgate_dedupe_redis_refused_total", "reason" => "unavailable"),
+            refused_pending: metrics::counter!("hookgate_dedupe_redis_refused_total", "reason" => "pending"),
+            claims_lost: metrics::counter!("hookgate_dedupe_redis_claims_lost_total"),
+            degraded: metrics::gauge!("hookgate_dedupe_redis_degraded"),
+            degraded_total: metrics::counter!("hookgate_dedupe_redis_degraded_total"),
+        }
+    }
+}
+
+/// Turns a claim into a commit: only the owner's claim (or an expired one nobody took: the
+/// event is in the log either way) becomes `d:<event id>`.
+const COMMIT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or not v then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0";
+
+/// Deletes the key only if it still holds the owner's claim.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// Extends the owner's claim only if it still holds it.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
+/// What claiming a key found.
+#[derive(Debug, PartialEq, Eq)]
+enum Claim {
+    /// This call owns the key under this token.
+    Owner(String),
+    /// Committed, by this or another replica, as this event.
+    Committed(Ulid),
+}
+
+/// The Redis side: connections, the claim protocol, health.
+pub struct RedisStore {
+    conns: Vec<Conn>,
+    next: AtomicUsize,
+    prefix: String,
+    /// Source names by index (the request path knows sources by index; replicas share names).
+    sources: Vec<String>,
+    on_unavailable: OnUnavailable,
+    command_timeout: Duration,
+    claim_ttl: Duration,
+    ttl: Duration,
+    healthy: AtomicBool,
+    commit: Script,
+    release: Script,
+    renew: Script,
+    meters: Meters,
+}
+
+impl RedisStore {
+    /// Builds the store from config (connections are made lazily: an unreachable Redis at
+    /// start is an outage like any other, handled per `on_unavailable`). `sources` are the
+    /// configured source names in order; `ttl` is the dedupe TTL.
+    pub fn new(
+        cfg: &RedisDedupeConfig,
+        sources: Vec<String>,
+        ttl: Duration,
+    ) -> Result<RedisStore, String> {
+        let urls = cfg.node_urls()?;
+        let redact = |e: redis::RedisError| redact(&urls, &e.to_string());
+        let mut conns = Vec::with_capacity(cfg.pool_size);
+        if cfg.cluster {
+            let client = redis::cluster::ClusterClientBuilder::new(
+                urls.iter().map(|u| u.expose().to_owned()),
+            )
+            .connection_timeout(cfg.connect_timeout)
+            .response_timeout(cfg.command_timeout)
+            .retries(1)
+            .build()
+            .map_err(|e| format!("redis cluster: {}", redact(e)))?;
+            for _ in 0..cfg.pool_size.max(1) {
+                let config = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(cfg.connect_timeout)
+                    .set_response_timeout(cfg.command_timeout);
+                conns.push(Conn::Cluster(
+                    client.get_pending_async_connection_with_config(config),
+                ));
+            }
+        } else {
+            let url = urls.first().ok_or("no Redis URL")?;
+            let client =
+                redis::Client::open(url.expose()).map_err(|e| format!("redis: {}", redact(e)))?;
+            for _ in 0..cfg.pool_size.max(1) {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(cfg.connect_timeout))
+                    .set_response_timeout(Some(cfg.command_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let m = ConnectionManager::new_lazy_with_config(client.clone(), config)
+                    .map_err(|e| format!("redis: {}", redact(e)))?;
+                conns.push(Conn::Single(m));
+            }
+        }
+        let meters = Meters::new();
+        meters.degraded.set(0.0);
+        Ok(RedisStore {
+            conns,
+            next: AtomicUsize::new(0),
+            prefix: cfg.key_prefix.clone(),
+            sources,
+            on_unavailable: cfg.on_unavailable,
+            command_timeout: cfg.command_timeout,
+            claim_ttl: cfg.claim_ttl,
+            ttl,
+            healthy: AtomicBool::new(true),
+            commit: Script::new(COMMIT),
+            release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
+            meters,
+        })
+    }
+
+    /// Whether Redis answered the last command sent to it.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// What an outage does.
+    pub fn on_unavailable(&self) -> OnUnavailable {
+        self.on_unavailable
+    }
+
+    /// The Redis key of delivery id `id` of the source with index `source` (config order).
+    pub fn key(&self, source: u32, id: &str) -> String {
+        let name = self
+            .sources
+            .get(source as usize)
+            .map(String::as_str)
+            .unwrap_or("?");
+        let d = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+        let mut k = String::with_capacity(self.prefix.len() + name.len() + 33);
+        k.push_str(&self.prefix);
+        k.push_str(name);
+        k.push(':');
+        k.push_str(&hex::encode(d.as_ref().get(..16).unwrap_or_default()));
+        k
+    }
+
+    fn conn(&self) -> Option<Conn> {
+        let n = self.conns.len();
+        if n == 0 {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        self.conns.get(i).cloned()
+    }
+
+    /// Runs one command (or script) on the next connection; see [`RedisStore::run_on`].
+    async fn run<T, Fut>(&self, op: Op, f: impl FnOnce(Conn) -> Fut) -> Result<T, ()>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(conn) = self.conn() else {
+            return Err(());
+        };
+        self.run_on(conn, op, f).await
+    }
+
+    /// Runs one command (or script) on `conn` under `command_timeout`, timed and counted;
+    /// a failure marks the store degraded.
+    async fn run_on<T, Fut>(&self, conn: Conn, op: Op, f: impl FnOnce(Conn) -> Fut) -> Result<T, ()>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let start = Instant::now();
+        let res = tokio::time::timeout(self.command_timeout, f(conn)).await;
+        let i = op as usize;
+        if let Some(h) = self.meters.seconds.get(i) {
+            h.record(start.elapsed().as_secs_f64());
+        }
+        match res {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let (counters, kind) = if e.is_timeout() {
+                    (&self.meters.errors_timeout, "timeout")
+                } else {
+                    (&self.meters.errors_other, "error")
+                };
+                if let Some(c) = counters.get(i) {
+                    c.increment(1);
+                }
+                // The kind and category only: a RedisError's text can name the server.
+                self.set_degraded(op, kind, Some(e.category()));
+                Err(())
+            }
+            Err(_) => {
+                if let Some(c) = self.meters.errors_timeout.get(i) {
+                    c.increment(1);
+                }
+                self.set_degraded(op, "timeout", None);
+                Err(())
+            }
+        }
+    }
+
+    fn set_degraded(&self, op: Op, kind: &str, detail: Option<&str>) {
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            self.meters.degraded.set(1.0);
+            self.meters.degraded_total.increment(1);
+            let mode = match self.on_unavailable {
+                OnUnavailable::Reject => "deliveries are refused with 503 until it answers",
+                OnUnavailable::Local => {
+                    "each replica dedupes alone until it answers (on_unavailable = local)"
+                }
+            };
+            tracing::warn!(
+                op = op.name(),
+                kind,
+                detail = detail.unwrap_or(""),
+                "redis dedupe store unavailable: {mode}"
+            );
+        }
+    }
+
+    fn set_healthy(&self) {
+        if !self.healthy.swap(true, Ordering::Relaxed) {
+            self.meters.degraded.set(0.0);
+            tracing::info!("redis dedupe store reachable again: shared dedupe resumed");
+        }
+    }
+
+    /// A PING on every connection; marks the store healthy when all answered.
+    pub async fn probe(&self) -> bool {
+        for conn in &self.conns {
+            let ok = self
+                .run_on(conn.clone(), Op::Ping, |mut c| async move {
+                    redis::cmd("PING").query_async::<String>(&mut c).await
+                })
+                .await
+                .is_ok();
+            if !ok {
+                return false;
+            }
+        }
+        self.set_healthy();
+        true
+    }
+
+    /// Pings Redis every [`PROBE_EVERY`] until `stop` fires.
+    pub fn spawn_prober(
+        self: &Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.probe().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(PROBE_EVERY) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    }
+
+    /// Claims `key`, waiting on another replica's claim (bounded) until it is committed,
+    /// released or expired.
+    async fn claim(self: &Arc<Self>, key: &str) -> Result<Claim, StoreRefusal> {
+        let token = format!("c:{:032x}", rand::random::<u128>());
+        let px = self.claim_ttl.as_millis().max(1) as u64;
+        let deadline = Instant::now() + self.claim_ttl + WAIT_MARGIN;
+        let mut pause = FIRST_POLL;
+        let mut waited = false;
+        loop {
+            if !self.is_healthy() {
+                return Err(StoreRefusal::Unavailable);
+            }
+            let Some(conn) = self.conn() else {
+                return Err(StoreRefusal::Unavailable);
+            };
+            let found: Option<String> = match self
+                .run_on(conn.clone(), Op::Claim, |mut c| {
+                    let mut cmd = redis::cmd("SET");
+                    cmd.arg(key)
+                        .arg(&token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(px)
+                        .arg("GET");
+                    async move { cmd.query_async(&mut c).await }
+                })
+                .await
+            {
+                Ok(found) => found,
+                Err(()) => {
+                    // A hung server may still run the claim when it wakes: the release goes
+                    // down the same connection, so it runs after the claim and frees the key
+                    // for the provider's retry at once instead of after `claim_ttl`.
+                    let (me, key, token) = (self.clone(), key.to_owned(), token.clone());
+                    tokio::spawn(async move { me.release_on(Some(conn), &key, &token).await });
+                    return Err(StoreRefusal::Unavailable);
+                }
+            };
+            match found.as_deref() {
+                None => {
+                    self.meters.claims.increment(1);
+                    return Ok(Claim::Owner(token));
+                }
+                Some(v) if v.starts_with("d:") => {
+                    return match Ulid::from_string(v.get(2..).unwrap_or_default()) {
+                        Ok(u) => {
+                            self.meters.remote_hits.increment(1);
+                            Ok(Claim::Committed(u))
+                        }
+                        Err(_) => {
+                            tracing::error!(
+                                "redis dedupe: a key under key_prefix holds a value hookgate did not write; is the prefix shared with something else?"
+                            );
+                            Err(StoreRefusal::Unavailable)
+                        }
+                    };
+                }
+                Some(_) => {
+                    if !waited {
+                        waited = true;
+                        self.meters.waits.increment(1);
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(StoreRefusal::Pending);
+                    }
+                    tokio::time::sleep(pause.min(deadline - now)).await;
+                    pause = (pause * 2).min(MAX_POLL);
+                }
+            }
+        }
+    }
+
+    /// Turns the owner's claim into `d:<id>` for the dedupe TTL. `false` when the store
+    /// could not be told (the key then frees itself when the claim expires).
+    async fn commit(&self, key: &str, token: &str, id: Ulid) -> bool {
+        let px = self.ttl.as_millis().max(1) as u64;
+        let value = format!("d:{id}");
+        let res: Result<i64, ()> = self
+            .run(Op::Commit, |mut c| async move {
+                self.commit
+                    .key(key)
+                    .arg(token)
+                    .arg(&value)
+                    .arg(px)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await;
+        match res {
+            Ok(1) => true,
+            Ok(_) => {
+                self.meters.claims_lost.increment(1);
+                tracing::warn!("redis dedupe: this replica's claim expired and another replica took the delivery over while the append ran; the delivery may be in the log twice (raise claim_ttl?)");
+                true
+            }
+            Err(()) => {
+                tracing::warn!("redis dedupe: the event is in the log but could not be recorded as committed in Redis; its claim expires after claim_ttl");
+                false
+            }
+        }
+    }
+
+    /// Releases the owner's claim (the append failed), so a retry is accepted at once.
+    async fn release(&self, key: &str, token: &str) {
+        self.release_on(None, key, token).await;
+    }
+
+    /// [`RedisStore::release`] on `conn` (else the next connection).
+    async fn release_on(&self, conn: Option<Conn>, key: &str, token: &str) {
+        let Some(conn) = conn.or_else(|| self.conn()) else {
+            return;
+        };
+        let _ = self
+            .run_on(conn, Op::Release, |mut c| async move {
+                self.release
+                    .key(key)
+                    .arg(token)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+    }
+
+    /// Extends the owner's claim while its append runs.
+    async fn renew(&self, key: &str, token: &str) {
+        let px = self.claim_ttl.as_millis().max(1) as u64;
+        let res: Result<i64, ()> = self
+            .run(Op::Renew, |mut c| async move {
+                self.renew
+                    .key(key)
+                    .arg(token)
+                    .arg(px)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await;
+        if res == Ok(0) {
+            self.meters.claims_lost.increment(1);
+        }
+    }
+
+    /// Runs `append` as the owner of `key`: renews the claim while it runs, then commits
+    /// (success) or releases (failure). A dropped call releases the claim in the background.
+    async fn run_owned<E, F>(
+        self: &Arc<Self>,
+        key: String,
+        token: String,
+        append: F,
+    ) -> Result<Ulid, E>
+    where
+        F: Future<Output = Result<Ulid, E>>,
+    {
+        let mut guard = ClaimGuard {
+            store: self.clone(),
+            key: Some((key, token)),
+        };
+        let mut append = std::pin::pin!(append);
+        let renew_every = self.claim_ttl / 3;
+        let res = loop {
+            tokio::select! {
+                r = &mut append => break r,
+                _ = tokio::time::sleep(renew_every) => {
+                    if let Some((k, t)) = &guard.key {
+                        self.renew(k, t).await;
+                    }
+                }
+            }
+        };
+        if let Some((key, token)) = guard.key.take() {
+            match &res {
+                Ok(id) => {
+                    self.commit(&key, &token, *id).await;
+                }
+                Err(_) => self.release(&key, &token).await,
+            }
+        }
+        res
+    }
+}
+
+/// Releases a claim whose owner's future was dropped before it finished.
+struct ClaimGuard {
+    store: Arc<RedisStore>,
+    key: Option<(String, String)>,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if let Some((key, token)) = self.key.take() {
+            let store = self.store.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { store.release(&key, &token).await });
+            }
+        }
+    }
+}
+
+/// Redacts the URLs (and their passwords) from an error text.
+fn redact(urls: &[Secret], text: &str) -> String {
+    let mut out = text.to_owned();
+    for u in urls {
+        out = u.redact(&out);
+        if let Some(pw) = password_of(u.expose()) {
+            out = Secret::new(pw).redact(&out);
+        }
+    }
+    out
+}
+
+/// The password of a `scheme://user:password@host…` URL, if it has one.
+fn password_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    userinfo
+        .split_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty())
+}
+
+/// The dedupe the request path calls: the local set, and Redis behind it when configured.
+#[derive(Clone)]
+pub struct SharedDedupe {
+    local: Dedupe,
+    redis: Option<Arc<RedisStore>>,
+}
+
+impl SharedDedupe {
+    /// This replica's set alone.
+    pub fn local(local: Dedupe) -> SharedDedupe {
+        SharedDedupe { local, redis: None }
+    }
+
+    /// The local set in front of a shared store.
+    pub fn with_redis(local: Dedupe, redis: Arc<RedisStore>) -> SharedDedupe {
+        SharedDedupe {
+            local,
+            redis: Some(redis),
+        }
+    }
+
+    /// The local set (seeded at start from the spool's id store).
+    pub fn local_set(&self) -> &Dedupe {
+        &self.local
+    }
+
+    /// The shared store, when configured.
+    pub fn redis(&self) -> Option<&Arc<RedisStore>> {
+        self.redis.as_ref()
+    }
+
+    /// For `/readyz`: `None` without Redis, else `ok`, `degraded` (`local`: deduping
+    /// alone) or `unavailable` (`reject`: refusing deliveries).
+    pub fn status(&self) -> Option<&'static str> {
+        let r = self.redis.as_ref()?;
+        Some(match (r.is_healthy(), r.on_unavailable) {
+            (true, _) => "ok",
+            (false, OnUnavailable::Local) => "degraded",
+            (false, OnUnavailable::Reject) => "unavailable",
+        })
+    }
+
+    /// Runs `append` unless `(source, id)` was already committed (here or, with Redis, on
+    /// any replica) or is being committed; semantics of [`Dedupe::admit`], across replicas.
+    /// A store that cannot decide refuses with `E::from(`[`StoreRefusal`]`)`.
+    pub async fn admit<E, F>(&self, source: u32, id: &str, append: F) -> Result<Admission, Arc<E>>
+    where
+        E: From<StoreRefusal> + Send + Sync + 'static,
+        F: Future<Output = Result<Ulid, E>>,
+    {
+        match &self.redis {
+            None => self.local.admit(source, id, append).await,
+            // Boxed: the claim, wait and renewal states would otherwise size (and be copied
+            // with) every request's future, with Redis or not.
+            Some(store) => Box::pin(self.admit_shared(store, source, id, append)).await,
+        }
+    }
+
+    async fn admit_shared<E, F>(
+        &self,
+        store: &Arc<RedisStore>,
+        source: u32,
+        id: &str,
+        append: F,
+    ) -> Result<Admission, Arc<E>>
+    where
+        E: From<StoreRefusal> + Send + Sync + 'static,
+        F: Future<Output = Result<Ulid, E>>,
+    {
+        let mut remote = false;
+        let res = self
+            .local
+            .admit(source, id, async {
+                let key = store.key(source, id);
+                match store.claim(&key).await {
+                    Ok(Claim::Owner(token)) => store.run_owned(key, token, append).await,
+                    Ok(Claim::Committed(u)) => {
+                        remote = true;
+                        Ok(u)
+                    }
+                    Err(StoreRefusal::Unavailable)
+                        if store.on_unavailable == OnUnavailable::Local =>
+                    {
+                        store.meters.local_fallbacks.increment(1);
+                        append.await
+                    }
+                    Err(r) => {
+                        match r {
+                            StoreRefusal::Unavailable => &store.meters.refused_unavailable,
+                            StoreRefusal::Pending => &store.meters.refused_pending,
+                        }
+                        .increment(1);
+                        Err(E::from(r))
+                    }
+                }
+            })
+            .await;
+        match res {
+            Ok(Admission::New(u)) if remote => Ok(Admission::Duplicate(u)),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_without_echoing_them() {
+        assert!(check_url("redis://127.0.0.1:6379/0").is_ok());
+        assert!(check_url("rediss://user:pw@example.com:6380").is_ok());
+        let e = check_url("http://:hunter22@x:1").unwrap_err();
+        assert!(!e.contains("hunter22"), "{e}");
+        let e = check_url("redis://:hunter22@[bad").unwrap_err();
+        assert!(!e.contains("hunter22"), "{e}");
+    }
+
+    #[test]
+    fn redaction_removes_the_url_and_its_password() {
+        let urls = [Secret::new("redis://:s3cr3tpw@10.0.0.1:6379/0")];
+        let t = redact(
+            &urls,
+            "failed: redis://:s3cr3tpw@10.0.0.1:6379/0 and s3cr3tpw",
+        );
+        assert!(!t.contains("s3cr3tpw"), "{t}");
+    }
+}

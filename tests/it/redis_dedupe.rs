@@ -1,0 +1,416 @@
+//! The claim protocol of the shared dedupe (`[dedupe.redis]`) against a real `redis-server`:
+//! two `SharedDedupe` front-ends, each with its own local set and connections, stand for
+//! two replicas. What a test checks is what the log would hold: how many appends ran.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookgate_ingest::config::RedisDedupeConfig;
+use hookgate_ingest::dedupe::{Admission, Dedupe};
+use hookgate_ingest::redis_dedupe::{RedisStore, SharedDedupe, StoreRefusal};
+use hookgate_proto::Ulid;
+
+use crate::harness::{redis_available, Redis};
+
+/// The error type of the appends here: the log failed, or the store refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fail {
+    Down,
+    Store(StoreRefusal),
+}
+
+impl From<StoreRefusal> for Fail {
+    fn from(r: StoreRefusal) -> Fail {
+        Fail::Store(r)
+    }
+}
+
+fn store(redis: &Redis, extra: &str) -> Arc<RedisStore> {
+    let cfg: RedisDedupeConfig = toml::from_str(&format!(
+        "url = \"{}\"\nclaim_ttl = \"1s\"\ncommand_timeout = \"200ms\"\n{extra}",
+        redis.url()
+    ))
+    .unwrap();
+    assert!(cfg.check().is_empty(), "{:?}", cfg.check());
+    Arc::new(RedisStore::new(&cfg, vec!["github".into()], Duration::from_secs(3600)).unwrap())
+}
+
+/// A front-end: its own local set in front of its own connections to `redis`.
+fn replica(redis: &Redis, extra: &str) -> SharedDedupe {
+    SharedDedupe::with_redis(
+        Dedupe::new(1000, Duration::from_secs(3600)),
+        store(redis, extra),
+    )
+}
+
+/// Admits `id` with an append that counts itself, waits `hold`, and succeeds.
+async fn admit_counted(
+    d: &SharedDedupe,
+    id: &str,
+    runs: &AtomicUsize,
+    hold: Duration,
+) -> Result<Admission, Arc<Fail>> {
+    d.admit(0, id, async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(hold).await;
+        Ok::<_, Fail>(Ulid::new())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_copies_on_two_replicas_append_once() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let (a, b) = (replica(&redis, ""), replica(&redis, ""));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let d = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let runs = runs.clone();
+        tasks.push(tokio::spawn(async move {
+            admit_counted(&d, "d-1", &runs, Duration::from_millis(100)).await
+        }));
+    }
+    let mut new = 0;
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            Admission::New(u) => {
+                new += 1;
+                ids.insert(u);
+            }
+            Admission::Duplicate(u) => {
+                ids.insert(u);
+            }
+        }
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "one append over both replicas"
+    );
+    assert_eq!(new, 1, "one non-duplicate answer");
+    assert_eq!(
+        ids.len(),
+        1,
+        "every copy answered with the owner's event id"
+    );
+    // The committed id is in Redis, and a later copy on either replica is a duplicate.
+    let key = a.redis().unwrap().key(0, "d-1");
+    let id = *ids.iter().next().unwrap();
+    assert_eq!(redis.cli(&["GET", &key]), format!("d:{id}"));
+    let c = replica(&redis, "");
+    assert_eq!(
+        admit_counted(&c, "d-1", &runs, Duration::ZERO)
+            .await
+            .unwrap(),
+        Admission::Duplicate(id)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_releases_the_claim() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let (a, b) = (replica(&redis, ""), replica(&redis, ""));
+    let key = a.redis().unwrap().key(0, "d-2");
+    let failed = a
+        .admit(0, "d-2", async { Err::<Ulid, _>(Fail::Down) })
+        .await;
+    assert_eq!(failed.map_err(|e| (*e).clone()), Err(Fail::Down));
+    assert_eq!(redis.cli(&["EXISTS", &key]), "0", "no key left behind");
+    let runs = AtomicUsize::new(0);
+    // Another replica takes the retry at once (no wait for a claim to expire).
+    let got = admit_counted(&b, "d-2", &runs, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(got, Admission::New(_)), "{got:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_owners_claim_expires_and_the_retry_appends_once() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let (a, b) = (replica(&redis, ""), replica(&redis, ""));
+    let key = a.redis().unwrap().key(0, "d-3");
+    // Replica A claims and "dies" mid-append: its future is leaked, never polled again and
+    // never dropped, like a process killed with its claim in Redis.
+    let mut dying = Box::pin(a.admit(0, "d-3", std::future::pending::<Result<Ulid, Fail>>()));
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while redis.cli(&["EXISTS", &key]) != "1" {
+        assert!(std::time::Instant::now() < end, "A never claimed");
+        let _ = tokio::time::timeout(Duration::from_millis(20), &mut dying).await;
+    }
+    std::mem::forget(dying);
+    assert!(redis.cli(&["GET", &key]).starts_with("c:"));
+    // B's copy waits on the claim, then takes it over once it expires (claim_ttl = 1s).
+    let runs = AtomicUsize::new(0);
+    let got = admit_counted(&b, "d-3", &runs, Duration::ZERO)
+        .await
+        .unwrap();
+    let Admission::New(id) = got else {
+        panic!("the retry is appended: {got:?}")
+    };
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(redis.cli(&["GET", &key]), format!("d:{id}"));
+    // And only once: the next copy is a duplicate, on a replica that never saw it.
+    let c = replica(&redis, "");
+    assert_eq!(
+        admit_counted(&c, "d-3", &runs, Duration::ZERO)
+            .await
+            .unwrap(),
+        Admission::Duplicate(id)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_owner_renews_its_claim_through_a_slow_append() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let (a, b) = (replica(&redis, ""), replica(&redis, ""));
+    let runs = Arc::new(AtomicUsize::new(0));
+    // The append takes 2.5 claim TTLs; without renewal B would take the claim over.
+    let slow = {
+        let (a, runs) = (a.clone(), runs.clone());
+        tokio::spawn(
+            async move { admit_counted(&a, "d-4", &runs, Duration::from_millis(2500)).await },
+        )
+    };
+    let key = a.redis().unwrap().key(0, "d-4");
+    while redis.cli(&["EXISTS", &key]) != "1" {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = admit_counted(&b, "d-4", &runs, Duration::ZERO)
+        .await
+        .unwrap();
+    let first = slow.await.unwrap().unwrap();
+    let Admission::New(id) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(got, Admission::Duplicate(id));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_its_claim_cannot_release_or_commit_over_the_new_owner() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = replica(&redis, "");
+    for (id, outcome) in [("d-5", Err(Fail::Down)), ("d-6", Ok(Ulid::new()))] {
+        let key = a.redis().unwrap().key(0, id);
+        let redis_ref = &redis;
+        let key_ref = &key;
+        let res = a
+            .admit(0, id, async move {
+                // While A appends, its claim is taken over (it expired and another replica
+                // claimed the delivery).
+                redis_ref.cli(&["SET", key_ref, "c:someone-else", "PX", "60000"]);
+                outcome
+            })
+            .await;
+        let _ = res;
+        assert_eq!(
+            redis.cli(&["GET", &key]),
+            "c:someone-else",
+            "{id}: the new owner's claim stays"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_reject_refuses_local_accepts_then_both_recover() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let reject = replica(&redis, "on_unavailable = \"reject\"");
+    let local = replica(&redis, "on_unavailable = \"local\"");
+    let runs = AtomicUsize::new(0);
+    redis.pause();
+    let got = admit_counted(&reject, "p-1", &runs, Duration::ZERO).await;
+    assert_eq!(
+        got.map_err(|e| (*e).clone()),
+        Err(Fail::Store(StoreRefusal::Unavailable))
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing appended");
+    assert_eq!(reject.status(), Some("unavailable"));
+    let got = admit_counted(&local, "p-2", &runs, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(got, Admission::New(_)), "{got:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(local.status(), Some("degraded"));
+    // While degraded, the local set still dedupes within the replica.
+    assert!(matches!(
+        admit_counted(&local, "p-2", &runs, Duration::ZERO)
+            .await
+            .unwrap(),
+        Admission::Duplicate(_)
+    ));
+    redis.resume();
+    for d in [&reject, &local] {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !d.redis().unwrap().probe().await {
+            assert!(std::time::Instant::now() < end, "redis answers again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(d.status(), Some("ok"));
+    }
+    let got = admit_counted(&reject, "p-1", &runs, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(got, Admission::New(_)), "{got:?}");
+    let key = reject.redis().unwrap().key(0, "p-1");
+    assert!(redis.cli(&["GET", &key]).starts_with("d:"));
+}
+
+/// The Redis URL's password never shows: not in hookgate's output (start, an outage and
+/// its recovery are all logged), not in `/metrics`, not in an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_password_never_appears_in_logs_metrics_or_answers() {
+    if !redis_available() {
+        return;
+    }
+    const PASSWORD: &str = "redis-pass-31415926";
+    let redis = Redis::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--requirepass",
+        PASSWORD,
+    ]);
+    let hg = crate::harness::Hookgate::start(&format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+[spool]
+path = "{{dir}}/spool"
+
+[dedupe.redis]
+url = "redis://:{PASSWORD}@127.0.0.1:{port}/0"
+command_timeout = "200ms"
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["gh-secret"]
+"#,
+        port = redis.port
+    ));
+    let c = crate::harness::client();
+    let post = |delivery: &'static str| {
+        let (body, headers) = crate::tls::push(delivery);
+        let mut req = c.post(hg.url("/hooks/github")).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let ok = post("pw-1").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    redis.pause();
+    let refused = post("pw-2").await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("dedupe_unavailable"), "{text}");
+    redis.resume();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while post("pw-2").await.unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < end, "accepting again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = c
+        .get(hg.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hookgate_dedupe_redis_degraded_total 1"),
+        "{metrics}"
+    );
+    let output = hg.output();
+    assert!(
+        output.contains("redis dedupe store unavailable"),
+        "the outage is logged"
+    );
+    for (what, text) in [
+        ("output", &output),
+        ("metrics", &metrics),
+        ("answer", &text),
+    ] {
+        assert!(!text.contains(PASSWORD), "the password is in the {what}");
+    }
+}
+
+/// Cross-restart dedupe comes from Redis: with AOF persistence (`appendonly yes`), a
+/// delivery committed before Redis was killed and restarted is still a duplicate for a
+/// replica that never saw it; without persistence (the control) it is new again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_ids_survive_a_redis_restart_with_aof() {
+    if !redis_available() {
+        return;
+    }
+    for (args, survives) in [
+        (
+            [
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+            true,
+        ),
+        (
+            [
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--appendfsync",
+                "always",
+            ],
+            false,
+        ),
+    ] {
+        let mut redis = Redis::start_with(&args);
+        let runs = AtomicUsize::new(0);
+        let Admission::New(id) = admit_counted(&replica(&redis, ""), "r-1", &runs, Duration::ZERO)
+            .await
+            .unwrap()
+        else {
+            panic!("first copy")
+        };
+        redis.restart();
+        let fresh = replica(&redis, "");
+        let got = admit_counted(&fresh, "r-1", &runs, Duration::ZERO)
+            .await
+            .unwrap();
+        if survives {
+            assert_eq!(got, Admission::Duplicate(id), "{args:?}");
+        } else {
+            assert!(matches!(got, Admission::New(_)), "{args:?}: {got:?}");
+        }
+    }
+}
