@@ -507,6 +507,7 @@ fn check(path: &Path) -> std::process::ExitCode {
                     (None, _) => "spool",
                 }
             );
+            println!("{}", cfg.console_line());
             std::process::ExitCode::SUCCESS
         }
         Err(errs) => {
@@ -582,12 +583,22 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let consumers = Arc::new(runtime::spool_consumers(&cfg, &log));
     let mut tasks = runtime::spawn_log_tasks(&log, consumers.clone(), stop_rx.clone());
-    tasks.extend(runtime::spawn_dispatch(
-        &cfg,
-        &log,
-        consumers,
-        stop_rx.clone(),
-    )?);
+    let dlq = runtime::shared_dlq_store(&cfg)?;
+    if let Some(store) = &dlq {
+        tasks.extend(runtime::spawn_dispatch_with(
+            &cfg,
+            &log,
+            consumers,
+            stop_rx.clone(),
+            store.clone(),
+        )?);
+        if let Some(c) = app.console() {
+            c.attach_dispatch(hookgate_ingest::console::DispatchParts {
+                store: store.clone(),
+                dispatcher: runtime::build_dispatcher(&cfg, store.clone())?,
+            });
+        }
+    }
     let admin = match &cfg.admin {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a.listen)
@@ -595,6 +606,9 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
                 .with_context(|| format!("admin: listen on {}", a.listen))?;
             let addr = l.local_addr()?;
             tracing::info!(%addr, "admin listener: /metrics, /healthz, /readyz");
+            if app.console().is_some() {
+                tracing::info!("console at http://{addr}/console/ (admin API at /api/v1)");
+            }
             println!("admin listening on {addr}");
             let _ = std::io::stdout().flush();
             Some(tokio::spawn(server::serve(

@@ -8,6 +8,8 @@
 mod admission;
 mod chat_errors;
 mod chat_lib;
+mod console;
+mod console_browser;
 mod dispatch;
 mod edge;
 mod fakes;
@@ -24,3 +26,4 @@ mod secrets;
 mod spool;
 mod spool_faults;
 mod tls;
+mod webdriver;
