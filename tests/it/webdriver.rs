@@ -17,7 +17,7 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const WAIT: Duration = Duration::from_secs(30);
 /// W3C element reference key.
-const ELEMENT: &str = "element-6066-11e4-a07b-4f14a9a59c77";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Whether Chromium and chromedriver are installed; outside CI a missing browser skips the
 /// test (after saying so), under CI it fails it.
