@@ -314,7 +314,11 @@ impl AdminConfig {
     /// The console token in force: `token`, or `token_file` read now; `None` when neither
     /// is set (the console is off).
     pub fn resolve_token(&self) -> Result<Option<Secret>, String> {
-        hookgate_sinks::secret::inline_or_file("token", self.token.as_ref(), self.token_file.as_deref())
+        hookgate_sinks::secret::inline_or_file(
+            "token",
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+        )
     }
 
     /// Whether a token is configured (the console is on).
@@ -736,7 +740,8 @@ impl Config {
             if a.console_events == 0 || a.console_rejections == 0 {
                 problems.push(Problem {
                     location: lines.at("admin", None),
-                    message: "admin.console_events and admin.console_rejections must be at least 1".into(),
+                    message: "admin.console_events and admin.console_rejections must be at least 1"
+                        .into(),
                 });
             }
         }

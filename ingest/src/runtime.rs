@@ -262,9 +262,13 @@ pub fn spawn_secret_reload(
                 tracing::info!(ok, failed, "SIGHUP: secrets files re-read");
                 if let Some(c) = app.console() {
                     match c.reload_token() {
-                        Ok(true) => tracing::info!("SIGHUP: admin token re-read from token_file; console sessions ended"),
+                        Ok(true) => tracing::info!(
+                            "SIGHUP: admin token re-read from token_file; console sessions ended"
+                        ),
                         Ok(false) => {}
-                        Err(error) => tracing::error!(%error, "admin token not reloaded: the previous token stays in force"),
+                        Err(error) => {
+                            tracing::error!(%error, "admin token not reloaded: the previous token stays in force")
+                        }
                     }
                 }
             }

@@ -348,7 +348,14 @@ impl App {
                 Ok(r) => r,
                 Err(rej) => {
                     if let Some(c) = &self.console {
-                        c.refused(Some(src.idx), &src.name, peer, rej.status, rej.code, delivery);
+                        c.refused(
+                            Some(src.idx),
+                            &src.name,
+                            peer,
+                            rej.status,
+                            rej.code,
+                            delivery,
+                        );
                     }
                     error_response(&rej)
                 }

@@ -129,7 +129,12 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Posts a signed github push; returns (status, answer).
-pub async fn post_github(hg: &Hookgate, delivery: &str, body: &[u8], extra: &[(&str, &str)]) -> (u16, Value) {
+pub async fn post_github(
+    hg: &Hookgate,
+    delivery: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> (u16, Value) {
     let mut req = client()
         .post(hg.url("/hooks/github"))
         .header("x-github-event", "push")
@@ -170,7 +175,11 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<(&'a str, Stri
         .filter_map(|v| v.to_str().ok())
         .find(|v| v.starts_with(&format!("{name}=")))
         .map(|v| {
-            let val = v[name.len() + 1..].split(';').next().unwrap_or("").to_owned();
+            let val = v[name.len() + 1..]
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .to_owned();
             (v, val)
         })
 }
@@ -183,9 +192,13 @@ pub async fn login(a: &Admin, token: &str) -> (u16, Option<(String, String)>) {
         .send()
         .await
         .expect("login page");
-    let (_, login_csrf) = cookie_value(page.headers(), "hookgate_login_csrf").expect("login csrf cookie");
+    let (_, login_csrf) =
+        cookie_value(page.headers(), "hookgate_login_csrf").expect("login csrf cookie");
     let html = page.text().await.expect("html");
-    assert!(html.contains(&format!("value=\"{login_csrf}\"")), "the form carries the csrf");
+    assert!(
+        html.contains(&format!("value=\"{login_csrf}\"")),
+        "the form carries the csrf"
+    );
     let r = client()
         .post(a.url("/console/login"))
         .header(COOKIE, format!("hookgate_login_csrf={login_csrf}"))
@@ -209,14 +222,22 @@ pub async fn shell_csrf(a: &Admin, sid: &str) -> String {
         .text()
         .await
         .expect("html");
-    let at = html.find("name=\"csrf-token\" content=\"").expect("csrf meta") + 27;
+    let at = html
+        .find("name=\"csrf-token\" content=\"")
+        .expect("csrf meta")
+        + 27;
     html[at..at + 64].to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_console_is_off_and_check_says_so() {
     let a = Admin::start("", None).await;
-    for path in ["/api/v1/stats", "/api/v1/events", "/console/", "/console/login"] {
+    for path in [
+        "/api/v1/stats",
+        "/api/v1/events",
+        "/console/",
+        "/console/login",
+    ] {
         let (s, v) = a.get(path, Some(TOKEN)).await;
         assert_eq!(s, 404, "{path}");
         assert_eq!(v["error"], "console_off", "{path}");
@@ -232,17 +253,28 @@ async fn without_a_token_the_console_is_off_and_check_says_so() {
         c.replace("{listen}", "127.0.0.1:18080")
             .replace("{dir}", &dir.path().display().to_string())
     };
-    std::fs::write(&p, fill(config(9999, &format!("token = \"{TOKEN}\""), None))).expect("write");
+    std::fs::write(
+        &p,
+        fill(config(9999, &format!("token = \"{TOKEN}\""), None)),
+    )
+    .expect("write");
     let out = crate::harness::run(
-        std::process::Command::new(crate::harness::hookgate_bin()).args(["check", "--config"]).arg(&p),
+        std::process::Command::new(crate::harness::hookgate_bin())
+            .args(["check", "--config"])
+            .arg(&p),
         crate::harness::COMMAND_TIMEOUT,
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("console: on at http://127.0.0.1:9999/console/"), "{text}");
+    assert!(
+        text.contains("console: on at http://127.0.0.1:9999/console/"),
+        "{text}"
+    );
     assert!(!text.contains(TOKEN));
     std::fs::write(&p, fill(config(9999, "token = \"short\"", None))).expect("write");
     let out = crate::harness::run(
-        std::process::Command::new(crate::harness::hookgate_bin()).args(["check", "--config"]).arg(&p),
+        std::process::Command::new(crate::harness::hookgate_bin())
+            .args(["check", "--config"])
+            .arg(&p),
         crate::harness::COMMAND_TIMEOUT,
     );
     assert!(!out.status.success());
@@ -255,13 +287,19 @@ async fn bearer_session_and_csrf_guard_the_api() {
     // No credentials, a wrong bearer, the right one.
     let (s, v) = a.get("/api/v1/stats", None).await;
     assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")));
-    let (s, v) = a.get("/api/v1/stats", Some("console-token-012345678X")).await;
+    let (s, v) = a
+        .get("/api/v1/stats", Some("console-token-012345678X"))
+        .await;
     assert_eq!((s, v["error"].as_str()), (401, Some("bad_token")));
     let (s, v) = a.get("/api/v1/stats", Some(TOKEN)).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["sources"][0]["name"], "github");
     // The console shell needs a session.
-    let r = client().get(a.url("/console/")).send().await.expect("shell");
+    let r = client()
+        .get(a.url("/console/"))
+        .send()
+        .await
+        .expect("shell");
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/console/login");
 
@@ -289,7 +327,10 @@ async fn bearer_session_and_csrf_guard_the_api() {
             .request(m, a.url(path))
             .header(COOKIE, format!("hookgate_session={sid}"))
     };
-    let r = with_session(reqwest::Method::GET, "/api/v1/events").send().await.expect("get");
+    let r = with_session(reqwest::Method::GET, "/api/v1/events")
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), 200, "a session reads");
     // Writes need the CSRF token: missing, wrong, right.
     let body = json!({"all": true});
@@ -299,7 +340,10 @@ async fn bearer_session_and_csrf_guard_the_api() {
         .await
         .expect("post");
     assert_eq!(r.status(), 403);
-    assert_eq!(r.json::<Value>().await.expect("json")["error"], "csrf_failed");
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "csrf_failed"
+    );
     let r = with_session(reqwest::Method::POST, "/api/v1/dead-letters/replay")
         .header("x-csrf-token", "0".repeat(64))
         .json(&body)
@@ -318,7 +362,9 @@ async fn bearer_session_and_csrf_guard_the_api() {
     assert_eq!(r.status(), 409);
     assert_eq!(r.json::<Value>().await.expect("json")["error"], "no_routes");
     // A bearer needs no CSRF token.
-    let (s, v) = a.post("/api/v1/dead-letters/replay", Some(TOKEN), &body).await;
+    let (s, v) = a
+        .post("/api/v1/dead-letters/replay", Some(TOKEN), &body)
+        .await;
     assert_eq!((s, v["error"].as_str()), (409, Some("no_routes")));
     // Logged out, the session is gone.
     let r = with_session(reqwest::Method::POST, "/console/logout")
@@ -327,7 +373,10 @@ async fn bearer_session_and_csrf_guard_the_api() {
         .await
         .expect("logout");
     assert_eq!(r.status(), 303);
-    let r = with_session(reqwest::Method::GET, "/api/v1/events").send().await.expect("get");
+    let r = with_session(reqwest::Method::GET, "/api/v1/events")
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.status(), 401);
 }
 
@@ -348,9 +397,16 @@ async fn failed_logins_are_rate_limited_per_address() {
         .await
         .expect("get");
     assert_eq!(r.status(), 429);
-    let wait: u64 = r.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
     assert!((1..=300).contains(&wait), "{wait}");
-    assert_eq!(r.json::<Value>().await.expect("json")["error"], "login_rate_limited");
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "login_rate_limited"
+    );
     // The webhook path is not affected.
     let (s, _) = post_github(&a.hg, "after-limit", b"{\"ref\":\"x\"}", &[]).await;
     assert_eq!(s, 200);
@@ -364,13 +420,22 @@ async fn the_rings_never_grow_past_their_size() {
     )
     .await;
     for i in 0..30 {
-        let (s, _) = post_github(&a.hg, &format!("d-{i}"), format!("{{\"n\":{i}}}").as_bytes(), &[]).await;
+        let (s, _) = post_github(
+            &a.hg,
+            &format!("d-{i}"),
+            format!("{{\"n\":{i}}}").as_bytes(),
+            &[],
+        )
+        .await;
         assert_eq!(s, 200);
         assert_eq!(post_forged(&a.hg, &format!("f-{i}")).await, 401);
         if i % 10 == 9 {
             let (_, st) = a.get("/api/v1/stats", Some(TOKEN)).await;
             assert!(st["rings"]["events"]["len"].as_u64().unwrap() <= 5, "{st}");
-            assert!(st["rings"]["rejections"]["len"].as_u64().unwrap() <= 4, "{st}");
+            assert!(
+                st["rings"]["rejections"]["len"].as_u64().unwrap() <= 4,
+                "{st}"
+            );
         }
     }
     let (_, ev) = a.get("/api/v1/events?limit=1000", Some(TOKEN)).await;
@@ -427,7 +492,12 @@ async fn secret_headers_are_redacted_and_the_body_is_read_back_after_a_restart()
     let (s, ev) = a.get(&format!("/api/v1/events/{id}"), Some(TOKEN)).await;
     assert_eq!(s, 200, "{ev}");
     let text = ev.to_string();
-    for secret in [sig_value.as_str(), "upstream-credential-42", "custom-secret-value-77", GH_SECRET] {
+    for secret in [
+        sig_value.as_str(),
+        "upstream-credential-42",
+        "custom-secret-value-77",
+        GH_SECRET,
+    ] {
         assert!(!text.contains(secret), "{secret} shown: {text}");
     }
     let header = |name: &str| {
@@ -464,7 +534,9 @@ async fn secret_headers_are_redacted_and_the_body_is_read_back_after_a_restart()
         serde_json::from_str::<Value>(ev["body"].as_str().expect("body")).expect("json"),
         serde_json::from_slice::<Value>(body).expect("json")
     );
-    let (s, v) = a.get("/api/v1/events/01ARZ3NDEKTSV4RRFFQ69G5FAV", Some(TOKEN)).await;
+    let (s, v) = a
+        .get("/api/v1/events/01ARZ3NDEKTSV4RRFFQ69G5FAV", Some(TOKEN))
+        .await;
     assert_eq!((s, v["error"].as_str()), (404, Some("event_not_found")));
 }
 
@@ -492,7 +564,11 @@ pub async fn dead_letters(a: &Admin, n: usize) -> Vec<Value> {
         if list.len() == n {
             return list;
         }
-        assert!(Instant::now() < end, "{n} dead letters expected: {v}\n{}", a.hg.log());
+        assert!(
+            Instant::now() < end,
+            "{n} dead letters expected: {v}\n{}",
+            a.hg.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -516,40 +592,98 @@ async fn dead_letters_replay_with_progress_and_events_are_sent_again() {
 
     // Replay one while the sink still fails: the job reports the failure, nothing moves.
     let one = list[1]["entry"].as_str().expect("entry").to_owned();
-    let (s, j) = a.post("/api/v1/dead-letters/replay", Some(TOKEN), &json!({"entries": [one]})).await;
+    let (s, j) = a
+        .post(
+            "/api/v1/dead-letters/replay",
+            Some(TOKEN),
+            &json!({"entries": [one]}),
+        )
+        .await;
     assert_eq!(s, 202, "{j}");
     assert_eq!(j["total"], 1);
     let j = replay_done(&a).await;
-    assert_eq!((j["state"].as_str(), j["failed"].as_u64()), (Some("failed"), Some(1)), "{j}");
+    assert_eq!(
+        (j["state"].as_str(), j["failed"].as_u64()),
+        (Some("failed"), Some(1)),
+        "{j}"
+    );
     dead_letters(&a, 2).await;
 
     // The sink recovers: the selected one only, then all.
     tg.set_default(Reply::Ok);
     let before = tg.count();
-    let (s, _) = a.post("/api/v1/dead-letters/replay", Some(TOKEN), &json!({"entries": [one]})).await;
+    let (s, _) = a
+        .post(
+            "/api/v1/dead-letters/replay",
+            Some(TOKEN),
+            &json!({"entries": [one]}),
+        )
+        .await;
     assert_eq!(s, 202);
     let j = replay_done(&a).await;
-    assert_eq!((j["state"].as_str(), j["replayed"].as_u64()), (Some("done"), Some(1)), "{j}");
+    assert_eq!(
+        (j["state"].as_str(), j["replayed"].as_u64()),
+        (Some("done"), Some(1)),
+        "{j}"
+    );
     assert_eq!(tg.count() - before, 1);
     assert!(tg.sent().last().expect("sent").1.contains("refs/heads/two"));
     let left = dead_letters(&a, 1).await;
     assert_eq!(left[0]["delivery_id"], "dl-1");
-    let (s, _) = a.post("/api/v1/dead-letters/replay", Some(TOKEN), &json!({"all": true})).await;
+    let (s, _) = a
+        .post(
+            "/api/v1/dead-letters/replay",
+            Some(TOKEN),
+            &json!({"all": true}),
+        )
+        .await;
     assert_eq!(s, 202);
     let j = replay_done(&a).await;
-    assert_eq!((j["state"].as_str(), j["replayed"].as_u64(), j["remaining"].as_u64()), (Some("done"), Some(1), Some(0)), "{j}");
+    assert_eq!(
+        (
+            j["state"].as_str(),
+            j["replayed"].as_u64(),
+            j["remaining"].as_u64()
+        ),
+        (Some("done"), Some(1), Some(0)),
+        "{j}"
+    );
     dead_letters(&a, 0).await;
-    let (s, v) = a.post("/api/v1/dead-letters/replay", Some(TOKEN), &json!({"all": true})).await;
+    let (s, v) = a
+        .post(
+            "/api/v1/dead-letters/replay",
+            Some(TOKEN),
+            &json!({"all": true}),
+        )
+        .await;
     assert_eq!((s, v["error"].as_str()), (404, Some("nothing_to_replay")));
-    let (s, v) = a.post("/api/v1/dead-letters/replay", Some(TOKEN), &json!({"nothing": 1})).await;
+    let (s, v) = a
+        .post(
+            "/api/v1/dead-letters/replay",
+            Some(TOKEN),
+            &json!({"nothing": 1}),
+        )
+        .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("bad_replay_request")));
 
     // "Send to sink again" for a routed event.
     let before = tg.count();
-    let (s, v) = a.post(&format!("/api/v1/events/{first}/resend"), Some(TOKEN), &json!({"sink": "team-chat"})).await;
+    let (s, v) = a
+        .post(
+            &format!("/api/v1/events/{first}/resend"),
+            Some(TOKEN),
+            &json!({"sink": "team-chat"}),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["results"][0]["delivered"], true, "{v}");
     assert_eq!(tg.count() - before, 1);
-    let (s, v) = a.post(&format!("/api/v1/events/{first}/resend"), Some(TOKEN), &json!({"sink": "elsewhere"})).await;
+    let (s, v) = a
+        .post(
+            &format!("/api/v1/events/{first}/resend"),
+            Some(TOKEN),
+            &json!({"sink": "elsewhere"}),
+        )
+        .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("unknown_sink")));
 }

@@ -101,25 +101,41 @@ impl Browser {
         if let Some(b) = body {
             r = r.json(&b);
         }
-        let v: Value = r.send().await.expect("webdriver").json().await.expect("webdriver json");
+        let v: Value = r
+            .send()
+            .await
+            .expect("webdriver")
+            .json()
+            .await
+            .expect("webdriver json");
         v["value"].clone()
     }
 
     /// Opens `url`.
     pub async fn goto(&self, url: &str) {
-        let v = self.cmd(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+        let v = self
+            .cmd(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
         assert!(v.is_null(), "goto {url}: {v}");
     }
 
     /// The current URL.
     pub async fn url(&self) -> String {
-        self.cmd(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or("").to_owned()
+        self.cmd(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
 
     /// The element matching the CSS selector, if any now.
     pub async fn find(&self, css: &str) -> Option<String> {
         let v = self
-            .cmd(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
             .await;
         v[ELEMENT].as_str().map(str::to_owned)
     }
@@ -131,7 +147,12 @@ impl Browser {
             if let Some(e) = self.find(css).await {
                 return e;
             }
-            assert!(Instant::now() < end, "no `{css}` on {}: {}", self.url().await, self.page_text().await);
+            assert!(
+                Instant::now() < end,
+                "no `{css}` on {}: {}",
+                self.url().await,
+                self.page_text().await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -147,7 +168,11 @@ impl Browser {
                 }
                 assert!(Instant::now() < end, "`{css}` never matched; last: {t}");
             } else {
-                assert!(Instant::now() < end, "no `{css}`: {}", self.page_text().await);
+                assert!(
+                    Instant::now() < end,
+                    "no `{css}`: {}",
+                    self.page_text().await
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -172,20 +197,34 @@ impl Browser {
 
     /// Clicks an element.
     pub async fn click(&self, el: &str) {
-        self.cmd(reqwest::Method::POST, &format!("/element/{el}/click"), Some(json!({}))).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{el}/click"),
+            Some(json!({})),
+        )
+        .await;
     }
 
     /// Types into an element.
     pub async fn type_into(&self, el: &str, text: &str) {
-        self.cmd(reqwest::Method::POST, &format!("/element/{el}/value"), Some(json!({"text": text})))
-            .await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{el}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
     }
 
     /// Sends keys to whatever has focus (keyboard navigation).
     pub async fn keys(&self, keys: &str) {
         let actions: Vec<Value> = keys
             .chars()
-            .flat_map(|c| [json!({"type": "keyDown", "value": c.to_string()}), json!({"type": "keyUp", "value": c.to_string()})])
+            .flat_map(|c| {
+                [
+                    json!({"type": "keyDown", "value": c.to_string()}),
+                    json!({"type": "keyUp", "value": c.to_string()}),
+                ]
+            })
             .collect();
         self.cmd(
             reqwest::Method::POST,
@@ -197,8 +236,12 @@ impl Browser {
 
     /// Runs a script; returns its value.
     pub async fn exec(&self, script: &str) -> Value {
-        self.cmd(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": []})))
-            .await
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
     }
 
     /// Saves a PNG screenshot of the page to `path`.

@@ -1,6 +1,10 @@
 //! The router of `/console/*` and `/api/v1/*`, and the JSON API. Errors are
 //! `{"error": code, "message": text}` with a stable code, like the rest of hookgate.
 
+// The helpers return the finished error response as their `Err`: an admin request path,
+// where the size of a `Result` does not matter and early returns read best.
+#![allow(clippy::result_large_err)]
+
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,11 +83,7 @@ where
 }
 
 /// Serves `/console/*` and `/api/v1/*` on the admin listener.
-pub async fn handle<B>(
-    c: &Arc<Console>,
-    req: Request<B>,
-    client: IpAddr,
-) -> Response<Full<Bytes>>
+pub async fn handle<B>(c: &Arc<Console>, req: Request<B>, client: IpAddr) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -288,7 +288,11 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
         {
             outcomes.insert(s.label("outcome").unwrap_or("").to_owned(), f(s.value));
         }
-        let lat = histogram(&samples, "hookgate_sink_delivery_latency_seconds", Some(name));
+        let lat = histogram(
+            &samples,
+            "hookgate_sink_delivery_latency_seconds",
+            Some(name),
+        );
         sinks.push(json!({"name": name, "deliveries": outcomes, "latency_seconds": lat}));
     }
     let gauge = |n: &str| {
@@ -481,10 +485,9 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
         (None, None) => Value::Null,
     };
     let headers = match (&meta, &stored) {
-        (Some(m), _) => redacted_headers(
-            c,
-            m.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
-        ),
+        (Some(m), _) => {
+            redacted_headers(c, m.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
+        }
         (None, Some(ev)) => redacted_headers(
             c,
             ev.kept_headers
@@ -582,7 +585,10 @@ async fn resend(c: &Arc<Console>, id: &str, body: &[u8]) -> Response<Full<Bytes>
         }
     }
     tracing::info!(event = %ev.id, "console: event sent to its sinks again");
-    json_response(StatusCode::OK, &json!({"id": id.to_string(), "results": results}))
+    json_response(
+        StatusCode::OK,
+        &json!({"id": id.to_string(), "results": results}),
+    )
 }
 
 fn rejections(c: &Arc<Console>, q: &[(String, String)]) -> Response<Full<Bytes>> {
@@ -962,7 +968,7 @@ async fn quarantine_replay(c: &Arc<Console>, body: &[u8]) -> Response<Full<Bytes
         .filter(|e| {
             w.entries
                 .as_ref()
-                .is_none_or(|ids| ids.iter().any(|i| *i == e.meta.id))
+                .is_none_or(|ids| ids.contains(&e.meta.id))
                 && w.sink.as_ref().is_none_or(|s| *s == e.meta.source)
         })
         .collect();

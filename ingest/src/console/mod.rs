@@ -20,8 +20,8 @@
 
 pub mod api;
 pub mod auth;
-pub mod pages;
 pub mod bounded;
+pub mod pages;
 pub mod stats;
 
 use std::net::IpAddr;
@@ -126,7 +126,9 @@ impl Console {
         let Some(admin) = cfg.admin.as_ref().filter(|a| a.console_on()) else {
             return Ok(None);
         };
-        let token = admin.resolve_token().map_err(|m| anyhow::anyhow!("admin.{m}"))?;
+        let token = admin
+            .resolve_token()
+            .map_err(|m| anyhow::anyhow!("admin.{m}"))?;
         let mut signature_headers: Vec<String> = crate::verify::Provider::ALL
             .iter()
             .flat_map(|p| p.spec().about().headers.iter())

@@ -56,7 +56,8 @@ fn page(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Resp
 
 fn redirect(to: &'static str) -> Response<Full<Bytes>> {
     let mut r = page(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
-    r.headers_mut().insert(LOCATION, HeaderValue::from_static(to));
+    r.headers_mut()
+        .insert(LOCATION, HeaderValue::from_static(to));
     r
 }
 
@@ -110,7 +111,11 @@ where
                 .map(|(_, v)| v.into_owned())
                 .unwrap_or_default();
             if !auth::token_eq(sent.as_bytes(), s.csrf.as_bytes()) {
-                return error(StatusCode::FORBIDDEN, "csrf_failed", "missing or wrong CSRF token");
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "missing or wrong CSRF token",
+                );
             }
             c.auth.end_session(&headers);
             let mut r = redirect("/console/login");
@@ -169,10 +174,7 @@ where
     }
     // Double submit: the form's hidden field must match the cookie set with the form.
     if cookie_csrf.is_empty() || !auth::token_eq(csrf.as_bytes(), cookie_csrf.as_bytes()) {
-        return login_page(
-            StatusCode::FORBIDDEN,
-            "The login form expired. Try again.",
-        );
+        return login_page(StatusCode::FORBIDDEN, "The login form expired. Try again.");
     }
     if !auth::token_eq(presented.trim().as_bytes(), token.expose().as_bytes()) {
         c.auth.failed(client);

@@ -178,9 +178,7 @@ pub(crate) fn pending_selected(records: &[DlqRecord], sel: &Selection<'_>) -> Ve
     records
         .iter()
         .filter_map(|r| match &r.kind {
-            RecordKind::Entry(e)
-                if !done.contains(&(r.partition, r.position)) && sel.takes(e) =>
-            {
+            RecordKind::Entry(e) if !done.contains(&(r.partition, r.position)) && sel.takes(e) => {
                 Some((**e).clone())
             }
             _ => None,

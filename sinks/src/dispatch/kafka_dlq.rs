@@ -27,8 +27,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::dispatch::dead_letter::{DeadLetter, DlqError};
 use crate::dispatch::dispatcher::Dispatcher;
 use crate::dispatch::dlq::{
-    classify, count_dlq_error, count_dlq_write, dlq_header, now_rfc3339, pending, pending_selected, replay_records,
-    DlqEntry, DlqRecord, OnStep, Progress, RecordKind, ReplayReport, Selection, REPLAY_GROUP,
+    classify, count_dlq_error, count_dlq_write, dlq_header, now_rfc3339, pending, pending_selected,
+    replay_records, DlqEntry, DlqRecord, OnStep, Progress, RecordKind, ReplayReport, Selection,
+    REPLAY_GROUP,
 };
 use crate::dispatch::feed::{message_headers, FeedError};
 use crate::log::kafka::KafkaConfig;

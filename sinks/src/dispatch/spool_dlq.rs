@@ -15,8 +15,8 @@ use hookgate_proto::{Event, Ulid};
 use crate::dispatch::dead_letter::{DeadLetter, DlqError};
 use crate::dispatch::dispatcher::Dispatcher;
 use crate::dispatch::dlq::{
-    classify, count_dlq_error, count_dlq_write, dlq_header, now_rfc3339, pending, pending_selected, replay_records,
-    DlqEntry, DlqRecord, OnStep, Progress, ReplayReport, Selection, REPLAY_CURSOR,
+    classify, count_dlq_error, count_dlq_write, dlq_header, now_rfc3339, pending, pending_selected,
+    replay_records, DlqEntry, DlqRecord, OnStep, Progress, ReplayReport, Selection, REPLAY_CURSOR,
 };
 use crate::dispatch::feed::FeedError;
 use crate::log::spool::{Spool, SpoolConfig};
