@@ -571,6 +571,9 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         }));
     }
     let app = Arc::new(app);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Before "listening on": once a script can see the port, a SIGHUP must not kill us.
+    let reload = runtime::spawn_secret_reload(cfg.clone(), app.clone(), stop_rx.clone())?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.server.listen))?;
@@ -580,10 +583,13 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let consumers = Arc::new(runtime::spool_consumers(&cfg, &log));
     let mut tasks = runtime::spawn_log_tasks(&log, consumers.clone(), stop_rx.clone());
-    let dlq = runtime::shared_dlq_store(&cfg)?;
+    let dlq = if cfg.dispatch.enabled || app.console().is_some() {
+        runtime::shared_dlq_store(&cfg)?
+    } else {
+        None
+    };
     if let Some(store) = &dlq {
         tasks.extend(runtime::spawn_dispatch_with(
             &cfg,
@@ -620,7 +626,6 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         }
         None => None,
     };
-    let reload = runtime::spawn_secret_reload(cfg.clone(), app.clone(), stop_rx.clone())?;
     if let Some(tls) = app.edge().tls() {
         tasks.push(tls.spawn_reloader(stop_rx.clone()));
         tracing::info!("TLS on the public listener (reloads on SIGHUP and on file change)");

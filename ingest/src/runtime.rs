@@ -355,11 +355,12 @@ pub fn spawn_dispatch(
 }
 
 /// The dead-letter store `serve` shares between the dispatcher and the console (a spool
-/// DLQ can be opened once per process), when the config has routes.
+/// DLQ can be opened once per process), when the config has routes. `serve` opens it only
+/// when the dispatcher runs or the console is on, as before for the dispatcher.
 pub fn shared_dlq_store(
     cfg: &Config,
 ) -> anyhow::Result<Option<Arc<hookgate_sinks::dispatch::DlqStore>>> {
-    if cfg.routes.is_empty() || cfg.bench.discard {
+    if cfg.routes.is_empty() {
         return Ok(None);
     }
     Ok(Some(Arc::new(dlq_store(cfg)?)))
