@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (C toolchain
 # bits for librdkafka, HAProxy for the proxy, replica and deploy tests, Redis for the
-# shared-dedupe and replica tests, curl for the set-webhook test, the Tansu broker, a
-# Python venv for validating deploy/), then checks formatting and lints, then runs every
+# shared-dedupe and replica tests, curl for the set-webhook test, Chromium and chromedriver
+# for the console's browser tests, the Tansu broker, a Python venv for validating deploy/),
+# then checks formatting and lints, then runs every
 # test (unit tests and the end-to-end suite against real processes on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in build-essential pkg-config libssl-dev zlib1g-dev haproxy redis-server curl; do
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev haproxy redis-server curl chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -419,6 +419,50 @@ impl Default for DispatchConfig {
 pub struct AdminConfig {
     /// Address of the admin listener (e.g. `127.0.0.1:9090`, or the pod IP for probes).
     pub listen: SocketAddr,
+    /// The web console's and admin API's access token (`/console/`, `/api/v1`). A secret:
+    /// never logged. Absent (and no `token_file`): the console is off, the API answers 404.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A file holding the token (re-read on SIGHUP); instead of `token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// How many recent accepted events the console keeps in memory (metadata only).
+    #[serde(default = "default_console_kept")]
+    pub console_events: usize,
+    /// How many recent refused requests the console keeps in memory.
+    #[serde(default = "default_console_kept")]
+    pub console_rejections: usize,
+}
+
+fn default_console_kept() -> usize {
+    1000
+}
+
+impl AdminConfig {
+    /// The console token in force: `token`, or `token_file` read now; `None` when neither
+    /// is set (the console is off).
+    pub fn resolve_token(&self) -> Result<Option<Secret>, String> {
+        hookgate_sinks::secret::inline_or_file(
+            "token",
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+        )
+    }
+
+    /// Whether a token is configured (the console is on).
+    pub fn console_on(&self) -> bool {
+        self.token.is_some() || self.token_file.is_some()
+    }
+}
+
+impl Config {
+    /// What `hookgate check` says about the console.
+    pub fn console_line(&self) -> String {
+        match &self.admin {
+            Some(a) if a.console_on() => format!("console: on at http://{}/console/", a.listen),
+            _ => "console: off (no [admin] token)".to_owned(),
+        }
+    }
 }
 
 /// `[bench]`: measuring aids. Never for production.
@@ -807,6 +851,25 @@ impl Config {
                         "admin.listen = {} is server.listen too: give the admin listener its own port",
                         a.listen
                     ),
+                });
+            }
+            if let Err(m) = a.resolve_token() {
+                problems.push(Problem {
+                    location: lines.at("admin", None),
+                    message: format!("admin.{m}"),
+                });
+            }
+            if a.token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+                problems.push(Problem {
+                    location: lines.at("admin", None),
+                    message: "admin.token must be at least 16 characters (it guards replays and event bodies)".into(),
+                });
+            }
+            if a.console_events == 0 || a.console_rejections == 0 {
+                problems.push(Problem {
+                    location: lines.at("admin", None),
+                    message: "admin.console_events and admin.console_rejections must be at least 1"
+                        .into(),
                 });
             }
         }

@@ -34,6 +34,16 @@ pub enum FieldSpec {
 }
 
 impl FieldSpec {
+    /// The header this field is read from first, if any (the console records it for a
+    /// refused request).
+    pub fn first_header(&self) -> Option<&HeaderName> {
+        match self {
+            FieldSpec::Header(h) => Some(h),
+            FieldSpec::Any(v) => v.iter().find_map(FieldSpec::first_header),
+            _ => None,
+        }
+    }
+
     /// Parses `header:NAME` or `/json/pointer`.
     pub fn parse(s: &str) -> Result<FieldSpec, String> {
         if let Some(name) = s.strip_prefix("header:") {
@@ -150,6 +160,11 @@ impl ExtractError {
 }
 
 impl Extractor {
+    /// The header the delivery id comes from, when it comes from one.
+    pub fn delivery_header(&self) -> Option<&HeaderName> {
+        self.delivery.first_header()
+    }
+
     /// The plan for `provider`, with the source's overrides.
     pub fn new(
         provider: Provider,

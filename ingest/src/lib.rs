@@ -14,6 +14,7 @@
 //! - [`edge`]: before HTTP: TLS (reloadable certificate), the PROXY protocol, and the
 //!   client address behind trusted proxies (`Forwarded` / `X-Forwarded-For`).
 //! - [`server`]: the request path ([`server::App::handle`]) and the hyper listener.
+//! - [`console`]: the web console and admin API on the admin listener (`[admin] token`).
 //! - [`runtime`]: building the log from config, metrics, signals: what `serve` wires up.
 //! - `fuzzing` (hidden): the bodies of the cargo-fuzz targets in `fuzz/`, replayed by
 //!   its unit tests (`fuzzing/corpus.rs`); property tests of verify and extract in
@@ -24,6 +25,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod console;
 pub mod dedupe;
 pub mod edge;
 pub mod extract;

@@ -507,6 +507,7 @@ fn check(path: &Path) -> std::process::ExitCode {
                     (None, _) => "spool",
                 }
             );
+            println!("{}", cfg.console_line());
             std::process::ExitCode::SUCCESS
         }
         Err(errs) => {
@@ -570,6 +571,9 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         }));
     }
     let app = Arc::new(app);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Before "listening on": once a script can see the port, a SIGHUP must not kill us.
+    let reload = runtime::spawn_secret_reload(cfg.clone(), app.clone(), stop_rx.clone())?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.server.listen))?;
@@ -579,15 +583,28 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let consumers = Arc::new(runtime::spool_consumers(&cfg, &log));
     let mut tasks = runtime::spawn_log_tasks(&log, consumers.clone(), stop_rx.clone());
-    tasks.extend(runtime::spawn_dispatch(
-        &cfg,
-        &log,
-        consumers,
-        stop_rx.clone(),
-    )?);
+    let dlq = if cfg.dispatch.enabled || app.console().is_some() {
+        runtime::shared_dlq_store(&cfg)?
+    } else {
+        None
+    };
+    if let Some(store) = &dlq {
+        tasks.extend(runtime::spawn_dispatch_with(
+            &cfg,
+            &log,
+            consumers,
+            stop_rx.clone(),
+            store.clone(),
+        )?);
+        if let Some(c) = app.console() {
+            c.attach_dispatch(hookgate_ingest::console::DispatchParts {
+                store: store.clone(),
+                dispatcher: runtime::build_dispatcher(&cfg, store.clone())?,
+            });
+        }
+    }
     let admin = match &cfg.admin {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a.listen)
@@ -595,6 +612,9 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
                 .with_context(|| format!("admin: listen on {}", a.listen))?;
             let addr = l.local_addr()?;
             tracing::info!(%addr, "admin listener: /metrics, /healthz, /readyz");
+            if app.console().is_some() {
+                tracing::info!("console at http://{addr}/console/ (admin API at /api/v1)");
+            }
             println!("admin listening on {addr}");
             let _ = std::io::stdout().flush();
             Some(tokio::spawn(server::serve(
@@ -610,7 +630,6 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         tasks.push(r.spawn_prober(stop_rx.clone()));
         tracing::info!(on_unavailable = ?r.on_unavailable(), "dedupe shared through redis");
     }
-    let reload = runtime::spawn_secret_reload(cfg.clone(), app.clone(), stop_rx.clone())?;
     if let Some(tls) = app.edge().tls() {
         tasks.push(tls.spawn_reloader(stop_rx.clone()));
         tracing::info!("TLS on the public listener (reloads on SIGHUP and on file change)");

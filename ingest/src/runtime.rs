@@ -260,6 +260,17 @@ pub fn spawn_secret_reload(
                 }
                 let (ok, failed) = reload_source_secrets(&cfg, &app);
                 tracing::info!(ok, failed, "SIGHUP: secrets files re-read");
+                if let Some(c) = app.console() {
+                    match c.reload_token() {
+                        Ok(true) => tracing::info!(
+                            "SIGHUP: admin token re-read from token_file; console sessions ended"
+                        ),
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::error!(%error, "admin token not reloaded: the previous token stays in force")
+                        }
+                    }
+                }
             }
         })))
     }
@@ -353,7 +364,33 @@ pub fn spawn_dispatch(
     if cfg.routes.is_empty() || !cfg.dispatch.enabled {
         return Ok(None);
     }
-    let dispatcher = build_dispatcher(cfg, Arc::new(dlq_store(cfg)?))?;
+    spawn_dispatch_with(cfg, log, consumers, stop, Arc::new(dlq_store(cfg)?))
+}
+
+/// The dead-letter store `serve` shares between the dispatcher and the console (a spool
+/// DLQ can be opened once per process), when the config has routes. `serve` opens it only
+/// when the dispatcher runs or the console is on, as before for the dispatcher.
+pub fn shared_dlq_store(
+    cfg: &Config,
+) -> anyhow::Result<Option<Arc<hookgate_sinks::dispatch::DlqStore>>> {
+    if cfg.routes.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(dlq_store(cfg)?)))
+}
+
+/// [`spawn_dispatch`] with a given dead-letter store.
+pub fn spawn_dispatch_with(
+    cfg: &Config,
+    log: &Log,
+    consumers: Arc<Vec<String>>,
+    stop: watch::Receiver<bool>,
+    store: Arc<hookgate_sinks::dispatch::DlqStore>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if cfg.routes.is_empty() || !cfg.dispatch.enabled {
+        return Ok(None);
+    }
+    let dispatcher = build_dispatcher(cfg, store)?;
     let task = match log {
         Log::Kafka(_) | Log::KafkaSpool(..) => {
             let k = cfg.kafka.clone().context("kafka config")?;

@@ -131,6 +131,8 @@ pub struct App {
     learned: Option<crate::learned::LearnedSecrets>,
     /// One handshake learns at a time, so two racing ones cannot both set a secret.
     learning: tokio::sync::Mutex<()>,
+    /// The web console (`[admin] token` set): recent events and refusals, `/api/v1`.
+    console: Option<Arc<crate::console::Console>>,
 }
 
 /// An HTTP error: status and stable code; the message is for people.
@@ -222,6 +224,8 @@ impl App {
             }
             None => SharedDedupe::local(local),
         };
+        let console =
+            crate::console::Console::new(cfg, log.clone(), prometheus.clone())?.map(Arc::new);
         Ok(App {
             sources,
             dedupe,
@@ -236,6 +240,7 @@ impl App {
             gate: Arc::new(Gate::new(cfg.server.admission())),
             learned,
             learning: tokio::sync::Mutex::new(()),
+            console,
             edge: Arc::new(
                 Edge::new(
                     cfg.server.tls.as_ref(),
@@ -292,6 +297,11 @@ impl App {
         &self.edge
     }
 
+    /// The web console, when `[admin] token` is set.
+    pub fn console(&self) -> Option<&Arc<crate::console::Console>> {
+        self.console.as_ref()
+    }
+
     /// The log this app appends to.
     pub fn log(&self) -> &Log {
         &self.log
@@ -334,19 +344,52 @@ impl App {
         }
         if let Some(name) = path.strip_prefix("/hooks/") {
             let Some(src) = self.sources.get(name).cloned() else {
-                return error_response(&reject(
+                let rej = reject(
                     StatusCode::NOT_FOUND,
                     "unknown_source",
                     "no source is configured at this path",
-                ));
+                );
+                if let Some(c) = &self.console {
+                    c.refused(None, name, peer, rej.status, rej.code, None);
+                }
+                return error_response(&rej);
             };
             let _inflight = InFlight::new(&self.inflight);
+            // For the console's refused-requests list: the delivery-id header (a refcount).
+            let delivery = self.console.as_ref().and_then(|_| {
+                let h = src.extractor.delivery_header()?;
+                req.headers().get(h).cloned()
+            });
             let resp = match self.webhook(&src, req, peer).await {
                 Ok(r) => r,
-                Err(rej) => error_response(&rej),
+                Err(rej) => {
+                    if let Some(c) = &self.console {
+                        c.refused(
+                            Some(src.idx),
+                            &src.name,
+                            peer,
+                            rej.status,
+                            rej.code,
+                            delivery,
+                        );
+                    }
+                    error_response(&rej)
+                }
             };
             src.counters.get(resp.status()).increment(1);
             return resp;
+        }
+        if on == Listener::Admin
+            && (path == "/console" || path.starts_with("/console/") || path.starts_with("/api/v1/"))
+        {
+            return match &self.console {
+                Some(c) => crate::console::api::handle(c, req, peer).await,
+                None => error_response(&reject(
+                    StatusCode::NOT_FOUND,
+                    "console_off",
+                    "the console is off: set [admin] token",
+                )),
+            };
         }
         match (req.method(), path) {
             (&Method::GET, "/healthz") => {
@@ -623,6 +666,10 @@ impl App {
         // runtime if the request future is dropped first.
         // A body-only signature stays valid under a new delivery id: such sources also
         // dedupe on the body's digest, in the same table (a key no delivery id can be).
+        let note = self
+            .console
+            .as_ref()
+            .map(|c| c.note(src.idx, &event, &parts.headers));
         let digest = src.dedupe_body.is_some().then(|| body_key(&event.body));
         let app = self.clone();
         let idx = src.idx;
@@ -683,6 +730,9 @@ impl App {
             .await
         });
         let (outcome, replayed) = task.await;
+        if let (Some(c), Some(note)) = (&self.console, note) {
+            c.accepted(note, &outcome);
+        }
         if replayed {
             if let Some(replays) = &src.dedupe_body {
                 replays.increment(1);

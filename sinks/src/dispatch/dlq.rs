@@ -137,16 +137,48 @@ pub(crate) fn classify(mut ev: Event, partition: i32, position: u64) -> RecordKi
     }
 }
 
+/// Which pending entries a replay takes: those for one sink, and/or a set of entries
+/// named by (partition, position) (the console's "replay one / a selection").
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Selection<'a> {
+    /// Only entries for this sink.
+    pub sink: Option<&'a str>,
+    /// Only these entries, by `(partition, position)`.
+    pub positions: Option<&'a [(i32, u64)]>,
+}
+
+impl Selection<'_> {
+    /// Every entry for `sink` (all when `None`).
+    pub fn sink(sink: Option<&str>) -> Selection<'_> {
+        Selection {
+            sink,
+            positions: None,
+        }
+    }
+
+    fn takes(&self, e: &DlqEntry) -> bool {
+        self.sink.is_none_or(|s| s == e.sink)
+            && self
+                .positions
+                .is_none_or(|p| p.contains(&(e.partition, e.position)))
+    }
+}
+
+/// Called after each replayed (or failed) entry with the report so far.
+pub type OnStep<'a> = &'a (dyn Fn(&ReplayReport) + Send + Sync);
+
 /// Entries not yet replayed, in order, filtered by sink.
 pub(crate) fn pending(records: &[DlqRecord], sink_filter: Option<&str>) -> Vec<DlqEntry> {
+    pending_selected(records, &Selection::sink(sink_filter))
+}
+
+/// Entries not yet replayed, in order, that `sel` takes.
+pub(crate) fn pending_selected(records: &[DlqRecord], sel: &Selection<'_>) -> Vec<DlqEntry> {
     let done = marked(records);
     records
         .iter()
         .filter_map(|r| match &r.kind {
-            RecordKind::Entry(e)
-                if !done.contains(&(r.partition, r.position))
-                    && sink_filter.is_none_or(|s| s == e.sink) =>
-            {
+            RecordKind::Entry(e) if !done.contains(&(r.partition, r.position)) && sel.takes(e) => {
                 Some((**e).clone())
             }
             _ => None,
@@ -180,12 +212,13 @@ pub(crate) trait Progress: Send + Sync {
 pub(crate) async fn replay_records(
     records: &[DlqRecord],
     dispatcher: &Dispatcher,
-    sink_filter: Option<&str>,
+    sel: &Selection<'_>,
     progress: &dyn Progress,
+    on_step: OnStep<'_>,
 ) -> Result<ReplayReport, FeedError> {
     let done = marked(records);
     let mut report = ReplayReport {
-        remaining: pending(records, sink_filter).len(),
+        remaining: pending_selected(records, sel).len(),
         ..Default::default()
     };
     // Whether every record of the partition so far is done (the position may move).
@@ -204,7 +237,7 @@ pub(crate) async fn replay_records(
                 continue;
             }
         };
-        if sink_filter.is_some_and(|s| s != entry.sink) {
+        if !sel.takes(entry) {
             *run = false;
             continue;
         }
@@ -219,12 +252,14 @@ pub(crate) async fn replay_records(
                 report.replayed += 1;
                 report.remaining -= 1;
                 metrics::counter!("hookgate_dlq_replays_total", "outcome" => "ok").increment(1);
+                on_step(&report);
             }
             Err(e) => {
                 tracing::warn!(sink = %entry.sink, event = %entry.event.id, error = %e, "dlq replay failed; entry stays pending");
                 metrics::counter!("hookgate_dlq_replays_total", "outcome" => "failed").increment(1);
                 report.failed = 1;
                 report.failure = Some(((**entry).clone(), e.to_string()));
+                on_step(&report);
                 break;
             }
         }

@@ -27,8 +27,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::dispatch::dead_letter::{DeadLetter, DlqError};
 use crate::dispatch::dispatcher::Dispatcher;
 use crate::dispatch::dlq::{
-    classify, count_dlq_error, count_dlq_write, dlq_header, now_rfc3339, pending, replay_records,
-    DlqEntry, DlqRecord, Progress, RecordKind, ReplayReport, REPLAY_GROUP,
+    classify, count_dlq_error, count_dlq_write, dlq_header, now_rfc3339, pending, pending_selected,
+    replay_records, DlqEntry, DlqRecord, OnStep, Progress, RecordKind, ReplayReport, Selection,
+    REPLAY_GROUP,
 };
 use crate::dispatch::feed::{message_headers, FeedError};
 use crate::log::kafka::KafkaConfig;
@@ -81,6 +82,23 @@ impl KafkaDeadLetter {
         dispatcher: &Dispatcher,
         sink_filter: Option<&str>,
     ) -> Result<ReplayReport, FeedError> {
+        self.replay_selected(dispatcher, &Selection::sink(sink_filter), &|_| {})
+            .await
+    }
+
+    /// Pending entries that `sel` takes, in order.
+    pub async fn list_selected(&self, sel: &Selection<'_>) -> Result<Vec<DlqEntry>, FeedError> {
+        let (_, records) = self.scan().await?;
+        Ok(pending_selected(&records, sel))
+    }
+
+    /// Replays the pending entries `sel` takes, calling `on_step` after each one.
+    pub async fn replay_selected(
+        &self,
+        dispatcher: &Dispatcher,
+        sel: &Selection<'_>,
+        on_step: OnStep<'_>,
+    ) -> Result<ReplayReport, FeedError> {
         let (consumer, records) = self.scan().await?;
         let progress = KafkaProgress {
             consumer: Arc::new(consumer),
@@ -88,7 +106,7 @@ impl KafkaDeadLetter {
             topic: self.topic.clone(),
             timeout: self.cfg.delivery_timeout,
         };
-        replay_records(&records, dispatcher, sink_filter, &progress).await
+        replay_records(&records, dispatcher, sel, &progress, on_step).await
     }
 
     /// Reads every record from the replay position to the high watermark. Returns the

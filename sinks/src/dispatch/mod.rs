@@ -49,7 +49,7 @@ use hookgate_proto::Event;
 
 pub use dead_letter::{DeadLetter, DeadLettered, DlqError, MemoryDeadLetter};
 pub use dispatcher::{Delivery, DeliveryOutcome, DispatchReport, Dispatcher};
-pub use dlq::{DlqEntry, ReplayReport};
+pub use dlq::{DlqEntry, OnStep, ReplayReport, Selection};
 pub use feed::FeedError;
 pub use kafka_dlq::KafkaDeadLetter;
 pub use kafka_feed::run_kafka_feed;
@@ -98,5 +98,30 @@ pub async fn dlq_replay(
     match store {
         DlqStore::Kafka(k) => k.replay(dispatcher, sink_filter).await,
         DlqStore::Spool(s) => s.replay(dispatcher, sink_filter).await,
+    }
+}
+
+/// Pending entries of `store` that `sel` takes (one entry, a selection, a sink's, all).
+pub async fn dlq_list_selected(
+    store: &DlqStore,
+    sel: &Selection<'_>,
+) -> Result<Vec<DlqEntry>, FeedError> {
+    match store {
+        DlqStore::Kafka(k) => k.list_selected(sel).await,
+        DlqStore::Spool(s) => s.list_selected(sel).await,
+    }
+}
+
+/// Like [`dlq_replay`] for the entries `sel` takes, calling `on_step` after each entry
+/// (the console's progress).
+pub async fn dlq_replay_selected(
+    store: &DlqStore,
+    dispatcher: &Dispatcher,
+    sel: &Selection<'_>,
+    on_step: OnStep<'_>,
+) -> Result<ReplayReport, FeedError> {
+    match store {
+        DlqStore::Kafka(k) => k.replay_selected(dispatcher, sel, on_step).await,
+        DlqStore::Spool(s) => s.replay_selected(dispatcher, sel, on_step).await,
     }
 }

@@ -15,8 +15,8 @@ use hookgate_proto::{Event, Ulid};
 use crate::dispatch::dead_letter::{DeadLetter, DlqError};
 use crate::dispatch::dispatcher::Dispatcher;
 use crate::dispatch::dlq::{
-    classify, count_dlq_error, count_dlq_write, dlq_header, now_rfc3339, pending, replay_records,
-    DlqEntry, DlqRecord, Progress, ReplayReport, REPLAY_CURSOR,
+    classify, count_dlq_error, count_dlq_write, dlq_header, now_rfc3339, pending, pending_selected,
+    replay_records, DlqEntry, DlqRecord, OnStep, Progress, ReplayReport, Selection, REPLAY_CURSOR,
 };
 use crate::dispatch::feed::FeedError;
 use crate::log::spool::{Spool, SpoolConfig};
@@ -81,8 +81,24 @@ impl SpoolDeadLetter {
         dispatcher: &Dispatcher,
         sink_filter: Option<&str>,
     ) -> Result<ReplayReport, FeedError> {
+        self.replay_selected(dispatcher, &Selection::sink(sink_filter), &|_| {})
+            .await
+    }
+
+    /// Pending entries that `sel` takes, in order.
+    pub async fn list_selected(&self, sel: &Selection<'_>) -> Result<Vec<DlqEntry>, FeedError> {
+        Ok(pending_selected(&self.scan()?, sel))
+    }
+
+    /// Replays the pending entries `sel` takes, calling `on_step` after each one.
+    pub async fn replay_selected(
+        &self,
+        dispatcher: &Dispatcher,
+        sel: &Selection<'_>,
+        on_step: OnStep<'_>,
+    ) -> Result<ReplayReport, FeedError> {
         let records = self.scan()?;
-        replay_records(&records, dispatcher, sink_filter, self).await
+        replay_records(&records, dispatcher, sel, self, on_step).await
     }
 
     /// Every record from the replay cursor to the durable end.

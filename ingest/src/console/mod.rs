@@ -1,0 +1,325 @@
+//! The web console and admin API (`/console/`, `/api/v1`), served on the admin listener
+//! when `[admin] token` (or `token_file`) is set.
+//!
+//! Layout:
+//! - here: [`Console`], the shared state: the token, the recent-events index and the
+//!   refused-requests ring (bounded, filled from the request path by one cheap call each),
+//!   per-source counters in 10-second buckets, and the dispatch parts replays use.
+//! - [`auth`]: the login page's session cookie, CSRF tokens, the failed-login limiter,
+//!   `Authorization: Bearer`, and constant-time token comparison.
+//! - [`api`]: the JSON API (`/api/v1/...`).
+//! - [`pages`]: the HTML shell, the login page and the embedded assets.
+//! - [`bounded`]: the bounded ring both lists live in.
+//! - [`stats`]: the per-source buckets (lock-free) and the Prometheus text the sink,
+//!   latency and lag figures are read from.
+//!
+//! Cost on the request path: with the console off, one `Option` check per call site. With
+//! it on, an accepted event copies its metadata (ids, type, headers) into the index, and a
+//! refused request copies a few fields into the ring; each takes a short mutex to push one
+//! element. Bodies are never kept: `/api/v1/events/{id}` reads them back from the log.
+
+pub mod api;
+pub mod auth;
+pub mod bounded;
+pub mod pages;
+pub mod stats;
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
+use hookgate_proto::{Event, Ulid};
+use hookgate_sinks::dispatch::{Dispatcher, DlqStore};
+use hookgate_sinks::{Log, Secret};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Config;
+use crate::dedupe::Admission;
+use bounded::Ring;
+use stats::SourceStats;
+
+/// Longest source name or delivery id kept for a refused request (they may come from
+/// anyone: the unknown source's path segment, a forged header).
+const MAX_FIELD: usize = 128;
+
+/// One accepted event in the recent-events index: metadata only.
+#[derive(Debug)]
+pub struct EventMeta {
+    /// The hookgate-id.
+    pub id: Ulid,
+    /// Index of the source (for the counters).
+    pub source_idx: u32,
+    /// Source name.
+    pub source: Arc<str>,
+    /// Provider.
+    pub provider: Arc<str>,
+    /// Provider event type.
+    pub event_type: String,
+    /// Provider delivery id.
+    pub delivery_id: String,
+    /// Receipt time, ms since the epoch.
+    pub received_at_ms: i64,
+    /// Body length.
+    pub body_bytes: usize,
+    /// The request's headers as received (redacted when shown).
+    pub headers: HeaderMap,
+    /// The spool's end before this event was appended: where to start looking for it.
+    pub spool_hint: Option<u64>,
+}
+
+/// One refused request: never the body or a secret.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// The source name (or the unknown path segment, cut to [`MAX_FIELD`]).
+    pub source: Arc<str>,
+    /// Whether `source` is a configured source.
+    pub known_source: bool,
+    /// The client address.
+    pub client: IpAddr,
+    /// The status answered.
+    pub status: u16,
+    /// The stable reason code.
+    pub code: &'static str,
+    /// The delivery id header, when the provider sends one in a header and it was present.
+    pub delivery_id: Option<String>,
+}
+
+/// Dispatch parts for dead-letter replays and "send to sink again".
+pub struct DispatchParts {
+    /// The configured dead-letter store (shared with the running dispatcher).
+    pub store: Arc<DlqStore>,
+    /// A dispatcher of its own (same sinks and routes) for replays.
+    pub dispatcher: Dispatcher,
+}
+
+/// The console's shared state. Built when `[admin]` has a token.
+pub struct Console {
+    token: RwLock<Option<Secret>>,
+    admin: crate::config::AdminConfig,
+    pub(crate) auth: auth::Auth,
+    pub(crate) events: Ring<EventMeta>,
+    pub(crate) rejections: Ring<Rejection>,
+    pub(crate) sources: Vec<SourceStats>,
+    pub(crate) unknown: SourceStats,
+    pub(crate) log: Log,
+    pub(crate) prometheus: Option<PrometheusHandle>,
+    pub(crate) dispatch: OnceLock<DispatchParts>,
+    /// `(source, sinks)` per route: which sinks an event of a source may go to.
+    pub(crate) routes: Vec<(String, Vec<String>)>,
+    pub(crate) sink_names: Vec<String>,
+    pub(crate) jobs: api::Jobs,
+    /// Names of headers whose values are never shown (every provider's signature header).
+    pub(crate) signature_headers: Vec<String>,
+    pub(crate) started_ms: i64,
+}
+
+impl Console {
+    /// The console for `cfg`, or `None` when `[admin]` has no token (the console is off).
+    pub fn new(
+        cfg: &Config,
+        log: Log,
+        prometheus: Option<PrometheusHandle>,
+    ) -> anyhow::Result<Option<Console>> {
+        let Some(admin) = cfg.admin.as_ref().filter(|a| a.console_on()) else {
+            return Ok(None);
+        };
+        let token = admin
+            .resolve_token()
+            .map_err(|m| anyhow::anyhow!("admin.{m}"))?;
+        let mut signature_headers: Vec<String> = crate::verify::Provider::ALL
+            .iter()
+            .flat_map(|p| p.spec().about().headers.iter())
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        signature_headers.sort();
+        signature_headers.dedup();
+        Ok(Some(Console {
+            token: RwLock::new(token),
+            admin: admin.clone(),
+            auth: auth::Auth::default(),
+            events: Ring::new(admin.console_events),
+            rejections: Ring::new(admin.console_rejections),
+            sources: cfg
+                .sources
+                .iter()
+                .map(|s| SourceStats::new(&s.name))
+                .collect(),
+            unknown: SourceStats::new("(unknown source)"),
+            log,
+            prometheus,
+            dispatch: OnceLock::new(),
+            routes: cfg
+                .routes
+                .iter()
+                .map(|r| {
+                    let mut sinks = r.sinks.clone();
+                    sinks.extend(r.sink.clone());
+                    (r.source.clone(), sinks)
+                })
+                .collect(),
+            sink_names: cfg.sinks.iter().map(|s| s.name().to_owned()).collect(),
+            jobs: api::Jobs::default(),
+            signature_headers,
+            started_ms: hookgate_proto::now_ms(),
+        }))
+    }
+
+    /// Hands the console the dead-letter store and a dispatcher (when there are routes).
+    pub fn attach_dispatch(&self, parts: DispatchParts) {
+        let _ = self.dispatch.set(parts);
+    }
+
+    /// Re-reads `token_file` (SIGHUP). A file that cannot be read keeps the old token.
+    /// When the token changes, every session ends.
+    pub fn reload_token(&self) -> Result<bool, String> {
+        if self.admin.token_file.is_none() {
+            return Ok(false);
+        }
+        let new = self.admin.resolve_token()?;
+        let mut t = self.token.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *t != new;
+        if changed {
+            *t = new;
+            self.auth.end_all_sessions();
+        }
+        Ok(changed)
+    }
+
+    pub(crate) fn token(&self) -> Option<Secret> {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Copies an event's metadata before it is appended (the event itself moves on).
+    pub fn note(&self, source_idx: u32, ev: &Event, headers: &HeaderMap) -> EventMeta {
+        EventMeta {
+            id: ev.id,
+            source_idx,
+            source: ev.source.clone(),
+            provider: ev.provider.clone(),
+            event_type: ev.event_type.clone(),
+            delivery_id: ev.delivery_id.clone(),
+            received_at_ms: ev.received_at_ms,
+            body_bytes: ev.body.len(),
+            headers: headers.clone(),
+            spool_hint: self.log.spool().map(|s| s.end_offset()),
+        }
+    }
+
+    /// Records the outcome of an append: a new event goes into the index; a duplicate is
+    /// counted; a failure is recorded by [`Console::refused`] from the response.
+    pub fn accepted<E>(&self, note: EventMeta, outcome: &Result<Admission, E>) {
+        let Some(s) = self.sources.get(note.source_idx as usize) else {
+            return;
+        };
+        match outcome {
+            Ok(Admission::New(_)) => {
+                s.add(stats::ACCEPTED);
+                self.events.push(note);
+            }
+            Ok(Admission::Duplicate(_)) => s.add(stats::DUPLICATE),
+            Err(_) => {}
+        }
+    }
+
+    /// Records a refused request (any status ≥ 400 on `/hooks/*`). `source_idx` is `None`
+    /// for an unknown source; `delivery` is the delivery-id header, if the provider has one.
+    pub fn refused(
+        &self,
+        source_idx: Option<u32>,
+        source: &str,
+        client: IpAddr,
+        status: StatusCode,
+        code: &'static str,
+        delivery: Option<HeaderValue>,
+    ) {
+        let stats = source_idx
+            .and_then(|i| self.sources.get(i as usize))
+            .unwrap_or(&self.unknown);
+        stats.add(if status.is_server_error() {
+            stats::ERROR_5XX
+        } else {
+            stats::REFUSED
+        });
+        stats.refused_for(code);
+        self.rejections.push(Rejection {
+            at_ms: hookgate_proto::now_ms(),
+            source: Arc::from(cut(source)),
+            known_source: source_idx.is_some(),
+            client,
+            status: status.as_u16(),
+            code,
+            delivery_id: delivery
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .map(|s| cut(s).to_owned()),
+        });
+    }
+
+    /// Whether a header's value must never be shown: credentials, cookies, every provider's
+    /// signature header, and anything whose name looks secret.
+    pub fn is_sensitive_header(&self, name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        const NAMES: [&str; 5] = [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+            "x-api-key",
+        ];
+        const PARTS: [&str; 9] = [
+            "signature",
+            "token",
+            "secret",
+            "auth",
+            "password",
+            "hmac",
+            "sig",
+            "key",
+            "credential",
+        ];
+        NAMES.contains(&n.as_str())
+            || self.signature_headers.binary_search(&n).is_ok()
+            || PARTS.iter().any(|p| n.contains(p))
+    }
+
+    /// The sinks the routes of `source` name.
+    pub(crate) fn sinks_of(&self, source: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|(s, _)| s == source)
+            .flat_map(|(_, sinks)| sinks.iter().cloned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+fn cut(s: &str) -> &str {
+    if s.len() <= MAX_FIELD {
+        return s;
+    }
+    let mut end = MAX_FIELD;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Bytes as text for the API: UTF-8 when it is, else base64.
+pub(crate) fn text_or_base64(b: &Bytes) -> (String, &'static str) {
+    match std::str::from_utf8(b) {
+        Ok(s) => (s.to_owned(), "utf8"),
+        Err(_) => {
+            use base64::Engine as _;
+            (
+                base64::engine::general_purpose::STANDARD.encode(b),
+                "base64",
+            )
+        }
+    }
+}
