@@ -14,8 +14,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use harness::{Broker, Hookgate};
+use hookgate_bench::replay::{self, Kind};
 use hookgate_bench::report::{KafkaCheck, Latency, RunResult};
 
 /// A bench config of this workspace, with its listen address left to the harness.
@@ -44,15 +46,16 @@ fn load_exiting(
 ) -> (RunResult, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("result.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
-        .args(["--url", url, "--requests", &requests.to_string()])
-        .args(["--connections", &connections.to_string()])
-        .args(["--warmup", "0s", "--duration", "60s"])
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
+    let out = harness::run(
+        Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+            .args(["--url", url, "--requests", &requests.to_string()])
+            .args(["--connections", &connections.to_string()])
+            .args(["--warmup", "0s", "--duration", "60s"])
+            .args(args)
+            .arg("--json")
+            .arg(&json),
+        Duration::from_secs(240),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
@@ -158,7 +161,7 @@ fn the_generator_and_bare_hyper_count_the_same_requests() {
             .lines()
             .find(|l| l.starts_with(&format!("| {label} |")))
             .unwrap_or_else(|| panic!("no {label} row: {report}"));
-        row.split(" | ").nth(4).unwrap().to_owned()
+        row.split(" | ").nth(5).unwrap().to_owned()
     };
     assert_eq!(
         (ratio("ceiling"), ratio("half")),
@@ -468,4 +471,134 @@ max_p99_ms = 1.0
     );
     assert_eq!(v.values().collect::<Vec<_>>(), ["PASS", "PASS"]);
     assert_eq!(code, 0);
+}
+
+/// `hookgate-load --write-corpus` into `dir/corpus`.
+fn write_corpus(dir: &Path, count: u32, dup_ratio: &str) -> PathBuf {
+    let path = dir.join("corpus");
+    let out = harness::run(
+        Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+            .arg("--write-corpus")
+            .arg(&path)
+            .args(["--count", &count.to_string(), "--dup-ratio", dup_ratio]),
+        Duration::from_secs(240),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    path
+}
+
+/// The `x-github-delivery` of one serialized request.
+fn delivery_of(request: &[u8]) -> String {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    assert!(req.parse(request).unwrap().is_complete());
+    let h = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-github-delivery"))
+        .unwrap();
+    String::from_utf8(h.value.to_vec()).unwrap()
+}
+
+#[test]
+fn the_corpus_holds_distinct_requests_and_resends_only_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // Re-sends start once 32,768 new requests are behind (each re-sends one of the 16,384
+    // oldest of them): 40,000 records with 20% re-sends has some.
+    let path = write_corpus(dir.path(), 40_000, "0.2");
+    let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+    let (count, records) = replay::read_corpus(file).unwrap();
+    assert_eq!((count, records.len()), (40_000, 40_000));
+    let mut seen = std::collections::HashMap::new();
+    let mut resends = 0;
+    for (i, (kind, bytes)) in records.iter().enumerate() {
+        let id = delivery_of(bytes);
+        match kind {
+            Kind::New => {
+                assert!(seen.insert(id, (i, bytes)).is_none(), "record {i}: a repeated new id");
+            }
+            Kind::Resend => {
+                resends += 1;
+                let (first, original) = seen.get(&id).unwrap_or_else(|| panic!("record {i}: re-sends an unknown id"));
+                assert_eq!(original, &bytes, "record {i}: a re-send is the same request");
+                assert!(i - first >= 16_384, "record {i} re-sends record {first}: too recent");
+            }
+        }
+    }
+    assert!(resends > 0 && resends < 40_000 / 4, "{resends} re-sends");
+}
+
+/// `hookgate-load --wrk` over `corpus` to `url` for `secs`, no warm-up; its exit code,
+/// stdout and JSON result (if written).
+fn wrk(corpus: &Path, url: &str, secs: u32, extra: &[&str]) -> (i32, String, Option<RunResult>) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("result.json");
+    let out = harness::run(
+        Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+            .arg("--wrk")
+            .arg("--corpus-file")
+            .arg(corpus)
+            .args(["--url", url, "--warmup", "0s", "--connections", "4"])
+            .args(["--duration", &format!("{secs}s"), "--label", "wrk-run"])
+            .args(extra)
+            .arg("--json")
+            .arg(&json),
+        Duration::from_secs(240),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    let result = json.exists().then(|| RunResult::load(&json).unwrap());
+    (code, stdout + &String::from_utf8_lossy(&out.stderr), result)
+}
+
+fn have_wrk() -> bool {
+    Command::new("wrk").arg("--version").output().is_ok()
+}
+
+#[test]
+fn wrk_replays_the_corpus_once_and_reports_cpu_per_process() {
+    if !have_wrk() {
+        eprintln!("SKIP: wrk is not installed (apt-get install -y wrk)");
+        return;
+    }
+    let corpus_dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(corpus_dir.path(), 30_000, "0.01");
+    let dir = tempfile::tempdir().unwrap();
+    let hg = discarding_hookgate(dir.path());
+    let pid = hg.pid().unwrap();
+    let (code, out, r) = wrk(&corpus, &hg.url("/hooks/github"), 1, &["--cpu", &format!("hookgate={pid}")]);
+    assert_eq!(code, 0, "{out}");
+    let r = r.expect("a result");
+    assert_eq!(r.generator, "wrk");
+    // Every record verified (no 401: the Lua script sent the signed bytes whole), none was
+    // a duplicate (re-sends only start after 32,768 records), and every one is distinct.
+    assert!(r.requests > 0, "{r:?}");
+    assert_eq!(r.status, BTreeMap::from([("200".to_owned(), r.requests)]), "{out}");
+    assert_eq!((r.duplicates, r.resent, r.corpus_wrapped), (0, 0, 0), "{r:?}");
+    assert_eq!(r.accepted, r.requests, "{r:?}");
+    // Sent: answered, plus at most one in flight per connection at the end.
+    assert!(r.distinct_ids >= r.requests && r.distinct_ids <= r.requests + 4, "{r:?}");
+    let names: Vec<&str> = r.cpu.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["hookgate", "generator"], "{r:?}");
+    for c in &r.cpu {
+        assert!(c.window_s > 0.5 && c.cpu_s > 0.0 && c.us_per_event > 0.0, "{c:?}");
+        let per_event = c.cpu_s * 1e6 / r.requests as f64;
+        assert!((per_event - c.us_per_event).abs() < 1e-6 * per_event.max(1.0), "{c:?}");
+    }
+}
+
+#[test]
+fn a_run_whose_corpus_wrapped_is_refused() {
+    if !have_wrk() {
+        eprintln!("SKIP: wrk is not installed (apt-get install -y wrk)");
+        return;
+    }
+    let corpus_dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(corpus_dir.path(), 20, "0");
+    let bare = BareHyper::start(&[]);
+    let (code, out, r) = wrk(&corpus, &bare.url(), 1, &[]);
+    bare.stop();
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("REFUSED") && out.contains("wrapped"), "{out}");
+    assert!(r.is_none(), "a refused run writes no result: {r:?}");
 }
