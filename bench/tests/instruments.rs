@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use harness::{Broker, Hookgate};
 use hookgate_bench::replay::{self, Kind};
-use hookgate_bench::report::{KafkaCheck, Latency, RunResult};
+use hookgate_bench::report::{KafkaCheck, Latency, ProcCpu, RunResult};
 
 /// A bench config of this workspace, with its listen address left to the harness.
 fn bench_config(name: &str) -> String {
@@ -374,8 +374,27 @@ fn budgets_compares_medians_and_load_results_with_their_limits() {
         },
         ..RunResult::default()
     };
-    load_result(loads.path(), run("bare", 50_000.0, 900));
-    load_result(loads.path(), run("discard", 45_000.0, 1_000));
+    let with_cpu = |r: RunResult, name: &str, us: f64| RunResult {
+        cpu: vec![ProcCpu {
+            name: name.into(),
+            cpu_s: 1.0,
+            window_s: 1.0,
+            us_per_event: us,
+        }],
+        ..r
+    };
+    load_result(loads.path(), with_cpu(run("bare", 50_000.0, 900), "bare-hyper", 20.0));
+    load_result(loads.path(), with_cpu(run("discard", 45_000.0, 1_000), "hookgate", 30.0));
+    load_result(
+        loads.path(),
+        RunResult {
+            kafka: Some(KafkaCheck {
+                delivery_ids_twice: 1,
+                ..KafkaCheck::default()
+            }),
+            ..with_cpu(run("kafka-twice", 60_000.0, 2_000), "hookgate", 11.0)
+        },
+    );
     load_result(
         loads.path(),
         RunResult {
@@ -430,6 +449,24 @@ max_missing = 0
 name = "no such run"
 scenario = "absent"
 min_rps = 1
+
+[[load]]
+name = "server CPU 1.5x the baseline's"
+scenario = "discard"
+ratio_to = "bare"
+max_cpu_ratio = 1.3
+
+[[load]]
+name = "CPU per event met, a delivery stored twice"
+scenario = "kafka-twice"
+max_cpu_us = 12.0
+max_missing = 0
+max_twice = 0
+
+[[load]]
+name = "no CPU measured"
+scenario = "unverified"
+max_cpu_us = 12.0
 "#,
         loads.path(),
     );
@@ -441,6 +478,9 @@ min_rps = 1
         ("rate and p99 met, one id missing", "FAIL"),
         ("not read back from kafka", "MISSING"),
         ("no such run", "MISSING"),
+        ("server CPU 1.5x the baseline's", "FAIL"),
+        ("CPU per event met, a delivery stored twice", "FAIL"),
+        ("no CPU measured", "MISSING"),
     ];
     let want: BTreeMap<String, String> = want
         .iter()
@@ -466,10 +506,16 @@ scenario = "discard"
 ratio_to = "bare"
 min_ratio = 0.85
 max_p99_ms = 1.0
+max_cpu_ratio = 1.6
+
+[[load]]
+name = "cpu"
+scenario = "kafka-twice"
+max_cpu_us = 12.0
 "#,
         loads.path(),
     );
-    assert_eq!(v.values().collect::<Vec<_>>(), ["PASS", "PASS"]);
+    assert_eq!(v.values().collect::<Vec<_>>(), ["PASS", "PASS", "PASS"]);
     assert_eq!(code, 0);
 }
 

@@ -70,6 +70,9 @@ struct LoadBudget {
     max_p99_ms: Option<f64>,
     max_non_2xx: Option<u64>,
     max_missing: Option<u64>,
+    /// Records of the run found more than once in the topic (same hookgate id, or one
+    /// delivery id under two hookgate ids).
+    max_twice: Option<u64>,
     /// The server's (hookgate's) CPU per 2xx event over the measured window, µs.
     max_cpu_us: Option<f64>,
     /// With `ratio_to`: the server's CPU per event over the `ratio_to` scenario's.
@@ -230,6 +233,20 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 }
             }
             limits.push(format!("≥ {:.0}% of {base}", 100.0 * min));
+        }
+        if let Some(max) = b.max_twice {
+            match &r.kafka {
+                Some(k) => {
+                    let twice = k.written_twice + k.delivery_ids_twice;
+                    measured.push(format!("{twice} stored twice"));
+                    fail |= twice > max;
+                }
+                None => {
+                    measured.push("not verified".into());
+                    missing = true;
+                }
+            }
+            limits.push(format!("≤ {max} stored twice"));
         }
         if let Some(max) = b.max_cpu_us {
             match r.server_cpu() {

@@ -26,7 +26,16 @@
 //! histogram, as a table and as JSON (`--json FILE`). With `--verify-kafka BROKERS
 //! --topic T` it then reads the topic from the beginning to the high watermark and reports
 //! the accepted ids missing from Kafka and the ids written twice; it exits with status 3
-//! when any accepted id is missing (written twice is reported only: at-least-once allows it).
+//! when any accepted id is missing or stored twice (issue 16: every accepted id exactly
+//! once; the bench's producer is idempotent, so a copy is a failure, not a retry).
+//!
+//! `--cpu NAME=PID` (repeatable) reports each process's CPU (utime + stime from
+//! `/proc/PID/stat`, all threads) over the measured window per 2xx answer, and the
+//! generator's own as `generator`. `--write-corpus FILE --count N` writes N distinct
+//! pre-signed requests for wrk (`hookgate_bench::replay`); `--wrk --corpus-file FILE` drives
+//! a closed-loop run with wrk and `bench/wrk/replay.lua` over it instead (a warm-up wrk run,
+//! then the measured one from where it stopped) and reports it the same way. A run whose
+//! corpus wrapped is refused: exit status 4, no JSON.
 //!
 //! Run: `cargo run --release -p hookgate-bench --bin hookgate-load -- --url
 //! http://127.0.0.1:8080/hooks/github --connections 64 --duration 10s`; see `--help`.
@@ -118,7 +127,7 @@ struct Args {
     #[arg(long)]
     label: Option<String>,
     /// After the run, read this Kafka cluster's topic and check every accepted id is there
-    /// exactly once. Exit status 3 when an accepted id is missing.
+    /// exactly once. Exit status 3 when an accepted id is missing or stored twice.
     #[arg(long, requires = "topic")]
     verify_kafka: Option<String>,
     /// Topic for `--verify-kafka`.
@@ -161,8 +170,9 @@ struct Args {
     wrk_threads: usize,
 }
 
-/// The exit status when `--verify-kafka` found accepted ids missing from the topic (the
-/// run itself completed, and its table and JSON are written); 1 is any other failure.
+/// The exit status when `--verify-kafka` found accepted ids missing from the topic, or
+/// stored twice (the run itself completed, and its table and JSON are written); 1 is any
+/// other failure.
 const EXIT_MISSING: u8 = 3;
 /// The exit status of a run refused because its corpus wrapped (no JSON is written).
 const EXIT_REFUSED: u8 = 4;
@@ -207,6 +217,17 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         eprintln!(
             "error: {} accepted id(s) are missing from {}: exit status {EXIT_MISSING}",
             k.missing, k.topic
+        );
+        return Ok(std::process::ExitCode::from(EXIT_MISSING));
+    }
+    if let Some(k) = result
+        .kafka
+        .as_ref()
+        .filter(|k| k.written_twice + k.delivery_ids_twice > 0)
+    {
+        eprintln!(
+            "error: {} id(s) written twice and {} delivery id(s) under two event ids in {}: exit status {EXIT_MISSING}",
+            k.written_twice, k.delivery_ids_twice, k.topic
         );
         return Ok(std::process::ExitCode::from(EXIT_MISSING));
     }
