@@ -78,7 +78,9 @@ done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release
+# HOOKGATE_BENCH_BIN: where the binaries are (default: the release build; a debug folder
+# only proves the pipeline, its numbers mean nothing).
+BIN=${HOOKGATE_BENCH_BIN:-$TARGET/release}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$TARGET/hookgate-bench/$STAMP
 mkdir -p "$OUT"
@@ -120,6 +122,7 @@ echo "writing the corpus: $COUNT requests (dup ratio $DUP_RATIO)…"
 # sets SERVER_PID and SERVER_ADDR.
 start_server() {
   local name=$1; shift
+  : >"$OUT/$name.stdout" # exists before the background shell opens it (sed reads it below)
   "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
@@ -373,7 +376,7 @@ if want 6; then
   for cores in 1 2; do
     [ "$cores" -le "$NCPU" ] || continue
     if [ "$cores" = 1 ]; then hg_cpus=0; else hg_cpus=0-1; fi
-    if [ "$NCPU" -gt "$cores" ]; then other="$cores-$last"; else other="$last"; fi
+    if [ "$NCPU" -gt $((cores + 1)) ]; then other="$cores-$last"; else other="$last"; fi
     HG_PIN=(taskset -c "$hg_cpus") BROKER_PIN=(taskset -c "$other") GEN_PIN=(taskset -c "$other")
     kafka_scenario "6-kafka-c64-${cores}core" "kafka-c64-${cores}core" "bench.core$cores" --connections 64
     echo "$cores $hg_cpus $other" >>"$OUT/pinning.txt"
@@ -407,8 +410,7 @@ fi
 "$BIN/hookgate-load" --report "$OUT" --baseline bare-hyper-w2 >"$OUT/table.md"
 BUDGET_OUT="(budgets not run: --no-budgets)"
 if [ "$BUDGETS" = 1 ]; then
-  BUDGET_OUT=$(cargo run --release -q -p hookgate-bench --bin budgets -- \
-    --load-results "$OUT" "${BUDGET_ARGS[@]}" 2>"$OUT/budgets.stderr") || true
+  BUDGET_OUT=$("$BIN/budgets" --load-results "$OUT" "${BUDGET_ARGS[@]}" 2>"$OUT/budgets.stderr") || true
   echo "$BUDGET_OUT" >"$OUT/budgets.md"
 fi
 
@@ -424,7 +426,7 @@ BLOCK=$OUT/results-block.md
   echo
   echo "- date (UTC): $(date -u '+%Y-%m-%d %H:%M:%S')"
   echo "- machine: $(nproc) CPU(s), ${CPU:-unknown CPU}, $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'), kernel $(uname -r)"
-  echo "- command: \`bench/run.sh${ARGS_TEXT:+ $ARGS_TEXT}\` (revision $REV)"
+  echo "- command: \`bench/run.sh${ARGS_TEXT:+ $ARGS_TEXT}\` (revision $REV; binaries: ${BIN#"$ROOT"/})"
   echo "- load: $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2) -t1 (closed loop) replaying $COUNT distinct pre-signed GitHub \`push\` requests (~1 KB bodies, a share of $DUP_RATIO re-sending an earlier delivery), hookgate-load for open loop and the cross-checks; HTTP/1.1 keep-alive, $DURATION measured after $WARMUP warm-up, generator on the same machine; Kafka = Tansu (memory storage) on loopback, idempotent producer, acks=all, read back after each run"
   echo "- CPU µs/event: utime+stime from /proc/PID/stat over the measured window (all threads), divided by the 2xx answers in it; server = hookgate or bare-hyper"
   echo "- raw results: \`target/hookgate-bench/$STAMP/\`"
