@@ -31,7 +31,10 @@ pub fn clock_ticks_per_second() -> u64 {
 
 /// CPU seconds used so far by process `pid` (all its threads), or `None` if it is gone.
 pub fn process_cpu_seconds(pid: u32, ticks_per_second: u64) -> Option<f64> {
-    read_cpu_seconds(&Path::new("/proc").join(pid.to_string()).join("stat"), ticks_per_second)
+    read_cpu_seconds(
+        &Path::new("/proc").join(pid.to_string()).join("stat"),
+        ticks_per_second,
+    )
 }
 
 /// CPU seconds used so far by this process.

@@ -154,7 +154,9 @@ impl WrkRun {
     /// up to the completed requests.
     pub fn parse(output: &str) -> anyhow::Result<WrkRun> {
         fn pairs(line: &str) -> impl Iterator<Item = (&str, &str)> {
-            line.split_whitespace().skip(1).filter_map(|kv| kv.split_once('='))
+            line.split_whitespace()
+                .skip(1)
+                .filter_map(|kv| kv.split_once('='))
         }
         let line = |tag: &str| {
             output
@@ -286,7 +288,10 @@ mod tests {
     #[test]
     fn wrk_output_parses_and_a_wrapped_run_is_refused() -> anyhow::Result<()> {
         let r = WrkRun::parse(OUT)?;
-        assert_eq!((r.requests, r.sent, r.fresh, r.end), (300, 364, 360, 498_000));
+        assert_eq!(
+            (r.requests, r.sent, r.fresh, r.end),
+            (300, 364, 360, 498_000)
+        );
         assert_eq!(r.ok(), 298);
         assert_eq!(r.errors.get("timeout"), Some(&1));
         assert_eq!(r.latency_us, [500.0, 900.0, 1500.0, 2500.0, 3000.0, 610.5]);

@@ -160,7 +160,8 @@ impl RunResult {
 
     /// CPU per event of the server under test: `hookgate`, else `bare-hyper`.
     pub fn server_cpu(&self) -> Option<&ProcCpu> {
-        self.cpu_of("hookgate").or_else(|| self.cpu_of("bare-hyper"))
+        self.cpu_of("hookgate")
+            .or_else(|| self.cpu_of("bare-hyper"))
     }
 
     /// 2xx answers in the measured window.

@@ -383,8 +383,14 @@ fn budgets_compares_medians_and_load_results_with_their_limits() {
         }],
         ..r
     };
-    load_result(loads.path(), with_cpu(run("bare", 50_000.0, 900), "bare-hyper", 20.0));
-    load_result(loads.path(), with_cpu(run("discard", 45_000.0, 1_000), "hookgate", 30.0));
+    load_result(
+        loads.path(),
+        with_cpu(run("bare", 50_000.0, 900), "bare-hyper", 20.0),
+    );
+    load_result(
+        loads.path(),
+        with_cpu(run("discard", 45_000.0, 1_000), "hookgate", 30.0),
+    );
     load_result(
         loads.path(),
         RunResult {
@@ -529,7 +535,11 @@ fn write_corpus(dir: &Path, count: u32, dup_ratio: &str) -> PathBuf {
             .args(["--count", &count.to_string(), "--dup-ratio", dup_ratio]),
         Duration::from_secs(240),
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 
@@ -561,13 +571,24 @@ fn the_corpus_holds_distinct_requests_and_resends_only_old_ones() {
         let id = delivery_of(bytes);
         match kind {
             Kind::New => {
-                assert!(seen.insert(id, (i, bytes)).is_none(), "record {i}: a repeated new id");
+                assert!(
+                    seen.insert(id, (i, bytes)).is_none(),
+                    "record {i}: a repeated new id"
+                );
             }
             Kind::Resend => {
                 resends += 1;
-                let (first, original) = seen.get(&id).unwrap_or_else(|| panic!("record {i}: re-sends an unknown id"));
-                assert_eq!(original, &bytes, "record {i}: a re-send is the same request");
-                assert!(i - first >= 16_384, "record {i} re-sends record {first}: too recent");
+                let (first, original) = seen
+                    .get(&id)
+                    .unwrap_or_else(|| panic!("record {i}: re-sends an unknown id"));
+                assert_eq!(
+                    original, &bytes,
+                    "record {i}: a re-send is the same request"
+                );
+                assert!(
+                    i - first >= 16_384,
+                    "record {i} re-sends record {first}: too recent"
+                );
             }
         }
     }
@@ -612,24 +633,46 @@ fn wrk_replays_the_corpus_once_and_reports_cpu_per_process() {
     let dir = tempfile::tempdir().unwrap();
     let hg = discarding_hookgate(dir.path());
     let pid = hg.pid().unwrap();
-    let (code, out, r) = wrk(&corpus, &hg.url("/hooks/github"), 1, &["--cpu", &format!("hookgate={pid}")]);
+    let (code, out, r) = wrk(
+        &corpus,
+        &hg.url("/hooks/github"),
+        1,
+        &["--cpu", &format!("hookgate={pid}")],
+    );
     assert_eq!(code, 0, "{out}");
     let r = r.expect("a result");
     assert_eq!(r.generator, "wrk");
     // Every record verified (no 401: the Lua script sent the signed bytes whole), none was
     // a duplicate (re-sends only start after 32,768 records), and every one is distinct.
     assert!(r.requests > 0, "{r:?}");
-    assert_eq!(r.status, BTreeMap::from([("200".to_owned(), r.requests)]), "{out}");
-    assert_eq!((r.duplicates, r.resent, r.corpus_wrapped), (0, 0, 0), "{r:?}");
+    assert_eq!(
+        r.status,
+        BTreeMap::from([("200".to_owned(), r.requests)]),
+        "{out}"
+    );
+    assert_eq!(
+        (r.duplicates, r.resent, r.corpus_wrapped),
+        (0, 0, 0),
+        "{r:?}"
+    );
     assert_eq!(r.accepted, r.requests, "{r:?}");
     // Sent: answered, plus at most one in flight per connection at the end.
-    assert!(r.distinct_ids >= r.requests && r.distinct_ids <= r.requests + 4, "{r:?}");
+    assert!(
+        r.distinct_ids >= r.requests && r.distinct_ids <= r.requests + 4,
+        "{r:?}"
+    );
     let names: Vec<&str> = r.cpu.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["hookgate", "generator"], "{r:?}");
     for c in &r.cpu {
-        assert!(c.window_s > 0.5 && c.cpu_s > 0.0 && c.us_per_event > 0.0, "{c:?}");
+        assert!(
+            c.window_s > 0.5 && c.cpu_s > 0.0 && c.us_per_event > 0.0,
+            "{c:?}"
+        );
         let per_event = c.cpu_s * 1e6 / r.requests as f64;
-        assert!((per_event - c.us_per_event).abs() < 1e-6 * per_event.max(1.0), "{c:?}");
+        assert!(
+            (per_event - c.us_per_event).abs() < 1e-6 * per_event.max(1.0),
+            "{c:?}"
+        );
     }
 }
 

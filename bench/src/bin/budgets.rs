@@ -262,7 +262,9 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             limits.push(format!("CPU ≤ {max} µs/event"));
         }
         if let (Some(base), Some(max)) = (&b.ratio_to, b.max_cpu_ratio) {
-            let base_cpu = find(base).and_then(|x| x.server_cpu()).map(|c| c.us_per_event);
+            let base_cpu = find(base)
+                .and_then(|x| x.server_cpu())
+                .map(|c| c.us_per_event);
             match (r.server_cpu(), base_cpu) {
                 (Some(c), Some(bc)) if bc > 0.0 => {
                     let ratio = c.us_per_event / bc;

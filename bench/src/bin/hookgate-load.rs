@@ -676,7 +676,9 @@ fn write_corpus(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
     let mut rng = nonce | 1;
     let mut seq = 0u64;
     while w.written() < args.count {
-        if recent.len() == 2 * BEHIND && args.dup_ratio > 0.0 && next_rand(&mut rng) < args.dup_ratio
+        if recent.len() == 2 * BEHIND
+            && args.dup_ratio > 0.0
+            && next_rand(&mut rng) < args.dup_ratio
         {
             let k = (next_rand(&mut rng) * BEHIND as f64) as usize;
             w.record(replay::Kind::Resend, &recent[k.min(BEHIND - 1)])?;
@@ -720,7 +722,10 @@ fn wrk_once(
     hz: u64,
 ) -> anyhow::Result<WrkOnce> {
     use std::io::BufRead as _;
-    let corpus = args.corpus_file.as_ref().context("--wrk needs --corpus-file")?;
+    let corpus = args
+        .corpus_file
+        .as_ref()
+        .context("--wrk needs --corpus-file")?;
     let secs = duration.as_secs().max(1);
     // Line-buffered, so `Running` and `DONE` arrive when wrk prints them.
     let mut cmd = std::process::Command::new("stdbuf");
@@ -788,7 +793,10 @@ fn run_wrk(args: &Args) -> anyhow::Result<Result<RunResult, String>> {
         bail!("--wrk drives a closed loop only (open loop: hookgate-load itself)");
     }
     let hz = cpu::clock_ticks_per_second();
-    let corpus = args.corpus_file.as_ref().context("--wrk needs --corpus-file")?;
+    let corpus = args
+        .corpus_file
+        .as_ref()
+        .context("--wrk needs --corpus-file")?;
     let tmp = tempfile_dir(corpus)?;
     let script = tmp.join("replay.lua");
     std::fs::write(&script, REPLAY_LUA)?;
@@ -817,7 +825,10 @@ fn run_wrk(args: &Args) -> anyhow::Result<Result<RunResult, String>> {
         return Ok(Err(why));
     }
     let [(t0, before, wrk0), (t1, after, wrk1)] = run.samples.as_slice() else {
-        bail!("wrk did not print both `Running` and `DONE`:\n{}", run.output);
+        bail!(
+            "wrk did not print both `Running` and `DONE`:\n{}",
+            run.output
+        );
     };
     let window = t1.saturating_duration_since(*t0).as_secs_f64();
     let ok = w.ok();
@@ -834,7 +845,13 @@ fn run_wrk(args: &Args) -> anyhow::Result<Result<RunResult, String>> {
     let kafka = match (&args.verify_kafka, &args.topic) {
         (Some(brokers), Some(topic)) => {
             let (accepted, dups) = replay::read_answer_ids(&ids_text)?;
-            Some(verify_kafka(brokers, topic, &accepted, &dups, args.verify_nudge)?)
+            Some(verify_kafka(
+                brokers,
+                topic,
+                &accepted,
+                &dups,
+                args.verify_nudge,
+            )?)
         }
         _ => None,
     };
