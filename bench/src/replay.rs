@@ -80,9 +80,12 @@ impl<W: Write> CorpusWriter<W> {
     }
 }
 
+/// One record read back: its kind and the request's bytes.
+pub type Record = (Kind, Vec<u8>);
+
 /// Reads a whole corpus (as the Lua script does, record by record): its header's count
 /// and every record.
-pub fn read_corpus(mut input: impl BufRead) -> anyhow::Result<(u64, Vec<(Kind, Vec<u8>)>)> {
+pub fn read_corpus(mut input: impl BufRead) -> anyhow::Result<(u64, Vec<Record>)> {
     let mut head = String::new();
     input.read_line(&mut head)?;
     let rest = head
