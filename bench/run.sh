@@ -1,32 +1,47 @@
 #!/usr/bin/env bash
-# bench/run.sh — hookgate's standard load scenarios, back to back on loopback, each driven
-# by hookgate-load (GitHub `push`, ~1 KB, HTTP/1.1 keep-alive), then the budgets:
+# bench/run.sh — hookgate's standard load scenarios, back to back on loopback, then the
+# budgets. Closed-loop load is driven by wrk (one thread, like issue 16's measurement)
+# replaying a corpus of distinct pre-signed GitHub pushes (~1 KB) written by
+# `hookgate-load --write-corpus` (each request its own delivery id, --dup-ratio of them
+# re-sending an earlier one); hookgate-load drives the open loop (coordinated-omission
+# correction), reads Kafka back, and drives one cross-check run per generator pair:
 #
-#   1. bare-hyper             the ceiling: a bare hyper server that reads the body, answers 200
-#   2. hookgate-discard       hookgate, verify + dedupe, log that discards (HOOKGATE__BENCH__DISCARD)
-#                             (1 and 2 alternate for --rounds runs each; each reports its median)
-#   3. kafka-c64 / kafka-c256 hookgate into Kafka (Tansu on loopback, acks=all), closed loop,
-#      kafka-open-half        and open loop at half of the best of the two; all --verify-kafka
+#   1. bare-hyper-w1/-w2      the ceiling: bare hyper with 1 and 2 runtime workers; plus
+#      bare-hyper-w2-hl       bare-hyper-w2 driven by hookgate-load (generator cross-check)
+#   2. hookgate-discard-w1/-w2 hookgate (TOKIO_WORKER_THREADS=1/2), verify + dedupe, a log
+#                             that discards (HOOKGATE__BENCH__DISCARD); 1 and 2 alternate for
+#                             --rounds rounds, each row reports its median round
+#   3. kafka-c64 / kafka-c256 hookgate into Kafka (Tansu on loopback, acks=all), closed loop
+#      kafka-c64-hl           kafka-c64 again, driven by hookgate-load (cross-check)
+#      kafka-open-half        open loop (hookgate-load) at half of kafka-c64's req/s
 #   4. spool                  hookgate with the local spool as the log (fsync group commit)
 #   5. spool-slow-sink        scenario 4 plus a route to an `http` sink that takes 5 s per call
-#                             (a bare-hyper with --delay 5s); run right after 4, same load, to
-#                             compare ingest p99 with and without a slow sink
+#   6. kafka-c64-1core/-2core kafka-c64 with hookgate pinned (taskset) to 1 and to 2 cores,
+#                             broker and generator on the other cores where there are any
 #
-# It builds release, starts every process itself (hookgate via `target/release/hookgate serve
-# --config bench/configs/…`, Tansu from ~/.cargo/bin/tansu with memory storage), stops them
-# all on exit, writes each result to target/hookgate-bench/<UTC time>/ (and the `latest`
-# link), and puts the table, the machine and the command in bench/RESULTS.md between the
-# `run.sh:begin/end` markers (the rest of that file, e.g. profile notes, is kept).
+# Every scenario reports, over its measured window only (not the warm-up): the CPU per 2xx
+# event of each process (hookgate with all its threads, librdkafka's included; Tansu; the
+# generator), from /proc/PID/stat, and the distinct delivery ids sent. A run whose corpus
+# wrapped (it would measure dedupe hits, not new events) is REFUSED: not reported. Every
+# Kafka scenario reads the topic back: each accepted id exactly once.
+#
+# It builds release, starts every process itself (fresh servers and broker per run), stops
+# them all on exit, writes each result to target/hookgate-bench/<UTC time>/ (and the
+# `latest` link), and puts the tables in bench/RESULTS.md between the `run.sh:begin/end`
+# markers (the rest of that file is kept).
 #
 # Usage: bench/run.sh [--duration 10s] [--warmup 1s] [--connections 64] [--no-build]
-#                     [--no-budgets] [--all-benches] [--skip-criterion] [--only "1 2 3 4 5"]
-#                     [--sink-delay 5s] [--rounds 3] [--dup-ratio 0.01]
+#                     [--no-budgets] [--all-benches] [--skip-criterion]
+#                     [--only "1 2 3 4 5 6"] [--sink-delay 5s] [--rounds 3]
+#                     [--dup-ratio 0.01] [--rate-bound 160000]
 #   --all-benches     budgets runs every criterion bench (default: the budgeted ones only)
 #   --skip-criterion  budgets reads the criterion results already under target/criterion
 #   --sink-delay      how long scenario 5's sink takes per call
-#   --rounds          how many alternating runs of scenarios 1 and 2 (each reports its median)
-#   --dup-ratio       share of requests that re-send an earlier delivery (the issue's W1
-#                     workload: 1%), so every scenario also exercises dedupe hits
+#   --rounds          how many alternating rounds of scenarios 1 and 2 (each reports its median)
+#   --dup-ratio       share of requests that re-send an earlier delivery (W1: 1%)
+#   --rate-bound      req/s no scenario can reach: the corpus holds (warm-up + duration) x
+#                     this many requests (~1.4 KB each, on disk under the results folder,
+#                     deleted at exit); a run that still wraps is refused
 set -euo pipefail
 
 DURATION=10s
@@ -35,10 +50,11 @@ CONNS=64
 BUILD=1
 BUDGETS=1
 BUDGET_ARGS=(--only-budgeted)
-ONLY="1 2 3 4 5"
+ONLY="1 2 3 4 5 6"
 SINK_DELAY=5s
 ROUNDS=3
 DUP_RATIO=0.01
+RATE_BOUND=160000
 ARGS_TEXT="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -53,6 +69,7 @@ while [ $# -gt 0 ]; do
     --sink-delay) SINK_DELAY=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --dup-ratio) DUP_RATIO=$2; shift 2 ;;
+    --rate-bound) RATE_BOUND=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -61,12 +78,16 @@ done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release
+# HOOKGATE_BENCH_BIN: where the binaries are (default: the release build; a debug folder
+# only proves the pipeline, its numbers mean nothing).
+BIN=${HOOKGATE_BENCH_BIN:-$TARGET/release}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$TARGET/hookgate-bench/$STAMP
 mkdir -p "$OUT"
 ln -sfn "$STAMP" "$TARGET/hookgate-bench/latest"
 TANSU=${TANSU:-$HOME/.cargo/bin/tansu}
+NCPU=$(nproc)
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 2; }
 
 if [ "$BUILD" = 1 ]; then
   cargo build --release -p hookgate-ingest --bin hookgate -p hookgate-bench --bins
@@ -80,18 +101,28 @@ cleanup() {
   for p in "${PIDS[@]:-}"; do
     [ -n "$p" ] && wait "$p" 2>/dev/null || true
   done
-  rm -rf "$OUT/spool"
+  rm -rf "$OUT/spool" "$OUT/corpus"
 }
 trap cleanup EXIT
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+secs() { python3 -c 'import re,sys; m=re.fullmatch(r"([\d.]+)(ms|s|m)?", sys.argv[1]); print(float(m[1]) * {"ms": 0.001, "s": 1, "m": 60, None: 1}[m[2]])' "$1"; }
+
+# The corpus every wrk run replays from its start (each run has a fresh server, so the
+# same delivery ids are new to each).
+COUNT=$(python3 -c "import math,sys; print(math.ceil((float(sys.argv[1]) + float(sys.argv[2])) * int(sys.argv[3])))" \
+  "$(secs "$WARMUP")" "$(secs "$DURATION")" "$RATE_BOUND")
+echo "writing the corpus: $COUNT requests (dup ratio $DUP_RATIO)…"
+"$BIN/hookgate-load" --write-corpus "$OUT/corpus" --count "$COUNT" --dup-ratio "$DUP_RATIO" \
+  --url http://127.0.0.1:8080/hooks/github
 
 # start_server NAME CMD... — runs CMD in the background, waits for "listening on ADDR",
 # sets SERVER_PID and SERVER_ADDR.
 start_server() {
   local name=$1; shift
+  : >"$OUT/$name.stdout" # exists before the background shell opens it (sed reads it below)
   "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
@@ -120,21 +151,28 @@ stop_server() {
   wait "$pid" 2>/dev/null || true
 }
 
-# load FILE LABEL URL [hookgate-load args…]
+# Taskset prefixes (scenario 6), empty otherwise: the generator, the broker, hookgate.
+GEN_PIN=()
+BROKER_PIN=()
+HG_PIN=()
+
+# load FILE LABEL URL [--by-hookgate-load] [hookgate-load args…] — one run, driven by wrk
+# over the corpus, or by hookgate-load itself with --by-hookgate-load.
 load() {
   local file=$1 label=$2 url=$3; shift 3
+  local driver=(--wrk --corpus-file "$OUT/corpus")
+  if [ "${1:-}" = --by-hookgate-load ]; then driver=(); shift; fi
   echo
   echo "=== $label ==="
-  # Exit status 3: --verify-kafka found accepted ids missing. The result is still written
-  # and the budgets report it as a FAIL; the other scenarios still run.
   local status=0
-  "$BIN/hookgate-load" --url "$url" --duration "$DURATION" --warmup "$WARMUP" \
+  "${GEN_PIN[@]}" "$BIN/hookgate-load" "${driver[@]}" --url "$url" --duration "$DURATION" --warmup "$WARMUP" \
     --label "$label" --json "$OUT/$file.json" --dup-ratio "$DUP_RATIO" "$@" \
     | tee "$OUT/$file.txt" || status=$?
   case $status in
     0) ;;
     3) echo "!!! $label: accepted ids are MISSING from Kafka (see above)" ;;
-    *) return "$status" ;;
+    4) echo "!!! $label: REFUSED (the corpus wrapped; raise --rate-bound)"; rm -f "$OUT/$file.json" ;;
+    *) echo "!!! $label: hookgate-load failed (exit $status)" ;;
   esac
 }
 
@@ -142,110 +180,150 @@ rps_of() { jq -r '.rps' "$OUT/$1.json"; }
 
 want() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
-# Scenarios 1 and 2 alternate, ROUNDS times each, with both servers up the whole time (the
-# idle one costs nothing): this machine's speed drifts by 10-15% from one minute to the next,
-# so a single run of each, back to back, put the ratio anywhere from 65% to 83% on the same
-# build. Each scenario's reported result is its median round by req/s; every round is kept
-# under rounds/ and listed in RESULTS.md.
+# Scenarios 1 and 2: bare hyper and hookgate-discard with the same worker count (1, then
+# 2), a fresh server per run, alternating for ROUNDS rounds: this machine's speed drifts
+# by 10-15% from one minute to the next. Each row reports its median round by req/s; every
+# round is kept under rounds/.
 CEILING_NOTE=""
 if want 1 || want 2; then
   mkdir -p "$OUT/rounds" "$OUT/spool"
-  if want 1; then
-    start_server bare-hyper "$BIN/bare-hyper" --listen 127.0.0.1:0 --exit-after 900
-    BARE_PID=$SERVER_PID BARE_ADDR=$SERVER_ADDR
-  fi
-  if want 2; then
-    HOOKGATE__BENCH__DISCARD=true HOOKGATE_BENCH_SPOOL="$OUT/spool/discard" \
-      start_server hookgate-discard "$BIN/hookgate" serve --config bench/configs/spool.toml
-    DISCARD_PID=$SERVER_PID DISCARD_ADDR=$SERVER_ADDR
-  fi
   for r in $(seq 1 "$ROUNDS"); do
-    if want 1; then
-      load "rounds/1a-bare-hyper.r$r" bare-hyper "http://$BARE_ADDR/hooks/github" --connections "$CONNS"
-    fi
-    if want 2; then
-      load "rounds/2-hookgate-discard.r$r" hookgate-discard "http://$DISCARD_ADDR/hooks/github" \
-        --connections "$CONNS"
-    fi
+    for w in 1 2; do
+      if want 1; then
+        start_server "bare-hyper-w$w" "$BIN/bare-hyper" --listen 127.0.0.1:0 --threads "$w" --exit-after 900
+        load "rounds/1-bare-hyper-w$w.r$r" "bare-hyper-w$w" "http://$SERVER_ADDR/hooks/github" \
+          --connections "$CONNS" --cpu "bare-hyper=$SERVER_PID"
+        stop_server "$SERVER_PID"
+      fi
+      if want 2; then
+        rm -rf "$OUT/spool/discard"
+        HOOKGATE__BENCH__DISCARD=true HOOKGATE_BENCH_SPOOL="$OUT/spool/discard" TOKIO_WORKER_THREADS=$w \
+          start_server "hookgate-discard-w$w" "$BIN/hookgate" serve --config bench/configs/spool.toml
+        load "rounds/2-hookgate-discard-w$w.r$r" "hookgate-discard-w$w" "http://$SERVER_ADDR/hooks/github" \
+          --connections "$CONNS" --cpu "hookgate=$SERVER_PID"
+        stop_server "$SERVER_PID"
+      fi
+    done
   done
   CEILING_NOTE=$(python3 - "$OUT" "$ROUNDS" "$CONNS" <<'PY'
 import json, shutil, sys
 out, rounds, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 lines, rps = [], {}
-for name in ("1a-bare-hyper", "2-hookgate-discard"):
+for name in ("1-bare-hyper-w1", "2-hookgate-discard-w1", "1-bare-hyper-w2", "2-hookgate-discard-w2"):
     runs = []
     for r in range(1, rounds + 1):
         try:
             with open(f"{out}/rounds/{name}.r{r}.json") as f:
-                runs.append((json.load(f)["rps"], r))
+                j = json.load(f)
         except FileNotFoundError:
-            pass
+            continue
+        cpu = next((c["us_per_event"] for c in j.get("cpu", []) if c["name"] in ("hookgate", "bare-hyper")), 0)
+        runs.append((j["rps"], r, cpu))
     if not runs:
         continue
-    rps[name] = [x for x, _ in runs]
-    median_rps, median_round = sorted(runs)[(len(runs) - 1) // 2]
+    rps[name] = runs
+    _, median_round, _ = sorted(runs)[(len(runs) - 1) // 2]
     for ext in ("json", "txt"):
         shutil.copy(f"{out}/rounds/{name}.r{median_round}.{ext}", f"{out}/{name}.{ext}")
-    lines.append(f"{name}: " + ", ".join(f"{x:,.0f}" for x in rps[name])
-                 + f" req/s (reported: round {median_round}, the median)")
-if len(rps) == 2:
-    pairs = [d / b for b, d in zip(rps["1a-bare-hyper"], rps["2-hookgate-discard"]) if b]
-    lines.append("hookgate-discard / bare-hyper per round: "
-                 + ", ".join(f"{x:.1%}" for x in pairs))
-print(f"Scenarios 1-2 ran alternately, {rounds} rounds of each (c{conns}):\n")
+    lines.append(f"{name}: " + ", ".join(f"{x:,.0f} req/s ({c:.1f} µs CPU/event)" for x, _, c in runs)
+                 + f"; reported: round {median_round}, the median")
+for w in ("w1", "w2"):
+    b, d = rps.get(f"1-bare-hyper-{w}"), rps.get(f"2-hookgate-discard-{w}")
+    if b and d:
+        lines.append(f"hookgate-discard / bare-hyper at {w}, per round: req/s "
+                     + ", ".join(f"{y[0] / x[0]:.1%}" for x, y in zip(b, d) if x[0])
+                     + "; server CPU per event "
+                     + ", ".join(f"{y[2] / x[2]:.2f}×" for x, y in zip(b, d) if x[2]))
+print(f"Scenarios 1-2: {rounds} round(s), workers 1 then 2 in each, fresh server per run (c{conns}, wrk -t1):\n")
 print("\n".join(f"- {l}" for l in lines))
 PY
 )
   echo "$CEILING_NOTE" | tee "$OUT/ceiling-rounds.md"
   if want 1; then
-    load 1b-bare-hyper-c256 bare-hyper-c256 "http://$BARE_ADDR/hooks/github" --connections 256
-    stop_server "$BARE_PID"
+    # The generator cross-check on the ceiling: the same server driven by hookgate-load.
+    start_server bare-hyper-w2-hl "$BIN/bare-hyper" --listen 127.0.0.1:0 --threads 2 --exit-after 900
+    load 1-bare-hyper-w2-hl bare-hyper-w2-hl "http://$SERVER_ADDR/hooks/github" --by-hookgate-load \
+      --connections "$CONNS" --cpu "bare-hyper=$SERVER_PID"
+    stop_server "$SERVER_PID"
   fi
-  if want 2; then stop_server "$DISCARD_PID"; fi
+  rm -rf "$OUT/spool"
 fi
 
+# A fresh broker per Kafka run: Tansu's memory storage keeps every record, and a broker
+# carried over from the previous scenario measured slower (same-session A/B).
+start_tansu() {
+  KPORT=$(free_port)
+  BROKERS=127.0.0.1:$KPORT
+  "${BROKER_PIN[@]}" "$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
+    --storage-engine memory://tansu/ >>"$OUT/tansu.stdout" 2>>"$OUT/tansu.stderr" &
+  TANSU_PID=$!
+  PIDS+=("$TANSU_PID")
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null && break
+    sleep 0.1
+  done
+}
+# kafka_scenario FILE LABEL TOPIC [load args…]
+kafka_scenario() {
+  local file=$1 label=$2 topic=$3; shift 3
+  start_tansu
+  HOOKGATE_BENCH_BROKERS=$BROKERS HOOKGATE_BENCH_TOPIC=$topic \
+    start_server "hookgate-$label" "${HG_PIN[@]}" "$BIN/hookgate" serve --config bench/configs/kafka.toml
+  load "$file" "$label" "http://$SERVER_ADDR/hooks/github" "$@" \
+    --verify-kafka "$BROKERS" --topic "$topic" --verify-nudge \
+    --cpu "hookgate=$SERVER_PID" --cpu "tansu=$TANSU_PID"
+  stop_server "$SERVER_PID"
+  stop_server "$TANSU_PID"
+}
+
 if want 3; then
-  # A fresh broker per Kafka scenario: Tansu's memory storage keeps every record, and a
-  # broker carried over from the previous scenario measured slower (same-session A/B).
-  start_tansu() {
-    KPORT=$(free_port)
-    BROKERS=127.0.0.1:$KPORT
-    "$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
-      --storage-engine memory://tansu/ >>"$OUT/tansu.stdout" 2>>"$OUT/tansu.stderr" &
-    TANSU_PID=$!
-    PIDS+=("$TANSU_PID")
-    for _ in $(seq 1 100); do
-      (exec 3<>"/dev/tcp/127.0.0.1/$KPORT") 2>/dev/null && break
-      sleep 0.1
-    done
-  }
-  kafka_scenario() {
-    local file=$1 label=$2 topic=$3; shift 3
-    start_tansu
-    HOOKGATE_BENCH_BROKERS=$BROKERS HOOKGATE_BENCH_TOPIC=$topic \
-      start_server "hookgate-$label" "$BIN/hookgate" serve --config bench/configs/kafka.toml
-    load "$file" "$label" "http://$SERVER_ADDR/hooks/github" \
-      --verify-kafka "$BROKERS" --topic "$topic" --verify-nudge "$@" || echo "$label: hookgate-load failed" >&2
-    stop_server "$SERVER_PID"
-    stop_server "$TANSU_PID"
-  }
   kafka_scenario 3a-kafka-c64 kafka-c64 bench.c64 --connections 64
-  kafka_scenario 3b-kafka-c256 kafka-c256 bench.c256 --connections 256
-  if [ -f "$OUT/3a-kafka-c64.json" ] && [ -f "$OUT/3b-kafka-c256.json" ]; then
-    HALF=$(jq -n --argjson a "$(rps_of 3a-kafka-c64)" --argjson b "$(rps_of 3b-kafka-c256)" \
-      '[$a,$b] | max / 2 | floor')
+  kafka_scenario 3b-kafka-c64-hl kafka-c64-hl bench.c64hl --by-hookgate-load --connections 64
+  kafka_scenario 3c-kafka-c256 kafka-c256 bench.c256 --connections 256
+  if [ -f "$OUT/3a-kafka-c64.json" ]; then
+    HALF=$(jq -n --argjson a "$(rps_of 3a-kafka-c64)" '$a / 2 | floor')
     if [ "$HALF" -gt 0 ]; then
-      kafka_scenario 3c-kafka-open-half kafka-open-half bench.open --connections 256 \
+      kafka_scenario 3d-kafka-open-half kafka-open-half bench.open --by-hookgate-load --connections 256 \
         --mode open --rate "$HALF"
     fi
   fi
 fi
+# The two generators on the same scenario in the same run: req/s, the server's CPU per
+# event, and each generator's own CPU per request.
+CROSS_NOTE=$(python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+def load(name):
+    try:
+        return json.load(open(f"{out}/{name}.json"))
+    except FileNotFoundError:
+        return None
+def cpu(r, names):
+    return next((c["us_per_event"] for c in r.get("cpu", []) if c["name"] in names), float("nan"))
+rows = []
+for a, b in (("1-bare-hyper-w2", "1-bare-hyper-w2-hl"), ("3a-kafka-c64", "3b-kafka-c64-hl")):
+    w, h = load(a), load(b)
+    if not (w and h):
+        continue
+    server = ("hookgate", "bare-hyper")
+    rows.append(f"| {w['label']} | {w['rps']:,.0f} | {h['rps']:,.0f} | {h['rps'] / w['rps']:.2f} | "
+                f"{cpu(w, server):.1f} / {cpu(h, server):.1f} | "
+                f"{cpu(w, ('generator',)):.1f} / {cpu(h, ('generator',)):.1f} | "
+                f"{cpu(h, ('generator',)) / cpu(w, ('generator',)):.2f} |")
+if rows:
+    print("### Generator cross-check (same scenario, same run: wrk, then hookgate-load)\n")
+    print("| scenario | wrk req/s | hookgate-load req/s | hl / wrk | server CPU µs/event (wrk run / hl run) | generator CPU µs/request (wrk / hl) | hl / wrk generator CPU |")
+    print("|---|---:|---:|---:|---|---|---:|")
+    print("\n".join(rows))
+PY
+)
+[ -n "$CROSS_NOTE" ] && echo "$CROSS_NOTE" | tee "$OUT/cross-check.md"
 
 if want 4; then
   mkdir -p "$OUT/spool"
   HOOKGATE_BENCH_SPOOL="$OUT/spool/spool" \
     start_server hookgate-spool "$BIN/hookgate" serve --config bench/configs/spool.toml
-  load 4-spool spool "http://$SERVER_ADDR/hooks/github" --connections "$CONNS"
+  load 4-spool spool "http://$SERVER_ADDR/hooks/github" --connections "$CONNS" --cpu "hookgate=$SERVER_PID"
   curl -s --max-time 5 "http://$SERVER_ADDR/metrics" >"$OUT/4-spool.metrics" || true
   stop_server "$SERVER_PID"
   rm -rf "$OUT/spool"
@@ -261,7 +339,8 @@ if want 5; then
   mkdir -p "$OUT/spool"
   HOOKGATE_BENCH_SPOOL="$OUT/spool/slow-sink" HOOKGATE_BENCH_SINK_URL="http://$SINK_ADDR/" \
     start_server hookgate-spool-slow-sink "$BIN/hookgate" serve --config bench/configs/spool-slow-sink.toml
-  load 5-spool-slow-sink spool-slow-sink "http://$SERVER_ADDR/hooks/github" --connections "$CONNS"
+  load 5-spool-slow-sink spool-slow-sink "http://$SERVER_ADDR/hooks/github" --connections "$CONNS" \
+    --cpu "hookgate=$SERVER_PID"
   # The dispatcher's own account of the sink, read before hookgate stops.
   curl -s --max-time 5 "http://$SERVER_ADDR/metrics" >"$OUT/5-spool-slow-sink.metrics" || true
   stop_server "$SERVER_PID"
@@ -270,12 +349,6 @@ if want 5; then
   SINK_CALLS=$(sed -n 's/^requests: //p' "$OUT/slow-sink.stdout" | tail -n1)
   SINK_METRICS=$(grep -E '^hookgate_sink_(attempts|deliveries)_total' "$OUT/5-spool-slow-sink.metrics" \
     | sed 's/^/    /' || true)
-  # Group commits of the spool in each run (whole run, warm-up included), from /metrics.
-  fsyncs() {
-    awk '/^hookgate_spool_fsync_seconds_sum/ {s=$2} /^hookgate_spool_fsync_seconds_count/ {n=$2}
-      END { if (n > 0) printf "%d fsyncs, mean %.2f ms, %.1f appends each", n, 1000*s/n, a/n; else printf "n/a" }' \
-      a="$(awk '/^hookgate_spool_appends_total/ {print $2}' "$1" 2>/dev/null)" "$1" 2>/dev/null || echo n/a
-  }
   SLOW_SINK_NOTE=$(
     echo "### Slow sink (scenario 5 vs 4: same closed loop, c$CONNS, back to back)"
     echo
@@ -283,31 +356,61 @@ if want 5; then
       jq -rn --slurpfile a "$OUT/4-spool.json" --slurpfile b "$OUT/5-spool-slow-sink.json" '
         def d2: (. * 100 | round) as $c | ($c % 100) as $f
           | "\(($c - $f) / 100).\(if $f < 10 then "0" else "" end)\($f)";
-        def ms: . / 1000 | d2;
-        "| | req/s | p50 ms | p99 ms | p99.9 ms |",
-        "|---|---:|---:|---:|---:|",
-        ($a[0], $b[0] | "| \(.label) | \(.rps | round) | \(.latency_us.p50 | ms) | \(.latency_us.p99 | ms) | \(.latency_us.p999 | ms) |"),
-        "",
-        "p99 with the slow sink / p99 without: **\($b[0].latency_us.p99 / $a[0].latency_us.p99 | d2)×**; req/s ratio \($b[0].rps / $a[0].rps | d2)×"'
+        "p99 with the slow sink / p99 without: **\($b[0].latency_us.p99 / $a[0].latency_us.p99 | d2)×**; req/s ratio \($b[0].rps / $a[0].rps | d2)×."'
     else
       echo "(scenario 4 or 5 missing: run both, e.g. --only \"4 5\")"
     fi
-    echo
-    echo "Spool group commits: spool $(fsyncs "$OUT/4-spool.metrics"); spool-slow-sink $(fsyncs "$OUT/5-spool-slow-sink.metrics")."
-    echo
-    echo "The sink (bare-hyper --delay $SINK_DELAY) saw: ${SINK_CALLS:-no count printed}."
-    echo "hookgate's /metrics at the end of the load:"
+    echo "The sink (bare-hyper --delay $SINK_DELAY) saw: ${SINK_CALLS:-no count printed}; hookgate's /metrics at the end:"
     echo
     if [ -n "$SINK_METRICS" ]; then echo "$SINK_METRICS"; else echo "    (no hookgate_sink_ counters yet)"; fi
   )
   echo "$SLOW_SINK_NOTE" | tee "$OUT/slow-sink.md"
 fi
 
-"$BIN/hookgate-load" --report "$OUT" --baseline bare-hyper >"$OUT/table.md"
+MULTI_NOTE=""
+if want 6; then
+  # hookgate on CPU 0 (1 core) or CPUs 0-1 (2 cores); broker and generator on the CPUs
+  # left, or on the last CPU when none is left (then they share it with hookgate).
+  last=$((NCPU - 1))
+  : >"$OUT/pinning.txt"
+  for cores in 1 2; do
+    [ "$cores" -le "$NCPU" ] || continue
+    if [ "$cores" = 1 ]; then hg_cpus=0; else hg_cpus=0-1; fi
+    if [ "$NCPU" -gt $((cores + 1)) ]; then other="$cores-$last"; else other="$last"; fi
+    HG_PIN=(taskset -c "$hg_cpus") BROKER_PIN=(taskset -c "$other") GEN_PIN=(taskset -c "$other")
+    kafka_scenario "6-kafka-c64-${cores}core" "kafka-c64-${cores}core" "bench.core$cores" --connections 64
+    echo "$cores $hg_cpus $other" >>"$OUT/pinning.txt"
+  done
+  HG_PIN=() BROKER_PIN=() GEN_PIN=()
+  MULTI_NOTE=$(python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+print("### Multi-core: kafka-c64 with hookgate pinned (taskset), events per core-second\n")
+print("| hookgate CPUs | broker + wrk CPUs | req/s | req/s per core given to hookgate | hookgate CPU µs/event | events per hookgate CPU-second | hookgate cores busy |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for line in open(f"{out}/pinning.txt"):
+    cores, hg, other = line.split()
+    try:
+        r = json.load(open(f"{out}/6-kafka-c64-{cores}core.json"))
+    except FileNotFoundError:
+        print(f"| {hg} | {other} | refused or failed | | | | |")
+        continue
+    c = next((c for c in r.get("cpu", []) if c["name"] == "hookgate"), None)
+    us = c["us_per_event"] if c else 0
+    busy = c["cpu_s"] / c["window_s"] if c and c["window_s"] else 0
+    lo, hi = (int(x) for x in (hg.split("-") + [hg])[:2])
+    olo, ohi = (int(x) for x in (other.split("-") + [other])[:2])
+    shared = " (shared with hookgate)" if olo <= hi and lo <= ohi else ""
+    print(f"| {hg} | {other}{shared} | {r['rps']:,.0f} | {r['rps'] / int(cores):,.0f} | {us:.1f} | {1e6 / us if us else 0:,.0f} | {busy:.2f} |")
+PY
+)
+  echo "$MULTI_NOTE" | tee "$OUT/multicore.md"
+fi
+
+"$BIN/hookgate-load" --report "$OUT" --baseline bare-hyper-w2 >"$OUT/table.md"
 BUDGET_OUT="(budgets not run: --no-budgets)"
 if [ "$BUDGETS" = 1 ]; then
-  BUDGET_OUT=$(cargo run --release -q -p hookgate-bench --bin budgets -- \
-    --load-results "$OUT" "${BUDGET_ARGS[@]}" 2>"$OUT/budgets.stderr") || true
+  BUDGET_OUT=$("$BIN/budgets" --load-results "$OUT" "${BUDGET_ARGS[@]}" 2>"$OUT/budgets.stderr") || true
   echo "$BUDGET_OUT" >"$OUT/budgets.md"
 fi
 
@@ -323,11 +426,12 @@ BLOCK=$OUT/results-block.md
   echo
   echo "- date (UTC): $(date -u '+%Y-%m-%d %H:%M:%S')"
   echo "- machine: $(nproc) CPU(s), ${CPU:-unknown CPU}, $(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'), kernel $(uname -r)"
-  echo "- command: \`bench/run.sh${ARGS_TEXT:+ $ARGS_TEXT}\` (revision $REV)"
-  echo "- load: hookgate-load, GitHub \`push\` ~1 KB with a share of $DUP_RATIO re-sent deliveries, HTTP/1.1 keep-alive, $DURATION measured after $WARMUP warm-up, 1 generator thread on the same machine as the server; Kafka = Tansu 0.6 (memory storage) on loopback, idempotent producer, acks=all"
+  echo "- command: \`bench/run.sh${ARGS_TEXT:+ $ARGS_TEXT}\` (revision $REV; binaries: ${BIN#"$ROOT"/})"
+  echo "- load: $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2) -t1 (closed loop) replaying $COUNT distinct pre-signed GitHub \`push\` requests (~1 KB bodies, a share of $DUP_RATIO re-sending an earlier delivery), hookgate-load for open loop and the cross-checks; HTTP/1.1 keep-alive, $DURATION measured after $WARMUP warm-up, generator on the same machine; Kafka = Tansu (memory storage) on loopback, idempotent producer, acks=all, read back after each run"
+  echo "- CPU µs/event: utime+stime from /proc/PID/stat over the measured window (all threads), divided by the 2xx answers in it; server = hookgate or bare-hyper"
   echo "- raw results: \`target/hookgate-bench/$STAMP/\`"
   echo
-  echo "### Load scenarios (ratio = req/s vs bare-hyper at c$CONNS)"
+  echo "### Load scenarios (ratio = req/s vs bare-hyper-w2)"
   echo
   cat "$OUT/table.md"
   echo
@@ -335,10 +439,12 @@ BLOCK=$OUT/results-block.md
     echo "$CEILING_NOTE"
     echo
   fi
-  if [ -n "$SLOW_SINK_NOTE" ]; then
-    echo "$SLOW_SINK_NOTE"
-    echo
-  fi
+  for note in "$CROSS_NOTE" "$MULTI_NOTE" "$SLOW_SINK_NOTE"; do
+    if [ -n "$note" ]; then
+      echo "$note"
+      echo
+    fi
+  done
   echo "### Budgets (\`bench/budgets.toml\`)"
   echo
   echo "$BUDGET_OUT"

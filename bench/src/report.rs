@@ -93,6 +93,45 @@ pub struct RunResult {
     pub threads: usize,
     /// The `--verify-kafka` result, when asked for.
     pub kafka: Option<KafkaCheck>,
+    /// What drove the load: `hookgate-load` or `wrk`.
+    #[serde(default)]
+    pub generator: String,
+    /// Distinct delivery ids sent in the measured window (re-sends not counted).
+    #[serde(default)]
+    pub distinct_ids: u64,
+    /// CPU of each watched process over the measured window (the generator's included).
+    #[serde(default)]
+    pub cpu: Vec<ProcCpu>,
+}
+
+/// One process's CPU over a run's measured window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcCpu {
+    /// `hookgate`, `tansu`, `bare-hyper`, `generator`, …
+    pub name: String,
+    /// utime + stime over the window, all threads, seconds.
+    pub cpu_s: f64,
+    /// Wall-clock length of the window, seconds.
+    pub window_s: f64,
+    /// `cpu_s` per 2xx answer in the window, µs.
+    pub us_per_event: f64,
+}
+
+impl ProcCpu {
+    /// From two samples of CPU seconds `window_s` apart, over `events` 2xx answers.
+    pub fn between(name: &str, before: f64, after: f64, window_s: f64, events: u64) -> ProcCpu {
+        let cpu_s = (after - before).max(0.0);
+        ProcCpu {
+            name: name.to_owned(),
+            cpu_s,
+            window_s,
+            us_per_event: if events > 0 {
+                cpu_s * 1e6 / events as f64
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 impl RunResult {
@@ -112,6 +151,26 @@ impl RunResult {
             .collect();
         paths.sort();
         paths.iter().map(|p| RunResult::load(p)).collect()
+    }
+
+    /// The CPU entry of process `name`, if it was watched.
+    pub fn cpu_of(&self, name: &str) -> Option<&ProcCpu> {
+        self.cpu.iter().find(|c| c.name == name)
+    }
+
+    /// CPU per event of the server under test: `hookgate`, else `bare-hyper`.
+    pub fn server_cpu(&self) -> Option<&ProcCpu> {
+        self.cpu_of("hookgate")
+            .or_else(|| self.cpu_of("bare-hyper"))
+    }
+
+    /// 2xx answers in the measured window.
+    pub fn ok(&self) -> u64 {
+        self.status
+            .iter()
+            .filter(|(k, _)| k.starts_with('2'))
+            .map(|(_, v)| v)
+            .sum()
     }
 
     /// Status codes as `200×N 503×M`.
@@ -137,7 +196,7 @@ pub fn markdown_table(runs: &[RunResult], baseline: &str) -> String {
         .map(|r| r.rps)
         .filter(|r| *r > 0.0);
     let mut out = String::from(
-        "| scenario | mode | conns | req/s | vs bare-hyper | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | statuses | errors | kafka missing / twice |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
+        "| scenario | by | mode | conns | req/s | vs bare-hyper | p50 ms | p99 ms | p99.9 ms | statuses | errors | distinct ids | CPU µs/event: server / broker / generator | kafka missing / twice |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---|\n",
     );
     for r in runs {
         let mode = match r.target_rate {
@@ -163,20 +222,37 @@ pub fn markdown_table(runs: &[RunResult], baseline: &str) -> String {
             .as_ref()
             .map(|k| format!("{} / {}", k.missing, k.written_twice))
             .unwrap_or_else(|| "-".into());
+        let us = |name: &str| {
+            r.cpu_of(name)
+                .map(|c| format!("{:.1}", c.us_per_event))
+                .unwrap_or_else(|| "-".into())
+        };
+        let server = r
+            .cpu
+            .iter()
+            .find(|c| c.name == "hookgate" || c.name == "bare-hyper")
+            .map(|c| format!("{:.1}", c.us_per_event))
+            .unwrap_or_else(|| "-".into());
+        let cpu = format!("{server} / {} / {}", us("tansu"), us("generator"));
         out.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.label,
+            if r.generator.is_empty() {
+                "hookgate-load"
+            } else {
+                r.generator.as_str()
+            },
             mode,
             r.connections,
             r.rps,
             ratio,
             ms(r.latency_us.p50),
-            ms(r.latency_us.p90),
             ms(r.latency_us.p99),
             ms(r.latency_us.p999),
-            ms(r.latency_us.max),
             r.status_text(),
             errors,
+            r.distinct_ids,
+            cpu,
             kafka
         ));
     }

@@ -14,9 +14,11 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use harness::{Broker, Hookgate};
-use hookgate_bench::report::{KafkaCheck, Latency, RunResult};
+use hookgate_bench::replay::{self, Kind};
+use hookgate_bench::report::{KafkaCheck, Latency, ProcCpu, RunResult};
 
 /// A bench config of this workspace, with its listen address left to the harness.
 fn bench_config(name: &str) -> String {
@@ -44,15 +46,16 @@ fn load_exiting(
 ) -> (RunResult, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("result.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
-        .args(["--url", url, "--requests", &requests.to_string()])
-        .args(["--connections", &connections.to_string()])
-        .args(["--warmup", "0s", "--duration", "60s"])
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
+    let out = harness::run(
+        Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+            .args(["--url", url, "--requests", &requests.to_string()])
+            .args(["--connections", &connections.to_string()])
+            .args(["--warmup", "0s", "--duration", "60s"])
+            .args(args)
+            .arg("--json")
+            .arg(&json),
+        Duration::from_secs(240),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
@@ -158,7 +161,7 @@ fn the_generator_and_bare_hyper_count_the_same_requests() {
             .lines()
             .find(|l| l.starts_with(&format!("| {label} |")))
             .unwrap_or_else(|| panic!("no {label} row: {report}"));
-        row.split(" | ").nth(4).unwrap().to_owned()
+        row.split(" | ").nth(5).unwrap().to_owned()
     };
     assert_eq!(
         (ratio("ceiling"), ratio("half")),
@@ -371,8 +374,33 @@ fn budgets_compares_medians_and_load_results_with_their_limits() {
         },
         ..RunResult::default()
     };
-    load_result(loads.path(), run("bare", 50_000.0, 900));
-    load_result(loads.path(), run("discard", 45_000.0, 1_000));
+    let with_cpu = |r: RunResult, name: &str, us: f64| RunResult {
+        cpu: vec![ProcCpu {
+            name: name.into(),
+            cpu_s: 1.0,
+            window_s: 1.0,
+            us_per_event: us,
+        }],
+        ..r
+    };
+    load_result(
+        loads.path(),
+        with_cpu(run("bare", 50_000.0, 900), "bare-hyper", 20.0),
+    );
+    load_result(
+        loads.path(),
+        with_cpu(run("discard", 45_000.0, 1_000), "hookgate", 30.0),
+    );
+    load_result(
+        loads.path(),
+        RunResult {
+            kafka: Some(KafkaCheck {
+                delivery_ids_twice: 1,
+                ..KafkaCheck::default()
+            }),
+            ..with_cpu(run("kafka-twice", 60_000.0, 2_000), "hookgate", 11.0)
+        },
+    );
     load_result(
         loads.path(),
         RunResult {
@@ -427,6 +455,24 @@ max_missing = 0
 name = "no such run"
 scenario = "absent"
 min_rps = 1
+
+[[load]]
+name = "server CPU 1.5x the baseline's"
+scenario = "discard"
+ratio_to = "bare"
+max_cpu_ratio = 1.3
+
+[[load]]
+name = "CPU per event met, a delivery stored twice"
+scenario = "kafka-twice"
+max_cpu_us = 12.0
+max_missing = 0
+max_twice = 0
+
+[[load]]
+name = "no CPU measured"
+scenario = "unverified"
+max_cpu_us = 12.0
 "#,
         loads.path(),
     );
@@ -438,6 +484,9 @@ min_rps = 1
         ("rate and p99 met, one id missing", "FAIL"),
         ("not read back from kafka", "MISSING"),
         ("no such run", "MISSING"),
+        ("server CPU 1.5x the baseline's", "FAIL"),
+        ("CPU per event met, a delivery stored twice", "FAIL"),
+        ("no CPU measured", "MISSING"),
     ];
     let want: BTreeMap<String, String> = want
         .iter()
@@ -463,9 +512,182 @@ scenario = "discard"
 ratio_to = "bare"
 min_ratio = 0.85
 max_p99_ms = 1.0
+max_cpu_ratio = 1.6
+
+[[load]]
+name = "cpu"
+scenario = "kafka-twice"
+max_cpu_us = 12.0
 "#,
         loads.path(),
     );
-    assert_eq!(v.values().collect::<Vec<_>>(), ["PASS", "PASS"]);
+    assert_eq!(v.values().collect::<Vec<_>>(), ["PASS", "PASS", "PASS"]);
     assert_eq!(code, 0);
+}
+
+/// `hookgate-load --write-corpus` into `dir/corpus`.
+fn write_corpus(dir: &Path, count: u32, dup_ratio: &str) -> PathBuf {
+    let path = dir.join("corpus");
+    let out = harness::run(
+        Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+            .arg("--write-corpus")
+            .arg(&path)
+            .args(["--count", &count.to_string(), "--dup-ratio", dup_ratio]),
+        Duration::from_secs(240),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// The `x-github-delivery` of one serialized request.
+fn delivery_of(request: &[u8]) -> String {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    assert!(req.parse(request).unwrap().is_complete());
+    let h = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-github-delivery"))
+        .unwrap();
+    String::from_utf8(h.value.to_vec()).unwrap()
+}
+
+#[test]
+fn the_corpus_holds_distinct_requests_and_resends_only_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // Re-sends start once 32,768 new requests are behind (each re-sends one of the 16,384
+    // oldest of them): 40,000 records with 20% re-sends has some.
+    let path = write_corpus(dir.path(), 40_000, "0.2");
+    let file = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+    let (count, records) = replay::read_corpus(file).unwrap();
+    assert_eq!((count, records.len()), (40_000, 40_000));
+    let mut seen = std::collections::HashMap::new();
+    let mut resends = 0;
+    for (i, (kind, bytes)) in records.iter().enumerate() {
+        let id = delivery_of(bytes);
+        match kind {
+            Kind::New => {
+                assert!(
+                    seen.insert(id, (i, bytes)).is_none(),
+                    "record {i}: a repeated new id"
+                );
+            }
+            Kind::Resend => {
+                resends += 1;
+                let (first, original) = seen
+                    .get(&id)
+                    .unwrap_or_else(|| panic!("record {i}: re-sends an unknown id"));
+                assert_eq!(
+                    original, &bytes,
+                    "record {i}: a re-send is the same request"
+                );
+                assert!(
+                    i - first >= 16_384,
+                    "record {i} re-sends record {first}: too recent"
+                );
+            }
+        }
+    }
+    assert!(resends > 0 && resends < 40_000 / 4, "{resends} re-sends");
+}
+
+/// `hookgate-load --wrk` over `corpus` to `url` for `secs`, no warm-up; its exit code,
+/// stdout and JSON result (if written).
+fn wrk(corpus: &Path, url: &str, secs: u32, extra: &[&str]) -> (i32, String, Option<RunResult>) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("result.json");
+    let out = harness::run(
+        Command::new(env!("CARGO_BIN_EXE_hookgate-load"))
+            .arg("--wrk")
+            .arg("--corpus-file")
+            .arg(corpus)
+            .args(["--url", url, "--warmup", "0s", "--connections", "4"])
+            .args(["--duration", &format!("{secs}s"), "--label", "wrk-run"])
+            .args(extra)
+            .arg("--json")
+            .arg(&json),
+        Duration::from_secs(240),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    let result = json.exists().then(|| RunResult::load(&json).unwrap());
+    (code, stdout + &String::from_utf8_lossy(&out.stderr), result)
+}
+
+fn have_wrk() -> bool {
+    Command::new("wrk").arg("--version").output().is_ok()
+}
+
+#[test]
+fn wrk_replays_the_corpus_once_and_reports_cpu_per_process() {
+    if !have_wrk() {
+        eprintln!("SKIP: wrk is not installed (apt-get install -y wrk)");
+        return;
+    }
+    let corpus_dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(corpus_dir.path(), 30_000, "0.01");
+    let dir = tempfile::tempdir().unwrap();
+    let hg = discarding_hookgate(dir.path());
+    let pid = hg.pid().unwrap();
+    let (code, out, r) = wrk(
+        &corpus,
+        &hg.url("/hooks/github"),
+        1,
+        &["--cpu", &format!("hookgate={pid}")],
+    );
+    assert_eq!(code, 0, "{out}");
+    let r = r.expect("a result");
+    assert_eq!(r.generator, "wrk");
+    // Every record verified (no 401: the Lua script sent the signed bytes whole), none was
+    // a duplicate (re-sends only start after 32,768 records), and every one is distinct.
+    assert!(r.requests > 0, "{r:?}");
+    assert_eq!(
+        r.status,
+        BTreeMap::from([("200".to_owned(), r.requests)]),
+        "{out}"
+    );
+    assert_eq!(
+        (r.duplicates, r.resent, r.corpus_wrapped),
+        (0, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!(r.accepted, r.requests, "{r:?}");
+    // Sent: answered, plus at most one in flight per connection at the end.
+    assert!(
+        r.distinct_ids >= r.requests && r.distinct_ids <= r.requests + 4,
+        "{r:?}"
+    );
+    let names: Vec<&str> = r.cpu.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["hookgate", "generator"], "{r:?}");
+    for c in &r.cpu {
+        assert!(
+            c.window_s > 0.5 && c.cpu_s > 0.0 && c.us_per_event > 0.0,
+            "{c:?}"
+        );
+        let per_event = c.cpu_s * 1e6 / r.requests as f64;
+        assert!(
+            (per_event - c.us_per_event).abs() < 1e-6 * per_event.max(1.0),
+            "{c:?}"
+        );
+    }
+}
+
+#[test]
+fn a_run_whose_corpus_wrapped_is_refused() {
+    if !have_wrk() {
+        eprintln!("SKIP: wrk is not installed (apt-get install -y wrk)");
+        return;
+    }
+    let corpus_dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(corpus_dir.path(), 20, "0");
+    let bare = BareHyper::start(&[]);
+    let (code, out, r) = wrk(&corpus, &bare.url(), 1, &[]);
+    bare.stop();
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("REFUSED") && out.contains("wrapped"), "{out}");
+    assert!(r.is_none(), "a refused run writes no result: {r:?}");
 }

@@ -70,6 +70,13 @@ struct LoadBudget {
     max_p99_ms: Option<f64>,
     max_non_2xx: Option<u64>,
     max_missing: Option<u64>,
+    /// Records of the run found more than once in the topic (same hookgate id, or one
+    /// delivery id under two hookgate ids).
+    max_twice: Option<u64>,
+    /// The server's (hookgate's) CPU per 2xx event over the measured window, µs.
+    max_cpu_us: Option<f64>,
+    /// With `ratio_to`: the server's CPU per event over the `ratio_to` scenario's.
+    max_cpu_ratio: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +233,53 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 }
             }
             limits.push(format!("≥ {:.0}% of {base}", 100.0 * min));
+        }
+        if let Some(max) = b.max_twice {
+            match &r.kafka {
+                Some(k) => {
+                    let twice = k.written_twice + k.delivery_ids_twice;
+                    measured.push(format!("{twice} stored twice"));
+                    fail |= twice > max;
+                }
+                None => {
+                    measured.push("not verified".into());
+                    missing = true;
+                }
+            }
+            limits.push(format!("≤ {max} stored twice"));
+        }
+        if let Some(max) = b.max_cpu_us {
+            match r.server_cpu() {
+                Some(c) => {
+                    measured.push(format!("{} CPU {:.1} µs/event", c.name, c.us_per_event));
+                    fail |= c.us_per_event > max;
+                }
+                None => {
+                    measured.push("no CPU measured".into());
+                    missing = true;
+                }
+            }
+            limits.push(format!("CPU ≤ {max} µs/event"));
+        }
+        if let (Some(base), Some(max)) = (&b.ratio_to, b.max_cpu_ratio) {
+            let base_cpu = find(base)
+                .and_then(|x| x.server_cpu())
+                .map(|c| c.us_per_event);
+            match (r.server_cpu(), base_cpu) {
+                (Some(c), Some(bc)) if bc > 0.0 => {
+                    let ratio = c.us_per_event / bc;
+                    measured.push(format!(
+                        "CPU {:.1} / {bc:.1} µs/event = {ratio:.2}×",
+                        c.us_per_event
+                    ));
+                    fail |= ratio > max;
+                }
+                _ => {
+                    measured.push(format!("no CPU of this run or of `{base}`"));
+                    missing = true;
+                }
+            }
+            limits.push(format!("CPU ≤ {max}× {base}'s"));
         }
         if let Some(max) = b.max_p99_ms {
             let p99 = r.latency_us.p99 as f64 / 1000.0;

@@ -26,7 +26,16 @@
 //! histogram, as a table and as JSON (`--json FILE`). With `--verify-kafka BROKERS
 //! --topic T` it then reads the topic from the beginning to the high watermark and reports
 //! the accepted ids missing from Kafka and the ids written twice; it exits with status 3
-//! when any accepted id is missing (written twice is reported only: at-least-once allows it).
+//! when any accepted id is missing or stored twice (issue 16: every accepted id exactly
+//! once; the bench's producer is idempotent, so a copy is a failure, not a retry).
+//!
+//! `--cpu NAME=PID` (repeatable) reports each process's CPU (utime + stime from
+//! `/proc/PID/stat`, all threads) over the measured window per 2xx answer, and the
+//! generator's own as `generator`. `--write-corpus FILE --count N` writes N distinct
+//! pre-signed requests for wrk (`hookgate_bench::replay`); `--wrk --corpus-file FILE` drives
+//! a closed-loop run with wrk and `bench/wrk/replay.lua` over it instead (a warm-up wrk run,
+//! then the measured one from where it stopped) and reports it the same way. A run whose
+//! corpus wrapped is refused: exit status 4, no JSON.
 //!
 //! Run: `cargo run --release -p hookgate-bench --bin hookgate-load -- --url
 //! http://127.0.0.1:8080/hooks/github --connections 64 --duration 10s`; see `--help`.
@@ -46,7 +55,9 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use hookgate_bench::corpus::{self, SignedRequest};
-use hookgate_bench::report::{self, KafkaCheck, Latency, RunResult};
+use hookgate_bench::cpu;
+use hookgate_bench::replay::{self, CorpusWriter, WrkRun};
+use hookgate_bench::report::{self, KafkaCheck, Latency, ProcCpu, RunResult};
 use hookgate_ingest::verify::Provider;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -116,7 +127,7 @@ struct Args {
     #[arg(long)]
     label: Option<String>,
     /// After the run, read this Kafka cluster's topic and check every accepted id is there
-    /// exactly once. Exit status 3 when an accepted id is missing.
+    /// exactly once. Exit status 3 when an accepted id is missing or stored twice.
     #[arg(long, requires = "topic")]
     verify_kafka: Option<String>,
     /// Topic for `--verify-kafka`.
@@ -133,11 +144,41 @@ struct Args {
     /// `--report`: the label whose req/s the ratio column divides by.
     #[arg(long, default_value = "bare-hyper")]
     baseline: String,
+    /// Watch this process's CPU over the measured window: `NAME=PID` (repeatable; e.g.
+    /// `hookgate=4242`, `tansu=4243`). The generator's own CPU is always reported, as
+    /// `generator`.
+    #[arg(long = "cpu", value_name = "NAME=PID")]
+    cpu: Vec<cpu::Watched>,
+    /// Instead of a run: write `--count` distinct pre-signed requests (with `--dup-ratio`
+    /// of them re-sending an earlier one) to this file, for `--wrk` (format:
+    /// `hookgate_bench::replay`).
+    #[arg(long, value_name = "FILE")]
+    write_corpus: Option<PathBuf>,
+    /// `--write-corpus`: how many requests.
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Drive the load with wrk (one process, `--wrk-threads` threads, `--connections`)
+    /// replaying the corpus file `--corpus-file` with `bench/wrk/replay.lua`: a warm-up
+    /// run, then the measured run from where it stopped. Closed loop only.
+    #[arg(long, requires = "corpus_file")]
+    wrk: bool,
+    /// `--wrk`: the corpus written by `--write-corpus`.
+    #[arg(long, value_name = "FILE")]
+    corpus_file: Option<PathBuf>,
+    /// `--wrk`: wrk threads.
+    #[arg(long, default_value_t = 1)]
+    wrk_threads: usize,
 }
 
-/// The exit status when `--verify-kafka` found accepted ids missing from the topic (the
-/// run itself completed, and its table and JSON are written); 1 is any other failure.
+/// The exit status when `--verify-kafka` found accepted ids missing from the topic, or
+/// stored twice (the run itself completed, and its table and JSON are written); 1 is any
+/// other failure.
 const EXIT_MISSING: u8 = 3;
+/// The exit status of a run refused because its corpus wrapped (no JSON is written).
+const EXIT_REFUSED: u8 = 4;
+
+/// The wrk script, written next to the corpus for each `--wrk` run.
+const REPLAY_LUA: &str = include_str!("../../wrk/replay.lua");
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let args = Args::parse();
@@ -146,11 +187,27 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         print!("{}", report::markdown_table(&runs, &args.baseline));
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(run(&args))?;
+    if let Some(path) = &args.write_corpus {
+        write_corpus(&args, path)?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let result = if args.wrk {
+        run_wrk(&args)?
+    } else {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads.max(1))
+            .enable_all()
+            .build()?;
+        rt.block_on(run(&args))?
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(why) => {
+            eprintln!("REFUSED: {why}");
+            println!("REFUSED: {why}");
+            return Ok(std::process::ExitCode::from(EXIT_REFUSED));
+        }
+    };
     print_table(&result);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&result)? + "\n")
@@ -160,6 +217,17 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         eprintln!(
             "error: {} accepted id(s) are missing from {}: exit status {EXIT_MISSING}",
             k.missing, k.topic
+        );
+        return Ok(std::process::ExitCode::from(EXIT_MISSING));
+    }
+    if let Some(k) = result
+        .kafka
+        .as_ref()
+        .filter(|k| k.written_twice + k.delivery_ids_twice > 0)
+    {
+        eprintln!(
+            "error: {} id(s) written twice and {} delivery id(s) under two event ids in {}: exit status {EXIT_MISSING}",
+            k.written_twice, k.delivery_ids_twice, k.topic
         );
         return Ok(std::process::ExitCode::from(EXIT_MISSING));
     }
@@ -310,6 +378,8 @@ struct ConnStats {
     lag: Histogram<u64>,
     status: HashMap<u16, u64>,
     measured: u64,
+    /// Measured answers to sends of a delivery id not sent before.
+    distinct: u64,
     errors: BTreeMap<String, u64>,
     accepted: u64,
     duplicates: u64,
@@ -327,7 +397,7 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
 }
 
-async fn run(args: &Args) -> anyhow::Result<RunResult> {
+async fn run(args: &Args) -> anyhow::Result<Result<RunResult, String>> {
     let uri: http::Uri = args.url.parse().context("--url")?;
     if uri.scheme_str() != Some("http") {
         bail!("--url must be http://");
@@ -435,6 +505,21 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
     } else {
         tickets.resize_with(connections, || None);
     }
+    // CPU of the watched processes and of this one, at the start of the measured window
+    // (the end is sampled once every connection is done).
+    let hz = cpu::clock_ticks_per_second();
+    let sampler = {
+        let watched = args.cpu.clone();
+        let from = shared.measure_from;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(from.into()).await;
+            (
+                Instant::now(),
+                cpu::sample(&watched, hz),
+                cpu::own_cpu_seconds(hz),
+            )
+        })
+    };
     let dog = tokio::spawn(watchdog(shared.clone()));
     let mut tasks = Vec::with_capacity(connections);
     for (k, ticket) in tickets.into_iter().enumerate() {
@@ -446,6 +531,7 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let (mut measured, mut accepted, mut duplicates, mut resent, mut wrapped) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut distinct = 0u64;
     let mut ids = Vec::new();
     let mut dup_ids = Vec::new();
     let mut non_2xx = 0;
@@ -463,6 +549,7 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
             *errors.entry(k).or_default() += n;
         }
         measured += s.measured;
+        distinct += s.distinct;
         accepted += s.accepted;
         duplicates += s.duplicates;
         resent += s.resent;
@@ -470,9 +557,35 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
         ids.extend(s.ids);
         dup_ids.extend(s.dup_ids);
     }
+    let (t1, after, own_after) = (
+        Instant::now(),
+        cpu::sample(&args.cpu, hz),
+        cpu::own_cpu_seconds(hz),
+    );
     dog.abort();
     if let Some(p) = pacer {
         let _ = p.join();
+    }
+    let (t0, before, own_before) = sampler.await?;
+    let window = t1.saturating_duration_since(t0).as_secs_f64();
+    let ok: u64 = status
+        .iter()
+        .filter(|(k, _)| k.starts_with('2'))
+        .map(|(_, v)| v)
+        .sum();
+    let mut cpu_used = Vec::new();
+    for (w, (b, a)) in args.cpu.iter().zip(before.iter().zip(&after)) {
+        if let (Some(b), Some(a)) = (b, a) {
+            cpu_used.push(ProcCpu::between(&w.name, *b, *a, window, ok));
+        }
+    }
+    if let (Some(b), Some(a)) = (own_before, own_after) {
+        cpu_used.push(ProcCpu::between("generator", b, a, window, ok));
+    }
+    if wrapped > 0 {
+        return Ok(Err(format!(
+            "the pre-signed corpus wrapped: {wrapped} sends repeated a signed request (their delivery ids were sent before), so the run is refused (raise --corpus)"
+        )));
     }
     let secs = args.duration.as_secs_f64();
     let window = (Instant::now().min(shared.end) - shared.measure_from.min(shared.end))
@@ -485,7 +598,7 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
         secs
     };
     let kafka = match (&args.verify_kafka, &args.topic) {
-        (Some(brokers), Some(topic)) => {
+        (Some(brokers), Some(topic)) if wrapped == 0 => {
             let (brokers, topic) = (brokers.clone(), topic.clone());
             let nudge = args.verify_nudge;
             Some(
@@ -497,7 +610,7 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
         }
         _ => None,
     };
-    Ok(RunResult {
+    Ok(Ok(RunResult {
         label: args.label.clone().unwrap_or_else(|| "run".into()),
         url: args.url.clone(),
         mode: format!("{:?}", args.mode).to_lowercase(),
@@ -520,7 +633,278 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
         corpus_wrapped: wrapped,
         threads: args.threads,
         kafka,
-    })
+        generator: "hookgate-load".into(),
+        distinct_ids: distinct,
+        cpu: cpu_used,
+    }))
+}
+
+/// `--write-corpus FILE`: `--count` whole requests, each with its own delivery id (and,
+/// for providers that sign it, its own signature), `--dup-ratio` of them re-sending the
+/// bytes of a request at least 16,384 records earlier (long answered by then at any
+/// connection count this bench uses).
+fn write_corpus(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
+    const BEHIND: usize = 16_384;
+    let uri: http::Uri = args.url.parse().context("--url")?;
+    let host = uri.host().context("--url has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let host_header = HeaderValue::try_from(format!("{host}:{port}"))?;
+    let provider = Provider::parse(&args.provider)
+        .with_context(|| format!("unknown provider `{}`", args.provider))?;
+    if !(0.0..1.0).contains(&args.dup_ratio) {
+        bail!("--dup-ratio must be in [0, 1)");
+    }
+    let secret = args
+        .secret
+        .clone()
+        .unwrap_or_else(|| corpus::default_secret(provider).to_owned());
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let now = (nonce / 1_000_000_000) as i64;
+    let id_header = corpus::unsigned_id_header(provider);
+    let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut w = CorpusWriter::new(
+        std::io::BufWriter::with_capacity(8 << 20, file),
+        args.count,
+        provider.as_str(),
+    )?;
+    let t = Instant::now();
+    let mut recent: std::collections::VecDeque<Box<[u8]>> =
+        std::collections::VecDeque::with_capacity(2 * BEHIND);
+    let mut rng = nonce | 1;
+    let mut seq = 0u64;
+    while w.written() < args.count {
+        if recent.len() == 2 * BEHIND
+            && args.dup_ratio > 0.0
+            && next_rand(&mut rng) < args.dup_ratio
+        {
+            let k = (next_rand(&mut rng) * BEHIND as f64) as usize;
+            w.record(replay::Kind::Resend, &recent[k.min(BEHIND - 1)])?;
+            continue;
+        }
+        let id = corpus::delivery_id(provider, nonce, seq);
+        seq += 1;
+        let signed = corpus::signed_request(provider, &secret, args.size, &id, now, uri.path())?;
+        let wire = Wire::serialize(&signed, &host_header, id_header.as_ref(), &id)?;
+        w.record(replay::Kind::New, &wire.bytes)?;
+        if recent.len() == 2 * BEHIND {
+            recent.pop_front();
+        }
+        recent.push_back(wire.bytes);
+    }
+    w.finish()?;
+    eprintln!(
+        "wrote {} requests ({} distinct delivery ids) to {} in {:.1?}",
+        args.count,
+        seq,
+        path.display(),
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// One wrk process: its output, and the CPU samples taken when it started measuring
+/// (`Running …`) and when its `done()` began (`DONE`).
+struct WrkOnce {
+    output: String,
+    /// (when, CPU seconds of each watched process then, of wrk then).
+    samples: Vec<(Instant, Vec<Option<f64>>, Option<f64>)>,
+}
+
+fn wrk_once(
+    args: &Args,
+    script: &std::path::Path,
+    start: u64,
+    duration: Duration,
+    ids: Option<&std::path::Path>,
+    hz: u64,
+) -> anyhow::Result<WrkOnce> {
+    use std::io::BufRead as _;
+    let corpus = args
+        .corpus_file
+        .as_ref()
+        .context("--wrk needs --corpus-file")?;
+    let secs = duration.as_secs().max(1);
+    // Line-buffered, so `Running` and `DONE` arrive when wrk prints them.
+    let mut cmd = std::process::Command::new("stdbuf");
+    cmd.args(["-oL", "wrk", "-t"])
+        .arg(args.wrk_threads.max(1).to_string())
+        .arg("-c")
+        .arg(args.connections.max(args.wrk_threads).to_string())
+        .arg("-d")
+        .arg(format!("{secs}s"))
+        .arg("--timeout")
+        .arg(format!("{}s", args.timeout.as_secs().max(1)))
+        .arg("-s")
+        .arg(script)
+        .arg(&args.url)
+        .env("HG_CORPUS", corpus)
+        .env("HG_START", start.to_string())
+        .stdout(std::process::Stdio::piped());
+    match ids {
+        Some(p) => cmd.env("HG_IDS", p),
+        None => cmd.env_remove("HG_IDS"),
+    };
+    let mut child = cmd.spawn().context("run wrk (apt-get install -y wrk)")?;
+    let pid = child.id();
+    let stdout = child.stdout.take().context("wrk's stdout")?;
+    let mut output = String::new();
+    let mut samples = Vec::new();
+    // wrk has no timeout of its own beyond -d: a watchdog kills it if it overstays.
+    let deadline = Instant::now() + duration + Duration::from_secs(300);
+    let killer = std::thread::spawn(move || {
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return;
+            }
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    });
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if line.starts_with("Running ") || line == "DONE" {
+            samples.push((
+                Instant::now(),
+                cpu::sample(&args.cpu, hz),
+                cpu::process_cpu_seconds(pid, hz),
+            ));
+        }
+        output.push_str(&line);
+        output.push('\n');
+    }
+    let status = child.wait()?;
+    let _ = killer.join();
+    if !status.success() {
+        bail!("wrk exited with {status}:\n{output}");
+    }
+    Ok(WrkOnce { output, samples })
+}
+
+/// `--wrk`: a warm-up wrk run, then the measured one from where the warm-up stopped in the
+/// corpus, with the CPU of every watched process and of wrk over the measured window;
+/// `Err` (refused) when the corpus wrapped.
+fn run_wrk(args: &Args) -> anyhow::Result<Result<RunResult, String>> {
+    if args.mode != Mode::Closed {
+        bail!("--wrk drives a closed loop only (open loop: hookgate-load itself)");
+    }
+    let hz = cpu::clock_ticks_per_second();
+    let corpus = args
+        .corpus_file
+        .as_ref()
+        .context("--wrk needs --corpus-file")?;
+    let tmp = tempfile_dir(corpus)?;
+    let script = tmp.join("replay.lua");
+    std::fs::write(&script, REPLAY_LUA)?;
+    let ids = args.verify_kafka.is_some().then(|| tmp.join("ids"));
+    let mut ids_text = String::new();
+    let mut start = 0;
+    if !args.warmup.is_zero() {
+        let warm = wrk_once(args, &script, 0, args.warmup, ids.as_deref(), hz)?;
+        let w = WrkRun::parse(&warm.output)?;
+        if let Some(why) = w.refusal() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(Err(format!("warm-up: {why}")));
+        }
+        start = w.end;
+        if let Some(p) = &ids {
+            ids_text.push_str(&std::fs::read_to_string(p)?);
+        }
+    }
+    let run = wrk_once(args, &script, start, args.duration, ids.as_deref(), hz)?;
+    if let Some(p) = &ids {
+        ids_text.push_str(&std::fs::read_to_string(p)?);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    let w = WrkRun::parse(&run.output)?;
+    if let Some(why) = w.refusal() {
+        return Ok(Err(why));
+    }
+    let [(t0, before, wrk0), (t1, after, wrk1)] = run.samples.as_slice() else {
+        bail!(
+            "wrk did not print both `Running` and `DONE`:\n{}",
+            run.output
+        );
+    };
+    let window = t1.saturating_duration_since(*t0).as_secs_f64();
+    let ok = w.ok();
+    let mut cpu_used = Vec::new();
+    for (p, (b, a)) in args.cpu.iter().zip(before.iter().zip(after)) {
+        if let (Some(b), Some(a)) = (b, a) {
+            cpu_used.push(ProcCpu::between(&p.name, *b, *a, window, ok));
+        }
+    }
+    if let (Some(b), Some(a)) = (wrk0, wrk1) {
+        cpu_used.push(ProcCpu::between("generator", *b, *a, window, ok));
+    }
+    let secs = (w.duration_us as f64 / 1e6).max(1e-9);
+    let kafka = match (&args.verify_kafka, &args.topic) {
+        (Some(brokers), Some(topic)) => {
+            let (accepted, dups) = replay::read_answer_ids(&ids_text)?;
+            Some(verify_kafka(
+                brokers,
+                topic,
+                &accepted,
+                &dups,
+                args.verify_nudge,
+            )?)
+        }
+        _ => None,
+    };
+    let us = |x: f64| x.max(0.0) as u64;
+    Ok(Ok(RunResult {
+        label: args.label.clone().unwrap_or_else(|| "run".into()),
+        url: args.url.clone(),
+        mode: "closed".into(),
+        provider: args.provider.clone(),
+        body_bytes: args.size,
+        dup_ratio: args.dup_ratio,
+        connections: args.connections,
+        target_rate: None,
+        duration_s: secs,
+        requests: w.requests,
+        rps: w.requests as f64 / secs,
+        status: w.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        non_2xx: w.requests - ok,
+        errors: w.errors.clone(),
+        latency_us: Latency {
+            p50: us(w.latency_us[0]),
+            p90: us(w.latency_us[1]),
+            p99: us(w.latency_us[2]),
+            p999: us(w.latency_us[3]),
+            max: us(w.latency_us[4]),
+            mean: w.latency_us[5],
+        },
+        sched_lag_us: None,
+        accepted: w.accepted,
+        duplicates: w.duplicates,
+        resent: w.sent - w.fresh,
+        corpus_wrapped: w.wrapped,
+        threads: args.wrk_threads,
+        kafka,
+        generator: "wrk".into(),
+        distinct_ids: w.fresh,
+        cpu: cpu_used,
+    }))
+}
+
+/// A fresh folder next to `corpus` for one run's script and answer ids.
+fn tempfile_dir(corpus: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let parent = corpus
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = parent.join(format!(".wrk-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn latency(h: &Histogram<u64>) -> Latency {
@@ -810,6 +1194,7 @@ async fn connection(
         lag: histogram(),
         status: HashMap::new(),
         measured: 0,
+        distinct: 0,
         errors: BTreeMap::new(),
         accepted: 0,
         duplicates: 0,
@@ -891,6 +1276,9 @@ async fn connection(
                 let status = answer.status;
                 if began >= shared.measure_from {
                     s.measured += 1;
+                    if dup_of.is_none() {
+                        s.distinct += 1;
+                    }
                     *s.status.entry(status).or_default() += 1;
                     s.hist
                         .saturating_record((done - began).as_micros().max(1) as u64);
