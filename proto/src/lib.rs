@@ -459,9 +459,7 @@ mod tests {
         let mut ev = sample();
         for (ms, ct) in [(ev.received_at_ms, true), (i64::MAX, false), (-5, true)] {
             ev.received_at_ms = ms;
-            if !ct {
-                ev.content_type = None;
-            }
+            ev.content_type = ct.then(|| "application/json".to_owned());
             let mut got: Vec<(String, Vec<u8>)> = Vec::new();
             ev.for_each_record_header(|k, v| got.push((k.to_owned(), v.to_vec())));
             let want: Vec<(String, Vec<u8>)> = ev
