@@ -7,6 +7,8 @@
 #
 #   bench/ir-ab.sh OLD_HOOKGATE NEW_HOOKGATE
 #   CONFIG_A=old.toml CONFIG_B=new.toml bench/ir-ab.sh OLD NEW   (when the configs must differ)
+#   CONFIG=bench/configs/kafka.toml bench/ir-ab.sh OLD NEW   (the Kafka path: one Tansu on
+#   loopback for all four runs; the count covers every hookgate thread, librdkafka's too)
 # Loopback only; stops by itself. Needs valgrind and hookgate-load (release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,14 @@ N1=${N1:-500} N2=${N2:-2500}
 OUT=$(mktemp -d /tmp/ir-ab.XXXX)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done' EXIT
+if grep -q '^\[kafka\]' "$CONFIG_A" "$CONFIG_B" && [ -z "${HOOKGATE_BENCH_BROKERS:-}" ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "${HOOKGATE_TANSU:-$HOME/.cargo/bin/tansu}" broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ >/dev/null 2>"$OUT/tansu.stderr" &
+  PIDS+=("$!")
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  export HOOKGATE_BENCH_BROKERS="127.0.0.1:$port" HOOKGATE_BENCH_TOPIC="${HOOKGATE_BENCH_TOPIC:-ir-ab}"
+fi
 
 # Total instructions of one run serving $3 requests.
 ir() {

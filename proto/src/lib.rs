@@ -96,6 +96,44 @@ impl Event {
         self.id.to_string()
     }
 
+    /// [`Event::received_at_rfc3339`] written into `buf` instead of a new `String`.
+    fn received_at_rfc3339_into<'b>(&self, buf: &'b mut [u8; 32]) -> &'b [u8] {
+        use std::io::Write as _;
+        let ms = self.received_at_ms.clamp(0, MAX_RFC3339_MS);
+        let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
+        let mut rest = &mut buf[..];
+        // 24 bytes always fit (the clamp keeps the year at four digits).
+        let _ = write!(rest, "{}", humantime::format_rfc3339_millis(t));
+        let len = 32 - rest.len();
+        &buf[..len]
+    }
+
+    /// Calls `f` with each record header of [`Event::record_headers`], in the same order,
+    /// without allocating: the id and the receipt time are rendered into stack buffers.
+    /// This is what the producer uses for every event.
+    pub fn for_each_record_header(&self, mut f: impl FnMut(&str, &[u8])) {
+        let mut id = [0u8; ulid::ULID_LEN];
+        f(header::ID, self.id.array_to_str(&mut id).as_bytes());
+        f(header::SOURCE, self.source.as_bytes());
+        f(header::PROVIDER, self.provider.as_bytes());
+        f(header::EVENT, self.event_type.as_bytes());
+        f(header::DELIVERY_ID, self.delivery_id.as_bytes());
+        let mut at = [0u8; 32];
+        f(header::RECEIVED_AT, self.received_at_rfc3339_into(&mut at));
+        if let Some(ct) = &self.content_type {
+            f(header::CONTENT_TYPE, ct.as_bytes());
+        }
+        for (name, value) in &self.kept_headers {
+            f(name.as_str(), value);
+        }
+    }
+
+    /// How many record headers the event has (what [`Event::for_each_record_header`] calls
+    /// back with).
+    pub fn record_header_count(&self) -> usize {
+        6 + usize::from(self.content_type.is_some()) + self.kept_headers.len()
+    }
+
     /// The record headers in contract order, followed by the kept original headers.
     /// Values borrow from the event where they can.
     pub fn record_headers(&self) -> Vec<(&str, HeaderValue<'_>)> {
@@ -413,6 +451,24 @@ mod tests {
         sample().encode(&mut buf);
         for n in 0..buf.len() {
             assert!(Event::decode(&Bytes::copy_from_slice(&buf[..n])).is_err());
+        }
+    }
+
+    #[test]
+    fn headers_by_callback_are_the_record_headers() {
+        let mut ev = sample();
+        for (ms, ct) in [(ev.received_at_ms, true), (i64::MAX, false), (-5, true)] {
+            ev.received_at_ms = ms;
+            ev.content_type = ct.then(|| "application/json".to_owned());
+            let mut got: Vec<(String, Vec<u8>)> = Vec::new();
+            ev.for_each_record_header(|k, v| got.push((k.to_owned(), v.to_vec())));
+            let want: Vec<(String, Vec<u8>)> = ev
+                .record_headers()
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_ref().to_vec()))
+                .collect();
+            assert_eq!(got, want);
+            assert_eq!(got.len(), ev.record_header_count());
         }
     }
 

@@ -821,15 +821,20 @@ fn is_fencing(e: &KafkaError) -> bool {
 
 /// The contract headers of `ev` as an rdkafka header block, with room for `extra` more.
 pub fn record_headers(ev: &Event, extra: usize) -> OwnedHeaders {
-    let headers = ev.record_headers();
-    let mut oh = OwnedHeaders::new_with_capacity(headers.len() + extra);
-    for (k, v) in &headers {
-        oh = oh.insert(Header {
-            key: k,
-            value: Some(v.as_ref()),
+    // Written straight into librdkafka's header list: no list of pairs, no `String` for
+    // the id or the time (three allocations per event fewer on the request path).
+    let mut oh = Some(OwnedHeaders::new_with_capacity(
+        ev.record_header_count() + extra,
+    ));
+    ev.for_each_record_header(|key, value| {
+        oh = oh.take().map(|h| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
         });
-    }
-    oh
+    });
+    oh.unwrap_or_else(|| OwnedHeaders::new_with_capacity(extra))
 }
 
 /// Sorts a producer error: final (the record can never be written as is) or retriable.
