@@ -1,8 +1,8 @@
 //! HubSpot request signatures (HubSpot developer docs, "Validating requests from
 //! HubSpot"). Three versions, chosen by the headers a request carries:
 //!
-//! * v3 (`X-HubSpot-Signature-v3`): base64 HMAC-SHA256(client secret, method + URI + body
-//!   + timestamp) with `X-HubSpot-Request-Timestamp` in milliseconds; requests older than
+//! * v3 (`X-HubSpot-Signature-v3`): base64 HMAC-SHA256(client secret, method, URI, body,
+//!   timestamp, concatenated) with `X-HubSpot-Request-Timestamp` in milliseconds; requests older than
 //!   5 minutes are to be refused. When a request carries it, only v3 is checked (HubSpot
 //!   sends the older versions beside it "for backwards compatibility", and they carry no
 //!   timestamp: a request cannot be downgraded by a wrong v3 and a right v1).
