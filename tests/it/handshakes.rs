@@ -52,6 +52,11 @@ provider = "dropbox"
 secrets = ["dropbox-app-secret"]
 
 [[sources]]
+name = "woocommerce"
+provider = "woocommerce"
+secrets = ["wc-webhook-secret"]
+
+[[sources]]
 name = "trello"
 provider = "trello"
 secrets = ["trello-app-secret"]
@@ -294,6 +299,47 @@ async fn dropbox_challenge_get_is_echoed_as_plain_text_and_not_stored() {
     let r = post(&hg, "dropbox", "dropbox", "wrong", body, &[]).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(spooled(&hg, "dropbox").len(), 1);
+}
+
+#[tokio::test]
+async fn woocommerce_creation_ping_is_answered_200_and_not_stored() {
+    let hg = Hookgate::start(&config());
+    let ping = |agent: &'static str| {
+        client()
+            .post(hg.url("/hooks/woocommerce"))
+            .header("user-agent", agent)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("webhook_id=137")
+            .send()
+    };
+    // As `WC_Webhook::deliver_ping` sends it: WooCommerce keeps the webhook only on a 200.
+    let r = ping("WooCommerce/9.4.2 Hookshot (WordPress/6.7.1)")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The same from another agent is an unsigned request.
+    let r = ping("curl/8.5.0").await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body = br#"{"id":727,"status":"processing","billing":{"first_name":"Ada"}}"#;
+    let topic = [
+        ("x-wc-webhook-topic", "order.created"),
+        ("x-wc-webhook-delivery-id", "d-1"),
+    ];
+    let r = post(
+        &hg,
+        "woocommerce",
+        "woocommerce",
+        "wc-webhook-secret",
+        body,
+        &topic,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        spooled(&hg, "woocommerce"),
+        vec!["d-1".to_string()],
+        "the order only"
+    );
 }
 
 #[tokio::test]

@@ -49,13 +49,17 @@ struct Budgets {
     load: Vec<LoadBudget>,
 }
 
-/// A limit on one criterion bench's median.
+/// A limit on one criterion bench's median: in nanoseconds (`max_ns`), or as a multiple of
+/// another bench's median from the same run (`ratio_to` + `max_ratio`, e.g. a provider's
+/// verify against the raw HMAC floor), or both.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StageBudget {
     name: String,
     bench: String,
-    max_ns: f64,
+    max_ns: Option<f64>,
+    ratio_to: Option<String>,
+    max_ratio: Option<f64>,
 }
 
 /// Limits on one load scenario's result.
@@ -162,7 +166,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             let ids: Vec<String> = budgets
                 .stage
                 .iter()
-                .map(|s| regex_escape(&s.bench))
+                .flat_map(|s| std::iter::once(&s.bench).chain(s.ratio_to.as_ref()))
+                .map(|bench| regex_escape(bench))
                 .collect();
             cmd.arg(format!("^({})$", ids.join("|")));
         }
@@ -179,15 +184,44 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
 
     let mut rows = Vec::new();
     for s in &budgets.stage {
-        let (measured, verdict) = match median_ns(&target, &s.bench) {
-            Some(m) => (human_ns(m), if m <= s.max_ns { "PASS" } else { "FAIL" }),
-            None => ("no result".into(), "MISSING"),
+        let Some(m) = median_ns(&target, &s.bench) else {
+            rows.push(Row {
+                name: format!("{} (`{}`, median)", s.name, s.bench),
+                measured: "no result".into(),
+                limit: "-".into(),
+                verdict: "MISSING",
+            });
+            continue;
         };
+        let mut measured = vec![human_ns(m)];
+        let mut limits = Vec::new();
+        let (mut fail, mut missing) = (false, false);
+        if let Some(max) = s.max_ns {
+            limits.push(format!("≤ {}", human_ns(max)));
+            fail |= m > max;
+        }
+        if let (Some(base), Some(max)) = (&s.ratio_to, s.max_ratio) {
+            match median_ns(&target, base) {
+                Some(b) if b > 0.0 => {
+                    measured.push(format!("{:.2}× `{base}` ({})", m / b, human_ns(b)));
+                    fail |= m / b > max;
+                }
+                _ => {
+                    measured.push(format!("no `{base}` result"));
+                    missing = true;
+                }
+            }
+            limits.push(format!("≤ {max}× `{base}`"));
+        }
         rows.push(Row {
             name: format!("{} (`{}`, median)", s.name, s.bench),
-            measured,
-            limit: format!("≤ {}", human_ns(s.max_ns)),
-            verdict,
+            measured: measured.join(", "),
+            limit: limits.join(", "),
+            verdict: match (fail, missing) {
+                (true, _) => "FAIL",
+                (false, true) => "MISSING",
+                (false, false) => "PASS",
+            },
         });
     }
 

@@ -28,6 +28,16 @@ use http::header::AsHeaderName;
 use http::{HeaderMap, HeaderName};
 use ring::{hmac, rand};
 
+/// A `&'static HeaderName` made at compile time from a lowercase literal, usable in a
+/// `const` (a provider's `SigHeader`): a lookup by a prepared name only hashes it, where a
+/// lookup by `&str` parses and lowercases the name on every request.
+macro_rules! header_name {
+    ($name:literal) => {{
+        static NAME: ::http::HeaderName = ::http::HeaderName::from_static($name);
+        &NAME
+    }};
+}
+
 pub mod catalog;
 pub mod providers;
 mod spec;
@@ -357,6 +367,10 @@ pub enum Keys {
     Ed25519(Vec<Ed25519PublicKey>),
     /// ECDSA P-256 public keys, uncompressed points (`04 || x || y`).
     EcdsaP256(Vec<[u8; 65]>),
+    /// HMAC keys, and for each secret a SHA-256 context that has absorbed it (schemes
+    /// that also accept an unkeyed `SHA-256(secret + …)`, HubSpot's v1/v2): the request
+    /// path clones the context instead of keeping the secret's text.
+    HmacAndDigest(Vec<hmac::Key>, Vec<ring::digest::Context>),
 }
 
 impl Keys {
@@ -376,6 +390,7 @@ impl Keys {
             Keys::Tokens(t) => t.tags.len(),
             Keys::Ed25519(k) => k.len(),
             Keys::EcdsaP256(k) => k.len(),
+            Keys::HmacAndDigest(k, _) => k.len(),
         }
     }
 }
@@ -490,7 +505,16 @@ impl Verifier {
     /// The HMAC keys (empty if this verifier holds another kind).
     pub fn hmac_keys(&self) -> &[hmac::Key] {
         match &self.keys {
-            Keys::Hmac(k) => k,
+            Keys::Hmac(k) | Keys::HmacAndDigest(k, _) => k,
+            _ => &[],
+        }
+    }
+
+    /// The SHA-256 contexts that have absorbed each secret (empty if this verifier holds
+    /// another kind of key).
+    pub(crate) fn secret_digests(&self) -> &[ring::digest::Context] {
+        match &self.keys {
+            Keys::HmacAndDigest(_, d) => d,
             _ => &[],
         }
     }
@@ -609,60 +633,88 @@ const MAX_B64_LEN: usize = MAX_SIG_LEN.div_ceil(3) * 4;
 /// `Malformed`, so a request cannot make the verifier run an unbounded number of MACs.
 pub(crate) const MAX_SIG_ENTRIES: usize = 16;
 
-/// Judges a list of signature entries the multi-signature way, before any MAC is
-/// computed: `sigs` yields, for each entry of a version the scheme supports, its encoded
-/// signature, and `decode` turns one into bytes (`None`: it does not decode). `entries`
-/// is the total number of entries, every version counted.
-///
-/// `Malformed` when there are more than [`MAX_SIG_ENTRIES`] entries, or when supported
-/// entries were offered and none decodes; `Invalid` when no supported entry was offered
-/// (nothing we accept was sent); `Ok` otherwise. An entry that does not decode beside
-/// one that does is skipped, not fatal: a spec's own multi-signature form may carry
-/// entries this verifier cannot read.
-pub(crate) fn scan_entries<'s, const N: usize>(
-    entries: usize,
-    sigs: impl Iterator<Item = &'s str>,
-    decode: impl Fn(&str, &mut [u8; N]) -> Option<usize>,
-) -> Result<(), VerifyError> {
-    if entries > MAX_SIG_ENTRIES {
-        return Err(VerifyError::Malformed);
-    }
-    let mut offered = false;
-    for text in sigs {
-        offered = true;
-        if decode(text, &mut [0u8; N]).is_some() {
-            return Ok(());
+/// The decoded signatures of one header's supported entries, on the stack: each entry
+/// is decoded once, and each key's tag (one MAC per key, whatever the number of
+/// entries) is compared in constant time against all of them.
+pub(crate) struct Sigs<const N: usize> {
+    sigs: [[u8; N]; MAX_SIG_ENTRIES],
+    len: usize,
+    count: usize,
+}
+
+impl<const N: usize> Sigs<N> {
+    /// No signature yet.
+    pub(crate) fn new() -> Sigs<N> {
+        Sigs {
+            sigs: [[0u8; N]; MAX_SIG_ENTRIES],
+            len: 0,
+            count: 0,
         }
     }
-    if offered {
-        Err(VerifyError::Malformed)
-    } else {
+
+    /// Reads a list of signature entries the multi-signature way, before any MAC is
+    /// computed, in one pass: `entries` yields one item per entry of the header (every
+    /// version counted), `Some(encoded signature)` for an entry of a version the scheme
+    /// supports, `None` for any other; `decode` turns one signature into bytes (`None`: it
+    /// does not decode).
+    ///
+    /// `Malformed` when there are more than [`MAX_SIG_ENTRIES`] entries, or when supported
+    /// entries were offered and none decodes. An entry that does not decode beside one
+    /// that does is skipped, not fatal: a spec's own multi-signature form may carry
+    /// entries this verifier cannot read. When no supported entry was offered the list is
+    /// empty and [`Sigs::matches`] says `Invalid` (nothing we accept was sent).
+    pub(crate) fn read<'s>(
+        &mut self,
+        entries: impl Iterator<Item = Option<&'s str>>,
+        decode: impl Fn(&str, &mut [u8; N]) -> Option<usize>,
+    ) -> Result<(), VerifyError> {
+        let mut offered = false;
+        for (index, entry) in entries.enumerate() {
+            if index >= MAX_SIG_ENTRIES {
+                return Err(VerifyError::Malformed);
+            }
+            let Some(text) = entry else { continue };
+            offered = true;
+            let Some(slot) = self.sigs.get_mut(self.count) else {
+                continue;
+            };
+            if let Some(len) = decode(text, slot) {
+                self.len = len;
+                self.count += 1;
+            }
+        }
+        if offered && self.count == 0 {
+            return Err(VerifyError::Malformed);
+        }
+        Ok(())
+    }
+
+    /// Whether any decoded entry equals any of `tags` (pulled lazily, one per key; none
+    /// is computed when the list is empty). Every entry is compared for each tag, in
+    /// constant time.
+    pub(crate) fn matches<T: AsRef<[u8]>>(
+        &self,
+        tags: impl Iterator<Item = T>,
+    ) -> Result<(), VerifyError> {
+        let sigs = self.sigs.get(..self.count).unwrap_or_default();
+        if sigs.is_empty() {
+            return Err(VerifyError::Invalid);
+        }
+        for tag in tags {
+            let hit = sigs.iter().fold(false, |hit, sig| {
+                hit | sig
+                    .get(..self.len)
+                    .is_some_and(|sig| ct_eq(tag.as_ref(), sig))
+            });
+            if hit {
+                return Ok(());
+            }
+        }
         Err(VerifyError::Invalid)
     }
 }
 
-/// After [`scan_entries`]: whether any decodable entry equals any of `tags` (computed
-/// lazily, one per key, so each key costs one MAC whatever the number of entries).
-pub(crate) fn match_entries<'s, const N: usize, T: AsRef<[u8]>>(
-    sigs: impl Iterator<Item = &'s str> + Clone,
-    decode: impl Fn(&str, &mut [u8; N]) -> Option<usize>,
-    tags: impl Iterator<Item = T>,
-) -> Result<(), VerifyError> {
-    for tag in tags {
-        for text in sigs.clone() {
-            let mut buf = [0u8; N];
-            let Some(n) = decode(text, &mut buf) else {
-                continue;
-            };
-            if buf.get(..n).is_some_and(|sig| ct_eq(tag.as_ref(), sig)) {
-                return Ok(());
-            }
-        }
-    }
-    Err(VerifyError::Invalid)
-}
-
-/// A [`scan_entries`] decoder for hex signatures of exactly `len` bytes.
+/// A [`Sigs::read`] decoder for hex signatures of exactly `len` bytes.
 pub(crate) fn hex_entry<const N: usize>(
     len: usize,
 ) -> impl Fn(&str, &mut [u8; N]) -> Option<usize> {
@@ -672,7 +724,7 @@ pub(crate) fn hex_entry<const N: usize>(
     }
 }
 
-/// A [`scan_entries`] decoder for padded standard base64 of exactly `len` bytes.
+/// A [`Sigs::read`] decoder for padded standard base64 of exactly `len` bytes.
 pub(crate) fn b64_entry(len: usize) -> impl Fn(&str, &mut B64Buf) -> Option<usize> {
     move |text, buf| decode_b64_exact(text, len, buf).ok().map(<[u8]>::len)
 }
@@ -1168,38 +1220,45 @@ mod tests {
 
     #[test]
     fn entry_lists_skip_what_they_cannot_read_and_are_capped() {
-        let hex = |s: &[&'static str]| {
-            let list = s.to_vec();
-            let n = list.len();
-            (n, list)
-        };
         let good = "00".repeat(32);
         let decode = hex_entry::<32>(32);
-        let (n, list) = hex(&["zz", "0"]);
+        let read = |list: &[Option<&str>]| {
+            let mut sigs = Sigs::<32>::new();
+            sigs.read(list.iter().copied(), &decode).map(|()| sigs)
+        };
         assert_eq!(
-            scan_entries(n, list.iter().copied(), &decode),
-            Err(VerifyError::Malformed),
+            read(&[Some("zz"), Some("0")]).err(),
+            Some(VerifyError::Malformed),
             "none decodes"
         );
+        let none_offered = read(&[None, None]).unwrap();
         assert_eq!(
-            scan_entries(0, std::iter::empty(), &decode),
+            none_offered.matches([[0u8; 32]].iter()),
             Err(VerifyError::Invalid),
             "none offered"
         );
-        let list = ["zz", good.as_str()];
-        assert_eq!(scan_entries(2, list.iter().copied(), &decode), Ok(()));
+        let two = read(&[Some("zz"), Some(good.as_str())]).unwrap();
+        assert_eq!(two.matches([[0u8; 32]].iter()), Ok(()));
+        assert_eq!(two.matches([[1u8; 32]].iter()), Err(VerifyError::Invalid));
         assert_eq!(
-            scan_entries(MAX_SIG_ENTRIES + 1, list.iter().copied(), &decode),
-            Err(VerifyError::Malformed),
+            two.matches([[1u8; 32], [0u8; 32]].iter()),
+            Ok(()),
+            "the second key's tag"
+        );
+        let mut other = [0u8; 32];
+        other[31] = 7;
+        let other_hex = hex::encode(other);
+        let both = read(&[Some(other_hex.as_str()), None, Some(good.as_str())]).unwrap();
+        assert_eq!(both.matches([other].iter()), Ok(()), "the first entry");
+        assert_eq!(both.matches([[0u8; 32]].iter()), Ok(()), "the last entry");
+        let mut at_cap = vec![None; MAX_SIG_ENTRIES - 1];
+        at_cap.push(Some(good.as_str()));
+        assert!(read(&at_cap).is_ok(), "at the cap");
+        at_cap.insert(0, None);
+        assert_eq!(
+            read(&at_cap).err(),
+            Some(VerifyError::Malformed),
             "too many"
-        );
-        assert_eq!(
-            match_entries(list.iter().copied(), &decode, [[0u8; 32]].iter()),
-            Ok(())
-        );
-        assert_eq!(
-            match_entries(list.iter().copied(), &decode, [[1u8; 32]].iter()),
-            Err(VerifyError::Invalid)
         );
     }
 

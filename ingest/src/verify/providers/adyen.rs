@@ -288,6 +288,42 @@ mod tests {
         }
     }
 
+    /// adyen-node-api-library's own vectors (Adyen/adyen-node-api-library,
+    /// `src/__tests__/hmacValidator.spec.ts` at 3b84a18: key `DFB1EB54…AB00`, the
+    /// REPORT_AVAILABLE item signed `ZNBPtI+o…DRE=` and the item with event code `EVENT`
+    /// signed `ipnxGCaU…ntIc=`), verbatim, as the notifications Adyen would post.
+    #[test]
+    fn adyen_node_sdk_vectors() {
+        const SDK_KEY: &str = "DFB1EB5485895CFA84146406857104ABB4CBCABDC8AAF103A624C8F6A3EAAB00";
+        let v = verifier(super::PROVIDER, &[SDK_KEY]);
+        let body = |event: &str, sig: &str| {
+            serde_json::json!({"live": "false", "notificationItems": [{"NotificationRequestItem": {
+                "pspReference": "pspReference",
+                "originalReference": "originalReference",
+                "merchantAccountCode": "merchantAccount",
+                "merchantReference": "reference",
+                "amount": {"currency": "EUR", "value": 1000},
+                "eventCode": event,
+                "eventDate": "2019-09-21T11:45:24.637Z",
+                "paymentMethod": "VISA",
+                "reason": "reason",
+                "success": "true",
+                "additionalData": {"hmacSignature": sig}
+            }}]})
+            .to_string()
+            .into_bytes()
+        };
+        let h = http::HeaderMap::new();
+        let report = "ZNBPtI+oDyyRrLyD1XirkKnQgIAlFc07Vj27TeHsDRE=";
+        assert_eq!(v.verify(&h, &body("REPORT_AVAILABLE", report), NOW), Ok(()));
+        let event = "ipnxGCaUZ4l8TUW75a71/ghd2Fe5ffvX0pV4TLTntIc=";
+        assert_eq!(v.verify(&h, &body("EVENT", event), NOW), Ok(()));
+        assert_eq!(
+            v.verify(&h, &body("EVENT", report), NOW),
+            Err(VerifyError::Invalid)
+        );
+    }
+
     #[test]
     fn the_signing_string_keeps_empty_fields() {
         let item: serde_json::Value = serde_json::from_slice(&notification("x", 1130, false)).unwrap();

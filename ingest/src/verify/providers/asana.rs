@@ -17,12 +17,14 @@ use super::common::{no_body_handover, BodyHmac, LearnedBodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Answer, Defaults, Early, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&LearnedBodyHmac {
+static SPEC: LearnedBodyHmac = LearnedBodyHmac {
     hook: HOOK,
     from_request: handover,
     from_body: no_body_handover,
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);
 
 const HOOK: BodyHmac = BodyHmac {
     name: "asana",
@@ -36,6 +38,7 @@ const HOOK: BodyHmac = BodyHmac {
     },
     sig: SigHeader {
         header: "X-Hook-Signature",
+        name: header_name!("x-hook-signature"),
         prefix: "",
         encoding: SigEncoding::Hex,
         algorithm: HmacAlgorithm::Sha256,

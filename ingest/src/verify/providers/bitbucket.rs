@@ -12,8 +12,7 @@ use super::common::{BodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&BodyHmac {
+static SPEC: BodyHmac = BodyHmac {
     name: "bitbucket",
     aliases: &[],
     about: About {
@@ -25,6 +24,7 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
     },
     sig: SigHeader {
         header: "X-Hub-Signature",
+        name: header_name!("x-hub-signature"),
         prefix: "sha256=",
         encoding: SigEncoding::Hex,
         algorithm: HmacAlgorithm::Sha256,
@@ -38,7 +38,10 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
             Some(FieldSpec::header("x-event-key")),
         )
     },
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -10,7 +10,7 @@
 //! Delivery id `BOX-DELIVERY-ID`; event type: the body's `trigger`.
 
 use base64::Engine as _;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use ring::hmac;
 
 use crate::extract::FieldSpec;
@@ -26,13 +26,18 @@ pub const PROVIDER: Provider = Provider::of(&BoxCom);
 const PRIMARY: &str = "BOX-SIGNATURE-PRIMARY";
 const SECONDARY: &str = "BOX-SIGNATURE-SECONDARY";
 const TS: &str = "BOX-DELIVERY-TIMESTAMP";
+static PRIMARY_NAME: HeaderName = HeaderName::from_static("box-signature-primary");
+static SECONDARY_NAME: HeaderName = HeaderName::from_static("box-signature-secondary");
+static TS_NAME: HeaderName = HeaderName::from_static("box-delivery-timestamp");
+static VERSION_NAME: HeaderName = HeaderName::from_static("box-signature-version");
+static ALGORITHM_NAME: HeaderName = HeaderName::from_static("box-signature-algorithm");
 
 struct BoxCom;
 
 /// `Ok(None)` when the header is absent; its decoded tag otherwise.
 fn tag_of<'b>(
     headers: &HeaderMap,
-    name: &str,
+    name: &HeaderName,
     buf: &'b mut B64Buf,
 ) -> Result<Option<&'b [u8]>, VerifyError> {
     match header_str(headers, name) {
@@ -43,7 +48,7 @@ fn tag_of<'b>(
 }
 
 /// An optional header that, when present, must hold exactly `expected`.
-fn optional_is(headers: &HeaderMap, name: &str, expected: &str) -> Result<(), VerifyError> {
+fn optional_is(headers: &HeaderMap, name: &HeaderName, expected: &str) -> Result<(), VerifyError> {
     match header_str(headers, name) {
         Err(VerifyError::Missing) => Ok(()),
         Ok(v) if v == expected => Ok(()),
@@ -77,15 +82,15 @@ impl ProviderSpec for BoxCom {
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
         let headers = req.headers;
         let (mut b1, mut b2): (B64Buf, B64Buf) = ([0u8; MAX_SIG_LEN + 8], [0u8; MAX_SIG_LEN + 8]);
-        let primary = tag_of(headers, PRIMARY, &mut b1)?;
-        let secondary = tag_of(headers, SECONDARY, &mut b2)?;
+        let primary = tag_of(headers, &PRIMARY_NAME, &mut b1)?;
+        let secondary = tag_of(headers, &SECONDARY_NAME, &mut b2)?;
         if primary.is_none() && secondary.is_none() {
             return Err(VerifyError::Missing);
         }
-        let ts_text = header_str(headers, TS)?;
+        let ts_text = header_str(headers, &TS_NAME)?;
         let timestamp = parse_rfc3339(ts_text)?;
-        optional_is(headers, "BOX-SIGNATURE-VERSION", "1")?;
-        optional_is(headers, "BOX-SIGNATURE-ALGORITHM", "HmacSHA256")?;
+        optional_is(headers, &VERSION_NAME, "1")?;
+        optional_is(headers, &ALGORITHM_NAME, "HmacSHA256")?;
         check_tolerance(timestamp, req.now, v.tolerance_secs())?;
         let matched = v.hmac_keys().iter().any(|key| {
             let tag = hmac_parts(key, &[req.body, ts_text.as_bytes()]);
@@ -102,7 +107,7 @@ impl ProviderSpec for BoxCom {
     }
 
     fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        headers.contains_key(PRIMARY) || headers.contains_key(SECONDARY)
+        headers.contains_key(&PRIMARY_NAME) || headers.contains_key(&SECONDARY_NAME)
     }
 
     /// The headers with the primary signature only (one key given).
@@ -141,8 +146,9 @@ mod tests {
     use crate::verify::test_support::*;
     use crate::verify::VerifyError;
 
-    /// The sample of Box's Python SDK unit test `test_validate_message` (also the sample
-    /// event of box/samples' "box-node-webhook-to-lambda-sample"): keys
+    /// Box's published sample, verbatim as in box/box-node-sdk `docs/webhooks.md` at 7dcf9c2
+    /// ("Validate a Webhook Message", checked against that file; also Box's Python SDK
+    /// unit test `test_validate_message`, from memory — not checked): keys
     /// `SamplePrimaryKey` / `SampleSecondaryKey`, the body as compact JSON, timestamp
     /// 2020-01-01T00:00:00-07:00.
     const BODY: &[u8] = br#"{"type":"webhook_event","webhook":{"id":"1234567890"},"trigger":"FILE.UPLOADED","source":{"id":"1234567890","type":"file","name":"Test.txt"}}"#;

@@ -9,8 +9,7 @@ use super::common::StripeLike;
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, Provider};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&StripeLike {
+static SPEC: StripeLike = StripeLike {
     name: "calendly",
     about: About {
         headers: &["Calendly-Webhook-Signature"],
@@ -20,5 +19,9 @@ pub const PROVIDER: Provider = Provider::of(&StripeLike {
         docs: "https://developer.calendly.com/api-docs/overview/webhooks/webhook-signatures",
     },
     header: "Calendly-Webhook-Signature",
+    header_name: header_name!("calendly-webhook-signature"),
     defaults: || Defaults::new(FieldSpec::BodyHash, Some(FieldSpec::pointer("/event"))),
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

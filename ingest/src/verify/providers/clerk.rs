@@ -8,9 +8,11 @@
 use super::standard_webhooks::Named;
 use crate::verify::Provider;
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&Named {
+static SPEC: Named = Named {
     name: "clerk",
     docs: "https://clerk.com/docs/reference/backend/verify-webhook",
     secret: "the endpoint's signing secret (`whsec_…`, CLERK_WEBHOOK_SIGNING_SECRET)",
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

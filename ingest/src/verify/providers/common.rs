@@ -4,27 +4,32 @@
 //!
 //! * [`BodyHmac`]: one header holding `prefix` + hex/base64 HMAC of the body (GitHub's
 //!   shape: Bitbucket, Lemon Squeezy, Razorpay, Typeform…);
-//! * [`StripeLike`]: `t=<unix>,v1=<hex>[,v1=…]` over `"{t}.{body}"` (Calendly, Mux).
+//! * [`BodyHmacWithEarly`]: the same with a handshake answered before the body (Dropbox,
+//!   Meta, WooCommerce);
+//! * [`StripeLike`]: `t=<unix>,v1=<hex>[,v1=…]` over `"{t}.{body}"` (Stripe, Calendly, Mux);
+//! * [`read_kv_header`]: one pass over a `k=v,k=v` signature header (Stripe's shape,
+//!   Paddle, PagerDuty).
 //!
 //! Every rule of the module's helpers applies: a repeated header is malformed, the tag
 //! is decoded to exactly its length before any MAC, comparisons are constant time.
 
 use base64::Engine as _;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use ring::hmac;
 
 use crate::verify::{
     check_tolerance, decode_b64_exact, decode_hex_exact, header_str, hex_entry, hmac_parts,
-    match_entries, parse_timestamp, scan_entries, About, Answer, B64Buf, Defaults, Early,
-    HmacAlgorithm, KeyError, Keys, Options, ProviderSpec, Request, SigEncoding, Verifier,
-    VerifyError, MAX_SIG_LEN,
+    parse_timestamp, About, Answer, B64Buf, Defaults, Early, HmacAlgorithm, KeyError, Keys,
+    Options, ProviderSpec, Request, SigEncoding, Sigs, Verifier, VerifyError, MAX_SIG_LEN,
 };
 
 /// A signature header: `prefix` followed by the encoded HMAC of some bytes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SigHeader {
-    /// The header, in the provider's spelling (looked up case-insensitively).
+    /// The header, in the provider's spelling (what `sign` emits).
     pub header: &'static str,
+    /// The same name, lowercase and prepared (`header_name!`), for the lookups.
+    pub name: &'static HeaderName,
     /// Literal text before the encoded tag (may be empty).
     pub prefix: &'static str,
     /// How the tag is written.
@@ -36,7 +41,7 @@ pub(crate) struct SigHeader {
 impl SigHeader {
     /// Whether the header is there (the cheap admission check).
     pub fn present(&self, headers: &HeaderMap) -> bool {
-        headers.contains_key(self.header)
+        headers.contains_key(self.name)
     }
 
     /// HMAC keys for this hash over the secrets' bytes.
@@ -50,7 +55,7 @@ impl SigHeader {
         headers: &HeaderMap,
         buf: &'b mut B64Buf,
     ) -> Result<&'b [u8], VerifyError> {
-        let value = header_str(headers, self.header)?;
+        let value = header_str(headers, self.name)?;
         self.decode_value(value, buf)
     }
 
@@ -83,14 +88,7 @@ impl SigHeader {
     ) -> Result<(), VerifyError> {
         let mut buf: B64Buf = [0u8; MAX_SIG_LEN + 8];
         let sig = self.decode(headers, &mut buf)?;
-        if keys
-            .iter()
-            .any(|key| crate::verify::ct_eq(hmac_parts(key, parts).as_ref(), sig))
-        {
-            Ok(())
-        } else {
-            Err(VerifyError::Invalid)
-        }
+        check_parts(keys, sig, parts)
     }
 
     /// The header value for the HMAC of `parts` under `secret`.
@@ -110,6 +108,23 @@ impl SigHeader {
             self.header.to_string(),
             self.value(secret.as_bytes(), parts),
         )
+    }
+}
+
+/// Checks a decoded signature against the HMAC of `parts` (concatenated, never copied)
+/// under every key, in constant time.
+pub(crate) fn check_parts(
+    keys: &[hmac::Key],
+    sig: &[u8],
+    parts: &[&[u8]],
+) -> Result<(), VerifyError> {
+    if keys
+        .iter()
+        .any(|key| crate::verify::ct_eq(hmac_parts(key, parts).as_ref(), sig))
+    {
+        Ok(())
+    } else {
+        Err(VerifyError::Invalid)
     }
 }
 
@@ -172,6 +187,64 @@ impl ProviderSpec for BodyHmac {
     }
 }
 
+/// A [`BodyHmac`] scheme with a request answered before its body is read or verified
+/// (Dropbox's and Meta's `GET` challenges, WooCommerce's creation ping): the file is the
+/// scheme's description and its `early` function.
+pub(crate) struct BodyHmacWithEarly {
+    /// The scheme.
+    pub hook: BodyHmac,
+    /// See [`ProviderSpec::early_handshake`].
+    pub early: fn(&Verifier, &Early<'_>) -> Option<Answer>,
+}
+
+impl ProviderSpec for BodyHmacWithEarly {
+    fn name(&self) -> &'static str {
+        self.hook.name
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        self.hook.aliases
+    }
+
+    fn about(&self) -> About {
+        self.hook.about
+    }
+
+    fn signs_body_only(&self) -> bool {
+        true
+    }
+
+    fn keys(&self, secrets: &[String], options: &Options) -> Result<Keys, KeyError> {
+        self.hook.keys(secrets, options)
+    }
+
+    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
+        self.hook.verify(v, req)
+    }
+
+    fn signature_present(&self, v: &Verifier, headers: &HeaderMap) -> bool {
+        self.hook.signature_present(v, headers)
+    }
+
+    fn sign(
+        &self,
+        secret: &str,
+        body: &[u8],
+        now: i64,
+        options: &Options,
+    ) -> Result<Vec<(String, String)>, KeyError> {
+        self.hook.sign(secret, body, now, options)
+    }
+
+    fn defaults(&self) -> Defaults {
+        self.hook.defaults()
+    }
+
+    fn early_handshake(&self, v: &Verifier, req: &Early<'_>) -> Option<Answer> {
+        (self.early)(v, req)
+    }
+}
+
 /// A provider with Stripe's header shape: `t=<unix seconds>,v1=<hex HMAC-SHA256>` over
 /// `"{t}.{body}"`, several `v1` allowed (one per active secret), other schemes skipped.
 pub(crate) struct StripeLike {
@@ -181,34 +254,43 @@ pub(crate) struct StripeLike {
     pub about: About,
     /// The header, in the provider's spelling.
     pub header: &'static str,
+    /// The same name, lowercase and prepared (`header_name!`), for the lookups.
+    pub header_name: &'static HeaderName,
     /// Default delivery id and event type.
     pub defaults: fn() -> Defaults,
 }
 
-/// The `t` of a `t=…,v1=…` header: exactly one.
-pub(crate) fn t_of(value: &str) -> Result<&str, VerifyError> {
-    let mut found = None;
-    for element in value.split(',') {
-        if let Some(t) = element.strip_prefix("t=") {
-            if found.is_some() {
-                return Err(VerifyError::Malformed);
-            }
-            found = Some(t);
-        }
-    }
-    found.ok_or(VerifyError::Malformed)
-}
-
-/// The values of the elements named `version` in a `k=v,k=v` list.
-pub(crate) fn elements<'a>(
+/// One pass over a `k=v<sep>k=v…` signature header (Stripe's `t=…,v1=…`, Paddle's
+/// `ts=…;h1=…`, PagerDuty's `v1=…,v1=…`): returns the value of the element `ts_key`
+/// (`Malformed` when it is repeated; `None` when absent or when there is no `ts_key`) and decodes the hex HMAC-SHA256
+/// of every element named `version` into `sigs` (see [`Sigs::read`] for the rules).
+/// Elements without `=` and other keys are skipped.
+pub(crate) fn read_kv_header<'a>(
     value: &'a str,
-    version: &'static str,
-) -> impl Iterator<Item = &'a str> + Clone {
-    value
-        .split(',')
-        .filter_map(|element| element.split_once('='))
-        .filter(move |(key, _)| *key == version)
-        .map(|(_, val)| val)
+    sep: char,
+    ts_key: Option<&str>,
+    version: &str,
+    sigs: &mut Sigs<32>,
+) -> Result<Option<&'a str>, VerifyError> {
+    let mut ts = None;
+    let mut repeated = false;
+    let entries = value.split(sep).map(|element| {
+        let (key, val) = element.split_once('=')?;
+        if key == version {
+            Some(val)
+        } else {
+            if Some(key) == ts_key {
+                repeated |= ts.is_some();
+                ts = Some(val);
+            }
+            None
+        }
+    });
+    sigs.read(entries, hex_entry::<32>(32))?;
+    if repeated {
+        return Err(VerifyError::Malformed);
+    }
+    Ok(ts)
 }
 
 impl ProviderSpec for StripeLike {
@@ -228,26 +310,24 @@ impl ProviderSpec for StripeLike {
         Ok(Keys::hmac(secrets, hmac::HMAC_SHA256))
     }
 
+    /// Reads the header once (decoding each `v1` once), judges the timestamp before any
+    /// MAC, then computes one MAC per key and compares it with every `v1`.
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let value = header_str(req.headers, self.header)?;
-        let t = t_of(value)?;
+        let value = header_str(req.headers, self.header_name)?;
+        let mut sigs = Sigs::new();
+        let t = read_kv_header(value, ',', Some("t"), "v1", &mut sigs)?
+            .ok_or(VerifyError::Malformed)?;
         let timestamp = parse_timestamp(t)?;
-        let entries = value.split(',').count();
-        let scan = scan_entries(entries, elements(value, "v1"), hex_entry::<32>(32));
-        if scan == Err(VerifyError::Malformed) {
-            return scan;
-        }
         check_tolerance(timestamp, req.now, v.tolerance_secs())?;
-        scan?;
         let tags = v
             .hmac_keys()
             .iter()
             .map(|key| hmac_parts(key, &[t.as_bytes(), b".", req.body]));
-        match_entries(elements(value, "v1"), hex_entry::<32>(32), tags)
+        sigs.matches(tags)
     }
 
     fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        headers.contains_key(self.header)
+        headers.contains_key(self.header_name)
     }
 
     fn sign(

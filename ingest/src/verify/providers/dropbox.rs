@@ -10,84 +10,51 @@
 //! A notification only says which accounts changed (`list_folder.accounts`), with no
 //! id: the body's digest is the delivery id. No worked example is published.
 
-use http::HeaderMap;
-
-use super::common::SigHeader;
+use super::common::{BodyHmac, BodyHmacWithEarly, SigHeader};
 use super::meta::echoable;
 use crate::extract::FieldSpec;
 use crate::verify::{
-    About, Answer, Defaults, Early, HmacAlgorithm, KeyError, Keys, Options, Provider,
-    ProviderSpec, Request, SigEncoding, Verifier, VerifyError,
+    About, Answer, Defaults, Early, HmacAlgorithm, Provider, SigEncoding, Verifier,
 };
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&Dropbox);
-
-const SIG: SigHeader = SigHeader {
-    header: "X-Dropbox-Signature",
-    prefix: "",
-    encoding: SigEncoding::Hex,
-    algorithm: HmacAlgorithm::Sha256,
-};
-
-struct Dropbox;
-
-impl ProviderSpec for Dropbox {
-    fn name(&self) -> &'static str {
-        "dropbox"
-    }
-
-    fn about(&self) -> About {
-        About {
+static SPEC: BodyHmacWithEarly = BodyHmacWithEarly {
+    hook: BodyHmac {
+        name: "dropbox",
+        aliases: &[],
+        about: About {
             headers: &["X-Dropbox-Signature"],
             signed: "hex HMAC-SHA256(body)",
             secret: "the app secret",
             handshakes: &["`GET ?challenge=…` (echoed as text/plain, nosniff)"],
             docs: "https://www.dropbox.com/developers/reference/webhooks",
-        }
-    }
+        },
+        sig: SigHeader {
+            header: "X-Dropbox-Signature",
+            name: header_name!("x-dropbox-signature"),
+            prefix: "",
+            encoding: SigEncoding::Hex,
+            algorithm: HmacAlgorithm::Sha256,
+        },
+        defaults: || Defaults::new(FieldSpec::BodyHash, None),
+    },
+    early: challenge,
+};
 
-    fn signs_body_only(&self) -> bool {
-        true
-    }
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);
 
-    fn keys(&self, secrets: &[String], _: &Options) -> Result<Keys, KeyError> {
-        Ok(SIG.keys(secrets))
+/// Dropbox's verification request: `GET ?challenge=…`, echoed.
+fn challenge(_: &Verifier, req: &Early<'_>) -> Option<Answer> {
+    if req.method != http::Method::GET {
+        return None;
     }
-
-    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        SIG.verify_parts(v.hmac_keys(), req.headers, &[req.body])
-    }
-
-    fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        SIG.present(headers)
-    }
-
-    fn sign(
-        &self,
-        secret: &str,
-        body: &[u8],
-        _: i64,
-        _: &Options,
-    ) -> Result<Vec<(String, String)>, KeyError> {
-        Ok(vec![SIG.sign(secret, &[body])])
-    }
-
-    fn defaults(&self) -> Defaults {
-        Defaults::new(FieldSpec::BodyHash, None)
-    }
-
-    fn early_handshake(&self, _: &Verifier, req: &Early<'_>) -> Option<Answer> {
-        if req.method != http::Method::GET {
-            return None;
-        }
-        Some(match req.param("challenge") {
-            Some(c) if echoable(&c) => Answer::text(c),
-            _ => Answer::refuse(
-                400,
-                "bad_handshake",
-                "a GET must carry ?challenge= of up to 256 characters of [A-Za-z0-9_-]",
-            ),
-        })
-    }
+    Some(match req.param("challenge") {
+        Some(c) if echoable(&c) => Answer::text(c),
+        _ => Answer::refuse(
+            400,
+            "bad_handshake",
+            "a GET must carry ?challenge= of up to 256 characters of [A-Za-z0-9_-]",
+        ),
+    })
 }
+

@@ -1,24 +1,33 @@
-//! HubSpot (v3 request signatures): `X-HubSpot-Signature-v3: <base64
-//! HMAC-SHA256(client secret, method + URI + body + timestamp)>` with
-//! `X-HubSpot-Request-Timestamp` in milliseconds; requests older than 5 minutes are to be
-//! refused (HubSpot developer docs, "Validating requests from HubSpot" → "Validate the v3
-//! request signature"). The URI is the full URL HubSpot called: the source's
-//! `public_url`, then `?` and the query string as received. Webhooks are POSTed, so the
-//! method is `POST`. (HubSpot's older v1/v2 signatures, unkeyed SHA-256 of the secret and
-//! the request, are not accepted: v3 is sent alongside them.)
+//! HubSpot request signatures (HubSpot developer docs, "Validating requests from
+//! HubSpot"). Three versions, chosen by the headers a request carries:
+//!
+//! * v3 (`X-HubSpot-Signature-v3`): base64 HMAC-SHA256(client secret, method, URI, body,
+//!   timestamp, concatenated) with `X-HubSpot-Request-Timestamp` in milliseconds; requests older than
+//!   5 minutes are to be refused. When a request carries it, only v3 is checked (HubSpot
+//!   sends the older versions beside it "for backwards compatibility", and they carry no
+//!   timestamp: a request cannot be downgraded by a wrong v3 and a right v1).
+//! * v1 and v2 (`X-HubSpot-Signature`, selected by `X-HubSpot-Signature-Version: v1|v2`):
+//!   hex SHA-256 — unkeyed — of `client secret + body` (v1, CRM webhook subscriptions) or
+//!   `client secret + method + URI + body` (v2, workflow actions and CRM cards). No
+//!   timestamp: a replay of the same body is refused by the body-digest delivery id. A
+//!   missing version header is `signature_missing`, any other version `malformed`.
+//!
+//! The URI is the full URL HubSpot called: the source's `public_url`, then `?` and the
+//! query string as received. Webhooks are POSTed, so the method is `POST`.
 //!
 //! A delivery is a JSON array of events: the body's digest is the delivery id; event
-//! type: the first event's `subscriptionType`. No worked example is published.
+//! type: the first event's `subscriptionType`. HubSpot publishes worked v1 and v2 examples
+//! (used in the tests); none for v3.
 
-use http::HeaderMap;
-use ring::hmac;
+use http::{HeaderMap, HeaderName};
+use ring::{digest, hmac};
 
-use super::common::{example_url_options, require_public_url, signed_url, SigHeader};
+use super::common::{check_parts, example_url_options, require_public_url, signed_url, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{
-    check_tolerance, header_str, parse_timestamp, About, Defaults, HmacAlgorithm, KeyError,
-    Keys, Options, Provider, ProviderSpec, Request, SigEncoding, Verifier, VerifyError,
-    MAX_SIG_LEN,
+    check_tolerance, ct_eq, decode_hex_exact, header_str, parse_timestamp, About, Defaults,
+    HmacAlgorithm, KeyError, Keys, Options, Provider, ProviderSpec, Request, SigEncoding,
+    Verifier, VerifyError, MAX_SIG_LEN,
 };
 
 /// The registry entry.
@@ -26,13 +35,72 @@ pub const PROVIDER: Provider = Provider::of(&HubSpot);
 
 const SIG: SigHeader = SigHeader {
     header: "X-HubSpot-Signature-v3",
+    name: header_name!("x-hubspot-signature-v3"),
     prefix: "",
     encoding: SigEncoding::Base64,
     algorithm: HmacAlgorithm::Sha256,
 };
 const TS: &str = "X-HubSpot-Request-Timestamp";
+static TS_NAME: HeaderName = HeaderName::from_static("x-hubspot-request-timestamp");
+static LEGACY_NAME: HeaderName = HeaderName::from_static("x-hubspot-signature");
+static VERSION_NAME: HeaderName = HeaderName::from_static("x-hubspot-signature-version");
 
 struct HubSpot;
+
+/// The v1/v2 hash: `ctx` has absorbed the client secret; v2 adds the method and the URI
+/// (as pieces, never copied), then the body.
+fn legacy_digest(
+    ctx: &digest::Context,
+    v2: Option<(&[u8], &[&[u8]])>,
+    body: &[u8],
+) -> digest::Digest {
+    let mut ctx = ctx.clone();
+    if let Some((method, uri)) = v2 {
+        ctx.update(method);
+        for piece in uri {
+            ctx.update(piece);
+        }
+    }
+    ctx.update(body);
+    ctx.finish()
+}
+
+fn verify_v3(v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
+    let ts_text = header_str(req.headers, &TS_NAME)?;
+    let ms = parse_timestamp(ts_text)?;
+    let mut buf = [0u8; MAX_SIG_LEN + 8];
+    let sig = SIG.decode(req.headers, &mut buf)?;
+    check_tolerance(ms / 1000, req.now, v.tolerance_secs())?;
+    let [url, sep, query] = signed_url(v, req.query)?;
+    check_parts(
+        v.hmac_keys(),
+        sig,
+        &[b"POST", url, sep, query, req.body, ts_text.as_bytes()],
+    )
+}
+
+fn verify_legacy(v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
+    let value = header_str(req.headers, &LEGACY_NAME)?;
+    let version = header_str(req.headers, &VERSION_NAME)?;
+    let v2 = match version {
+        "v1" => false,
+        "v2" => true,
+        _ => return Err(VerifyError::Malformed),
+    };
+    let mut sig = [0u8; 32];
+    decode_hex_exact(value, &mut sig)?;
+    let [url, sep, query] = signed_url(v, req.query)?;
+    let request_line: (&[u8], &[&[u8]]) = (b"POST", &[url, sep, query]);
+    let matched = v.secret_digests().iter().any(|ctx| {
+        let hash = legacy_digest(ctx, v2.then_some(request_line), req.body);
+        ct_eq(hash.as_ref(), &sig)
+    });
+    if matched {
+        Ok(())
+    } else {
+        Err(VerifyError::Invalid)
+    }
+}
 
 impl ProviderSpec for HubSpot {
     fn name(&self) -> &'static str {
@@ -41,8 +109,8 @@ impl ProviderSpec for HubSpot {
 
     fn about(&self) -> About {
         About {
-            headers: &["X-HubSpot-Signature-v3", TS],
-            signed: "base64 HMAC-SHA256(\"POST\" + `public_url`?query + body + timestamp ms)",
+            headers: &["X-HubSpot-Signature-v3", TS, "X-HubSpot-Signature(-Version)"],
+            signed: "v3: base64 HMAC-SHA256(\"POST\" + `public_url`?query + body + timestamp ms); v1/v2: hex SHA-256(secret + [\"POST\" + URI +] body)",
             secret: "the app's client secret",
             handshakes: &[],
             docs: "https://developers.hubspot.com/docs/apps/legacy-apps/authentication/validating-requests",
@@ -59,27 +127,34 @@ impl ProviderSpec for HubSpot {
 
     fn keys(&self, secrets: &[String], options: &Options) -> Result<Keys, KeyError> {
         require_public_url(options)?;
-        Ok(Keys::hmac(secrets, hmac::HMAC_SHA256))
+        let digests = secrets
+            .iter()
+            .map(|s| {
+                let mut ctx = digest::Context::new(&digest::SHA256);
+                ctx.update(s.as_bytes());
+                ctx
+            })
+            .collect();
+        let Keys::Hmac(hmac_keys) = Keys::hmac(secrets, hmac::HMAC_SHA256) else {
+            return Err(KeyError::NoSecrets);
+        };
+        Ok(Keys::HmacAndDigest(hmac_keys, digests))
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let ts_text = header_str(req.headers, TS)?;
-        let ms = parse_timestamp(ts_text)?;
-        let mut buf = [0u8; MAX_SIG_LEN + 8];
-        SIG.decode(req.headers, &mut buf)?;
-        check_tolerance(ms / 1000, req.now, v.tolerance_secs())?;
-        let [url, sep, query] = signed_url(v, req.query)?;
-        SIG.verify_parts(
-            v.hmac_keys(),
-            req.headers,
-            &[b"POST", url, sep, query, req.body, ts_text.as_bytes()],
-        )
+        if req.headers.contains_key(SIG.name) {
+            verify_v3(v, req)
+        } else {
+            verify_legacy(v, req)
+        }
     }
 
     fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        SIG.present(headers)
+        SIG.present(headers) || headers.contains_key(&LEGACY_NAME)
     }
 
+    /// The v3 headers (what HubSpot sends today; the older versions are checked only
+    /// when v3 is absent).
     fn sign(
         &self,
         secret: &str,
@@ -141,5 +216,130 @@ mod tests {
         assert_eq!(v.verify_request(&req(Some("a=1&b=%20"))), Ok(()));
         assert_eq!(v.verify_request(&req(Some("a=1"))), Err(VerifyError::Invalid));
         assert_eq!(v.verify_request(&req(None)), Err(VerifyError::Invalid));
+    }
+    /// HubSpot's own v1 example ("Validate requests using the v1 request signature",
+    /// https://developers.hubspot.com/docs/apps/legacy-apps/authentication/validating-requests,
+    /// also https://developers.hubspot.com/docs/faq/v1-request-validation), verbatim.
+    const DOC_SECRET: &str = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy";
+    const DOC_V1_BODY: &[u8] = br#"[{"eventId":1,"subscriptionId":12345,"portalId":62515,"occurredAt":1564113600000,"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123,"changeSource":"CRM","changeFlag":"NEW","appId":54321}]"#;
+    const DOC_V1_HASH: &str = "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de";
+
+    fn legacy(sig: &str, version: &str) -> http::HeaderMap {
+        header_map(&[
+            ("X-HubSpot-Signature".into(), sig.into()),
+            ("X-HubSpot-Signature-Version".into(), version.into()),
+        ])
+    }
+
+    #[test]
+    fn hubspots_v1_example_verifies() {
+        let v = verifier(super::PROVIDER, &["another-secret", DOC_SECRET]);
+        assert_eq!(v.verify(&legacy(DOC_V1_HASH, "v1"), DOC_V1_BODY, NOW), Ok(()));
+        assert_eq!(
+            v.verify(&legacy(&DOC_V1_HASH.to_uppercase(), "v1"), DOC_V1_BODY, NOW),
+            Ok(()),
+            "hex of either case"
+        );
+        assert_eq!(
+            v.verify(&legacy(DOC_V1_HASH, "v1"), &flip_bit(DOC_V1_BODY), NOW),
+            Err(VerifyError::Invalid)
+        );
+        assert_eq!(
+            v.verify(&legacy(&flip_char(DOC_V1_HASH, 5), "v1"), DOC_V1_BODY, NOW),
+            Err(VerifyError::Invalid)
+        );
+        assert_eq!(
+            v.verify(&legacy(DOC_V1_HASH, "v2"), DOC_V1_BODY, NOW),
+            Err(VerifyError::Invalid),
+            "as v2 the method and URI are signed too"
+        );
+        let other = verifier(super::PROVIDER, &["another-secret"]);
+        assert_eq!(
+            other.verify(&legacy(DOC_V1_HASH, "v1"), DOC_V1_BODY, NOW),
+            Err(VerifyError::Invalid)
+        );
+    }
+
+    /// HubSpot's v2 example is a GET with no body
+    /// (https://developers.hubspot.com/docs/faq/v2-request-validation), verbatim: the hash
+    /// function itself against it.
+    #[test]
+    fn hubspots_v2_example_hashes_as_published() {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(DOC_SECRET.as_bytes());
+        let uri: &[&[u8]] = &[b"https://www.example.com/webhook_uri"];
+        let hash = super::legacy_digest(&ctx, Some((b"GET", uri)), b"");
+        assert_eq!(
+            hex::encode(hash.as_ref()),
+            "eee2dddcc73c94d699f5e395f4b9d454a069a6855fbfa152e91e88823087200e"
+        );
+    }
+
+    /// A v2 POST: secret + "POST" + the URL with its query as received + body, by hand.
+    #[test]
+    fn v2_signs_method_uri_and_body() {
+        let v = verifier(super::PROVIDER, &[DOC_SECRET]);
+        let text = format!(
+            "{DOC_SECRET}POSThttps://hooks.example.com/hooks/hubspot?a=1{}",
+            std::str::from_utf8(DOC_V1_BODY).unwrap()
+        );
+        let sig = hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()));
+        let h = legacy(&sig, "v2");
+        let req = |query| Request {
+            headers: &h,
+            body: DOC_V1_BODY,
+            query,
+            now: NOW,
+        };
+        assert_eq!(v.verify_request(&req(Some("a=1"))), Ok(()));
+        assert_eq!(v.verify_request(&req(Some("a=2"))), Err(VerifyError::Invalid));
+        assert_eq!(v.verify_request(&req(None)), Err(VerifyError::Invalid));
+    }
+
+    #[test]
+    fn legacy_headers_are_judged_strictly() {
+        let v = verifier(super::PROVIDER, &[DOC_SECRET]);
+        let sig_only = header_map(&[("X-HubSpot-Signature".into(), DOC_V1_HASH.into())]);
+        assert!(v.signature_present(&sig_only));
+        assert_eq!(
+            v.verify(&sig_only, DOC_V1_BODY, NOW),
+            Err(VerifyError::Missing),
+            "no version header"
+        );
+        for version in ["v3", "V1", "1", "v1 "] {
+            assert_eq!(
+                v.verify(&legacy(DOC_V1_HASH, version), DOC_V1_BODY, NOW),
+                Err(VerifyError::Malformed),
+                "{version:?}"
+            );
+        }
+        for sig in [&DOC_V1_HASH[..62], "zz", &format!("{DOC_V1_HASH}00")] {
+            assert_eq!(
+                v.verify(&legacy(sig, "v1"), DOC_V1_BODY, NOW),
+                Err(VerifyError::Malformed),
+                "{sig:?}"
+            );
+        }
+        assert!(!v.signature_present(&http::HeaderMap::new()));
+    }
+
+    /// With a v3 signature present only v3 counts: a right v1 beside a wrong v3 is refused
+    /// (the older versions carry no timestamp).
+    #[test]
+    fn a_v3_header_rules_out_the_legacy_versions() {
+        let v = verifier(super::PROVIDER, &[DOC_SECRET]);
+        let mut h = legacy(DOC_V1_HASH, "v1");
+        h.insert("x-hubspot-signature-v3", "AAAA".parse().unwrap());
+        h.insert("x-hubspot-request-timestamp", (NOW * 1000).to_string().parse().unwrap());
+        assert_eq!(v.verify(&h, DOC_V1_BODY, NOW), Err(VerifyError::Malformed));
+        let good = signed_by(super::PROVIDER, DOC_SECRET, DOC_V1_BODY, NOW);
+        let mut h = header_map(&good);
+        h.insert(
+            "x-hubspot-signature-v3",
+            flip_char(&value_of(&good, "X-HubSpot-Signature-v3"), 3).parse().unwrap(),
+        );
+        h.insert("x-hubspot-signature", DOC_V1_HASH.parse().unwrap());
+        h.insert("x-hubspot-signature-version", "v1".parse().unwrap());
+        assert_eq!(v.verify(&h, DOC_V1_BODY, NOW), Err(VerifyError::Invalid));
     }
 }

@@ -7,8 +7,7 @@ use super::common::{BodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&BodyHmac {
+static SPEC: BodyHmac = BodyHmac {
     name: "intercom",
     aliases: &[],
     about: About {
@@ -20,9 +19,13 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
     },
     sig: SigHeader {
         header: "X-Hub-Signature",
+        name: header_name!("x-hub-signature"),
         prefix: "sha1=",
         encoding: SigEncoding::Hex,
         algorithm: HmacAlgorithm::Sha1,
     },
     defaults: || Defaults::new(FieldSpec::pointer("/id"), Some(FieldSpec::pointer("/topic"))),
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

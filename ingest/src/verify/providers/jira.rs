@@ -10,8 +10,7 @@ use super::common::{BodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&BodyHmac {
+static SPEC: BodyHmac = BodyHmac {
     name: "jira",
     aliases: &[],
     about: About {
@@ -23,9 +22,13 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
     },
     sig: SigHeader {
         header: "X-Hub-Signature",
+        name: header_name!("x-hub-signature"),
         prefix: "sha256=",
         encoding: SigEncoding::Hex,
         algorithm: HmacAlgorithm::Sha256,
     },
     defaults: || Defaults::new(FieldSpec::header("x-atlassian-webhook-identifier"), Some(FieldSpec::pointer("/webhookEvent"))),
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

@@ -7,8 +7,7 @@ use super::common::{BodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&BodyHmac {
+static SPEC: BodyHmac = BodyHmac {
     name: "lemon-squeezy",
     aliases: &[],
     about: About {
@@ -20,9 +19,13 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
     },
     sig: SigHeader {
         header: "X-Signature",
+        name: header_name!("x-signature"),
         prefix: "",
         encoding: SigEncoding::Hex,
         algorithm: HmacAlgorithm::Sha256,
     },
     defaults: || Defaults::new(FieldSpec::BodyHash, Some(FieldSpec::header("x-event-name"))),
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

@@ -9,8 +9,7 @@ use super::common::{BodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&BodyHmac {
+static SPEC: BodyHmac = BodyHmac {
     name: "linear",
     aliases: &[],
     about: About {
@@ -22,6 +21,7 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
     },
     sig: SigHeader {
         header: "Linear-Signature",
+        name: header_name!("linear-signature"),
         prefix: "",
         encoding: SigEncoding::Hex,
         algorithm: HmacAlgorithm::Sha256,
@@ -32,4 +32,7 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
             Some(FieldSpec::header("linear-event")),
         )
     },
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

@@ -15,115 +15,78 @@
 //! body); event type: the body's `object` (`page`, `whatsapp_business_account`,
 //! `instagram`…).
 
-use http::HeaderMap;
 use ring::digest;
 
-use super::common::SigHeader;
+use super::common::{BodyHmac, BodyHmacWithEarly, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{
-    ct_eq, About, Answer, Defaults, Early, HmacAlgorithm, KeyError, Keys, Options, Provider,
-    ProviderSpec, Request, SigEncoding, Verifier, VerifyError,
+    ct_eq, About, Answer, Defaults, Early, HmacAlgorithm, Provider, SigEncoding, Verifier,
 };
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&Meta);
-
-const SIG: SigHeader = SigHeader {
-    header: "X-Hub-Signature-256",
-    prefix: "sha256=",
-    encoding: SigEncoding::Hex,
-    algorithm: HmacAlgorithm::Sha256,
-};
-
-/// The longest challenge echoed back.
-const MAX_CHALLENGE: usize = 256;
-
-struct Meta;
-
-impl ProviderSpec for Meta {
-    fn name(&self) -> &'static str {
-        "meta"
-    }
-
-    fn aliases(&self) -> &'static [&'static str] {
-        &["facebook", "whatsapp", "instagram", "messenger"]
-    }
-
-    fn about(&self) -> About {
-        About {
+static SPEC: BodyHmacWithEarly = BodyHmacWithEarly {
+    hook: BodyHmac {
+        name: "meta",
+        aliases: &["facebook", "whatsapp", "instagram", "messenger"],
+        about: About {
             headers: &["X-Hub-Signature-256"],
             signed: "`sha256=` + hex HMAC-SHA256(body)",
             secret: "the app secret (`verify_token`: the token typed in the subscription)",
             handshakes: &["`GET ?hub.mode=subscribe&hub.verify_token=…` (challenge echoed; 403 on a wrong token)"],
             docs: "https://developers.facebook.com/docs/graph-api/webhooks/getting-started",
-        }
-    }
+        },
+        sig: SigHeader {
+            header: "X-Hub-Signature-256",
+            name: header_name!("x-hub-signature-256"),
+            prefix: "sha256=",
+            encoding: SigEncoding::Hex,
+            algorithm: HmacAlgorithm::Sha256,
+        },
+        defaults: || Defaults::new(FieldSpec::BodyHash, Some(FieldSpec::pointer("/object"))),
+    },
+    early: subscribe,
+};
 
-    fn signs_body_only(&self) -> bool {
-        true
-    }
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);
 
-    fn keys(&self, secrets: &[String], _: &Options) -> Result<Keys, KeyError> {
-        Ok(SIG.keys(secrets))
-    }
+/// The longest challenge echoed back.
+const MAX_CHALLENGE: usize = 256;
 
-    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        SIG.verify_parts(v.hmac_keys(), req.headers, &[req.body])
+/// Meta's verification request (see the module documentation).
+fn subscribe(v: &Verifier, req: &Early<'_>) -> Option<Answer> {
+    if req.method != http::Method::GET {
+        return None;
     }
-
-    fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        SIG.present(headers)
+    let refused = Answer::refuse(
+        403,
+        "verify_token_mismatch",
+        "hub.verify_token does not match the source's verify_token",
+    );
+    if req.param("hub.mode").as_deref() != Some("subscribe") {
+        return Some(Answer::refuse(
+            400,
+            "bad_handshake",
+            "a GET must be a subscription handshake (hub.mode=subscribe)",
+        ));
     }
-
-    fn sign(
-        &self,
-        secret: &str,
-        body: &[u8],
-        _: i64,
-        _: &Options,
-    ) -> Result<Vec<(String, String)>, KeyError> {
-        Ok(vec![SIG.sign(secret, &[body])])
+    let (Some(expected), Some(presented)) =
+        (&v.options().verify_token, req.param("hub.verify_token"))
+    else {
+        return Some(refused);
+    };
+    // Digests first, so the comparison is over equal lengths whatever was sent.
+    let a = digest::digest(&digest::SHA256, expected.as_bytes());
+    let b = digest::digest(&digest::SHA256, presented.as_bytes());
+    if !ct_eq(a.as_ref(), b.as_ref()) {
+        return Some(refused);
     }
-
-    fn defaults(&self) -> Defaults {
-        Defaults::new(FieldSpec::BodyHash, Some(FieldSpec::pointer("/object")))
-    }
-
-    fn early_handshake(&self, v: &Verifier, req: &Early<'_>) -> Option<Answer> {
-        if req.method != http::Method::GET {
-            return None;
-        }
-        let refused = Answer::refuse(
-            403,
-            "verify_token_mismatch",
-            "hub.verify_token does not match the source's verify_token",
-        );
-        if req.param("hub.mode").as_deref() != Some("subscribe") {
-            return Some(Answer::refuse(
-                400,
-                "bad_handshake",
-                "a GET must be a subscription handshake (hub.mode=subscribe)",
-            ));
-        }
-        let (Some(expected), Some(presented)) =
-            (&v.options().verify_token, req.param("hub.verify_token"))
-        else {
-            return Some(refused);
-        };
-        // Digests first, so the comparison is over equal lengths whatever was sent.
-        let a = digest::digest(&digest::SHA256, expected.as_bytes());
-        let b = digest::digest(&digest::SHA256, presented.as_bytes());
-        if !ct_eq(a.as_ref(), b.as_ref()) {
-            return Some(refused);
-        }
-        match req.param("hub.challenge") {
-            Some(c) if echoable(&c) => Some(Answer::text(c)),
-            _ => Some(Answer::refuse(
-                400,
-                "bad_handshake",
-                "hub.challenge is missing, too long or not [A-Za-z0-9_-]",
-            )),
-        }
+    match req.param("hub.challenge") {
+        Some(c) if echoable(&c) => Some(Answer::text(c)),
+        _ => Some(Answer::refuse(
+            400,
+            "bad_handshake",
+            "hub.challenge is missing, too long or not [A-Za-z0-9_-]",
+        )),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::verify::{
 pub const PROVIDER: Provider = Provider::of(&Mollie);
 
 const SIG: &str = "X-Mollie-Signature";
+static SIG_NAME: http::HeaderName = http::HeaderName::from_static("x-mollie-signature");
 
 struct Mollie;
 
@@ -48,7 +49,7 @@ impl ProviderSpec for Mollie {
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let value = header_str(req.headers, SIG)?;
+        let value = header_str(req.headers, &SIG_NAME)?;
         let hex_sig = value.strip_prefix("sha256=").unwrap_or(value);
         let mut sig = [0u8; 32];
         decode_hex_exact(hex_sig, &mut sig)?;
@@ -64,7 +65,7 @@ impl ProviderSpec for Mollie {
     }
 
     fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        headers.contains_key(SIG)
+        headers.contains_key(&SIG_NAME)
     }
 
     fn sign(

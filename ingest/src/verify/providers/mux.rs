@@ -8,8 +8,7 @@ use super::common::StripeLike;
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, Provider};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&StripeLike {
+static SPEC: StripeLike = StripeLike {
     name: "mux",
     about: About {
         headers: &["Mux-Signature"],
@@ -19,5 +18,9 @@ pub const PROVIDER: Provider = Provider::of(&StripeLike {
         docs: "https://www.mux.com/docs/core/verify-webhook-signatures",
     },
     header: "Mux-Signature",
+    header_name: header_name!("mux-signature"),
     defaults: || Defaults::new(FieldSpec::pointer("/id"), Some(FieldSpec::pointer("/type"))),
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

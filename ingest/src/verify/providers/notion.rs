@@ -23,12 +23,14 @@ use super::common::{no_request_handover, BodyHmac, LearnedBodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Answer, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&LearnedBodyHmac {
+static SPEC: LearnedBodyHmac = LearnedBodyHmac {
     hook: HOOK,
     from_request: no_request_handover,
     from_body: handover,
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);
 
 const HOOK: BodyHmac = BodyHmac {
     name: "notion",
@@ -42,6 +44,7 @@ const HOOK: BodyHmac = BodyHmac {
     },
     sig: SigHeader {
         header: "X-Notion-Signature",
+        name: header_name!("x-notion-signature"),
         prefix: "sha256=",
         encoding: SigEncoding::Hex,
         algorithm: HmacAlgorithm::Sha256,
@@ -57,7 +60,7 @@ const MAX_HANDSHAKE_BODY: usize = 1024;
 /// The verification request: an unsigned body holding only the token.
 fn handover(headers: &HeaderMap, body: &[u8]) -> Option<(String, Answer)> {
     // The verification request is unsigned and holds nothing but the token.
-    if headers.contains_key(HOOK.sig.header) || body.len() > MAX_HANDSHAKE_BODY {
+    if headers.contains_key(HOOK.sig.name) || body.len() > MAX_HANDSHAKE_BODY {
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;

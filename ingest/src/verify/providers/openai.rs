@@ -6,9 +6,11 @@
 use super::standard_webhooks::Named;
 use crate::verify::Provider;
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&Named {
+static SPEC: Named = Named {
     name: "openai",
     docs: "https://platform.openai.com/docs/guides/webhooks",
     secret: "the endpoint's signing secret (`whsec_…`, OPENAI_WEBHOOK_SECRET)",
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

@@ -13,26 +13,19 @@ use http::HeaderMap;
 use ring::hmac;
 
 use crate::extract::FieldSpec;
+use super::common::read_kv_header;
 use crate::verify::{
-    check_tolerance, header_str, hex_entry, hmac_parts, match_entries, parse_timestamp,
-    scan_entries, About, Defaults, KeyError, Keys, Options, Provider, ProviderSpec, Request,
-    Verifier, VerifyError,
+    check_tolerance, header_str, hmac_parts, parse_timestamp, About, Defaults, KeyError, Keys,
+    Options, Provider, ProviderSpec, Request, Sigs, Verifier, VerifyError,
 };
 
 /// The registry entry.
 pub const PROVIDER: Provider = Provider::of(&Paddle);
 
 const SIG: &str = "Paddle-Signature";
+static SIG_NAME: http::HeaderName = http::HeaderName::from_static("paddle-signature");
 
 struct Paddle;
-
-fn elements<'a>(value: &'a str, key: &'static str) -> impl Iterator<Item = &'a str> + Clone {
-    value
-        .split(';')
-        .filter_map(|e| e.split_once('='))
-        .filter(move |(k, _)| *k == key)
-        .map(|(_, v)| v)
-}
 
 impl ProviderSpec for Paddle {
     fn name(&self) -> &'static str {
@@ -58,29 +51,21 @@ impl ProviderSpec for Paddle {
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let value = header_str(req.headers, SIG)?;
-        let mut ts = elements(value, "ts");
-        let ts_text = ts.next().ok_or(VerifyError::Malformed)?;
-        if ts.next().is_some() {
-            return Err(VerifyError::Malformed);
-        }
+        let value = header_str(req.headers, &SIG_NAME)?;
+        let mut sigs = Sigs::new();
+        let ts_text =
+            read_kv_header(value, ';', Some("ts"), "h1", &mut sigs)?.ok_or(VerifyError::Malformed)?;
         let timestamp = parse_timestamp(ts_text)?;
-        let entries = value.split(';').count();
-        let scan = scan_entries(entries, elements(value, "h1"), hex_entry::<32>(32));
-        if scan == Err(VerifyError::Malformed) {
-            return scan;
-        }
         check_tolerance(timestamp, req.now, v.tolerance_secs())?;
-        scan?;
         let tags = v
             .hmac_keys()
             .iter()
             .map(|key| hmac_parts(key, &[ts_text.as_bytes(), b":", req.body]));
-        match_entries(elements(value, "h1"), hex_entry::<32>(32), tags)
+        sigs.matches(tags)
     }
 
     fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        headers.contains_key(SIG)
+        headers.contains_key(&SIG_NAME)
     }
 
     fn sign(

@@ -9,17 +9,18 @@
 use http::HeaderMap;
 use ring::hmac;
 
-use super::common::elements;
+use super::common::read_kv_header;
 use crate::extract::FieldSpec;
 use crate::verify::{
-    header_str, hex_entry, match_entries, scan_entries, About, Defaults, KeyError, Keys,
-    Options, Provider, ProviderSpec, Request, Verifier, VerifyError,
+    header_str, About, Defaults, KeyError, Keys, Options, Provider, ProviderSpec, Request,
+    Sigs, Verifier, VerifyError,
 };
 
 /// The registry entry.
 pub const PROVIDER: Provider = Provider::of(&PagerDuty);
 
 const SIG: &str = "X-PagerDuty-Signature";
+static SIG_NAME: http::HeaderName = http::HeaderName::from_static("x-pagerduty-signature");
 
 struct PagerDuty;
 
@@ -47,15 +48,15 @@ impl ProviderSpec for PagerDuty {
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let value = header_str(req.headers, SIG)?;
-        let entries = value.split(',').count();
-        scan_entries(entries, elements(value, "v1"), hex_entry::<32>(32))?;
+        let value = header_str(req.headers, &SIG_NAME)?;
+        let mut sigs = Sigs::new();
+        read_kv_header(value, ',', None, "v1", &mut sigs)?;
         let tags = v.hmac_keys().iter().map(|key| hmac::sign(key, req.body));
-        match_entries(elements(value, "v1"), hex_entry::<32>(32), tags)
+        sigs.matches(tags)
     }
 
     fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        headers.contains_key(SIG)
+        headers.contains_key(&SIG_NAME)
     }
 
     fn sign(

@@ -7,8 +7,7 @@ use super::common::{BodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&BodyHmac {
+static SPEC: BodyHmac = BodyHmac {
     name: "razorpay",
     aliases: &[],
     about: About {
@@ -20,9 +19,13 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
     },
     sig: SigHeader {
         header: "X-Razorpay-Signature",
+        name: header_name!("x-razorpay-signature"),
         prefix: "",
         encoding: SigEncoding::Hex,
         algorithm: HmacAlgorithm::Sha256,
     },
     defaults: || Defaults::new(FieldSpec::header("x-razorpay-event-id"), Some(FieldSpec::pointer("/event"))),
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

@@ -6,9 +6,11 @@
 use super::standard_webhooks::Named;
 use crate::verify::Provider;
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&Named {
+static SPEC: Named = Named {
     name: "resend",
     docs: "https://resend.com/docs/webhooks/verify-webhooks-requests",
     secret: "the webhook's signing secret (`whsec_…`)",
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

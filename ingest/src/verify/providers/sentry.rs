@@ -9,8 +9,7 @@ use super::common::{BodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&BodyHmac {
+static SPEC: BodyHmac = BodyHmac {
     name: "sentry",
     aliases: &[],
     about: About {
@@ -22,9 +21,13 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
     },
     sig: SigHeader {
         header: "Sentry-Hook-Signature",
+        name: header_name!("sentry-hook-signature"),
         prefix: "",
         encoding: SigEncoding::Hex,
         algorithm: HmacAlgorithm::Sha256,
     },
     defaults: || Defaults::new(FieldSpec::header("request-id"), Some(FieldSpec::header("sentry-hook-resource"))),
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

@@ -20,6 +20,7 @@ pub const PROVIDER: Provider = Provider::of(&Square);
 
 const SIG: SigHeader = SigHeader {
     header: "x-square-hmacsha256-signature",
+    name: header_name!("x-square-hmacsha256-signature"),
     prefix: "",
     encoding: SigEncoding::Base64,
     algorithm: HmacAlgorithm::Sha256,

@@ -25,13 +25,12 @@
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use ring::{digest, hmac};
 
 use crate::extract::FieldSpec;
 use crate::verify::{
-    b64_entry, check_tolerance, header_str, hmac_parts, match_entries, parse_timestamp,
-    scan_entries, About, Defaults, KeyError, Keys, Options, Provider, ProviderSpec, Request, SecretKind,
+    b64_entry, check_tolerance, header_str, hmac_parts, parse_timestamp, Sigs, About, Defaults, KeyError, Keys, Options, Provider, ProviderSpec, Request, SecretKind,
     Verifier, VerifyError,
 };
 
@@ -205,25 +204,25 @@ pub(crate) fn keys(secrets: &[String]) -> Result<Keys, KeyError> {
 }
 
 struct Names {
-    id: &'static str,
-    timestamp: &'static str,
-    signature: &'static str,
+    id: &'static HeaderName,
+    timestamp: &'static HeaderName,
+    signature: &'static HeaderName,
 }
 
 const WEBHOOK: Names = Names {
-    id: "webhook-id",
-    timestamp: "webhook-timestamp",
-    signature: "webhook-signature",
+    id: header_name!("webhook-id"),
+    timestamp: header_name!("webhook-timestamp"),
+    signature: header_name!("webhook-signature"),
 };
 
 const SVIX: Names = Names {
-    id: "svix-id",
-    timestamp: "svix-timestamp",
-    signature: "svix-signature",
+    id: header_name!("svix-id"),
+    timestamp: header_name!("svix-timestamp"),
+    signature: header_name!("svix-signature"),
 };
 
 fn names(headers: &HeaderMap) -> &'static Names {
-    let webhook = [WEBHOOK.id, WEBHOOK.timestamp, WEBHOOK.signature];
+    let webhook = [WEBHOOK.signature, WEBHOOK.id, WEBHOOK.timestamp];
     if webhook.iter().any(|name| headers.contains_key(*name)) {
         &WEBHOOK
     } else {
@@ -231,21 +230,19 @@ fn names(headers: &HeaderMap) -> &'static Names {
     }
 }
 
-/// The base64 parts of the `v1` entries.
-fn v1_entries(value: &str) -> impl Iterator<Item = &str> + Clone {
-    entries(value)
-        .filter_map(|entry| entry.split_once(','))
-        .filter(|(version, _)| *version == "v1")
-        .map(|(_, sig)| sig)
-}
-
-fn entries(value: &str) -> impl Iterator<Item = &str> + Clone {
-    value.split(' ').filter(|e| !e.is_empty())
+/// Every entry of the header, as the base64 part of a `v1` entry or `None` for any other.
+fn v1_entries(value: &str) -> impl Iterator<Item = Option<&str>> {
+    value.split(' ').filter(|e| !e.is_empty()).map(|entry| {
+        entry
+            .split_once(',')
+            .filter(|(version, _)| *version == "v1")
+            .map(|(_, sig)| sig)
+    })
 }
 
 /// Whether either family's signature header is there.
 pub(crate) fn signature_present(headers: &HeaderMap) -> bool {
-    headers.contains_key("webhook-signature") || headers.contains_key("svix-signature")
+    headers.contains_key(WEBHOOK.signature) || headers.contains_key(SVIX.signature)
 }
 
 /// Checks the timestamp, then every `v1` entry against every key.
@@ -255,16 +252,13 @@ pub(crate) fn verify(v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError>
     let ts_text = header_str(req.headers, names.timestamp)?;
     let sig_value = header_str(req.headers, names.signature)?;
     let timestamp = parse_timestamp(ts_text)?;
-    let scan = scan_entries(entries(sig_value).count(), v1_entries(sig_value), b64_entry(32));
-    if scan == Err(VerifyError::Malformed) {
-        return scan;
-    }
+    let mut sigs = Sigs::new();
+    sigs.read(v1_entries(sig_value), b64_entry(32))?;
     check_tolerance(timestamp, req.now, v.tolerance_secs())?;
-    scan?;
     let tags = v.hmac_keys().iter().map(|key| {
         hmac_parts(key, &[id.as_bytes(), b".", ts_text.as_bytes(), b".", req.body])
     });
-    match_entries(v1_entries(sig_value), b64_entry(32), tags)
+    sigs.matches(tags)
 }
 
 /// The headers a Standard Webhooks sender would emit for `body` at `now`.

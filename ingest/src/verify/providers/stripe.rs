@@ -15,108 +15,26 @@
 //!   accept, which to the caller is the same as a signature that does not match (the
 //!   Stripe libraries also treat it as a verification failure rather than a parse error).
 
-use http::HeaderMap;
-use ring::hmac;
-
+use super::common::StripeLike;
 use crate::extract::FieldSpec;
-use crate::verify::{
-    check_tolerance, header_str, hex_entry, hmac_parts, match_entries, parse_timestamp,
-    scan_entries, About, Defaults, KeyError, Keys, Options, Provider, ProviderSpec, Request,
-    Verifier, VerifyError,
+use crate::verify::{About, Defaults, Provider};
+
+static SPEC: StripeLike = StripeLike {
+    name: "stripe",
+    about: About {
+        headers: &["Stripe-Signature"],
+        signed: "`t=<unix>,v1=<hex>`: HMAC-SHA256(t + \".\" + body); any `v1` may match",
+        secret: "the endpoint's signing secret (`whsec_…`, used as text)",
+        handshakes: &[],
+        docs: "https://docs.stripe.com/webhooks#verify-manually",
+    },
+    header: "Stripe-Signature",
+    header_name: header_name!("stripe-signature"),
+    defaults: || Defaults::new(FieldSpec::pointer("/id"), Some(FieldSpec::pointer("/type"))),
 };
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&Stripe);
-
-static HEADER: http::HeaderName = http::HeaderName::from_static("stripe-signature");
-
-struct Stripe;
-
-/// The `t` value of the header: exactly one `t=` element.
-fn timestamp(value: &str) -> Result<&str, VerifyError> {
-    let mut found = None;
-    for element in value.split(',') {
-        if let Some(t) = element.strip_prefix("t=") {
-            if found.is_some() {
-                return Err(VerifyError::Malformed);
-            }
-            found = Some(t);
-        }
-    }
-    found.ok_or(VerifyError::Malformed)
-}
-
-/// The `v1` signatures of a header. Re-splitting the string keeps the request path
-/// allocation-free.
-fn v1_signatures(value: &str) -> impl Iterator<Item = &str> + Clone {
-    value
-        .split(',')
-        .filter_map(|element| element.split_once('='))
-        .filter(|(key, _)| *key == "v1")
-        .map(|(_, val)| val)
-}
-
-impl ProviderSpec for Stripe {
-    fn name(&self) -> &'static str {
-        "stripe"
-    }
-
-    fn about(&self) -> About {
-        About {
-            headers: &["Stripe-Signature"],
-            signed: "`t=<unix>,v1=<hex>`: HMAC-SHA256(t + \".\" + body); any `v1` may match",
-            secret: "the endpoint's signing secret (`whsec_…`, used as text)",
-            handshakes: &[],
-            docs: "https://docs.stripe.com/webhooks#verify-manually",
-        }
-    }
-
-    fn timestamped(&self) -> bool {
-        true
-    }
-
-    fn keys(&self, secrets: &[String], _: &Options) -> Result<Keys, KeyError> {
-        Ok(Keys::hmac(secrets, hmac::HMAC_SHA256))
-    }
-
-    /// Checks the header's timestamp, then every `v1` against every key.
-    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let value = header_str(req.headers, &HEADER)?;
-        let t = timestamp(value)?;
-        let timestamp = parse_timestamp(t)?;
-        let entries = value.split(',').count();
-        let scan = scan_entries(entries, v1_signatures(value), hex_entry::<32>(32));
-        if scan == Err(VerifyError::Malformed) {
-            return scan;
-        }
-        check_tolerance(timestamp, req.now, v.tolerance_secs())?;
-        scan?;
-        let tags = v
-            .hmac_keys()
-            .iter()
-            .map(|key| hmac_parts(key, &[t.as_bytes(), b".", req.body]));
-        match_entries(v1_signatures(value), hex_entry::<32>(32), tags)
-    }
-
-    fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        headers.contains_key(&HEADER)
-    }
-
-    /// The header Stripe would send for `body` at `now`.
-    fn sign(&self, secret: &str, body: &[u8], now: i64, _: &Options) -> Result<Vec<(String, String)>, KeyError> {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-        let t = now.to_string();
-        let tag = hmac_parts(&key, &[t.as_bytes(), b".", body]);
-        Ok(vec![(
-            "Stripe-Signature".to_string(),
-            format!("t={t},v1={}", hex::encode(tag.as_ref())),
-        )])
-    }
-
-    fn defaults(&self) -> Defaults {
-        Defaults::new(FieldSpec::pointer("/id"), Some(FieldSpec::pointer("/type")))
-    }
-}
+/// The registry entry: Stripe's is the shape [`StripeLike`] is named after.
+pub const PROVIDER: Provider = Provider::of(&SPEC);
 
 #[cfg(test)]
 #[allow(

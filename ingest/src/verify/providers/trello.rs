@@ -25,6 +25,7 @@ pub const PROVIDER: Provider = Provider::of(&Trello);
 
 const SIG: SigHeader = SigHeader {
     header: "X-Trello-Webhook",
+    name: header_name!("x-trello-webhook"),
     prefix: "",
     encoding: SigEncoding::Base64,
     algorithm: HmacAlgorithm::Sha1,

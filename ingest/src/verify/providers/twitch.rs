@@ -28,6 +28,11 @@ const ID: &str = "Twitch-Eventsub-Message-Id";
 const TS: &str = "Twitch-Eventsub-Message-Timestamp";
 const SIG: &str = "Twitch-Eventsub-Message-Signature";
 const TYPE: &str = "Twitch-Eventsub-Message-Type";
+static ID_NAME: http::HeaderName = http::HeaderName::from_static("twitch-eventsub-message-id");
+static TS_NAME: http::HeaderName =
+    http::HeaderName::from_static("twitch-eventsub-message-timestamp");
+static SIG_NAME: http::HeaderName =
+    http::HeaderName::from_static("twitch-eventsub-message-signature");
 
 struct Twitch;
 
@@ -62,9 +67,9 @@ impl ProviderSpec for Twitch {
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let id = header_str(req.headers, ID)?;
-        let ts_text = header_str(req.headers, TS)?;
-        let sig_value = header_str(req.headers, SIG)?;
+        let id = header_str(req.headers, &ID_NAME)?;
+        let ts_text = header_str(req.headers, &TS_NAME)?;
+        let sig_value = header_str(req.headers, &SIG_NAME)?;
         let timestamp = parse_rfc3339(ts_text)?;
         let sig_hex = sig_value
             .strip_prefix("sha256=")
@@ -84,7 +89,7 @@ impl ProviderSpec for Twitch {
     }
 
     fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        headers.contains_key(SIG)
+        headers.contains_key(&SIG_NAME)
     }
 
     /// Twitch's message id is a UUID; the signer derives one from the body and time so

@@ -6,8 +6,7 @@ use super::common::{BodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&BodyHmac {
+static SPEC: BodyHmac = BodyHmac {
     name: "typeform",
     aliases: &[],
     about: About {
@@ -19,6 +18,7 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
     },
     sig: SigHeader {
         header: "Typeform-Signature",
+        name: header_name!("typeform-signature"),
         prefix: "sha256=",
         encoding: SigEncoding::Base64,
         algorithm: HmacAlgorithm::Sha256,
@@ -29,7 +29,10 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
             Some(FieldSpec::pointer("/event_type")),
         )
     },
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

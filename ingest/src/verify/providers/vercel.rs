@@ -6,8 +6,7 @@ use super::common::{BodyHmac, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{About, Defaults, HmacAlgorithm, Provider, SigEncoding};
 
-/// The registry entry.
-pub const PROVIDER: Provider = Provider::of(&BodyHmac {
+static SPEC: BodyHmac = BodyHmac {
     name: "vercel",
     aliases: &[],
     about: About {
@@ -19,9 +18,13 @@ pub const PROVIDER: Provider = Provider::of(&BodyHmac {
     },
     sig: SigHeader {
         header: "x-vercel-signature",
+        name: header_name!("x-vercel-signature"),
         prefix: "",
         encoding: SigEncoding::Hex,
         algorithm: HmacAlgorithm::Sha1,
     },
     defaults: || Defaults::new(FieldSpec::pointer("/id"), Some(FieldSpec::pointer("/type"))),
-});
+};
+
+/// The registry entry.
+pub const PROVIDER: Provider = Provider::of(&SPEC);

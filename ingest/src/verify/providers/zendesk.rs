@@ -11,7 +11,7 @@
 use http::HeaderMap;
 use ring::hmac;
 
-use super::common::SigHeader;
+use super::common::{check_parts, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{
     check_tolerance, header_str, parse_rfc3339, About, Defaults, HmacAlgorithm, KeyError, Keys,
@@ -23,11 +23,14 @@ pub const PROVIDER: Provider = Provider::of(&Zendesk);
 
 const SIG: SigHeader = SigHeader {
     header: "X-Zendesk-Webhook-Signature",
+    name: header_name!("x-zendesk-webhook-signature"),
     prefix: "",
     encoding: SigEncoding::Base64,
     algorithm: HmacAlgorithm::Sha256,
 };
 const TS: &str = "X-Zendesk-Webhook-Signature-Timestamp";
+static TS_NAME: http::HeaderName =
+    http::HeaderName::from_static("x-zendesk-webhook-signature-timestamp");
 
 struct Zendesk;
 
@@ -55,13 +58,13 @@ impl ProviderSpec for Zendesk {
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let ts_text = header_str(req.headers, TS)?;
+        let ts_text = header_str(req.headers, &TS_NAME)?;
         let timestamp = parse_rfc3339(ts_text)?;
         // Decode the signature before judging the time, so a garbled header says so.
         let mut buf = [0u8; crate::verify::MAX_SIG_LEN + 8];
-        SIG.decode(req.headers, &mut buf)?;
+        let sig = SIG.decode(req.headers, &mut buf)?;
         check_tolerance(timestamp, req.now, v.tolerance_secs())?;
-        SIG.verify_parts(v.hmac_keys(), req.headers, &[ts_text.as_bytes(), req.body])
+        check_parts(v.hmac_keys(), sig, &[ts_text.as_bytes(), req.body])
     }
 
     fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {

@@ -28,13 +28,15 @@ pub const PROVIDER: Provider = Provider::of(&Zoom);
 
 const SIG: &str = "x-zm-signature";
 const TS: &str = "x-zm-request-timestamp";
+static SIG_NAME: http::HeaderName = http::HeaderName::from_static(SIG);
+static TS_NAME: http::HeaderName = http::HeaderName::from_static(TS);
 
 struct Zoom;
 
 /// The `v0` tag the headers carry, and the timestamp text, after the cheap checks.
 fn parse(headers: &HeaderMap) -> Result<([u8; 32], &str, i64), VerifyError> {
-    let sig_value = header_str(headers, SIG)?;
-    let ts_text = header_str(headers, TS)?;
+    let sig_value = header_str(headers, &SIG_NAME)?;
+    let ts_text = header_str(headers, &TS_NAME)?;
     let timestamp = parse_timestamp(ts_text)?;
     let sig_hex = sig_value
         .strip_prefix("v0=")
@@ -86,7 +88,7 @@ impl ProviderSpec for Zoom {
     }
 
     fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
-        headers.contains_key(SIG)
+        headers.contains_key(&SIG_NAME)
     }
 
     fn sign(
