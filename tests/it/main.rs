@@ -8,9 +8,9 @@
 mod admission;
 mod chat_errors;
 mod chat_lib;
-mod deploy;
 mod console;
 mod console_browser;
+mod deploy;
 mod dispatch;
 mod edge;
 mod fakes;
