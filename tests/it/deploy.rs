@@ -272,7 +272,11 @@ fn hookgate_check(path: &Path) -> (String, PathBuf) {
         WITHIN,
     );
     let t = text(&out);
-    assert!(out.status.success(), "hookgate check {}:\n{t}", path.display());
+    assert!(
+        out.status.success(),
+        "hookgate check {}:\n{t}",
+        path.display()
+    );
     (t, path.to_path_buf())
 }
 

@@ -8,9 +8,10 @@
 mod admission;
 mod chat_errors;
 mod chat_lib;
-mod deploy;
 mod console;
 mod console_browser;
+mod console_kafka;
+mod deploy;
 mod dispatch;
 mod edge;
 mod fakes;

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use hookgate_proto::{Event, Ulid};
 use hookgate_sinks::dispatch::{self, Selection};
+use hookgate_sinks::log::Position;
+use hookgate_sinks::Log;
 use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -21,7 +23,7 @@ use serde_json::{json, Value};
 use super::auth;
 use super::pages;
 use super::stats::{self, parse_prometheus, quantile, Sample};
-use super::Console;
+use super::{logread, Console, EventMeta};
 
 /// Largest request body the console reads (login form, replay requests).
 const MAX_BODY: usize = 64 * 1024;
@@ -407,38 +409,83 @@ fn parse_id(id: &str) -> Result<Ulid, Response<Full<Bytes>>> {
     })
 }
 
-/// Reads event `id` back from the log (the spool: from `hint`, else from its oldest record).
-async fn read_back(c: &Arc<Console>, id: Ulid, hint: Option<u64>) -> Option<Event> {
-    let spool = c.log.spool()?.clone();
+/// Reads event `id` back from the log: at the position the index has for it (one Kafka
+/// record, or one spool record), else from the quarantine or by scanning the spool. `Err`
+/// says why the body is unavailable.
+async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Result<Event, String> {
+    let position = meta.map_or(Position::Unknown, |m| m.position);
+    match position {
+        Position::Kafka { partition, offset } => {
+            let topic = meta
+                .map(|m| m.topic.clone())
+                .unwrap_or_else(|| Arc::from(""));
+            let c2 = c.clone();
+            let t = topic.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                c2.kafka_reader
+                    .as_ref()
+                    .map(|k| k.read(&t, partition, offset, id, logread::READ_WAIT))
+            })
+            .await;
+            return match read {
+                Ok(Some(Ok(ev))) => Ok(ev),
+                Ok(Some(Err(e))) => Err(format!(
+                    "cannot read it back from Kafka ({topic} partition {partition} offset {offset}): {e}"
+                )),
+                Ok(None) | Err(_) => Err("the Kafka read-back failed".to_owned()),
+            };
+        }
+        Position::Spool(offset) => {
+            let Some(spool) = c.log.spool().cloned() else {
+                return Err("this log has no spool".to_owned());
+            };
+            let read = tokio::task::spawn_blocking(move || spool.read(offset, 1)).await;
+            return match read {
+                Ok(Ok((records, _))) => records
+                    .into_iter()
+                    .find(|(at, ev)| *at == offset && ev.id == id)
+                    .map(|(_, ev)| ev)
+                    .ok_or_else(|| "the spool no longer holds this event".to_owned()),
+                _ => Err("the spool could not be read".to_owned()),
+            };
+        }
+        Position::Quarantine | Position::Unknown => {}
+    }
+    if let Some(q) = c.log.quarantine().cloned() {
+        if let Ok(Some(e)) = tokio::task::spawn_blocking(move || q.get(&id)).await {
+            return Ok(e.event);
+        }
+    }
+    let Some(spool) = c.log.spool().cloned() else {
+        return Err(match (&c.log, meta) {
+            (Log::Discard, _) => "the log keeps no events (discard mode)",
+            (_, Some(_)) => "the log did not report where it stored this event",
+            (_, None) => "not in the recent-events index; Kafka records are read back at the position kept there",
+        }
+        .to_owned());
+    };
+    // Not indexed: scan the spool from its oldest record.
     tokio::task::spawn_blocking(move || {
         let end = spool.end_offset();
-        let mut at = hint.unwrap_or(0).max(spool.start_offset());
-        // An event spilled later than its hint (ack = "kafka" spilling) or a stale hint:
-        // one pass from the hint, then one from the start.
-        for pass in 0..2 {
-            loop {
-                let Ok((batch, next)) = spool.read(at, SCAN_BATCH) else {
-                    break;
-                };
-                if let Some((_, ev)) = batch.into_iter().find(|(_, ev)| ev.id == id) {
-                    return Some(ev);
-                }
-                if next >= end || next <= at {
-                    break;
-                }
-                at = next;
+        let mut at = spool.start_offset();
+        loop {
+            let Ok((batch, next)) = spool.read(at, SCAN_BATCH) else {
+                break;
+            };
+            if let Some((_, ev)) = batch.into_iter().find(|(_, ev)| ev.id == id) {
+                return Some(ev);
             }
-            if pass == 0 && hint.is_some() {
-                at = spool.start_offset();
-            } else {
+            if next >= end || next <= at {
                 break;
             }
+            at = next;
         }
         None
     })
     .await
     .ok()
     .flatten()
+    .ok_or_else(|| "the log no longer holds this event".to_owned())
 }
 
 fn redacted_headers<'a>(
@@ -456,14 +503,26 @@ fn redacted_headers<'a>(
         .collect()
 }
 
+/// Where the log put an event, as the API shows it.
+fn stored_at(p: Position) -> Value {
+    match p {
+        Position::Kafka { partition, offset } => {
+            json!({"log": "kafka", "partition": partition, "offset": offset})
+        }
+        Position::Spool(offset) => json!({"log": "spool", "offset": offset}),
+        Position::Quarantine => json!({"log": "quarantine"}),
+        Position::Unknown => Value::Null,
+    }
+}
+
 async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
     let id = match parse_id(id) {
         Ok(i) => i,
         Err(r) => return r,
     };
     let meta = c.events.newest_first().into_iter().find(|e| e.id == id);
-    let stored = read_back(c, id, meta.as_ref().and_then(|m| m.spool_hint)).await;
-    if meta.is_none() && stored.is_none() {
+    let stored = read_back(c, id, meta.as_deref()).await;
+    if meta.is_none() && stored.is_err() {
         return error(
             StatusCode::NOT_FOUND,
             "event_not_found",
@@ -472,7 +531,7 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
     }
     let mut v = match (&meta, &stored) {
         (Some(m), _) => event_summary(m),
-        (None, Some(ev)) => json!({
+        (None, Ok(ev)) => json!({
             "id": ev.id.to_string(),
             "source": &*ev.source,
             "provider": &*ev.provider,
@@ -482,28 +541,29 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
             "received_at_ms": ev.received_at_ms,
             "body_bytes": ev.body.len(),
         }),
-        (None, None) => Value::Null,
+        (None, Err(_)) => Value::Null,
     };
     let headers = match (&meta, &stored) {
         (Some(m), _) => {
             redacted_headers(c, m.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
         }
-        (None, Some(ev)) => redacted_headers(
+        (None, Ok(ev)) => redacted_headers(
             c,
             ev.kept_headers
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_ref())),
         ),
-        (None, None) => Vec::new(),
+        (None, Err(_)) => Vec::new(),
     };
     v["headers"] = json!(headers);
-    v["headers_from"] = json!(if meta.is_some() {
+    v["headers_from"] = json!(if meta.as_ref().is_some_and(|m| !m.from_log) {
         "memory (as received)"
     } else {
         "log (kept headers only)"
     });
+    v["stored_at"] = stored_at(meta.as_ref().map_or(Position::Unknown, |m| m.position));
     match &stored {
-        Some(ev) => {
+        Ok(ev) => {
             let pretty = serde_json::from_slice::<Value>(&ev.body)
                 .ok()
                 .and_then(|j| serde_json::to_string_pretty(&j).ok());
@@ -516,13 +576,9 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
             v["content_type"] = json!(ev.content_type);
             v["topic"] = json!(&*ev.topic);
         }
-        None => {
+        Err(why) => {
             v["body"] = Value::Null;
-            v["body_unavailable"] = json!(if c.log.spool().is_some() {
-                "the spool no longer holds this event"
-            } else {
-                "the body is read back from the spool only; this log has none"
-            });
+            v["body_unavailable"] = json!(why);
         }
     }
     let source = v["source"].as_str().unwrap_or("").to_owned();
@@ -551,12 +607,15 @@ async fn resend(c: &Arc<Console>, id: &str, body: &[u8]) -> Response<Full<Bytes>
         }
     };
     let meta = c.events.newest_first().into_iter().find(|e| e.id == id);
-    let Some(ev) = read_back(c, id, meta.and_then(|m| m.spool_hint)).await else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "event_not_found",
-            "the log does not hold this event",
-        );
+    let ev = match read_back(c, id, meta.as_deref()).await {
+        Ok(ev) => ev,
+        Err(why) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "event_not_found",
+                &format!("cannot read this event back: {why}"),
+            )
+        }
     };
     let routed = c.sinks_of(&ev.source);
     let sinks: Vec<String> = match want.get("sink").and_then(Value::as_str) {
@@ -987,7 +1046,7 @@ async fn quarantine_replay(c: &Arc<Console>, body: &[u8]) -> Response<Full<Bytes
     tokio::spawn(async move {
         for e in &entries {
             match k.append(&e.event).await {
-                Ok(()) => {
+                Ok(_) => {
                     let removed = {
                         let q = q.clone();
                         let id = e.meta.id.clone();
