@@ -843,45 +843,70 @@ impl Jobs {
     }
 }
 
-/// What a replay request asks for: `{"entries": [...]}` (one or a selection), `{"sink":
+/// What a dead-letter replay asks for: `{"entries": [...]}` (one or a selection), `{"sink":
 /// "x"}` (a sink's) or `{"all": true}`.
-struct Wanted {
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlqWanted {
     entries: Option<Vec<String>>,
     sink: Option<String>,
+    #[serde(default)]
+    all: bool,
 }
 
-fn wanted(body: &[u8]) -> Result<Wanted, Response<Full<Bytes>>> {
-    let bad = || {
+/// What a quarantine replay asks for: `{"entries": [ids]}`, `{"source": "x"}` (the events
+/// of a source) or `{"all": true}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuarantineWanted {
+    entries: Option<Vec<String>>,
+    source: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Parses a replay request; unknown fields, wrong types, an empty `entries` or no choice
+/// at all are `400 bad_replay_request` naming what is accepted.
+fn wanted<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    accepted: &str,
+    chose: impl Fn(&T) -> bool,
+) -> Result<T, Response<Full<Bytes>>> {
+    let bad = |why: &str| {
         error(
             StatusCode::BAD_REQUEST,
             "bad_replay_request",
-            "send {\"entries\": [...]}, {\"sink\": \"name\"} or {\"all\": true}",
+            &format!("{why}; send {accepted}"),
         )
     };
-    let v: Value = serde_json::from_slice(body).map_err(|_| bad())?;
-    let entries = match v.get("entries") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) if !a.is_empty() => Some(
-            a.iter()
-                .map(|x| x.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(bad)?,
-        ),
-        Some(_) => return Err(bad()),
-    };
-    let sink = v.get("sink").and_then(Value::as_str).map(str::to_owned);
-    let all = v.get("all").and_then(Value::as_bool) == Some(true);
-    if entries.is_none() && sink.is_none() && !all {
-        return Err(bad());
+    let w: T = serde_json::from_slice(body).map_err(|e| {
+        // serde's message names an unknown field and the expected ones; drop the position.
+        let text = e.to_string();
+        let text = text.split(" at line ").next().unwrap_or("").to_owned();
+        bad(&text)
+    })?;
+    if !chose(&w) {
+        return Err(bad("nothing chosen (or an empty `entries`)"));
     }
-    Ok(Wanted { entries, sink })
+    Ok(w)
 }
 
 async fn dlq_replay(c: &Arc<Console>, body: &[u8]) -> Response<Full<Bytes>> {
-    let w = match wanted(body) {
+    let w = match wanted::<DlqWanted>(
+        body,
+        r#"{"entries": [...]}, {"sink": "name"} or {"all": true}"#,
+        |w| w.entries.as_ref().is_some_and(|e| !e.is_empty()) || w.sink.is_some() || w.all,
+    ) {
         Ok(w) => w,
         Err(r) => return r,
     };
+    if w.entries.as_ref().is_some_and(Vec::is_empty) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_replay_request",
+            "`entries` is empty",
+        );
+    }
     let Some(d) = c.dispatch.get() else {
         return error(
             StatusCode::CONFLICT,
@@ -1000,10 +1025,21 @@ async fn quarantine(c: &Arc<Console>) -> Response<Full<Bytes>> {
 }
 
 async fn quarantine_replay(c: &Arc<Console>, body: &[u8]) -> Response<Full<Bytes>> {
-    let w = match wanted(body) {
+    let w = match wanted::<QuarantineWanted>(
+        body,
+        r#"{"entries": [ids]}, {"source": "name"} or {"all": true}"#,
+        |w| w.entries.as_ref().is_some_and(|e| !e.is_empty()) || w.source.is_some() || w.all,
+    ) {
         Ok(w) => w,
         Err(r) => return r,
     };
+    if w.entries.as_ref().is_some_and(Vec::is_empty) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_replay_request",
+            "`entries` is empty",
+        );
+    }
     let (Some(q), Some(k)) = (c.log.quarantine().cloned(), c.log.kafka().cloned()) else {
         return error(
             StatusCode::CONFLICT,
@@ -1028,7 +1064,7 @@ async fn quarantine_replay(c: &Arc<Console>, body: &[u8]) -> Response<Full<Bytes
             w.entries
                 .as_ref()
                 .is_none_or(|ids| ids.contains(&e.meta.id))
-                && w.sink.as_ref().is_none_or(|s| *s == e.meta.source)
+                && w.source.as_ref().is_none_or(|s| *s == e.meta.source)
         })
         .collect();
     if entries.is_empty() {
