@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use serde_json::{json, Value};
 
-use super::auth;
+use super::auth::{self, Door};
 use super::pages;
 use super::stats::{self, parse_prometheus, quantile, Sample};
 use super::{logread, Console, EventMeta};
@@ -62,7 +62,7 @@ fn too_many(wait: u32) -> Response<Full<Bytes>> {
     let mut r = error(
         StatusCode::TOO_MANY_REQUESTS,
         "login_rate_limited",
-        "too many wrong tokens from this address; retry later",
+        "too many wrong bearer tokens from this address; retry later",
     );
     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(wait));
     r
@@ -104,14 +104,15 @@ where
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such API path");
     };
-    // Who is asking: a bearer token, or a session cookie (with CSRF on writes).
-    if let Some(wait) = c.auth.limited(client) {
-        return too_many(wait);
-    }
+    // Who is asking: a bearer token (limited on its own, apart from the login form), or
+    // a session cookie (with CSRF on writes).
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
     if let Some(presented) = auth::bearer(req.headers()) {
+        if let Some(wait) = c.auth.limited(Door::Bearer, client) {
+            return too_many(wait);
+        }
         if !auth::token_eq(presented.as_bytes(), token.expose().as_bytes()) {
-            c.auth.failed(client);
+            c.auth.failed(Door::Bearer, client);
             tracing::info!(%client, "admin API: wrong bearer token");
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -119,7 +120,7 @@ where
                 "the bearer token is wrong",
             );
         }
-        c.auth.succeeded(client);
+        c.auth.succeeded(Door::Bearer, client);
     } else {
         let Some(session) = c.auth.session(req.headers()) else {
             return error(
