@@ -370,7 +370,7 @@ async fn quarantine_cmd(cmd: QuarantineCmd) -> anyhow::Result<std::process::Exit
     let (mut replayed, mut failed) = (0usize, 0usize);
     for e in &entries {
         match kafka.append(&e.event).await {
-            Ok(()) => {
+            Ok(_) => {
                 q.remove(&e.meta.id)?;
                 replayed += 1;
                 writeln!(
@@ -585,6 +585,10 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
 
     let consumers = Arc::new(runtime::spool_consumers(&cfg, &log));
     let mut tasks = runtime::spawn_log_tasks(&log, consumers.clone(), stop_rx.clone());
+    if let Some(c) = app.console() {
+        // In the background: the listeners do not wait for the log's tail to be read.
+        drop(c.spawn_refill());
+    }
     let dlq = if cfg.dispatch.enabled || app.console().is_some() {
         runtime::shared_dlq_store(&cfg)?
     } else {

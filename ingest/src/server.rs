@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use hookgate_proto::{Event, Ulid};
-use hookgate_sinks::log::RefuseReason;
+use hookgate_sinks::log::{Position, RefuseReason};
 
 use crate::maybe_written::MaybeWritten;
 use hookgate_sinks::{AppendError, Log};
@@ -676,12 +676,17 @@ impl App {
         let task = Detached::new(async move {
             let _slots = (permit, client_slot);
             let id = event.id;
+            // Where the log put the event, for the console's read-back (a `Copy` value).
+            let mut stored_at = Position::Unknown;
             let append = async {
-                if let Err(e) = app.log.append(&event).await {
-                    if e.maybe_written() {
-                        app.maybe_written.note(idx, &event.delivery_id, id);
+                match app.log.append(&event).await {
+                    Ok(at) => stored_at = at,
+                    Err(e) => {
+                        if e.maybe_written() {
+                            app.maybe_written.note(idx, &event.delivery_id, id);
+                        }
+                        return Err(Failure::Append(e));
                     }
-                    return Err(Failure::Append(e));
                 }
                 if reused.is_some() {
                     app.maybe_written.clear(idx, &event.delivery_id);
@@ -699,14 +704,12 @@ impl App {
                 Ok::<_, Failure>(id)
             };
             let Some(digest) = &digest else {
-                return (
-                    app.dedupe.admit(idx, &event.delivery_id, append).await,
-                    false,
-                );
+                let outcome = app.dedupe.admit(idx, &event.delivery_id, append).await;
+                return (outcome, false, stored_at);
             };
             // Boxed: the two nested admissions make a large state, which would otherwise
             // size (and be copied with) every request's future, digest or not.
-            Box::pin(async {
+            let (outcome, replayed) = Box::pin(async {
                 let mut replayed = false;
                 let outcome = app
                     .dedupe
@@ -727,11 +730,12 @@ impl App {
                     Err(e) => (Err(e), false),
                 }
             })
-            .await
+            .await;
+            (outcome, replayed, stored_at)
         });
-        let (outcome, replayed) = task.await;
+        let (outcome, replayed, stored_at) = task.await;
         if let (Some(c), Some(note)) = (&self.console, note) {
-            c.accepted(note, &outcome);
+            c.accepted(note, stored_at, &outcome);
         }
         if replayed {
             if let Some(replays) = &src.dedupe_body {

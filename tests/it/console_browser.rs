@@ -129,6 +129,12 @@ async fn log_in_watch_events_and_refusals_and_replay_a_dead_letter() {
         .await;
     b.screenshot(&dir.join("dead-letters-replayed.png")).await;
 
+    // The quarantine page draws (this config has no Kafka, so it says there is none).
+    b.goto(&a.url("/console/#quarantine")).await;
+    b.wait_text("#quarantine-table", |t| t.contains("no quarantine"))
+        .await;
+    b.screenshot(&dir.join("quarantine.png")).await;
+
     // The overview, with traffic, and the keyboard: Tab reaches the page links.
     b.goto(&a.url("/console/#overview")).await;
     b.wait_text("#health", |t| t.contains("Dead letters")).await;

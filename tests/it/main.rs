@@ -10,6 +10,7 @@ mod chat_errors;
 mod chat_lib;
 mod console;
 mod console_browser;
+mod console_kafka;
 mod deploy;
 mod dispatch;
 mod edge;

@@ -12,16 +12,18 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use hookgate_proto::{Event, Ulid};
 use hookgate_sinks::dispatch::{self, Selection};
+use hookgate_sinks::log::Position;
+use hookgate_sinks::Log;
 use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use serde_json::{json, Value};
 
-use super::auth;
+use super::auth::{self, Door};
 use super::pages;
 use super::stats::{self, parse_prometheus, quantile, Sample};
-use super::Console;
+use super::{logread, Console, EventMeta};
 
 /// Largest request body the console reads (login form, replay requests).
 const MAX_BODY: usize = 64 * 1024;
@@ -60,7 +62,7 @@ fn too_many(wait: u32) -> Response<Full<Bytes>> {
     let mut r = error(
         StatusCode::TOO_MANY_REQUESTS,
         "login_rate_limited",
-        "too many wrong tokens from this address; retry later",
+        "too many wrong bearer tokens from this address; retry later",
     );
     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(wait));
     r
@@ -102,14 +104,15 @@ where
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such API path");
     };
-    // Who is asking: a bearer token, or a session cookie (with CSRF on writes).
-    if let Some(wait) = c.auth.limited(client) {
-        return too_many(wait);
-    }
+    // Who is asking: a bearer token (limited on its own, apart from the login form), or
+    // a session cookie (with CSRF on writes).
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
     if let Some(presented) = auth::bearer(req.headers()) {
+        if let Some(wait) = c.auth.limited(Door::Bearer, client) {
+            return too_many(wait);
+        }
         if !auth::token_eq(presented.as_bytes(), token.expose().as_bytes()) {
-            c.auth.failed(client);
+            c.auth.failed(Door::Bearer, client);
             tracing::info!(%client, "admin API: wrong bearer token");
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -117,7 +120,7 @@ where
                 "the bearer token is wrong",
             );
         }
-        c.auth.succeeded(client);
+        c.auth.succeeded(Door::Bearer, client);
     } else {
         let Some(session) = c.auth.session(req.headers()) else {
             return error(
@@ -407,38 +410,83 @@ fn parse_id(id: &str) -> Result<Ulid, Response<Full<Bytes>>> {
     })
 }
 
-/// Reads event `id` back from the log (the spool: from `hint`, else from its oldest record).
-async fn read_back(c: &Arc<Console>, id: Ulid, hint: Option<u64>) -> Option<Event> {
-    let spool = c.log.spool()?.clone();
+/// Reads event `id` back from the log: at the position the index has for it (one Kafka
+/// record, or one spool record), else from the quarantine or by scanning the spool. `Err`
+/// says why the body is unavailable.
+async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Result<Event, String> {
+    let position = meta.map_or(Position::Unknown, |m| m.position);
+    match position {
+        Position::Kafka { partition, offset } => {
+            let topic = meta
+                .map(|m| m.topic.clone())
+                .unwrap_or_else(|| Arc::from(""));
+            let c2 = c.clone();
+            let t = topic.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                c2.kafka_reader
+                    .as_ref()
+                    .map(|k| k.read(&t, partition, offset, id, logread::READ_WAIT))
+            })
+            .await;
+            return match read {
+                Ok(Some(Ok(ev))) => Ok(ev),
+                Ok(Some(Err(e))) => Err(format!(
+                    "cannot read it back from Kafka ({topic} partition {partition} offset {offset}): {e}"
+                )),
+                Ok(None) | Err(_) => Err("the Kafka read-back failed".to_owned()),
+            };
+        }
+        Position::Spool(offset) => {
+            let Some(spool) = c.log.spool().cloned() else {
+                return Err("this log has no spool".to_owned());
+            };
+            let read = tokio::task::spawn_blocking(move || spool.read(offset, 1)).await;
+            return match read {
+                Ok(Ok((records, _))) => records
+                    .into_iter()
+                    .find(|(at, ev)| *at == offset && ev.id == id)
+                    .map(|(_, ev)| ev)
+                    .ok_or_else(|| "the spool no longer holds this event".to_owned()),
+                _ => Err("the spool could not be read".to_owned()),
+            };
+        }
+        Position::Quarantine | Position::Unknown => {}
+    }
+    if let Some(q) = c.log.quarantine().cloned() {
+        if let Ok(Some(e)) = tokio::task::spawn_blocking(move || q.get(&id)).await {
+            return Ok(e.event);
+        }
+    }
+    let Some(spool) = c.log.spool().cloned() else {
+        return Err(match (&c.log, meta) {
+            (Log::Discard, _) => "the log keeps no events (discard mode)",
+            (_, Some(_)) => "the log did not report where it stored this event",
+            (_, None) => "not in the recent-events index; Kafka records are read back at the position kept there",
+        }
+        .to_owned());
+    };
+    // Not indexed: scan the spool from its oldest record.
     tokio::task::spawn_blocking(move || {
         let end = spool.end_offset();
-        let mut at = hint.unwrap_or(0).max(spool.start_offset());
-        // An event spilled later than its hint (ack = "kafka" spilling) or a stale hint:
-        // one pass from the hint, then one from the start.
-        for pass in 0..2 {
-            loop {
-                let Ok((batch, next)) = spool.read(at, SCAN_BATCH) else {
-                    break;
-                };
-                if let Some((_, ev)) = batch.into_iter().find(|(_, ev)| ev.id == id) {
-                    return Some(ev);
-                }
-                if next >= end || next <= at {
-                    break;
-                }
-                at = next;
+        let mut at = spool.start_offset();
+        loop {
+            let Ok((batch, next)) = spool.read(at, SCAN_BATCH) else {
+                break;
+            };
+            if let Some((_, ev)) = batch.into_iter().find(|(_, ev)| ev.id == id) {
+                return Some(ev);
             }
-            if pass == 0 && hint.is_some() {
-                at = spool.start_offset();
-            } else {
+            if next >= end || next <= at {
                 break;
             }
+            at = next;
         }
         None
     })
     .await
     .ok()
     .flatten()
+    .ok_or_else(|| "the log no longer holds this event".to_owned())
 }
 
 fn redacted_headers<'a>(
@@ -456,14 +504,26 @@ fn redacted_headers<'a>(
         .collect()
 }
 
+/// Where the log put an event, as the API shows it.
+fn stored_at(p: Position) -> Value {
+    match p {
+        Position::Kafka { partition, offset } => {
+            json!({"log": "kafka", "partition": partition, "offset": offset})
+        }
+        Position::Spool(offset) => json!({"log": "spool", "offset": offset}),
+        Position::Quarantine => json!({"log": "quarantine"}),
+        Position::Unknown => Value::Null,
+    }
+}
+
 async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
     let id = match parse_id(id) {
         Ok(i) => i,
         Err(r) => return r,
     };
     let meta = c.events.newest_first().into_iter().find(|e| e.id == id);
-    let stored = read_back(c, id, meta.as_ref().and_then(|m| m.spool_hint)).await;
-    if meta.is_none() && stored.is_none() {
+    let stored = read_back(c, id, meta.as_deref()).await;
+    if meta.is_none() && stored.is_err() {
         return error(
             StatusCode::NOT_FOUND,
             "event_not_found",
@@ -472,7 +532,7 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
     }
     let mut v = match (&meta, &stored) {
         (Some(m), _) => event_summary(m),
-        (None, Some(ev)) => json!({
+        (None, Ok(ev)) => json!({
             "id": ev.id.to_string(),
             "source": &*ev.source,
             "provider": &*ev.provider,
@@ -482,28 +542,29 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
             "received_at_ms": ev.received_at_ms,
             "body_bytes": ev.body.len(),
         }),
-        (None, None) => Value::Null,
+        (None, Err(_)) => Value::Null,
     };
     let headers = match (&meta, &stored) {
         (Some(m), _) => {
             redacted_headers(c, m.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
         }
-        (None, Some(ev)) => redacted_headers(
+        (None, Ok(ev)) => redacted_headers(
             c,
             ev.kept_headers
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_ref())),
         ),
-        (None, None) => Vec::new(),
+        (None, Err(_)) => Vec::new(),
     };
     v["headers"] = json!(headers);
-    v["headers_from"] = json!(if meta.is_some() {
+    v["headers_from"] = json!(if meta.as_ref().is_some_and(|m| !m.from_log) {
         "memory (as received)"
     } else {
         "log (kept headers only)"
     });
+    v["stored_at"] = stored_at(meta.as_ref().map_or(Position::Unknown, |m| m.position));
     match &stored {
-        Some(ev) => {
+        Ok(ev) => {
             let pretty = serde_json::from_slice::<Value>(&ev.body)
                 .ok()
                 .and_then(|j| serde_json::to_string_pretty(&j).ok());
@@ -516,13 +577,9 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
             v["content_type"] = json!(ev.content_type);
             v["topic"] = json!(&*ev.topic);
         }
-        None => {
+        Err(why) => {
             v["body"] = Value::Null;
-            v["body_unavailable"] = json!(if c.log.spool().is_some() {
-                "the spool no longer holds this event"
-            } else {
-                "the body is read back from the spool only; this log has none"
-            });
+            v["body_unavailable"] = json!(why);
         }
     }
     let source = v["source"].as_str().unwrap_or("").to_owned();
@@ -551,12 +608,15 @@ async fn resend(c: &Arc<Console>, id: &str, body: &[u8]) -> Response<Full<Bytes>
         }
     };
     let meta = c.events.newest_first().into_iter().find(|e| e.id == id);
-    let Some(ev) = read_back(c, id, meta.and_then(|m| m.spool_hint)).await else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "event_not_found",
-            "the log does not hold this event",
-        );
+    let ev = match read_back(c, id, meta.as_deref()).await {
+        Ok(ev) => ev,
+        Err(why) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "event_not_found",
+                &format!("cannot read this event back: {why}"),
+            )
+        }
     };
     let routed = c.sinks_of(&ev.source);
     let sinks: Vec<String> = match want.get("sink").and_then(Value::as_str) {
@@ -784,45 +844,70 @@ impl Jobs {
     }
 }
 
-/// What a replay request asks for: `{"entries": [...]}` (one or a selection), `{"sink":
+/// What a dead-letter replay asks for: `{"entries": [...]}` (one or a selection), `{"sink":
 /// "x"}` (a sink's) or `{"all": true}`.
-struct Wanted {
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DlqWanted {
     entries: Option<Vec<String>>,
     sink: Option<String>,
+    #[serde(default)]
+    all: bool,
 }
 
-fn wanted(body: &[u8]) -> Result<Wanted, Response<Full<Bytes>>> {
-    let bad = || {
+/// What a quarantine replay asks for: `{"entries": [ids]}`, `{"source": "x"}` (the events
+/// of a source) or `{"all": true}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuarantineWanted {
+    entries: Option<Vec<String>>,
+    source: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Parses a replay request; unknown fields, wrong types, an empty `entries` or no choice
+/// at all are `400 bad_replay_request` naming what is accepted.
+fn wanted<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    accepted: &str,
+    chose: impl Fn(&T) -> bool,
+) -> Result<T, Response<Full<Bytes>>> {
+    let bad = |why: &str| {
         error(
             StatusCode::BAD_REQUEST,
             "bad_replay_request",
-            "send {\"entries\": [...]}, {\"sink\": \"name\"} or {\"all\": true}",
+            &format!("{why}; send {accepted}"),
         )
     };
-    let v: Value = serde_json::from_slice(body).map_err(|_| bad())?;
-    let entries = match v.get("entries") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) if !a.is_empty() => Some(
-            a.iter()
-                .map(|x| x.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(bad)?,
-        ),
-        Some(_) => return Err(bad()),
-    };
-    let sink = v.get("sink").and_then(Value::as_str).map(str::to_owned);
-    let all = v.get("all").and_then(Value::as_bool) == Some(true);
-    if entries.is_none() && sink.is_none() && !all {
-        return Err(bad());
+    let w: T = serde_json::from_slice(body).map_err(|e| {
+        // serde's message names an unknown field and the expected ones; drop the position.
+        let text = e.to_string();
+        let text = text.split(" at line ").next().unwrap_or("").to_owned();
+        bad(&text)
+    })?;
+    if !chose(&w) {
+        return Err(bad("nothing chosen (or an empty `entries`)"));
     }
-    Ok(Wanted { entries, sink })
+    Ok(w)
 }
 
 async fn dlq_replay(c: &Arc<Console>, body: &[u8]) -> Response<Full<Bytes>> {
-    let w = match wanted(body) {
+    let w = match wanted::<DlqWanted>(
+        body,
+        r#"{"entries": [...]}, {"sink": "name"} or {"all": true}"#,
+        |w| w.entries.as_ref().is_some_and(|e| !e.is_empty()) || w.sink.is_some() || w.all,
+    ) {
         Ok(w) => w,
         Err(r) => return r,
     };
+    if w.entries.as_ref().is_some_and(Vec::is_empty) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_replay_request",
+            "`entries` is empty",
+        );
+    }
     let Some(d) = c.dispatch.get() else {
         return error(
             StatusCode::CONFLICT,
@@ -941,10 +1026,21 @@ async fn quarantine(c: &Arc<Console>) -> Response<Full<Bytes>> {
 }
 
 async fn quarantine_replay(c: &Arc<Console>, body: &[u8]) -> Response<Full<Bytes>> {
-    let w = match wanted(body) {
+    let w = match wanted::<QuarantineWanted>(
+        body,
+        r#"{"entries": [ids]}, {"source": "name"} or {"all": true}"#,
+        |w| w.entries.as_ref().is_some_and(|e| !e.is_empty()) || w.source.is_some() || w.all,
+    ) {
         Ok(w) => w,
         Err(r) => return r,
     };
+    if w.entries.as_ref().is_some_and(Vec::is_empty) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_replay_request",
+            "`entries` is empty",
+        );
+    }
     let (Some(q), Some(k)) = (c.log.quarantine().cloned(), c.log.kafka().cloned()) else {
         return error(
             StatusCode::CONFLICT,
@@ -969,7 +1065,7 @@ async fn quarantine_replay(c: &Arc<Console>, body: &[u8]) -> Response<Full<Bytes
             w.entries
                 .as_ref()
                 .is_none_or(|ids| ids.contains(&e.meta.id))
-                && w.sink.as_ref().is_none_or(|s| *s == e.meta.source)
+                && w.source.as_ref().is_none_or(|s| *s == e.meta.source)
         })
         .collect();
     if entries.is_empty() {
@@ -987,7 +1083,7 @@ async fn quarantine_replay(c: &Arc<Console>, body: &[u8]) -> Response<Full<Bytes
     tokio::spawn(async move {
         for e in &entries {
             match k.append(&e.event).await {
-                Ok(()) => {
+                Ok(_) => {
                     let removed = {
                         let q = q.clone();
                         let id = e.meta.id.clone();

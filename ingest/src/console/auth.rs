@@ -2,9 +2,12 @@
 //! (HttpOnly, SameSite=Strict, Path=/) whose id maps to a server-side session (bounded,
 //! expiring) holding a CSRF token; state-changing requests must send that token in
 //! `X-CSRF-Token`. The API also takes `Authorization: Bearer <token>` (no CSRF: a header
-//! a browser never adds by itself). Wrong tokens count per client address: after
-//! [`MAX_FAILURES`] within [`WINDOW`], that address gets 429 with `Retry-After` until the
-//! window ends. Tokens are compared in constant time.
+//! a browser never adds by itself). Wrong tokens count per client address, at each door
+//! on its own: after [`MAX_FAILURES`] wrong tokens at the login form within [`WINDOW`],
+//! that address gets 429 with `Retry-After` at the form until the window ends; wrong
+//! bearer tokens count apart, to the higher [`MAX_BEARER_FAILURES`], and limit only bearer
+//! requests. So a script with a stale token cannot lock people out of the login page, and
+//! guessing stays bounded at both doors. Tokens are compared in constant time.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,8 +24,11 @@ pub const LOGIN_COOKIE: &str = "hookgate_login_csrf";
 pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 /// Sessions kept at most (the oldest goes first).
 pub const MAX_SESSIONS: usize = 64;
-/// Failed attempts an address may make within [`WINDOW`].
+/// Wrong tokens an address may send to the login form within [`WINDOW`].
 pub const MAX_FAILURES: u32 = 5;
+/// Wrong bearer tokens an address may send within [`WINDOW`] (scripts retry; a person at
+/// the form does not need that many).
+pub const MAX_BEARER_FAILURES: u32 = 50;
 /// The failed-attempt window.
 pub const WINDOW: Duration = Duration::from_secs(300);
 /// Addresses tracked at most.
@@ -33,11 +39,45 @@ struct Session {
     expires: Instant,
 }
 
+/// Where a token was presented; each door has its own failure counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The login form.
+    Form,
+    /// `Authorization: Bearer` on the API.
+    Bearer,
+}
+
+/// Wrong-token counts per client address, for one door.
+struct Limiter {
+    max: u32,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Limiter {
+    fn new(max: u32) -> Limiter {
+        Limiter {
+            max,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
 /// Sessions and failed-attempt counts.
-#[derive(Default)]
 pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    form: Limiter,
+    bearer: Limiter,
+}
+
+impl Default for Auth {
+    fn default() -> Auth {
+        Auth {
+            sessions: Mutex::new(HashMap::new()),
+            form: Limiter::new(MAX_FAILURES),
+            bearer: Limiter::new(MAX_BEARER_FAILURES),
+        }
+    }
 }
 
 /// A valid session's CSRF token.
@@ -90,17 +130,30 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Auth {
-    /// Seconds `client` must wait before trying again, if it is over its failures.
-    pub fn limited(&self, client: IpAddr) -> Option<u32> {
-        let m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (n, since) = m.get(&client)?;
-        let left = WINDOW.saturating_sub(since.elapsed());
-        (*n >= MAX_FAILURES && !left.is_zero()).then_some(left.as_secs().max(1) as u32)
+    fn door(&self, door: Door) -> &Limiter {
+        match door {
+            Door::Form => &self.form,
+            Door::Bearer => &self.bearer,
+        }
     }
 
-    /// Counts a wrong token from `client`.
-    pub fn failed(&self, client: IpAddr) {
-        let mut m = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+    /// Seconds `client` must wait before trying `door` again, if it is over its failures
+    /// there.
+    pub fn limited(&self, door: Door, client: IpAddr) -> Option<u32> {
+        let l = self.door(door);
+        let m = l.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, since) = m.get(&client)?;
+        let left = WINDOW.saturating_sub(since.elapsed());
+        (*n >= l.max && !left.is_zero()).then_some(left.as_secs().max(1) as u32)
+    }
+
+    /// Counts a wrong token from `client` at `door`.
+    pub fn failed(&self, door: Door, client: IpAddr) {
+        let mut m = self
+            .door(door)
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if m.len() >= MAX_TRACKED && !m.contains_key(&client) {
             m.retain(|_, (_, since)| since.elapsed() < WINDOW);
             if m.len() >= MAX_TRACKED {
@@ -117,9 +170,10 @@ impl Auth {
         e.0 = e.0.saturating_add(1);
     }
 
-    /// Forgets `client`'s failures (after a good token).
-    pub fn succeeded(&self, client: IpAddr) {
-        self.failures
+    /// Forgets `client`'s failures at `door` (after a good token there).
+    pub fn succeeded(&self, door: Door, client: IpAddr) {
+        self.door(door)
+            .failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&client);
@@ -213,14 +267,23 @@ mod tests {
         let a = Auth::default();
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
         for _ in 0..MAX_FAILURES - 1 {
-            a.failed(ip);
+            a.failed(Door::Form, ip);
         }
-        assert!(a.limited(ip).is_none());
-        a.failed(ip);
-        let wait = a.limited(ip).unwrap();
+        assert!(a.limited(Door::Form, ip).is_none());
+        a.failed(Door::Form, ip);
+        let wait = a.limited(Door::Form, ip).unwrap();
         assert!(wait >= 1 && wait as u64 <= WINDOW.as_secs());
-        a.succeeded(ip);
-        assert!(a.limited(ip).is_none());
+        // The other door counts on its own, to its own limit.
+        assert!(a.limited(Door::Bearer, ip).is_none());
+        for _ in 0..MAX_BEARER_FAILURES - 1 {
+            a.failed(Door::Bearer, ip);
+        }
+        assert!(a.limited(Door::Bearer, ip).is_none());
+        a.failed(Door::Bearer, ip);
+        assert!(a.limited(Door::Bearer, ip).is_some());
+        a.succeeded(Door::Form, ip);
+        assert!(a.limited(Door::Form, ip).is_none());
+        assert!(a.limited(Door::Bearer, ip).is_some());
         for _ in 0..MAX_SESSIONS * 2 {
             a.start_session().unwrap();
         }

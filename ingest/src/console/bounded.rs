@@ -37,6 +37,30 @@ impl<T> Ring<T> {
         drop(old);
     }
 
+    /// Puts `older` (oldest first, all older than what the ring holds) in front of the
+    /// ring's elements, skipping those whose `key` an element already has (or a newer one
+    /// of `older`), as many as fit (the newest of them). Returns how many went in. For filling the ring from the log
+    /// while new elements arrive.
+    pub fn fill_older<K: Eq + std::hash::Hash>(
+        &self,
+        older: Vec<T>,
+        key: impl Fn(&T) -> K,
+    ) -> usize {
+        let mut q = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let mut have: std::collections::HashSet<K> = q.iter().map(|t| key(t)).collect();
+        let mut added = 0;
+        for item in older.into_iter().rev() {
+            if q.len() >= self.cap {
+                break;
+            }
+            if have.insert(key(&item)) {
+                q.push_front(Arc::new(item));
+                added += 1;
+            }
+        }
+        added
+    }
+
     /// The elements, newest first.
     pub fn newest_first(&self) -> Vec<Arc<T>> {
         let q = self.items.lock().unwrap_or_else(|p| p.into_inner());
@@ -74,5 +98,17 @@ mod tests {
         let v: Vec<i32> = r.newest_first().iter().map(|a| **a).collect();
         assert_eq!(v, [9, 8, 7]);
         assert_eq!(Ring::<u8>::new(0).capacity(), 1);
+    }
+
+    #[test]
+    fn filling_older_keeps_the_newest_that_fit_and_skips_known_keys() {
+        let r = Ring::new(5);
+        r.push(10);
+        r.push(11);
+        // 11 is known already, 9 comes twice; 5..=9 are older, of which only three fit.
+        assert_eq!(r.fill_older(vec![5, 6, 7, 8, 9, 9, 11], |x| *x), 3);
+        let v: Vec<i32> = r.newest_first().iter().map(|a| **a).collect();
+        assert_eq!(v, [11, 10, 9, 8, 7]);
+        assert_eq!(r.fill_older(vec![1], |x| *x), 0);
     }
 }

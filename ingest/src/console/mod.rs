@@ -10,17 +10,24 @@
 //! - [`api`]: the JSON API (`/api/v1/...`).
 //! - [`pages`]: the HTML shell, the login page and the embedded assets.
 //! - [`bounded`]: the bounded ring both lists live in.
+//! - [`logread`]: reading events back from Kafka (one record by position; the topics'
+//!   tails for the refill after a restart).
 //! - [`stats`]: the per-source buckets (lock-free) and the Prometheus text the sink,
 //!   latency and lag figures are read from.
 //!
 //! Cost on the request path: with the console off, one `Option` check per call site. With
 //! it on, an accepted event copies its metadata (ids, type, headers) into the index, and a
 //! refused request copies a few fields into the ring; each takes a short mutex to push one
-//! element. Bodies are never kept: `/api/v1/events/{id}` reads them back from the log.
+//! element. Bodies are never kept: `/api/v1/events/{id}` reads them back from the log, at
+//! the position the append reported (Kafka partition and offset, or spool offset).
+//! At start the index is refilled in the background from the log's tail (the spool's
+//! newest records, the newest of each source topic's partitions), so it lists what the log
+//! still holds.
 
 pub mod api;
 pub mod auth;
 pub mod bounded;
+pub mod logread;
 pub mod pages;
 pub mod stats;
 
@@ -30,6 +37,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use bytes::Bytes;
 use hookgate_proto::{Event, Ulid};
 use hookgate_sinks::dispatch::{Dispatcher, DlqStore};
+use hookgate_sinks::log::Position;
 use hookgate_sinks::{Log, Secret};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -62,10 +70,15 @@ pub struct EventMeta {
     pub received_at_ms: i64,
     /// Body length.
     pub body_bytes: usize,
-    /// The request's headers as received (redacted when shown).
+    /// The request's headers as received, or the kept ones for an event read from the
+    /// log at start (redacted when shown).
     pub headers: HeaderMap,
-    /// The spool's end before this event was appended: where to start looking for it.
-    pub spool_hint: Option<u64>,
+    /// Whether it was read from the log at start (its headers are then the kept ones).
+    pub from_log: bool,
+    /// Its topic (where a Kafka position points).
+    pub topic: Arc<str>,
+    /// Where the log put it.
+    pub position: Position,
 }
 
 /// One refused request: never the body or a secret.
@@ -114,6 +127,10 @@ pub struct Console {
     /// Names of headers whose values are never shown (every provider's signature header).
     pub(crate) signature_headers: Vec<String>,
     pub(crate) started_ms: i64,
+    /// Reads single records back from Kafka (when the log has Kafka).
+    pub(crate) kafka_reader: Option<logread::KafkaReader>,
+    /// The source topics, whose tails refill the index at start.
+    topics: Vec<String>,
 }
 
 impl Console {
@@ -148,7 +165,6 @@ impl Console {
                 .map(|s| SourceStats::new(&s.name))
                 .collect(),
             unknown: SourceStats::new("(unknown source)"),
-            log,
             prometheus,
             dispatch: OnceLock::new(),
             routes: cfg
@@ -164,6 +180,14 @@ impl Console {
             jobs: api::Jobs::default(),
             signature_headers,
             started_ms: hookgate_proto::now_ms(),
+            kafka_reader: log.kafka().map(|k| logread::KafkaReader::new(k.config())),
+            topics: {
+                let mut t: Vec<String> = cfg.sources.iter().map(|s| cfg.topic_of(s)).collect();
+                t.sort();
+                t.dedup();
+                t
+            },
+            log,
         }))
     }
 
@@ -204,19 +228,109 @@ impl Console {
             received_at_ms: ev.received_at_ms,
             body_bytes: ev.body.len(),
             headers: headers.clone(),
-            spool_hint: self.log.spool().map(|s| s.end_offset()),
+            from_log: false,
+            topic: ev.topic.clone(),
+            position: Position::Unknown,
         }
     }
 
-    /// Records the outcome of an append: a new event goes into the index; a duplicate is
-    /// counted; a failure is recorded by [`Console::refused`] from the response.
-    pub fn accepted<E>(&self, note: EventMeta, outcome: &Result<Admission, E>) {
+    /// Refills the recent-events index from the log's tail, in the background (start-up is
+    /// not delayed): the spool's newest records and the newest records of each partition
+    /// of the source topics, as many as the index holds. Events that arrive meanwhile stay
+    /// the newest; an event found in both Kafka and the spool is read back from Kafka.
+    pub fn spawn_refill(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let c = self.clone();
+        tokio::spawn(async move {
+            match tokio::task::spawn_blocking(move || c.refill_blocking()).await {
+                Ok(n) => tracing::info!(events = n, "console: recent events refilled from the log"),
+                Err(e) => tracing::warn!(error = %e, "console: refilling recent events failed"),
+            }
+        })
+    }
+
+    fn refill_blocking(&self) -> usize {
+        let cap = self.events.capacity();
+        let mut found: Vec<EventMeta> = Vec::new();
+        if let Some(spool) = self.log.spool() {
+            let read = spool.tail(cap, |offset, ev| {
+                let n = ev.body.len();
+                Some(self.meta_from_log(ev, n, Position::Spool(offset)))
+            });
+            match read {
+                Ok(v) => found.extend(v),
+                Err(e) => tracing::warn!(error = %e, "console: cannot read the spool's tail"),
+            }
+        }
+        if let Some(k) = self.log.kafka() {
+            match logread::tail(k.config(), &self.topics, cap, logread::TAIL_WAIT) {
+                Ok(v) => found.extend(v.into_iter().map(|r| {
+                    let at = Position::Kafka {
+                        partition: r.partition,
+                        offset: r.offset,
+                    };
+                    self.meta_from_log(r.event, r.body_bytes, at)
+                })),
+                Err(e) => tracing::warn!(error = %e, "console: cannot read the topics' tails"),
+            }
+        }
+        // Oldest first; of two copies of one event, the Kafka one last (it wins).
+        found.sort_by_key(|m| {
+            (
+                m.received_at_ms,
+                m.id,
+                matches!(m.position, Position::Kafka { .. }),
+            )
+        });
+        self.events.fill_older(found, |m| m.id)
+    }
+
+    /// The index entry of an event read from the log (its body is dropped here).
+    fn meta_from_log(&self, ev: Event, body_bytes: usize, position: Position) -> EventMeta {
+        let mut headers = HeaderMap::new();
+        for (n, v) in &ev.kept_headers {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(n.as_bytes()),
+                HeaderValue::from_bytes(v),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        EventMeta {
+            id: ev.id,
+            source_idx: self
+                .sources
+                .iter()
+                .position(|s| *s.name == *ev.source)
+                .map_or(u32::MAX, |i| i as u32),
+            source: ev.source,
+            provider: ev.provider,
+            event_type: ev.event_type,
+            delivery_id: ev.delivery_id,
+            received_at_ms: ev.received_at_ms,
+            body_bytes,
+            headers,
+            from_log: true,
+            topic: ev.topic,
+            position,
+        }
+    }
+
+    /// Records the outcome of an append: a new event goes into the index with the position
+    /// the log reported; a duplicate is counted; a failure is recorded by
+    /// [`Console::refused`] from the response.
+    pub fn accepted<E>(
+        &self,
+        mut note: EventMeta,
+        stored_at: Position,
+        outcome: &Result<Admission, E>,
+    ) {
         let Some(s) = self.sources.get(note.source_idx as usize) else {
             return;
         };
         match outcome {
             Ok(Admission::New(_)) => {
                 s.add(stats::ACCEPTED);
+                note.position = stored_at;
                 self.events.push(note);
             }
             Ok(Admission::Duplicate(_)) => s.add(stats::DUPLICATE),

@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::body::Body;
 
 use super::api::{error, no_store, read_body};
-use super::auth::{self, COOKIE, LOGIN_COOKIE, SESSION_TTL};
+use super::auth::{self, Door, COOKIE, LOGIN_COOKIE, SESSION_TTL};
 use super::Console;
 
 const LOGIN_HTML: &str = include_str!("assets/login.html");
@@ -149,7 +149,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    if let Some(wait) = c.auth.limited(client) {
+    if let Some(wait) = c.auth.limited(Door::Form, client) {
         let mut r = login_page(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many wrong tokens from this address. Wait and try again.",
@@ -177,11 +177,11 @@ where
         return login_page(StatusCode::FORBIDDEN, "The login form expired. Try again.");
     }
     if !auth::token_eq(presented.trim().as_bytes(), token.expose().as_bytes()) {
-        c.auth.failed(client);
+        c.auth.failed(Door::Form, client);
         tracing::info!(%client, "console: wrong token at login");
         return login_page(StatusCode::UNAUTHORIZED, "Wrong token.");
     }
-    c.auth.succeeded(client);
+    c.auth.succeeded(Door::Form, client);
     let Some(id) = c.auth.start_session() else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,

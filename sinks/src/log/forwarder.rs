@@ -110,7 +110,7 @@ async fn send_batch(
 /// Sends one record; true once it is acknowledged or quarantined.
 async fn send(log: &Spilling, ev: &Event) -> bool {
     match log.kafka.append(ev).await {
-        Ok(()) => true,
+        Ok(_) => true,
         Err(AppendError::Refused { reason, error }) => {
             quarantine(log, ev, reason, error.to_string()).await
         }

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use std::sync::RwLock;
 
 use super::error::{AppendError, Cause, RefuseReason};
+use super::Position;
 
 /// `[kafka]` config.
 #[derive(Debug, Clone, Deserialize)]
@@ -654,18 +655,19 @@ impl KafkaLog {
 
     /// Produces one event and waits for its delivery report (librdkafka reports every
     /// message within `message.timeout.ms` = `delivery_timeout`).
-    pub async fn append(&self, ev: &Event) -> Result<(), AppendError> {
+    /// Returns where the broker put it (from the delivery report).
+    pub async fn append(&self, ev: &Event) -> Result<Position, AppendError> {
         self.produce(ev, false).await
     }
 
     /// Like [`KafkaLog::append`], and marks the log slow once the wait passes `spill_after`,
     /// so the caller spills the next events at admission. The message already handed to
     /// librdkafka is still waited for: spilling it too could write it twice.
-    pub async fn append_watching(&self, ev: &Event) -> Result<(), AppendError> {
+    pub async fn append_watching(&self, ev: &Event) -> Result<Position, AppendError> {
         self.produce(ev, true).await
     }
 
-    async fn produce(&self, ev: &Event, watch_slow: bool) -> Result<(), AppendError> {
+    async fn produce(&self, ev: &Event, watch_slow: bool) -> Result<Position, AppendError> {
         let oh = record_headers(ev, 0);
         let mut record = FutureRecord::to(&ev.topic)
             .payload(&ev.body[..])
@@ -709,9 +711,12 @@ impl KafkaLog {
         let took = started.elapsed();
         self.delivery_seconds.record(took.as_secs_f64());
         match res {
-            Ok(Ok(_)) => {
+            Ok(Ok(delivery)) => {
                 self.health.success(took < self.cfg.spill_after);
-                Ok(())
+                Ok(Position::Kafka {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                })
             }
             Ok(Err((e, _))) => Err(self.failed(e, generation)),
             Err(_canceled) => Err(self.unavailable(KafkaError::Canceled)),

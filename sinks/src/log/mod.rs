@@ -32,6 +32,26 @@ use self::kafka::{AckMode, KafkaLog};
 use self::quarantine::Quarantine;
 use self::spool::{Spool, SpoolError};
 
+/// Where an appended event was stored: what the console reads it back from. `Copy` and
+/// small, so the request path carries it back from the append without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Position {
+    /// Not stored where it can be read back (discard mode), or not known.
+    #[default]
+    Unknown,
+    /// The record at `offset` in `partition` of the event's topic (the delivery report's).
+    Kafka {
+        /// The partition.
+        partition: i32,
+        /// The offset in the partition.
+        offset: i64,
+    },
+    /// The spool record at this offset.
+    Spool(u64),
+    /// In the quarantine (Kafka refused it for good), under its `hookgate-id`.
+    Quarantine,
+}
+
 /// Name of the spool cursor of the Kafka forwarder.
 pub const FORWARDER: &str = "forwarder";
 
@@ -62,10 +82,10 @@ pub enum Log {
 const SPOOL_RETRY_AFTER: u32 = 5;
 
 impl Log {
-    /// Makes `ev` durable, per the log's mode.
-    pub async fn append(&self, ev: &Event) -> Result<(), AppendError> {
+    /// Makes `ev` durable, per the log's mode; says where it went.
+    pub async fn append(&self, ev: &Event) -> Result<Position, AppendError> {
         match self {
-            Log::Discard => Ok(()),
+            Log::Discard => Ok(Position::Unknown),
             Log::Spool(s) => spool_append(s, ev).await,
             Log::Kafka(k) => k.append(ev).await,
             Log::KafkaSpool(sp) => match sp.kafka.config().ack {
@@ -144,17 +164,18 @@ impl Spilling {
     /// `ack = "kafka"`: to Kafka, unless the broker is known slow or down or a backlog waits
     /// (then to the spool, behind it, so order per key is kept); a failed delivery is
     /// spooled, a refused one quarantined.
-    async fn append_kafka_first(&self, ev: &Event) -> Result<(), AppendError> {
+    async fn append_kafka_first(&self, ev: &Event) -> Result<Position, AppendError> {
         if self.backlog() || self.kafka.should_spill() {
             metrics::counter!("hookgate_spill_total", "reason" => "admission").increment(1);
             return spool_append(&self.spool, ev).await;
         }
         match self.kafka.append_watching(ev).await {
-            Ok(()) => Ok(()),
+            Ok(at) => Ok(at),
             Err(AppendError::Refused { reason, error }) => self
                 .quarantine
                 .put(ev, reason, error.to_string())
                 .await
+                .map(|()| Position::Quarantine)
                 .map_err(|e| {
                     tracing::error!(error = %e, "quarantine write failed");
                     AppendError::Unavailable {
@@ -172,9 +193,9 @@ impl Spilling {
     }
 }
 
-async fn spool_append(s: &Spool, ev: &Event) -> Result<(), AppendError> {
+async fn spool_append(s: &Spool, ev: &Event) -> Result<Position, AppendError> {
     match s.append(ev).await {
-        Ok(_) => Ok(()),
+        Ok(offset) => Ok(Position::Spool(offset)),
         Err(SpoolError::Full) => Err(AppendError::Full {
             retry_after: SPOOL_RETRY_AFTER,
         }),

@@ -188,6 +188,11 @@ impl Quarantine {
         Ok(listing)
     }
 
+    /// The entry of `id` (a `hookgate-id`), if the quarantine holds it whole.
+    pub fn get(&self, id: &hookgate_proto::Ulid) -> Option<QuarantineEntry> {
+        read_entry(&self.dir.join(format!("{id}.q"))).ok()
+    }
+
     /// Deletes the entry of `id` (after it was delivered).
     pub fn remove(&self, id: &str) -> io::Result<()> {
         match fs::remove_file(self.dir.join(format!("{id}.q"))) {

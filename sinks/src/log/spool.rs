@@ -633,6 +633,55 @@ impl Spool {
         read_records(&self.shared, from, max)
     }
 
+    /// The newest `max` durable records, oldest first, each passed through `keep` (which
+    /// may drop it, or keep only its metadata). Reads whole segments backwards from the
+    /// newest until `max` records are found, so the cost is bounded by `max` records plus
+    /// one segment, whatever the spool's size.
+    pub fn tail<T>(
+        &self,
+        max: usize,
+        mut keep: impl FnMut(u64, Event) -> Option<T>,
+    ) -> Result<Vec<T>, SpoolError> {
+        let end = self.end_offset();
+        let segs = {
+            let _g = self.shared.gc.lock().unwrap_or_else(|p| p.into_inner());
+            list_segments(&self.shared.dir)?
+        };
+        let mut found: std::collections::VecDeque<T> = std::collections::VecDeque::new();
+        for (i, &base) in segs.iter().enumerate().rev() {
+            if found.len() >= max {
+                break;
+            }
+            let seg_end = segs.get(i + 1).copied().unwrap_or(end).min(end);
+            let room = max - found.len();
+            let mut newest: std::collections::VecDeque<T> = std::collections::VecDeque::new();
+            let mut at = base;
+            'segment: while at < seg_end {
+                let (batch, next) = self.read(at, 256)?;
+                if batch.is_empty() || next <= at {
+                    break;
+                }
+                for (offset, ev) in batch {
+                    // A deleted segment makes `read` clamp forward: stop at this one's end.
+                    if offset >= seg_end {
+                        break 'segment;
+                    }
+                    if let Some(t) = keep(offset, ev) {
+                        newest.push_back(t);
+                        if newest.len() > room {
+                            newest.pop_front();
+                        }
+                    }
+                }
+                at = next;
+            }
+            for t in newest.into_iter().rev() {
+                found.push_front(t);
+            }
+        }
+        Ok(found.into())
+    }
+
     /// The first durable record at or after `from` (clamped to the oldest on disk), read
     /// alone — for gauges such as the oldest record's age.
     pub fn peek(&self, from: u64) -> Result<Option<Event>, SpoolError> {

@@ -7,6 +7,7 @@
   const POLL_MS = 2000;
   let timer = null;
   let selected = new Set();
+  let selectedQ = new Set();
 
   function el(tag, attrs, ...kids) {
     const e = document.createElement(tag);
@@ -184,13 +185,14 @@
         ["Time", "Source", "Client", "Status", "Reason", "What to check", "Delivery id"], rows)];
   }
 
-  let lastJob = null;
+  // The latest replay started from this page, per kind ("dead-letters", "quarantine").
+  const lastJob = {};
 
-  async function replay(body) {
+  async function replay(kind, body) {
     const p = document.getElementById("replay-progress");
     try {
-      const j = await api("dead-letters/replay", { method: "POST", body: body });
-      lastJob = j.job;
+      const j = await api(kind + "/replay", { method: "POST", body: body });
+      lastJob[kind] = j.job;
       showJob(j);
     } catch (err) { if (p) { p.textContent = "Replay not started: " + err.message; p.dataset.state = "error"; } }
   }
@@ -199,9 +201,10 @@
     const p = document.getElementById("replay-progress");
     if (!p) return;
     p.dataset.state = j.state;
-    let t = "Replay #" + j.job + ": " + j.state + " — " + j.replayed + " of " + j.total + " delivered";
+    const done = j.kind === "quarantine" ? " sent to Kafka" : " delivered";
+    let t = "Replay #" + j.job + ": " + j.state + " — " + j.replayed + " of " + j.total + done;
     if (j.failed) t += ", " + j.failed + " failed";
-    if (j.failure) t += " (" + j.failure.sink + ": " + j.failure.error + ")";
+    if (j.failure) t += " (" + (j.failure.sink || j.failure.id) + ": " + j.failure.error + ")";
     if (j.error) t += " (" + j.error + ")";
     if (j.remaining != null) t += "; " + j.remaining + " still pending";
     p.textContent = t;
@@ -213,20 +216,45 @@
       const cb = el("input", { type: "checkbox", "aria-label": "Select " + d.entry, onchange: ev => { if (ev.target.checked) selected.add(d.entry); else selected.delete(d.entry); } });
       cb.checked = selected.has(d.entry);
       return row([cb, d.at, d.sink, d.source, d.event_type, d.delivery_id, d.error,
-        el("button", { type: "button", class: "replay-one", text: "Replay", onclick: () => replay({ entries: [d.entry] }) })], { "data-entry": d.entry, "data-id": d.id });
+        el("button", { type: "button", class: "replay-one", text: "Replay", onclick: () => replay("dead-letters", { entries: [d.entry] }) })], { "data-entry": d.entry, "data-id": d.id });
     });
     const present = new Set(data.dead_letters.map(d => d.entry));
     for (const s of [...selected]) if (!present.has(s)) selected.delete(s);
     const progress = el("p", { id: "replay-progress", role: "status", "data-state": "idle", text: "No replay started from this page." });
     const out = [el("h1", { text: "Dead letters" }),
       el("div", { class: "actions" },
-        el("button", { id: "replay-selected", type: "button", text: "Replay selected", onclick: () => { if (selected.size) replay({ entries: [...selected] }); } }),
-        el("button", { id: "replay-all", type: "button", text: "Replay all", onclick: () => replay({ all: true }) })),
+        el("button", { id: "replay-selected", type: "button", text: "Replay selected", onclick: () => { if (selected.size) replay("dead-letters", { entries: [...selected] }); } }),
+        el("button", { id: "replay-all", type: "button", text: "Replay all", onclick: () => replay("dead-letters", { all: true }) })),
       progress,
       table("dlq-table", data.note || "Pending dead letters (delivery failed for good), oldest first",
         ["Select", "Dead-lettered", "Sink", "Source", "Event type", "Delivery id", "Last error", "Replay"], rows)];
-    if (lastJob != null) {
+    if (lastJob["dead-letters"] != null) {
       try { const j = await api("dead-letters/replay"); setTimeout(() => showJob(j), 0); } catch (_) { /* none yet */ }
+    }
+    return out;
+  }
+
+  async function quarantinePage() {
+    const data = await api("quarantine");
+    const rows = data.quarantine.map(q => {
+      const cb = el("input", { type: "checkbox", "aria-label": "Select " + q.id, onchange: ev => { if (ev.target.checked) selectedQ.add(q.id); else selectedQ.delete(q.id); } });
+      cb.checked = selectedQ.has(q.id);
+      return row([cb, q.at, q.source, q.event, q.delivery_id, q.topic, q.reason, q.error,
+        el("button", { type: "button", class: "replay-one", text: "Replay", onclick: () => replay("quarantine", { entries: [q.id] }) })], { "data-id": q.id, "data-source": q.source });
+    });
+    const present = new Set(data.quarantine.map(q => q.id));
+    for (const s of [...selectedQ]) if (!present.has(s)) selectedQ.delete(s);
+    const progress = el("p", { id: "replay-progress", role: "status", "data-state": "idle", text: "No replay started from this page." });
+    const out = [el("h1", { text: "Quarantine" }),
+      el("p", { text: "Events Kafka refused for good (too large, topic missing, not authorized). They were acknowledged and are kept on disk; a replay sends them to Kafka again with their hookgate-id." }),
+      el("div", { class: "actions" },
+        el("button", { id: "replay-selected", type: "button", text: "Replay selected", onclick: () => { if (selectedQ.size) replay("quarantine", { entries: [...selectedQ] }); } }),
+        el("button", { id: "replay-all", type: "button", text: "Replay all", onclick: () => replay("quarantine", { all: true }) })),
+      progress,
+      table("quarantine-table", data.note || ("Quarantined events, oldest first" + (data.unreadable ? " (" + data.unreadable + " unreadable files)" : "")),
+        ["Select", "Quarantined", "Source", "Event type", "Delivery id", "Topic", "Reason", "Error", "Replay"], rows)];
+    if (lastJob["quarantine"] != null) {
+      try { const j = await api("quarantine/replay"); setTimeout(() => showJob(j), 0); } catch (_) { /* none yet */ }
     }
     return out;
   }
@@ -244,6 +272,7 @@
       else if (page === "events") nodes = await events();
       else if (page === "refused") nodes = await refused();
       else if (page === "dead-letters") nodes = await deadLetters();
+      else if (page === "quarantine") nodes = await quarantinePage();
       else nodes = await overview();
     } catch (err) {
       nodes = [el("p", { class: "bad", role: "alert", text: "Could not load: " + err.message })];

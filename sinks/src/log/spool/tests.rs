@@ -469,3 +469,29 @@ fn walk_keeps_bad_records_only_when_intact_ones_follow() {
         }
     );
 }
+
+#[tokio::test]
+async fn tail_gives_the_newest_records_oldest_first_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&cfg(dir.path())).unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..100 {
+        offsets.push(spool.append(&ev(i)).await.unwrap());
+    }
+    // 4 KiB segments hold about 20 records each: 30 span more than one.
+    let tail = spool.tail(30, |o, e| Some((o, e.delivery_id))).unwrap();
+    let want: Vec<(u64, String)> = (70..100)
+        .map(|i| (offsets[i as usize], format!("d{i}")))
+        .collect();
+    assert_eq!(tail, want);
+    // `keep` can drop records; fewer records than asked gives them all.
+    let two_digits = spool
+        .tail(1000, |_, e| {
+            (e.delivery_id.len() == 3).then_some(e.delivery_id)
+        })
+        .unwrap();
+    assert_eq!(two_digits.len(), 90);
+    assert_eq!(two_digits.first().map(String::as_str), Some("d10"));
+    assert_eq!(two_digits.last().map(String::as_str), Some("d99"));
+    assert!(spool.tail(0, |_, e| Some(e)).unwrap().is_empty());
+}

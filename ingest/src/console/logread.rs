@@ -1,0 +1,251 @@
+//! Reading events back from the log for the console: one Kafka record by its position
+//! (topic, partition, offset, as the producer's delivery report gave it), and the newest
+//! records of the source topics to refill the recent-events index after a restart. The
+//! spool's side is [`hookgate_sinks::log::spool::Spool::read`] and `tail`.
+//!
+//! Every read uses a `BaseConsumer` that is assigned partitions at given offsets: no group
+//! membership, no offset commit, `auto.offset.reset = error` (a record past retention is
+//! reported gone, not replaced by another), and a bounded wait. All of it blocks, so
+//! callers run it in `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hookgate_proto::{Event, Ulid};
+use hookgate_sinks::log::kafka::KafkaConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers as _, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// How long one event's read-back waits for its record.
+pub const READ_WAIT: Duration = Duration::from_secs(5);
+/// How long the refill at start may read the topics' tails.
+pub const TAIL_WAIT: Duration = Duration::from_secs(20);
+/// Metadata and watermark requests.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The consumer group id the readers carry (they never join it nor commit to it).
+const GROUP: &str = "hookgate-console";
+
+/// Why a record could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Kafka no longer holds the offset (retention), or holds another event there.
+    #[error("{0}")]
+    Gone(&'static str),
+    /// The cluster did not answer in time, or refused the read.
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+/// Reads single records for `GET /api/v1/events/{id}`. Each read makes its own consumer
+/// and drops it (a connection per read: this is the admin path; a kept consumer would hold
+/// a connection and refresh metadata forever, and carried stale metadata across a broker
+/// restart into a librdkafka crash, see `read`). Reads take turns, so at most one
+/// consumer exists at a time.
+pub struct KafkaReader {
+    cfg: KafkaConfig,
+    turn: Mutex<()>,
+}
+
+fn consumer(cfg: &KafkaConfig, client_id: &str) -> Result<BaseConsumer, ReadError> {
+    let mut cc = cfg.client_config(&[]);
+    // Set after the user's options: these readers must never move a group's offsets.
+    cc.set("group.id", GROUP)
+        .set("client.id", client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "false");
+    cc.create()
+        .map_err(|e| ReadError::Kafka(cfg.options.redact(&e.to_string())))
+}
+
+/// The event a record holds, with `body` as its body.
+fn event_of<M: Message>(m: &M, body: Bytes) -> Option<Event> {
+    let headers: Vec<(&str, &[u8])> = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key, h.value.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Event::from_record(m.topic(), m.key(), body, headers).ok()
+}
+
+fn is_out_of_range(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+    )
+}
+
+impl KafkaReader {
+    /// A reader of the cluster `cfg` names (connects at each read).
+    pub fn new(cfg: &KafkaConfig) -> KafkaReader {
+        KafkaReader {
+            cfg: cfg.clone(),
+            turn: Mutex::new(()),
+        }
+    }
+
+    /// Reads the record at `offset` of `partition` of `topic`, which must be event `id`
+    /// (its `hookgate-id` header), waiting at most `wait`. Blocks.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        id: Ulid,
+        wait: Duration,
+    ) -> Result<Event, ReadError> {
+        let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+        let c = consumer(&self.cfg, "hookgate-console-read")?;
+        read_one(&c, topic, partition, offset, id, wait).map_err(|e| match e {
+            ReadError::Kafka(m) => ReadError::Kafka(self.cfg.options.redact(&m)),
+            gone => gone,
+        })
+    }
+}
+
+fn read_one(
+    c: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    id: Ulid,
+    wait: Duration,
+) -> Result<Event, ReadError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .map_err(|e| ReadError::Kafka(e.to_string()))?;
+    c.assign(&tpl)
+        .map_err(|e| ReadError::Kafka(e.to_string()))?;
+    let deadline = Instant::now() + wait;
+    let mut last_error = None;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match c.poll(left) {
+            None => break,
+            Some(Err(e)) if is_out_of_range(&e) => {
+                return Err(ReadError::Gone(
+                    "Kafka no longer holds this offset (retention)",
+                ))
+            }
+            // Transient (a broker reconnecting): keep waiting until the deadline.
+            Some(Err(e)) => last_error = Some(e.to_string()),
+            Some(Ok(m)) => {
+                if m.topic() != topic || m.partition() != partition || m.offset() < offset {
+                    continue;
+                }
+                if m.offset() > offset {
+                    return Err(ReadError::Gone("Kafka holds no record at this offset"));
+                }
+                let body = Bytes::copy_from_slice(m.payload().unwrap_or_default());
+                return match event_of(&m, body) {
+                    Some(ev) if ev.id == id => Ok(ev),
+                    _ => Err(ReadError::Gone(
+                        "the record at this offset is not this event (its hookgate-id differs)",
+                    )),
+                };
+            }
+        }
+    }
+    Err(ReadError::Kafka(last_error.unwrap_or_else(|| {
+        format!("no record within {}s", wait.as_secs())
+    })))
+}
+
+/// One record of a topic's tail, without its body.
+pub struct TailRecord {
+    /// The event's metadata (its `body` is empty).
+    pub event: Event,
+    /// The body's length.
+    pub body_bytes: usize,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
+
+/// The newest `per_partition` records of each partition of each of `topics` that carry a
+/// `hookgate-id`, bodies left out, in no particular order. Reads until every partition's
+/// high watermark (as it was at the start) or `wait`. Blocks.
+pub fn tail(
+    cfg: &KafkaConfig,
+    topics: &[String],
+    per_partition: usize,
+    wait: Duration,
+) -> Result<Vec<TailRecord>, ReadError> {
+    let c = consumer(cfg, "hookgate-console-tail")?;
+    let redact = |e: KafkaError| ReadError::Kafka(cfg.options.redact(&e.to_string()));
+    let mut tpl = TopicPartitionList::new();
+    // (topic, partition) -> the last offset to read.
+    let mut last: HashMap<(String, i32), i64> = HashMap::new();
+    for topic in topics {
+        let md = c
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(redact)?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        for p in partitions {
+            let (low, high) = c
+                .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+                .map_err(redact)?;
+            let start = low.max(high.saturating_sub(per_partition as i64));
+            if high > start {
+                tpl.add_partition_offset(topic, p, Offset::Offset(start))
+                    .map_err(redact)?;
+                last.insert((topic.clone(), p), high - 1);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if last.is_empty() {
+        return Ok(out);
+    }
+    c.assign(&tpl).map_err(redact)?;
+    let deadline = Instant::now() + wait;
+    while !last.is_empty() {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            tracing::warn!(
+                partitions = last.len(),
+                "console: reading the topics' tails took too long; the index is partly filled"
+            );
+            break;
+        };
+        let m = match c.poll(left) {
+            None => continue,
+            Some(Err(e)) => {
+                tracing::debug!(error = %cfg.options.redact(&e.to_string()), "console: tail read error");
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        let key = (m.topic().to_owned(), m.partition());
+        let Some(&end) = last.get(&key) else {
+            continue;
+        };
+        if m.offset() >= end {
+            last.remove(&key);
+        }
+        if m.offset() > end {
+            continue;
+        }
+        if let Some(event) = event_of(&m, Bytes::new()) {
+            out.push(TailRecord {
+                event,
+                body_bytes: m.payload_len(),
+                partition: m.partition(),
+                offset: m.offset(),
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,399 @@
+//! The console with Kafka as the only log (issue 17 follow-up), against a real broker:
+//! `GET /api/v1/events/{id}` reads the body back from the record the producer's delivery
+//! report pointed at; after a restart the index is refilled from the topic's tail; and a
+//! record at that offset that is another event is never shown as this one.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+
+use crate::console::{post_github, Admin, GH_SECRET, TOKEN};
+use crate::harness::{free_port, topic, Broker, Hookgate};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `[kafka]` only (no spool), the console on, one github source on `topic`.
+fn kafka_config(admin_port: u16, broker: &Broker, topic: &str, create: bool) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "{TOKEN}"
+
+[kafka]
+brokers = "{boot}"
+create_topics = {create}
+delivery_timeout = "5s"
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["{GH_SECRET}"]
+topic = "{topic}"
+keep_headers = ["x-request-note"]
+"#,
+        boot = broker.bootstrap()
+    )
+}
+
+async fn start(broker: &Broker, topic: &str, create: bool) -> Admin {
+    let port = free_port();
+    let a = Admin {
+        hg: Hookgate::start(&kafka_config(port, broker, topic, create)),
+        port,
+    };
+    a.wait_up().await;
+    a
+}
+
+fn body_json(ev: &Value) -> Value {
+    let text = ev["body"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no body: {ev}"));
+    serde_json::from_str(text).expect("json body")
+}
+
+/// Waits until the events list holds `n` events; returns them.
+async fn listed(a: &Admin, n: usize) -> Vec<Value> {
+    let end = Instant::now() + WAIT;
+    loop {
+        let (s, v) = a.get("/api/v1/events", Some(TOKEN)).await;
+        assert_eq!(s, 200, "{v}");
+        let list = v["events"].as_array().cloned().unwrap_or_default();
+        if list.len() >= n {
+            return list;
+        }
+        assert!(
+            Instant::now() < end,
+            "{n} events expected: {v}\n{}",
+            a.hg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kafka_only_the_body_is_read_back_and_the_index_survives_a_restart() {
+    let broker = Broker::start();
+    let topic = topic("console-kafka");
+    let mut a = start(&broker, &topic, true).await;
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let body = format!(r#"{{"ref":"refs/heads/k{i}","n":{i}}}"#);
+        let (s, v) = post_github(
+            &a.hg,
+            &format!("kafka-{i}"),
+            body.as_bytes(),
+            &[
+                ("x-request-note", "visible-note"),
+                ("authorization", "Bearer upstream-cred-9"),
+            ],
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        sent.push((v["id"].as_str().expect("id").to_owned(), body));
+    }
+    for (id, body) in &sent {
+        let (s, ev) = a.get(&format!("/api/v1/events/{id}"), Some(TOKEN)).await;
+        assert_eq!(s, 200, "{ev}");
+        assert_eq!(ev["stored_at"]["log"], "kafka", "{ev}");
+        assert_eq!(ev["headers_from"], "memory (as received)");
+        assert_eq!(body_json(&ev), serde_json::from_str::<Value>(body).unwrap());
+        assert!(!ev.to_string().contains("upstream-cred-9"), "{ev}");
+    }
+
+    // After a restart the index is refilled from the topic's tail, in the background.
+    a.hg.restart();
+    a.wait_up().await;
+    let list = listed(&a, 3).await;
+    let ids: Vec<&str> = list.iter().filter_map(|e| e["id"].as_str()).collect();
+    // Newest first.
+    let want: Vec<&str> = sent.iter().rev().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, want, "{list:?}");
+    assert_eq!(list[0]["delivery_id"], "kafka-2");
+    for (id, body) in &sent {
+        let (s, ev) = a.get(&format!("/api/v1/events/{id}"), Some(TOKEN)).await;
+        assert_eq!(s, 200, "{ev}");
+        assert_eq!(ev["stored_at"]["log"], "kafka", "{ev}");
+        assert_eq!(ev["headers_from"], "log (kept headers only)");
+        assert_eq!(body_json(&ev), serde_json::from_str::<Value>(body).unwrap());
+        let headers = ev["headers"].to_string();
+        assert!(headers.contains("visible-note"), "{ev}");
+        assert!(!ev.to_string().contains("upstream-cred-9"), "{ev}");
+    }
+    // With Kafka alone, an id that is not indexed is not found (no scan of the topics).
+    let (s, v) = a
+        .get("/api/v1/events/01ARZ3NDEKTSV4RRFFQ69G5FAV", Some(TOKEN))
+        .await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("event_not_found")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_event_at_the_recorded_offset_is_not_shown_as_this_one() {
+    let mut broker = Broker::start();
+    let topic = topic("console-kafka-other");
+    broker.create_topic(&topic, 1).await;
+    let a = start(&broker, &topic, false).await;
+    let body = br#"{"ref":"refs/heads/mine"}"#;
+    let (s, v) = post_github(&a.hg, "mine-1", body, &[]).await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["id"].as_str().expect("id").to_owned();
+    let (_, ev) = a.get(&format!("/api/v1/events/{id}"), Some(TOKEN)).await;
+    assert_eq!(ev["stored_at"]["offset"], 0, "{ev}");
+    assert_eq!(
+        body_json(&ev),
+        serde_json::from_slice::<Value>(body).unwrap()
+    );
+
+    // The broker loses its data (in-memory storage); offset 0 now holds another event.
+    broker.restart();
+    broker.create_topic(&topic, 1).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("producer");
+    let other = ulid::Ulid::new().to_string();
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key("k")
+                .payload(r#"{"ref":"refs/heads/someone-else"}"#)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "hookgate-id",
+                    value: Some(other.as_str()),
+                })),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce the other record");
+    let (s, ev) = a.get(&format!("/api/v1/events/{id}"), Some(TOKEN)).await;
+    assert_eq!(s, 200, "{ev}");
+    assert_eq!(ev["body"], Value::Null, "{ev}");
+    assert!(!ev.to_string().contains("someone-else"), "{ev}");
+    let why = ev["body_unavailable"].as_str().unwrap_or("");
+    assert!(why.contains("hookgate-id differs"), "{ev}");
+}
+
+/// Posts a signed github push to source `source`; returns (status, hookgate-id).
+async fn post_to(a: &Admin, source: &str, delivery: &str) -> (u16, String) {
+    let body = format!(r#"{{"ref":"refs/heads/{delivery}"}}"#);
+    let mut req = crate::console::client()
+        .post(a.hg.url(&format!("/hooks/{source}")))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (k, v) in crate::harness::sign("github", GH_SECRET, body.as_bytes(), crate::harness::now())
+    {
+        req = req.header(k, v);
+    }
+    let r = req.send().await.expect("post");
+    let s = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (s, v["id"].as_str().unwrap_or("").to_owned())
+}
+
+async fn quarantined(a: &Admin, n: usize) -> Vec<Value> {
+    let end = Instant::now() + WAIT;
+    loop {
+        let (s, v) = a.get("/api/v1/quarantine", Some(TOKEN)).await;
+        assert_eq!(s, 200, "{v}");
+        let list = v["quarantine"].as_array().cloned().unwrap_or_default();
+        if list.len() == n {
+            return list;
+        }
+        assert!(Instant::now() < end, "{n} quarantined expected: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn quarantine_replay_done(a: &Admin) -> Value {
+    let end = Instant::now() + WAIT;
+    loop {
+        let (s, j) = a.get("/api/v1/quarantine/replay", Some(TOKEN)).await;
+        assert_eq!(s, 200, "{j}");
+        if j["state"] != "running" {
+            return j;
+        }
+        assert!(Instant::now() < end, "replay still running: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The quarantine endpoints: list, a replay filtered by `source` (the old `sink` field and
+/// unknown fields are refused with a 400 that says what is accepted), then all. The broker
+/// is librdkafka's mock cluster, which can refuse produce requests for good (Tansu cannot;
+/// see `kafka_faults.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_lists_and_replays_by_source() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let t = topic("console-quarantine");
+    mock.create_topic(&t, 1, 1).expect("mock topic");
+    let port = free_port();
+    let a = Admin {
+        hg: Hookgate::start(&format!(
+            r#"
+[server]
+listen = "{{listen}}"
+
+[admin]
+listen = "127.0.0.1:{port}"
+token = "{TOKEN}"
+
+[kafka]
+brokers = "{boot}"
+ack = "kafka"
+spill_after = "5s"
+delivery_timeout = "5s"
+
+[spool]
+path = "{{dir}}/spool"
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["{GH_SECRET}"]
+topic = "{t}"
+
+[[sources]]
+name = "other"
+provider = "github"
+secrets = ["{GH_SECRET}"]
+topic = "{t}"
+"#,
+            boot = mock.bootstrap_servers()
+        )),
+        port,
+    };
+    a.wait_up().await;
+    assert_eq!(post_to(&a, "github", "q-warm").await.0, 200);
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
+    );
+    let (s, mine) = post_to(&a, "github", "q-github").await;
+    assert_eq!(s, 200);
+    let (s, theirs) = post_to(&a, "other", "q-other").await;
+    assert_eq!(s, 200);
+    let list = quarantined(&a, 2).await;
+    // Kafka takes records again (errors the mock still holds are dropped).
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let of = |id: &str| {
+        list.iter()
+            .find(|q| q["id"] == id)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(of(&mine)["source"], "github");
+    assert_eq!(of(&theirs)["source"], "other");
+    assert_eq!(of(&mine)["reason"], "not_authorized");
+    // The event page reads it from the quarantine.
+    let (_, ev) = a.get(&format!("/api/v1/events/{mine}"), Some(TOKEN)).await;
+    assert_eq!(ev["stored_at"]["log"], "quarantine", "{ev}");
+    assert!(
+        ev["body"].as_str().unwrap_or("").contains("q-github"),
+        "{ev}"
+    );
+
+    // The old field, unknown fields, an empty choice: 400 with what is accepted.
+    for bad in [
+        serde_json::json!({"sink": "github"}),
+        serde_json::json!({"source": "github", "also": 1}),
+        serde_json::json!({"entries": []}),
+        serde_json::json!({}),
+    ] {
+        let (s, v) = a.post("/api/v1/quarantine/replay", Some(TOKEN), &bad).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (400, Some("bad_replay_request")),
+            "{bad}: {v}"
+        );
+        assert!(
+            v["message"].as_str().unwrap_or("").contains("\"source\""),
+            "{v}"
+        );
+    }
+    let (s, v) = a
+        .post(
+            "/api/v1/quarantine/replay",
+            Some(TOKEN),
+            &serde_json::json!({"sink": "github"}),
+        )
+        .await;
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown field `sink`"),
+        "{s} {v}"
+    );
+    let (s, v) = a
+        .post(
+            "/api/v1/quarantine/replay",
+            Some(TOKEN),
+            &serde_json::json!({"source": "nope"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("nothing_to_replay")),
+        "{v}"
+    );
+
+    // One source's events only. The producer may still hold the topic's error for a
+    // moment after the refusals (librdkafka refreshes its metadata): a replay that fails
+    // keeps the entry and can be tried again.
+    let end = Instant::now() + WAIT;
+    loop {
+        let (s, j) = a
+            .post(
+                "/api/v1/quarantine/replay",
+                Some(TOKEN),
+                &serde_json::json!({"source": "github"}),
+            )
+            .await;
+        assert_eq!((s, j["total"].as_u64()), (202, Some(1)), "{j}");
+        let j = quarantine_replay_done(&a).await;
+        if j["state"] == "done" {
+            assert_eq!(
+                (j["replayed"].as_u64(), j["remaining"].as_u64()),
+                (Some(1), Some(1)),
+                "{j}"
+            );
+            break;
+        }
+        assert_eq!(
+            (j["failed"].as_u64(), j["remaining"].as_u64()),
+            (Some(1), Some(2)),
+            "{j}"
+        );
+        assert!(Instant::now() < end, "the replay keeps failing: {j}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let left = quarantined(&a, 1).await;
+    assert_eq!(left[0]["id"], theirs.as_str());
+    // Then all.
+    let (s, _) = a
+        .post(
+            "/api/v1/quarantine/replay",
+            Some(TOKEN),
+            &serde_json::json!({"all": true}),
+        )
+        .await;
+    assert_eq!(s, 202);
+    let j = quarantine_replay_done(&a).await;
+    assert_eq!(
+        (j["state"].as_str(), j["replayed"].as_u64()),
+        (Some("done"), Some(1)),
+        "{j}"
+    );
+    quarantined(&a, 0).await;
+}
