@@ -414,3 +414,154 @@ async fn committed_ids_survive_a_redis_restart_with_aof() {
         }
     }
 }
+
+/// A `[dedupe.redis]` hookgate config (spool log, one GitHub source) with `redis` as the
+/// body of the section.
+fn gate_config(redis: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+[spool]
+path = "{{dir}}/spool"
+
+[dedupe.redis]
+command_timeout = "200ms"
+{redis}
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["gh-secret"]
+"#
+    )
+}
+
+/// Posts a signed GitHub push with this delivery id; returns the status and the body.
+async fn post(hg: &crate::harness::Hookgate, delivery: &str) -> (u16, serde_json::Value) {
+    let (body, headers) = crate::tls::push(delivery);
+    let mut req = crate::harness::client()
+        .post(hg.url("/hooks/github"))
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+async fn get_text(hg: &crate::harness::Hookgate, path: &str) -> String {
+    crate::harness::client()
+        .get(hg.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `rediss://` with a password, trusted through `ca_file`: two hookgate processes share the
+/// TLS-only Redis (a delivery sent to A then to B is a duplicate at B, and the key is in
+/// Redis), and the password shows nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_ca_file_dedupes_across_two_hookgates_and_hides_the_password() {
+    if !redis_available() {
+        return;
+    }
+    const PASSWORD: &str = "tls-redis-pass-27182818";
+    let ca = crate::tls::Ca::new("redis test CA");
+    let leaf = ca.server("redis", 11, crate::tls::KeyKind::EcdsaPkcs8);
+    let redis = Redis::start_tls(
+        &ca.pem,
+        &leaf.cert_pem,
+        &leaf.key_pem,
+        &["--requirepass", PASSWORD],
+    );
+    let section = format!(
+        "url = \"rediss://:{PASSWORD}@127.0.0.1:{}/0\"\nca_file = \"{}\"\n",
+        redis.port,
+        redis.path("ca.pem").display()
+    );
+    let a = crate::harness::Hookgate::start(&gate_config(&section));
+    let b = crate::harness::Hookgate::start(&gate_config(&section));
+    let (s, first) = post(&a, "tls-1").await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(first["duplicate"], false, "{first}");
+    let (s, again) = post(&b, "tls-1").await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["duplicate"], true, "B learns it from Redis: {again}");
+    assert_eq!(again["id"], first["id"], "{again}");
+    let keys = redis.cli(&["KEYS", "hookgate:dedupe:github:*"]);
+    assert!(keys.lines().count() >= 1, "{keys}");
+    for key in keys.lines() {
+        let value = redis.cli(&["GET", key.trim()]);
+        assert!(value.starts_with("d:"), "committed in Redis: {value}");
+    }
+    for hg in [&a, &b] {
+        let ready = get_text(hg, "/readyz").await;
+        assert!(ready.contains("\"dedupe\":\"ok\""), "{ready}");
+        let metrics = get_text(hg, "/metrics").await;
+        let output = hg.output();
+        for (what, text) in [("output", &output), ("metrics", &metrics)] {
+            assert!(!text.contains(PASSWORD), "the password is in the {what}");
+        }
+    }
+}
+
+/// A server certificate from another CA than `ca_file` is refused: nothing is accepted
+/// under `reject` (503 `dedupe_unavailable`), `/readyz` says the store is unavailable, the
+/// log says why, and no key reaches Redis. A plain `redis://` client on the TLS port fails
+/// the same way (control: the same server with the right CA works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_certificate_from_another_ca_is_refused() {
+    if !redis_available() {
+        return;
+    }
+    const PASSWORD: &str = "tls-redis-pass-16180339";
+    let ca = crate::tls::Ca::new("redis test CA");
+    let other = crate::tls::Ca::new("some other CA");
+    let leaf = ca.server("redis", 12, crate::tls::KeyKind::EcdsaPkcs8);
+    let redis = Redis::start_tls(
+        &ca.pem,
+        &leaf.cert_pem,
+        &leaf.key_pem,
+        &["--requirepass", PASSWORD],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let other_pem = dir.path().join("other-ca.pem");
+    std::fs::write(&other_pem, &other.pem).unwrap();
+    let section = format!(
+        "url = \"rediss://:{PASSWORD}@127.0.0.1:{}/0\"\nca_file = \"{}\"\n",
+        redis.port,
+        other_pem.display()
+    );
+    let hg = crate::harness::Hookgate::start(&gate_config(&section));
+    for i in 0..3 {
+        let (s, body) = post(&hg, &format!("bad-ca-{i}")).await;
+        assert_eq!(s, 503, "{body}");
+        assert!(body.to_string().contains("dedupe_unavailable"), "{body}");
+    }
+    let ready = get_text(&hg, "/readyz").await;
+    assert!(ready.contains("\"dedupe\":\"unavailable\""), "{ready}");
+    assert_eq!(redis.cli(&["DBSIZE"]), "0", "nothing reached Redis");
+    let output = hg.output();
+    assert!(
+        output.contains("redis dedupe store unavailable"),
+        "the outage is logged: {output}"
+    );
+    assert!(
+        output.contains("certificate"),
+        "the log says the certificate is the problem: {output}"
+    );
+    let metrics = get_text(&hg, "/metrics").await;
+    for (what, text) in [("output", &output), ("metrics", &metrics)] {
+        assert!(!text.contains(PASSWORD), "the password is in the {what}");
+    }
+}
