@@ -1619,6 +1619,18 @@ secrets = ["${MISSING}"]
                 "more than 3 x command_timeout",
             ),
             ("url = \"redis://a:1\"\npool_size = 0\n", "pool_size = 0"),
+            (
+                "url = \"redis://:hunter2x@a:1\"\nca_file = \"/dev/null\"\n",
+                "ca_file needs rediss://",
+            ),
+            (
+                "url = \"rediss://:hunter2x@a:1\"\nca_file = \"/nonexistent/ca.pem\"\n",
+                "ca_file /nonexistent/ca.pem: cannot be read",
+            ),
+            (
+                "url = \"rediss://:hunter2x@a:1\"\nca_file = \"/dev/null\"\n",
+                "holds no CERTIFICATE block",
+            ),
         ] {
             let all = parse(bad).unwrap_err().to_string();
             assert!(all.contains(want), "{bad}: {all}");
