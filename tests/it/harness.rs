@@ -1097,8 +1097,7 @@ impl Redis {
         let end = Instant::now() + Duration::from_secs(30);
         loop {
             let pong = run(self.cli_cmd().arg("PING"), COMMAND_TIMEOUT);
-            let pong: std::io::Result<std::process::Output> = Ok(pong);
-            if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG")) {
+            if String::from_utf8_lossy(&pong.stdout).contains("PONG") {
                 return;
             }
             assert!(
@@ -1255,8 +1254,8 @@ impl RedisCluster {
         format!("[{}]", urls.join(", "))
     }
 
-    /// The index of the node that holds `key`'s slot (asked with `CLUSTER KEYSLOT` and
-    /// `CLUSTER SHARDS`-free: the owner is the node that does not answer `MOVED`).
+    /// The index of the node that holds `key`'s slot: the one node that answers `EXISTS key`
+    /// itself instead of `MOVED`.
     pub fn owner(&self, key: &str) -> usize {
         let owners: Vec<usize> = self
             .nodes
