@@ -252,6 +252,11 @@ pub struct RedisDedupeConfig {
     /// Talk Redis Cluster protocol (`urls`, or `url` as the one seed node).
     #[serde(default)]
     pub cluster: bool,
+    /// PEM file of the CA certificate(s) that sign the Redis server's certificate
+    /// (`rediss://` only). Absent: the system's roots. Read at start (a restart picks up a
+    /// new file); it replaces the system roots rather than adding to them.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// What a request does while Redis cannot be reached: `reject` (503 + Retry-After) or
     /// `local` (this replica's own dedupe only; `/readyz` says degraded).
     #[serde(default)]
@@ -325,6 +330,13 @@ impl RedisDedupeConfig {
                 if urls.len() > 1 && !self.cluster {
                     out.push("several `urls` need `cluster = true` (one URL otherwise)".into());
                 }
+                if self.ca_file.is_some()
+                    && urls.iter().any(|u| !u.expose().starts_with("rediss://"))
+                {
+                    out.push(
+                        "ca_file needs rediss:// URLs (TLS); a redis:// URL would ignore it".into(),
+                    );
+                }
                 for (i, u) in urls.iter().enumerate() {
                     if let Err(m) = crate::redis_dedupe::check_url(u.expose()) {
                         out.push(if urls.len() > 1 {
@@ -334,6 +346,11 @@ impl RedisDedupeConfig {
                         });
                     }
                 }
+            }
+        }
+        if let Some(p) = &self.ca_file {
+            if let Err(m) = crate::redis_dedupe::load_ca(p) {
+                out.push(m);
             }
         }
         if self.key_prefix.is_empty() {
@@ -1602,6 +1619,18 @@ secrets = ["${MISSING}"]
                 "more than 3 x command_timeout",
             ),
             ("url = \"redis://a:1\"\npool_size = 0\n", "pool_size = 0"),
+            (
+                "url = \"redis://:hunter2x@a:1\"\nca_file = \"/dev/null\"\n",
+                "ca_file needs rediss://",
+            ),
+            (
+                "url = \"rediss://:hunter2x@a:1\"\nca_file = \"/nonexistent/ca.pem\"\n",
+                "ca_file /nonexistent/ca.pem: cannot be read",
+            ),
+            (
+                "url = \"rediss://:hunter2x@a:1\"\nca_file = \"/dev/null\"\n",
+                "holds no CERTIFICATE block",
+            ),
         ] {
             let all = parse(bad).unwrap_err().to_string();
             assert!(all.contains(want), "{bad}: {all}");

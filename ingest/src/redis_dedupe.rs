@@ -82,6 +82,40 @@ pub fn check_url(url: &str) -> Result<(), String> {
         .map_err(|e| format!("is not a usable Redis URL ({})", e.category()))
 }
 
+/// Reads `[dedupe.redis] ca_file`: PEM holding at least one certificate. The error names the
+/// file and the key, never its contents.
+pub fn load_ca(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::CertificateDer;
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("ca_file {}: cannot be read ({})", path.display(), e.kind()))?;
+    let mut n = 0usize;
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        if c.is_err() {
+            return Err(format!("ca_file {}: is not valid PEM", path.display()));
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!(
+            "ca_file {}: holds no CERTIFICATE block",
+            path.display()
+        ));
+    }
+    Ok(pem)
+}
+
+/// The trust roots for `rediss://` when `ca_file` is set.
+fn tls_certs(cfg: &RedisDedupeConfig) -> Result<Option<redis::TlsCertificates>, String> {
+    let Some(path) = &cfg.ca_file else {
+        return Ok(None);
+    };
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(load_ca(path)?),
+    }))
+}
+
 /// A connection: one multiplexed, reconnecting connection to a server, or a cluster client.
 #[derive(Clone)]
 enum Conn {
@@ -232,6 +266,12 @@ pub struct RedisStore {
     release: Script,
     renew: Script,
     meters: Meters,
+    /// A client for the first URL, used once per outage to learn why connecting fails
+    /// (a distrusted certificate, a wrong password): the pooled connections only time out.
+    diag: Option<redis::Client>,
+    diagnosed: AtomicBool,
+    connect_timeout: Duration,
+    urls: Vec<Secret>,
 }
 
 impl RedisStore {
@@ -245,16 +285,28 @@ impl RedisStore {
     ) -> Result<RedisStore, String> {
         let urls = cfg.node_urls()?;
         let redact = |e: redis::RedisError| redact(&urls, &e.to_string());
+        let certs = tls_certs(cfg)?;
+        let diag = urls.first().and_then(|u| {
+            match certs.clone() {
+                Some(c) => redis::Client::build_with_tls(u.expose(), c),
+                None => redis::Client::open(u.expose()),
+            }
+            .ok()
+        });
         let mut conns = Vec::with_capacity(cfg.pool_size);
         if cfg.cluster {
-            let client = redis::cluster::ClusterClientBuilder::new(
+            let mut builder = redis::cluster::ClusterClientBuilder::new(
                 urls.iter().map(|u| u.expose().to_owned()),
             )
             .connection_timeout(cfg.connect_timeout)
             .response_timeout(cfg.command_timeout)
-            .retries(1)
-            .build()
-            .map_err(|e| format!("redis cluster: {}", redact(e)))?;
+            .retries(1);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder
+                .build()
+                .map_err(|e| format!("redis cluster: {}", redact(e)))?;
             for _ in 0..cfg.pool_size.max(1) {
                 let config = redis::cluster::ClusterConfig::new()
                     .set_connection_timeout(cfg.connect_timeout)
@@ -265,8 +317,11 @@ impl RedisStore {
             }
         } else {
             let url = urls.first().ok_or("no Redis URL")?;
-            let client =
-                redis::Client::open(url.expose()).map_err(|e| format!("redis: {}", redact(e)))?;
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(url.expose(), certs),
+                None => redis::Client::open(url.expose()),
+            }
+            .map_err(|e| format!("redis: {}", redact(e)))?;
             for _ in 0..cfg.pool_size.max(1) {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(cfg.connect_timeout))
@@ -294,6 +349,10 @@ impl RedisStore {
             release: Script::new(RELEASE),
             renew: Script::new(RENEW),
             meters,
+            diag,
+            diagnosed: AtomicBool::new(false),
+            connect_timeout: cfg.connect_timeout,
+            urls,
         })
     }
 
@@ -401,6 +460,7 @@ impl RedisStore {
 
     fn set_healthy(&self) {
         if !self.healthy.swap(true, Ordering::Relaxed) {
+            self.diagnosed.store(false, Ordering::Relaxed);
             self.meters.degraded.set(0.0);
             tracing::info!("redis dedupe store reachable again: shared dedupe resumed");
         }
@@ -416,11 +476,34 @@ impl RedisStore {
                 .await
                 .is_ok();
             if !ok {
+                if !self.diagnosed.swap(true, Ordering::Relaxed) {
+                    self.diagnose().await;
+                }
                 return false;
             }
         }
         self.set_healthy();
         true
+    }
+
+    /// Connects once, outside the pool, and logs why it fails (once per outage). The text
+    /// is the client's (e.g. `invalid peer certificate: UnknownIssuer`, `WRONGPASS`) with
+    /// every URL and password cut out.
+    async fn diagnose(&self) {
+        let Some(client) = &self.diag else { return };
+        let res = tokio::time::timeout(
+            self.connect_timeout,
+            client.get_multiplexed_async_connection(),
+        )
+        .await;
+        match res {
+            Ok(Err(e)) => tracing::warn!(
+                detail = %redact(&self.urls, &e.to_string()),
+                "redis dedupe store: connecting fails (for rediss://, check ca_file and the server's certificate)"
+            ),
+            Err(_) => tracing::warn!("redis dedupe store: connecting timed out"),
+            Ok(Ok(_)) => {}
+        }
     }
 
     /// Pings Redis every [`PROBE_EVERY`] until `stop` fires.

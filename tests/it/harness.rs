@@ -988,6 +988,8 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     args: Vec<String>,
+    /// TLS only (`--port 0 --tls-port`): `ca.pem`, `cert.pem`, `key.pem` are in `dir`.
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -1003,17 +1005,87 @@ impl Redis {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             args: args.iter().map(|s| s.to_string()).collect(),
+            tls: false,
             child: None,
         };
         r.spawn();
         r
     }
 
+    /// A throwaway Redis that speaks TLS only (`--port 0 --tls-port P`, clients not asked
+    /// for certificates), serving `cert_pem`/`key_pem`; `ca_pem` is what `redis-cli` trusts.
+    pub fn start_tls(ca_pem: &str, cert_pem: &str, key_pem: &str, args: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, pem) in [
+            ("ca.pem", ca_pem),
+            ("cert.pem", cert_pem),
+            ("key.pem", key_pem),
+        ] {
+            std::fs::write(dir.path().join(name), pem).expect("write pem");
+        }
+        let mut r = Redis {
+            port: free_port(),
+            dir,
+            args: ["--save", "", "--appendonly", "no"]
+                .iter()
+                .chain(args)
+                .map(|s| s.to_string())
+                .collect(),
+            tls: true,
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    /// The arguments that say where to listen (and, with TLS, with which certificate).
+    fn listen_args(&self) -> Vec<String> {
+        let p = |n: &str| self.dir.path().join(n).display().to_string();
+        if self.tls {
+            vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                self.port.to_string(),
+                "--tls-cert-file".into(),
+                p("cert.pem"),
+                "--tls-key-file".into(),
+                p("key.pem"),
+                "--tls-ca-cert-file".into(),
+                p("ca.pem"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        } else {
+            vec!["--port".into(), self.port.to_string()]
+        }
+    }
+
+    /// `redis-cli` with this server's port, password and TLS settings.
+    fn cli_cmd(&self) -> Command {
+        let mut c = Command::new(REDIS_CLI);
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "--no-auth-warning",
+        ])
+        .args(self.auth_args());
+        if self.tls {
+            c.arg("--tls")
+                .arg("--cacert")
+                .arg(self.dir.path().join("ca.pem"));
+        }
+        c
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("log file");
         let child = Command::new(REDIS_SERVER)
             .current_dir(self.dir.path())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(self.listen_args())
+            .args(["--bind", "127.0.0.1"])
             .args(["--dir", &self.dir.path().display().to_string()])
             .args(&self.args)
             .stdin(Stdio::null())
@@ -1024,12 +1096,8 @@ impl Redis {
         self.child = Some(child);
         let end = Instant::now() + Duration::from_secs(30);
         loop {
-            let pong = Command::new(REDIS_CLI)
-                .args(["-p", &self.port.to_string(), "--no-auth-warning"])
-                .args(self.auth_args())
-                .arg("PING")
-                .output();
-            if pong.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG")) {
+            let pong = run(self.cli_cmd().arg("PING"), COMMAND_TIMEOUT);
+            if String::from_utf8_lossy(&pong.stdout).contains("PONG") {
                 return;
             }
             assert!(
@@ -1054,20 +1122,20 @@ impl Redis {
         }
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The path of a file in the server's directory (`ca.pem` for a TLS server).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// Runs one command with `redis-cli` and returns its output, trimmed.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = run(
-            Command::new(REDIS_CLI)
-                .args(["-p", &self.port.to_string(), "--no-auth-warning"])
-                .args(self.auth_args())
-                .args(args),
-            COMMAND_TIMEOUT,
-        );
+        let out = run(self.cli_cmd().args(args), COMMAND_TIMEOUT);
         assert!(
             out.status.success(),
             "redis-cli {args:?}: {}",
@@ -1116,5 +1184,95 @@ impl Drop for Redis {
             eprintln!("--- redis log ---\n{}", self.log());
         }
         self.stop();
+    }
+}
+
+/// A Redis Cluster of `n` masters (no replicas) on free loopback ports, joined with
+/// `redis-cli --cluster create` and waited on until every node says `cluster_state:ok`.
+/// Each node is a [`Redis`] (killed on drop).
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start(n: usize) -> RedisCluster {
+        let nodes: Vec<Redis> = (0..n)
+            .map(|_| {
+                // The bus port is set: the default (port + 10000) can exceed 65535.
+                let bus = free_port().to_string();
+                Redis::start_with(&[
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-node-timeout",
+                    "5000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|r| format!("127.0.0.1:{}", r.port))
+            .collect();
+        let out = run(
+            Command::new(REDIS_CLI)
+                .arg("--cluster")
+                .arg("create")
+                .args(&addrs)
+                .args(["--cluster-replicas", "0", "--cluster-yes"]),
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let end = Instant::now() + Duration::from_secs(60);
+        for r in &nodes {
+            while !r.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < end, "cluster_state never ok on {}", r.port);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The `urls = [...]` value for hookgate's config.
+    pub fn urls_toml(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|r| format!("\"{}\"", r.url()))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+
+    /// The index of the node that holds `key`'s slot: the one node that answers `EXISTS key`
+    /// itself instead of `MOVED`.
+    pub fn owner(&self, key: &str) -> usize {
+        let owners: Vec<usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                let out = run(r.cli_cmd().args(["EXISTS", key]), COMMAND_TIMEOUT);
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                !text.contains("MOVED")
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(owners.len(), 1, "one owner for {key}: {owners:?}");
+        owners[0]
     }
 }

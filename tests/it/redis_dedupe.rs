@@ -11,7 +11,7 @@ use hookgate_ingest::dedupe::{Admission, Dedupe};
 use hookgate_ingest::redis_dedupe::{RedisStore, SharedDedupe, StoreRefusal};
 use hookgate_proto::Ulid;
 
-use crate::harness::{redis_available, Redis};
+use crate::harness::{redis_available, Redis, RedisCluster};
 
 /// The error type of the appends here: the log failed, or the store refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,4 +413,337 @@ async fn committed_ids_survive_a_redis_restart_with_aof() {
             assert!(matches!(got, Admission::New(_)), "{args:?}: {got:?}");
         }
     }
+}
+
+/// A `[dedupe.redis]` hookgate config (spool log, one GitHub source) with `redis` as the
+/// body of the section.
+fn gate_config(redis: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{listen}}"
+
+[spool]
+path = "{{dir}}/spool"
+
+[dedupe.redis]
+command_timeout = "200ms"
+{redis}
+
+[[sources]]
+name = "github"
+provider = "github"
+secrets = ["gh-secret"]
+"#
+    )
+}
+
+/// Posts a signed GitHub push with this delivery id; returns the status and the body.
+async fn post(hg: &crate::harness::Hookgate, delivery: &str) -> (u16, serde_json::Value) {
+    let (body, headers) = crate::tls::push(delivery);
+    let mut req = crate::harness::client()
+        .post(hg.url("/hooks/github"))
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+async fn get_text(hg: &crate::harness::Hookgate, path: &str) -> String {
+    crate::harness::client()
+        .get(hg.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `rediss://` with a password, trusted through `ca_file`: two hookgate processes share the
+/// TLS-only Redis (a delivery sent to A then to B is a duplicate at B, and the key is in
+/// Redis), and the password shows nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_ca_file_dedupes_across_two_hookgates_and_hides_the_password() {
+    if !redis_available() {
+        return;
+    }
+    const PASSWORD: &str = "tls-redis-pass-27182818";
+    let ca = crate::tls::Ca::new("redis test CA");
+    let leaf = ca.server("redis", 11, crate::tls::KeyKind::EcdsaPkcs8);
+    let redis = Redis::start_tls(
+        &ca.pem,
+        &leaf.cert_pem,
+        &leaf.key_pem,
+        &["--requirepass", PASSWORD],
+    );
+    let section = format!(
+        "url = \"rediss://:{PASSWORD}@127.0.0.1:{}/0\"\nca_file = \"{}\"\n",
+        redis.port,
+        redis.path("ca.pem").display()
+    );
+    let a = crate::harness::Hookgate::start(&gate_config(&section));
+    let b = crate::harness::Hookgate::start(&gate_config(&section));
+    let (s, first) = post(&a, "tls-1").await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(first["duplicate"], false, "{first}");
+    let (s, again) = post(&b, "tls-1").await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["duplicate"], true, "B learns it from Redis: {again}");
+    assert_eq!(again["id"], first["id"], "{again}");
+    let keys = redis.cli(&["KEYS", "hookgate:dedupe:github:*"]);
+    assert!(keys.lines().count() >= 1, "{keys}");
+    for key in keys.lines() {
+        let value = redis.cli(&["GET", key.trim()]);
+        assert!(value.starts_with("d:"), "committed in Redis: {value}");
+    }
+    for hg in [&a, &b] {
+        let ready = get_text(hg, "/readyz").await;
+        assert!(ready.contains("\"dedupe\":\"ok\""), "{ready}");
+        let metrics = get_text(hg, "/metrics").await;
+        let output = hg.output();
+        for (what, text) in [("output", &output), ("metrics", &metrics)] {
+            assert!(!text.contains(PASSWORD), "the password is in the {what}");
+        }
+    }
+}
+
+/// A server certificate from another CA than `ca_file` is refused: nothing is accepted
+/// under `reject` (503 `dedupe_unavailable`), `/readyz` says the store is unavailable, the
+/// log says why, and no key reaches Redis. A plain `redis://` client on the TLS port fails
+/// the same way (control: the same server with the right CA works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_certificate_from_another_ca_is_refused() {
+    if !redis_available() {
+        return;
+    }
+    const PASSWORD: &str = "tls-redis-pass-16180339";
+    let ca = crate::tls::Ca::new("redis test CA");
+    let other = crate::tls::Ca::new("some other CA");
+    let leaf = ca.server("redis", 12, crate::tls::KeyKind::EcdsaPkcs8);
+    let redis = Redis::start_tls(
+        &ca.pem,
+        &leaf.cert_pem,
+        &leaf.key_pem,
+        &["--requirepass", PASSWORD],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let other_pem = dir.path().join("other-ca.pem");
+    std::fs::write(&other_pem, &other.pem).unwrap();
+    let section = format!(
+        "url = \"rediss://:{PASSWORD}@127.0.0.1:{}/0\"\nca_file = \"{}\"\n",
+        redis.port,
+        other_pem.display()
+    );
+    let hg = crate::harness::Hookgate::start(&gate_config(&section));
+    for i in 0..3 {
+        let (s, body) = post(&hg, &format!("bad-ca-{i}")).await;
+        assert_eq!(s, 503, "{body}");
+        assert!(body.to_string().contains("dedupe_unavailable"), "{body}");
+    }
+    let ready = get_text(&hg, "/readyz").await;
+    assert!(ready.contains("\"dedupe\":\"unavailable\""), "{ready}");
+    assert_eq!(redis.cli(&["DBSIZE"]), "0", "nothing reached Redis");
+    let output = hg.output();
+    assert!(
+        output.contains("redis dedupe store unavailable"),
+        "the outage is logged: {output}"
+    );
+    assert!(
+        output.contains("certificate"),
+        "the log says the certificate is the problem: {output}"
+    );
+    let metrics = get_text(&hg, "/metrics").await;
+    for (what, text) in [("output", &output), ("metrics", &metrics)] {
+        assert!(!text.contains(PASSWORD), "the password is in the {what}");
+    }
+}
+
+/// A front-end on a Redis Cluster (`urls`, `cluster = true`).
+fn cluster_replica(cluster: &RedisCluster, extra: &str) -> SharedDedupe {
+    let cfg: RedisDedupeConfig = toml::from_str(&format!(
+        "urls = {}\ncluster = true\nclaim_ttl = \"1s\"\ncommand_timeout = \"200ms\"\n{extra}",
+        cluster.urls_toml()
+    ))
+    .unwrap();
+    assert!(cfg.check().is_empty(), "{:?}", cfg.check());
+    SharedDedupe::with_redis(
+        Dedupe::new(1000, Duration::from_secs(3600)),
+        Arc::new(RedisStore::new(&cfg, vec!["github".into()], Duration::from_secs(3600)).unwrap()),
+    )
+}
+
+/// The claim protocol on a 3-master Redis Cluster: the SET NX GET claim and the three Lua
+/// scripts (commit, release, renew) each touch one key, so none fails with CROSSSLOT, and
+/// keys land on every node. Concurrent copies on two replicas append once per delivery; a
+/// failed append releases its claim; a slow owner's claim is renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_claims_commit_release_and_renew_across_slots() {
+    if !redis_available() {
+        return;
+    }
+    let cluster = RedisCluster::start(3);
+    let (a, b) = (cluster_replica(&cluster, ""), cluster_replica(&cluster, ""));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for n in 0..24 {
+        for i in 0..4 {
+            let d = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let runs = runs.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("c-{n}");
+                let got = admit_counted(&d, &id, &runs, Duration::from_millis(50)).await;
+                (id, got)
+            }));
+        }
+    }
+    let mut new = std::collections::HashMap::<String, usize>::new();
+    for t in tasks {
+        let (id, got) = t.await.unwrap();
+        let got = got.unwrap_or_else(|e| panic!("{id}: {e:?}"));
+        if matches!(got, Admission::New(_)) {
+            *new.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 24, "one append per delivery");
+    assert_eq!(new.len(), 24, "{new:?}");
+    assert!(new.values().all(|&n| n == 1), "{new:?}");
+    // Spread over the slots of every node, each committed.
+    let mut per_node = [0usize; 3];
+    for n in 0..24 {
+        let key = a.redis().unwrap().key(0, &format!("c-{n}"));
+        let owner = cluster.owner(&key);
+        per_node[owner] += 1;
+        let v = cluster.nodes[owner].cli(&["GET", &key]);
+        assert!(v.starts_with("d:"), "{key}: {v}");
+    }
+    assert!(per_node.iter().all(|&n| n > 0), "{per_node:?}");
+    // Release: a failed append leaves no key, and the retry on the other replica appends.
+    let failed = a
+        .admit(0, "c-fail", async { Err::<Ulid, _>(Fail::Down) })
+        .await;
+    assert_eq!(failed.map_err(|e| (*e).clone()), Err(Fail::Down));
+    let key = a.redis().unwrap().key(0, "c-fail");
+    assert_eq!(
+        cluster.nodes[cluster.owner(&key)].cli(&["EXISTS", &key]),
+        "0"
+    );
+    let got = admit_counted(&b, "c-fail", &runs, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(got, Admission::New(_)), "{got:?}");
+    // Renew: an append of 2.5 claim TTLs keeps its claim; B's copy waits and is a duplicate.
+    let slow = {
+        let (a, runs) = (a.clone(), runs.clone());
+        tokio::spawn(async move {
+            admit_counted(&a, "c-slow", &runs, Duration::from_millis(2500)).await
+        })
+    };
+    let key = a.redis().unwrap().key(0, "c-slow");
+    let owner = cluster.owner(&key);
+    while cluster.nodes[owner].cli(&["EXISTS", &key]) != "1" {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = admit_counted(&b, "c-slow", &runs, Duration::ZERO)
+        .await
+        .unwrap();
+    let Admission::New(id) = slow.await.unwrap().unwrap() else {
+        panic!("the slow owner appends")
+    };
+    assert_eq!(got, Admission::Duplicate(id));
+    assert_eq!(runs.load(Ordering::SeqCst), 26);
+}
+
+/// Two hookgate processes on a 3-master cluster: concurrent copies of one delivery across
+/// them give one non-duplicate answer; with one node paused (SIGSTOP), `reject` refuses
+/// (503) every delivery whose key lives on that node and never accepts one without its key
+/// committed, and `local` accepts them alone and says "degraded".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_its_keys() {
+    if !redis_available() {
+        return;
+    }
+    let cluster = RedisCluster::start(3);
+    let section = |mode: &str| {
+        format!(
+            "urls = {}\ncluster = true\non_unavailable = \"{mode}\"\n",
+            cluster.urls_toml()
+        )
+    };
+    let a = crate::harness::Hookgate::start(&gate_config(&section("reject")));
+    let b = crate::harness::Hookgate::start(&gate_config(&section("reject")));
+    for n in 0..6 {
+        let delivery = format!("cl-{n}");
+        let mut posts = Vec::new();
+        for i in 0..6 {
+            let hg = if i % 2 == 0 { &a } else { &b };
+            posts.push(post(hg, &delivery));
+        }
+        let answers = futures_util::future::join_all(posts).await;
+        let fresh = answers
+            .iter()
+            .filter(|(s, v)| *s == 200 && v["duplicate"] == false)
+            .count();
+        assert_eq!(fresh, 1, "{delivery}: {answers:?}");
+        let ids: std::collections::HashSet<String> = answers
+            .iter()
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, v)| v["id"].to_string())
+            .collect();
+        assert_eq!(ids.len(), 1, "{delivery}: one event id: {answers:?}");
+    }
+    // Pause one node; the keys of fresh deliveries that live there.
+    let keys = cluster_replica(&cluster, "");
+    let paused = 1usize;
+    let ids: Vec<String> = (0..30).map(|n| format!("pz-{n}")).collect();
+    let on_paused: Vec<bool> = ids
+        .iter()
+        .map(|id| cluster.owner(&keys.redis().unwrap().key(0, id)) == paused)
+        .collect();
+    assert!(on_paused.iter().any(|&p| p) && on_paused.iter().any(|&p| !p));
+    let local = crate::harness::Hookgate::start(&gate_config(&section("local")));
+    cluster.nodes[paused].pause();
+    let mut answers = Vec::new();
+    for id in &ids {
+        answers.push(post(&a, id).await);
+    }
+    let mut local_answers = Vec::new();
+    for id in ids.iter().filter(|_| true) {
+        local_answers.push(post(&local, &format!("{id}-l")).await);
+    }
+    let ready = get_text(&local, "/readyz").await;
+    cluster.nodes[paused].resume();
+    let mut accepted_elsewhere = 0;
+    for ((id, (s, body)), &p) in ids.iter().zip(&answers).zip(&on_paused) {
+        if p {
+            assert_eq!(*s, 503, "{id} lives on the paused node: {body}");
+            assert!(body.to_string().contains("dedupe_unavailable"), "{body}");
+        } else if *s == 200 {
+            accepted_elsewhere += 1;
+            let key = keys.redis().unwrap().key(0, id);
+            let v = cluster.nodes[cluster.owner(&key)].cli(&["GET", &key]);
+            assert!(
+                v.starts_with("d:"),
+                "{id} accepted with its key committed: {v}"
+            );
+        } else {
+            assert_eq!(*s, 503, "{id}: {body}");
+        }
+    }
+    eprintln!(
+        "reject: {accepted_elsewhere} of {} deliveries on live nodes accepted while a node was paused",
+        on_paused.iter().filter(|&&p| !p).count()
+    );
+    assert!(
+        local_answers.iter().all(|(s, _)| *s == 200),
+        "local accepts everything: {local_answers:?}"
+    );
+    assert!(ready.contains("\"dedupe\":\"degraded\""), "{ready}");
 }
