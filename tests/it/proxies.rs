@@ -181,6 +181,19 @@ async fn admin_metric(port: u16, name: &str) -> f64 {
         .sum()
 }
 
+/// The metric once it reaches `want` (the server may count a refused connection just after
+/// closing it), or its value after 10 s, for the assertion to show.
+async fn metric_reaching(port: u16, name: &str, want: f64) -> f64 {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = admin_metric(port, name).await;
+        if v >= want || std::time::Instant::now() > end {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Sends `prefix` and then a signed webhook over a raw connection from `source`; returns
 /// what came back (empty when the connection was closed without an answer).
 async fn raw(source: [u8; 4], to: SocketAddr, prefix: &[u8], delivery: &str) -> String {
@@ -291,9 +304,10 @@ async fn headers_and_proxy_lines_from_untrusted_peers_change_nothing() {
     let got = raw([127, 0, 0, 3], pp.addr, forged, "forged-pp").await;
     assert_eq!(got, "", "a PROXY header from an untrusted peer is refused");
     assert_eq!(
-        admin_metric(
+        metric_reaching(
             pp_admin,
-            "hookgate_proxy_protocol_errors_total{reason=\"untrusted_peer\"}"
+            "hookgate_proxy_protocol_errors_total{reason=\"untrusted_peer\"}",
+            1.0
         )
         .await,
         1.0
@@ -301,9 +315,10 @@ async fn headers_and_proxy_lines_from_untrusted_peers_change_nothing() {
     let got = raw([127, 0, 0, 1], pp.addr, b"", "no-pp").await;
     assert_eq!(got, "", "a trusted peer without a PROXY header is refused");
     assert_eq!(
-        admin_metric(
+        metric_reaching(
             pp_admin,
-            "hookgate_proxy_protocol_errors_total{reason=\"missing\"}"
+            "hookgate_proxy_protocol_errors_total{reason=\"missing\"}",
+            1.0
         )
         .await,
         1.0
