@@ -187,6 +187,54 @@ impl ProviderSpec for BodyHmac {
     }
 }
 
+/// The [`ProviderSpec`] methods of a scheme that wraps a [`BodyHmac`] in `self.hook` and
+/// adds a handshake: everything but the handshake is the wrapped scheme's.
+macro_rules! delegate_to_body_hmac {
+    () => {
+        fn name(&self) -> &'static str {
+            self.hook.name
+        }
+
+        fn aliases(&self) -> &'static [&'static str] {
+            self.hook.aliases
+        }
+
+        fn about(&self) -> About {
+            self.hook.about
+        }
+
+        fn signs_body_only(&self) -> bool {
+            true
+        }
+
+        fn keys(&self, secrets: &[String], options: &Options) -> Result<Keys, KeyError> {
+            self.hook.keys(secrets, options)
+        }
+
+        fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
+            self.hook.verify(v, req)
+        }
+
+        fn signature_present(&self, v: &Verifier, headers: &HeaderMap) -> bool {
+            self.hook.signature_present(v, headers)
+        }
+
+        fn sign(
+            &self,
+            secret: &str,
+            body: &[u8],
+            now: i64,
+            options: &Options,
+        ) -> Result<Vec<(String, String)>, KeyError> {
+            self.hook.sign(secret, body, now, options)
+        }
+
+        fn defaults(&self) -> Defaults {
+            self.hook.defaults()
+        }
+    };
+}
+
 /// A [`BodyHmac`] scheme with a request answered before its body is read or verified
 /// (Dropbox's and Meta's `GET` challenges, WooCommerce's creation ping): the file is the
 /// scheme's description and its `early` function.
@@ -198,47 +246,7 @@ pub(crate) struct BodyHmacWithEarly {
 }
 
 impl ProviderSpec for BodyHmacWithEarly {
-    fn name(&self) -> &'static str {
-        self.hook.name
-    }
-
-    fn aliases(&self) -> &'static [&'static str] {
-        self.hook.aliases
-    }
-
-    fn about(&self) -> About {
-        self.hook.about
-    }
-
-    fn signs_body_only(&self) -> bool {
-        true
-    }
-
-    fn keys(&self, secrets: &[String], options: &Options) -> Result<Keys, KeyError> {
-        self.hook.keys(secrets, options)
-    }
-
-    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        self.hook.verify(v, req)
-    }
-
-    fn signature_present(&self, v: &Verifier, headers: &HeaderMap) -> bool {
-        self.hook.signature_present(v, headers)
-    }
-
-    fn sign(
-        &self,
-        secret: &str,
-        body: &[u8],
-        now: i64,
-        options: &Options,
-    ) -> Result<Vec<(String, String)>, KeyError> {
-        self.hook.sign(secret, body, now, options)
-    }
-
-    fn defaults(&self) -> Defaults {
-        self.hook.defaults()
-    }
+    delegate_to_body_hmac!();
 
     fn early_handshake(&self, v: &Verifier, req: &Early<'_>) -> Option<Answer> {
         (self.early)(v, req)
@@ -413,46 +421,10 @@ pub(crate) fn no_body_handover(_: &HeaderMap, _: &[u8]) -> Handover {
 }
 
 impl ProviderSpec for LearnedBodyHmac {
-    fn name(&self) -> &'static str {
-        self.hook.name
-    }
-
-    fn about(&self) -> About {
-        self.hook.about
-    }
-
-    fn signs_body_only(&self) -> bool {
-        true
-    }
+    delegate_to_body_hmac!();
 
     fn learns_secret(&self) -> bool {
         true
-    }
-
-    fn keys(&self, secrets: &[String], options: &Options) -> Result<Keys, KeyError> {
-        self.hook.keys(secrets, options)
-    }
-
-    fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        self.hook.verify(v, req)
-    }
-
-    fn signature_present(&self, v: &Verifier, headers: &HeaderMap) -> bool {
-        self.hook.signature_present(v, headers)
-    }
-
-    fn sign(
-        &self,
-        secret: &str,
-        body: &[u8],
-        now: i64,
-        options: &Options,
-    ) -> Result<Vec<(String, String)>, KeyError> {
-        self.hook.sign(secret, body, now, options)
-    }
-
-    fn defaults(&self) -> Defaults {
-        self.hook.defaults()
     }
 
     fn learn_handshake(&self, req: &Early<'_>) -> Option<(String, Answer)> {
