@@ -11,7 +11,6 @@
 //! item's `eventCode`.
 
 use base64::Engine as _;
-use http::HeaderMap;
 use ring::hmac;
 use serde_json::Value;
 
@@ -138,20 +137,7 @@ impl ProviderSpec for Adyen {
         Ok(())
     }
 
-    /// The signature is in the body: nothing to look for before it is read.
-    fn signature_present(&self, _: &Verifier, _: &HeaderMap) -> bool {
-        true
-    }
-
-    fn sign(
-        &self,
-        _: &str,
-        _: &[u8],
-        _: i64,
-        _: &Options,
-    ) -> Result<Vec<(String, String)>, KeyError> {
-        Ok(Vec::new())
-    }
+    super::common::signed_in_body!();
 
     /// One notification item for the payload: its SHA-256 as `pspReference`, the payload
     /// itself (as text) in `additionalData`, signed.

@@ -187,6 +187,28 @@ impl ProviderSpec for BodyHmac {
     }
 }
 
+/// The [`ProviderSpec`] methods of a scheme whose signature (or secret) travels in the body
+/// (Adyen, Microsoft Graph, Mailgun): nothing to look for before the body is read, and no
+/// headers to sign — `sign_request` builds the whole signed body instead.
+macro_rules! signed_in_body {
+    () => {
+        fn signature_present(&self, _: &$crate::verify::Verifier, _: &::http::HeaderMap) -> bool {
+            true
+        }
+
+        fn sign(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: i64,
+            _: &$crate::verify::Options,
+        ) -> Result<Vec<(String, String)>, $crate::verify::KeyError> {
+            Ok(Vec::new())
+        }
+    };
+}
+pub(crate) use signed_in_body;
+
 /// The [`ProviderSpec`] methods of a scheme that wraps a [`BodyHmac`] in `self.hook` and
 /// adds a handshake: everything but the handshake is the wrapped scheme's.
 macro_rules! delegate_to_body_hmac {

@@ -133,20 +133,7 @@ impl ProviderSpec for Mailgun {
         )
     }
 
-    /// The signature is in the body: nothing to look for before it is read.
-    fn signature_present(&self, _: &Verifier, _: &HeaderMap) -> bool {
-        true
-    }
-
-    fn sign(
-        &self,
-        _: &str,
-        _: &[u8],
-        _: i64,
-        _: &Options,
-    ) -> Result<Vec<(String, String)>, KeyError> {
-        Ok(Vec::new())
-    }
+    super::common::signed_in_body!();
 
     /// `{"signature":{…},"event-data":<payload>}` with a token derived from the payload
     /// and the time (deterministic); a payload that is not JSON is sent as a string.

@@ -14,7 +14,6 @@
 //!
 //! Delivery id: a digest of the body; event type: the first item's `changeType`.
 
-use http::HeaderMap;
 use serde_json::Value;
 
 use crate::extract::FieldSpec;
@@ -103,20 +102,7 @@ impl ProviderSpec for MicrosoftGraph {
         Ok(())
     }
 
-    /// The secret is in the body: nothing to look for before it is read.
-    fn signature_present(&self, _: &Verifier, _: &HeaderMap) -> bool {
-        true
-    }
-
-    fn sign(
-        &self,
-        _: &str,
-        _: &[u8],
-        _: i64,
-        _: &Options,
-    ) -> Result<Vec<(String, String)>, KeyError> {
-        Ok(Vec::new())
-    }
+    super::common::signed_in_body!();
 
     /// One notification carrying `secret` as its `clientState`, the payload (as text) as
     /// its `resource`.
