@@ -165,6 +165,18 @@ struct Append {
     done: oneshot::Sender<Result<u64, SpoolError>>,
 }
 
+/// What the writer thread is asked to do.
+enum ToWriter {
+    Append(Append),
+    /// Age retention: start a new segment if the open one was last written at or before
+    /// the cutoff and every registered consumer is past its end, so it can be deleted.
+    /// Answers whether it rolled.
+    RollIdle {
+        cutoff: SystemTime,
+        done: oneshot::Sender<bool>,
+    },
+}
+
 /// Failures injected by the unit tests: an fsync error cannot be provoked on a test
 /// filesystem (tmpfs never fails one). Empty and free outside tests.
 #[derive(Default)]
@@ -366,7 +378,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct Spool {
     /// `None` for a read-only handle (`hookgate spool read` beside a running server).
-    tx: Option<mpsc::Sender<Append>>,
+    tx: Option<mpsc::Sender<ToWriter>>,
     shared: Arc<Shared>,
     /// Held while a writer has the spool open: one writer per directory.
     _lock: Option<Arc<File>>,
@@ -456,7 +468,7 @@ impl Spool {
         cfg: &SpoolConfig,
         lock: File,
     ) -> Result<Spool, SpoolError> {
-        let (tx, rx) = mpsc::channel::<Append>(WRITER_QUEUE);
+        let (tx, rx) = mpsc::channel::<ToWriter>(WRITER_QUEUE);
         let writer = Writer {
             shared: shared.clone(),
             file,
@@ -513,7 +525,7 @@ impl Spool {
         self.tx
             .as_ref()
             .ok_or(SpoolError::Closed)?
-            .send(Append { frame, done })
+            .send(ToWriter::Append(Append { frame, done }))
             .await
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
@@ -763,23 +775,52 @@ impl Spool {
     }
 
     /// Deletes segments whose last write is older than `retention` and that every
-    /// registered consumer is past (the writer's open segment stays). Returns the bytes
-    /// deleted. Does nothing on a spool opened without declared consumers.
+    /// registered consumer is past. Returns the bytes deleted. Does nothing on a spool
+    /// opened without declared consumers. The writer's open segment is deleted too when it
+    /// is that old and wholly consumed: the writer is asked to start a new one first, so a
+    /// quiet spool does not keep its last records past `retention`. Blocking (it waits for
+    /// the writer): call it from a blocking context.
     pub fn enforce_retention(&self) -> Result<u64, SpoolError> {
         if self.shared.registered.is_none() {
             return Ok(0);
         }
-        let Some(low) = self.shared.low_water(self.end_offset(), &[])? else {
-            return Ok(0);
-        };
         let Some(cutoff) = SystemTime::now().checked_sub(self.shared.retention) else {
             return Ok(0);
         };
-        self.shared.drop_segments(low, Some("age"), |path, _| {
+        let old_enough = |path: &Path, _: u64| {
             fs::metadata(path)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t <= cutoff)
-        })
+        };
+        let Some(low) = self.shared.low_water(self.end_offset(), &[])? else {
+            return Ok(0);
+        };
+        let mut freed = self.shared.drop_segments(low, Some("age"), old_enough)?;
+        let end = self.end_offset();
+        let open_is_old = match list_segments(&self.shared.dir)?.as_slice() {
+            [.., base] => *base < end && old_enough(&seg_path(&self.shared.dir, *base), 0),
+            [] => false,
+        };
+        if open_is_old && low >= end && self.roll_idle(cutoff) {
+            if let Some(low) = self.shared.low_water(self.end_offset(), &[])? {
+                freed += self.shared.drop_segments(low, Some("age"), old_enough)?;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Asks the writer to roll its open segment if it is still idle since `cutoff` and
+    /// consumed; whether it did.
+    fn roll_idle(&self, cutoff: SystemTime) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        let (done, rx) = oneshot::channel();
+        if tx
+            .blocking_send(ToWriter::RollIdle { cutoff, done })
+            .is_err()
+        {
+            return false;
+        }
+        rx.blocking_recv().unwrap_or(false)
     }
 
     #[cfg(test)]

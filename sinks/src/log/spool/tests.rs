@@ -263,6 +263,58 @@ async fn age_retention_deletes_old_segments_only_once_consumers_are_past() {
     assert_eq!(spool.stats().unwrap().segments, segs.len() - 2);
 }
 
+/// Sets every segment's last-write time eight days back.
+fn age_all_segments(dir: &Path) {
+    let old = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    for base in list_segments(dir).unwrap() {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(seg_path(dir, base))
+            .unwrap();
+        f.set_modified(old).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_retention_also_deletes_an_idle_open_segment_once_it_is_consumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path());
+    let spool = Spool::open_with_consumers(&c, &["fwd".to_owned()]).unwrap();
+    for i in 0..100 {
+        spool.append(&ev(i)).await.unwrap();
+    }
+    let end = spool.end_offset();
+    age_all_segments(dir.path());
+    let retention = |s: &Spool| {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || s.enforce_retention())
+    };
+    // The consumer is half way: the open segment holds unread records and stays.
+    let half = spool.read(0, 50).unwrap().1;
+    spool.commit("fwd", half, &["fwd"]).unwrap();
+    retention(&spool).await.unwrap().unwrap();
+    assert!(spool.start_offset() <= half);
+    assert_eq!(spool.read(half, 1000).unwrap().0.len(), 50);
+    // Past everything: the open segment goes too (the writer rolled), nothing is left.
+    spool.commit("fwd", end, &["fwd"]).unwrap();
+    let freed = retention(&spool).await.unwrap().unwrap();
+    assert!(freed > 0);
+    assert_eq!(spool.start_offset(), end);
+    assert_eq!(spool.stats().unwrap().bytes, 0);
+    assert!(spool.read(0, 10).unwrap().0.is_empty());
+    // The writer goes on in its new segment, and the record is read back.
+    let off = spool.append(&ev(500)).await.unwrap();
+    assert_eq!(off, end);
+    assert_eq!(
+        ids(&spool.read(end, 10).unwrap().0),
+        vec!["d500".to_owned()]
+    );
+    // A young open segment stays even when consumed.
+    spool.commit("fwd", spool.end_offset(), &["fwd"]).unwrap();
+    assert_eq!(retention(&spool).await.unwrap().unwrap(), 0);
+    assert_eq!(spool.read(end, 10).unwrap().0.len(), 1);
+}
+
 #[tokio::test]
 async fn an_fsync_error_stops_the_writer_until_it_reopens_in_a_new_segment() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,13 +6,13 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
 use super::{
-    create_segment, io_err, is_disk_full, seg_path, Append, Shared, SpoolError, DIR_FSYNC,
-    MAX_BATCH,
+    create_segment, io_err, is_disk_full, seg_path, Append, Shared, SpoolError, ToWriter,
+    DIR_FSYNC, MAX_BATCH,
 };
 
 /// Why and since when the writer refuses appends.
@@ -31,18 +31,27 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<ToWriter>) {
         let mut batch: Vec<Append> = Vec::new();
+        let mut rolls = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(more) => batch.push(more),
-                    Err(_) => break,
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    ToWriter::Append(a) => batch.push(a),
+                    ToWriter::RollIdle { cutoff, done } => rolls.push((cutoff, done)),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
-            self.commit_batch(&mut batch, &mut buf);
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch, &mut buf);
+            }
+            for (cutoff, done) in rolls.drain(..) {
+                let _ = done.send(self.roll_idle(cutoff));
+            }
         }
         // Every acknowledged record was fsync'd already; this only tidies the file size.
         if self.stopped.is_none() {
@@ -254,6 +263,30 @@ impl Writer {
             }
             if let Err(e) = self.shared.drop_segments(low, Some("space"), take) {
                 tracing::error!(error = %e, "spool retention could not delete a segment");
+            }
+        }
+    }
+
+    /// Age retention's roll: a new segment when the open one holds records, was last
+    /// written at or before `cutoff` (an append since makes it young again) and every
+    /// registered consumer is past its end. Whether it rolled.
+    fn roll_idle(&mut self, cutoff: SystemTime) -> bool {
+        if self.stopped.is_some() || self.len == 0 {
+            return false;
+        }
+        let idle = std::fs::metadata(seg_path(&self.shared.dir, self.base))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t <= cutoff);
+        let consumed =
+            matches!(self.shared.low_water(self.end(), &[]), Ok(Some(low)) if low >= self.end());
+        if !idle || !consumed {
+            return false;
+        }
+        match self.roll() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "spool age retention could not roll the segment");
+                false
             }
         }
     }
