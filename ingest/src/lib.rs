@@ -33,6 +33,7 @@ pub mod extract;
 pub mod fuzzing;
 pub mod learned;
 pub mod maybe_written;
+pub mod probe;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod properties;

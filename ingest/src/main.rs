@@ -412,19 +412,65 @@ async fn dispatch(config: &Path) -> anyhow::Result<std::process::ExitCode> {
     if cfg.routes.is_empty() {
         bail!("the config has no [[routes]]: nothing to dispatch");
     }
-    let _prom = runtime::install_metrics()?;
+    let prometheus = runtime::install_metrics()?;
     let dispatcher = runtime::build_dispatcher(&cfg, Arc::new(runtime::dlq_store(&cfg)?))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let topics = runtime::routed_topics(&cfg);
     let group = cfg.dispatch.group_id.clone();
-    let task = tokio::spawn(async move {
-        hookgate_sinks::dispatch::run_kafka_feed(&k, &group, topics, dispatcher, stop_rx).await
+    let feed_stop = stop_rx.clone();
+    let mut task = tokio::spawn(async move {
+        hookgate_sinks::dispatch::run_kafka_feed(&k, &group, topics, dispatcher, feed_stop).await
     });
+    // Probes and the Prometheus scrape: ready while the consumer loop runs.
+    let admin = match &cfg.admin {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a.listen)
+                .await
+                .with_context(|| format!("admin: listen on {}", a.listen))?;
+            let addr = l.local_addr()?;
+            tracing::info!(%addr, "admin listener: /metrics, /healthz, /readyz");
+            println!("admin listening on {addr}");
+            let feed_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let done = feed_done.clone();
+            let ready: hookgate_ingest::probe::Readiness = Arc::new(move || {
+                if done.load(std::sync::atomic::Ordering::Acquire) {
+                    Err("dispatcher_stopped")
+                } else {
+                    Ok(())
+                }
+            });
+            let server = tokio::spawn(hookgate_ingest::probe::serve(
+                l,
+                prometheus,
+                ready,
+                stop_rx.clone(),
+            ));
+            Some((server, feed_done))
+        }
+        None => None,
+    };
     println!("dispatching");
     let _ = std::io::stdout().flush();
-    runtime::shutdown_signal().await;
+    // A consumer loop that ends on its own (a Kafka client error) ends the process with an
+    // error, so a supervisor restarts it instead of keeping an idle dispatcher alive.
+    let ended = tokio::select! {
+        _ = runtime::shutdown_signal() => None,
+        r = &mut task => Some(r),
+    };
+    if let Some((_, done)) = &admin {
+        done.store(true, std::sync::atomic::Ordering::Release);
+    }
     let _ = stop_tx.send(true);
-    match task.await {
+    if let Some((server, _)) = admin {
+        let _ = server.await;
+    }
+    let early = ended.is_some();
+    let result = match ended {
+        Some(r) => r,
+        None => task.await,
+    };
+    match result {
+        Ok(Ok(())) if early => bail!("the dispatcher stopped on its own"),
         Ok(Ok(())) => Ok(std::process::ExitCode::SUCCESS),
         Ok(Err(e)) => Err(anyhow::anyhow!("dispatcher: {e}")),
         Err(_) => bail!("the dispatcher task failed"),

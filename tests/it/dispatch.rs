@@ -487,3 +487,109 @@ async fn two_dispatch_processes_in_one_group_share_the_partitions() {
         tg.sent()
     );
 }
+
+/// Reads `hookgate dispatch`'s stdout file until it names its admin address.
+async fn admin_addr_of(stdout: &std::path::Path) -> String {
+    let end = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(stdout).unwrap_or_default();
+        if let Some(a) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("admin listening on "))
+        {
+            return a.trim().to_owned();
+        }
+        assert!(Instant::now() < end, "no admin address printed: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_process_serves_probes_and_metrics_and_exits_when_its_consumer_cannot_start() {
+    let broker = Broker::start();
+    let (tg, ai) = (FakeTelegram::start().await, FakeOpenAi::start().await);
+    let t = topic("probed");
+    let kafka = kafka_section(&broker, &t).replace("[dispatch]", "[dispatch]\nenabled = false");
+    let hg = Hookgate::start(&config(&kafka, &t, &tg, &ai));
+    let admin = format!(
+        "[admin]\nlisten = \"127.0.0.1:{}\"\n",
+        crate::harness::free_port()
+    );
+    let base = std::fs::read_to_string(hg.dir.join("hookgate.toml")).expect("config");
+    let spawn = |name: &str, cfg_text: String| {
+        let cfg = hg.dir.join(format!("{name}.toml"));
+        std::fs::write(&cfg, cfg_text).expect("write config");
+        let out = hg.dir.join(format!("{name}.out"));
+        let child = std::process::Command::new(crate::harness::hookgate_bin())
+            .args(["dispatch", "--config"])
+            .arg(&cfg)
+            .current_dir(&hg.dir)
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(hg.dir.join(format!("{name}.err"))).expect("log"))
+            .spawn()
+            .map(crate::harness::KillOnDrop)
+            .expect("spawn hookgate dispatch");
+        (child, out)
+    };
+    let (_d, out) = spawn("dispatch", format!("{base}\n{admin}"));
+    let addr = admin_addr_of(&out).await;
+    let c = client();
+    let get = |path: &str| c.get(format!("http://{addr}{path}")).send();
+    assert_eq!(get("/healthz").await.expect("healthz").status(), 200);
+    let ready = get("/readyz").await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.text().await.unwrap(), r#"{"status":"ready"}"#);
+    let post = c
+        .post(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["allow"], "GET");
+    assert_eq!(get("/hooks/github").await.unwrap().status(), 404);
+
+    // A delivery through the dispatch process shows in its own /metrics.
+    let (s, _, _) = post_github(&c, &hg, "probe-1", &push(1)).await;
+    assert_eq!(s, 200);
+    let end = Instant::now() + Duration::from_secs(60);
+    let ok_line = "hookgate_sink_deliveries_total{sink=\"team-chat\",outcome=\"ok\"} 1";
+    loop {
+        let text = get("/metrics").await.unwrap().text().await.unwrap();
+        if text.lines().any(|l| l == ok_line) {
+            assert!(
+                !text.contains("SECRET-bot-token"),
+                "the bot token is in /metrics"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no delivery counted in /metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(tg.sent().len(), 1);
+
+    // A consumer that cannot start ends the process with an error (a supervisor restarts
+    // it) instead of leaving an idle dispatcher that probes call healthy. The option is a
+    // consumer's only: the dead-letter producer starts, the group consumer does not.
+    let broken = base.replace(
+        "[dispatch]",
+        "[kafka.options]\n\"fetch.max.bytes\" = \"1024\"\n\n[dispatch]",
+    );
+    let (mut d2, _) = spawn("broken", broken);
+    let end = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = d2.0.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(
+            Instant::now() < end,
+            "the dispatcher with a broken consumer kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let err = std::fs::read_to_string(hg.dir.join("broken.err")).unwrap_or_default();
+    assert!(err.contains("dispatcher: kafka"), "{err}");
+}
