@@ -5,22 +5,34 @@
 //! hit there costs no round trip, and duplicates inside one replica still coalesce onto one
 //! attempt before Redis is asked. A local miss claims the key in Redis:
 //!
-//! - `SET key "c:<owner token>" NX PX claim_ttl GET`: one round trip that either claims the
-//!   key or returns what it holds, `c:<token>` (another attempt is running) or `d:<event id>`
-//!   (committed).
-//! - The owner runs the append, renewing its claim every `claim_ttl / 3` while it runs (a
+//! - One Lua script claims the key in one round trip, and tells what it holds: a claim
+//!   `c:<owner token>:<hookgate-id>:<received-at ms>:<lease end ms>` (another attempt is
+//!   running), `d:<hookgate-id>` (committed), or `r:<hookgate-id>:<received-at ms>` (an
+//!   earlier attempt failed and released it). The lease end is on the Redis server's clock
+//!   (`TIME`), so replicas' clocks do not matter.
+//! - **One hookgate-id per delivery.** A claim carries the record the owner is about to
+//!   append (its hookgate-id and received-at time). A later claim on a key whose earlier
+//!   attempt released it (the append failed, perhaps after the broker got it) or whose
+//!   owner died (the lease ended: a replica killed between its append and its answer) takes
+//!   the key over *with that id and time*: if the dead attempt's record did reach Kafka,
+//!   the retry's record is the same record again (same `hookgate-id`, same
+//!   `hookgate-received-at`), which a consumer deduping on `hookgate-id` sees as one
+//!   event. The key itself lives for the dedupe TTL from the first claim, so the id is not
+//!   forgotten when a lease ends.
+//! - The owner runs the append, renewing its lease every `claim_ttl / 3` while it runs (a
 //!   slow append is not mistaken for a dead owner). Success: a compare-and-set (Lua) turns
-//!   the key into `d:<event id>` with the dedupe TTL. Failure: a compare-and-delete (Lua)
-//!   releases it, so the provider's retry is accepted. Both compare the owner token: a
-//!   replica whose claim expired and was taken over cannot release or overwrite the new
-//!   owner's claim.
-//! - A claim held by another replica is waited on by polling the same `SET NX GET` with
+//!   the key into `d:<event id>` with the dedupe TTL. Failure: a compare-and-set turns it
+//!   into `r:…` (released, id kept), so the provider's retry is accepted at once. Both
+//!   compare the owner token: a replica whose claim was taken over cannot release or
+//!   overwrite the new owner's claim.
+//! - A claim held by another replica is waited on by polling the same claim script with
 //!   backoff (2 ms doubling to 100 ms): committed → a duplicate with the owner's event id;
-//!   released or expired (the owner failed or died) → this call claims and appends itself.
-//!   The wait is bounded by `claim_ttl` plus a margin; unresolved, the request is refused
-//!   with 503 + Retry-After and the provider retries. Polling rather than pub/sub: waits are
-//!   rare (only concurrent copies on different replicas), it needs no subscriber connection
-//!   per replica, and it works unchanged on Redis Cluster.
+//!   released or lease ended (the owner failed or died) → this call claims and appends
+//!   itself, with the earlier attempt's id. The wait is bounded by `claim_ttl` plus a
+//!   margin; unresolved, the request is refused with 503 + Retry-After and the provider
+//!   retries. Polling rather than pub/sub: waits are rare (only concurrent copies on
+//!   different replicas), it needs no subscriber connection per replica, and it works
+//!   unchanged on Redis Cluster.
 //!
 //! Redis unavailable (refused, a timeout, a paused server): the store is marked degraded
 //! and a prober pings it every [`PROBE_EVERY`] until it answers; while degraded no request
@@ -184,6 +196,7 @@ struct Meters {
     refused_unavailable: Counter,
     refused_pending: Counter,
     claims_lost: Counter,
+    reused: Counter,
     degraded: Gauge,
     degraded_total: Counter,
 }
@@ -211,41 +224,90 @@ impl Meters {
             refused_unavailable: metrics::counter!("hookgate_dedupe_redis_refused_total", "reason" => "unavailable"),
             refused_pending: metrics::counter!("hookgate_dedupe_redis_refused_total", "reason" => "pending"),
             claims_lost: metrics::counter!("hookgate_dedupe_redis_claims_lost_total"),
+            reused: metrics::counter!("hookgate_dedupe_redis_reused_total"),
             degraded: metrics::gauge!("hookgate_dedupe_redis_degraded"),
             degraded_total: metrics::counter!("hookgate_dedupe_redis_degraded_total"),
         }
     }
 }
 
-/// Turns a claim into a commit: only the owner's claim (or an expired one nobody took: the
-/// event is in the log either way) becomes `d:<event id>`.
+/// The record a delivery is appended as: its hookgate-id and received-at time. A claim in
+/// Redis carries it, so whichever replica appends the delivery appends the same record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intent {
+    /// The event's hookgate-id.
+    pub id: Ulid,
+    /// The event's received-at time (ms since the epoch).
+    pub received_at_ms: i64,
+}
+
+/// Claims a key (KEYS[1]; ARGV: owner token, hookgate-id, received-at ms, claim TTL ms,
+/// key TTL ms). Returns `o:<id>:<received-at>` (this call owns it, and appends as that:
+/// its own intent, or an earlier attempt's), `d:<id>` (committed), `w` (another attempt
+/// holds a live claim), or an unknown value as it is.
+const CLAIM: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('GET', KEYS[1])
+local id, at = ARGV[2], ARGV[3]
+if v then
+  if string.sub(v, 1, 2) == 'd:' then return v end
+  local owner, cid, cat, lease = string.match(v, '^c:([^:]+):([^:]+):([^:]+):(%d+)$')
+  if owner then
+    if tonumber(lease) > now then return 'w' end
+    id, at = cid, cat
+  else
+    local rid, rat = string.match(v, '^r:([^:]+):([^:]+)$')
+    if rid then
+      id, at = rid, rat
+    elseif string.sub(v, 1, 2) == 'c:' then
+      return 'w'
+    else
+      return v
+    end
+  end
+end
+redis.call('SET', KEYS[1], 'c:' .. ARGV[1] .. ':' .. id .. ':' .. at .. ':' .. string.format('%d', now + tonumber(ARGV[4])), 'PX', ARGV[5])
+return 'o:' .. id .. ':' .. at";
+
+/// Turns a claim into a commit: only the owner's claim (or a key gone meanwhile: the event
+/// is in the log either way) becomes `d:<event id>`.
 const COMMIT: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] or not v then
+if not v or string.match(v, '^c:([^:]+):') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0";
 
-/// Deletes the key only if it still holds the owner's claim.
+/// Releases the owner's claim, keeping the id it carried (`r:<id>:<received-at>`): the
+/// failed append may have reached the broker, and the retry must append the same record.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local owner, id, at = string.match(v, '^c:([^:]+):([^:]+):([^:]+):')
+if owner == ARGV[1] then
+  redis.call('SET', KEYS[1], 'r:' .. id .. ':' .. at, 'KEEPTTL')
+  return 1
 end
 return 0";
 
-/// Extends the owner's claim only if it still holds it.
+/// Extends the owner's lease only if it still holds the claim.
 const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0";
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local owner, id, at = string.match(v, '^c:([^:]+):([^:]+):([^:]+):')
+if owner ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], 'c:' .. owner .. ':' .. id .. ':' .. at .. ':' .. string.format('%d', now + tonumber(ARGV[2])), 'KEEPTTL')
+return 1";
 
 /// What claiming a key found.
 #[derive(Debug, PartialEq, Eq)]
 enum Claim {
-    /// This call owns the key under this token.
-    Owner(String),
+    /// This call owns the key under this token, and appends as this intent.
+    Owner(String, Intent),
     /// Committed, by this or another replica, as this event.
     Committed(Ulid),
 }
@@ -262,6 +324,7 @@ pub struct RedisStore {
     claim_ttl: Duration,
     ttl: Duration,
     healthy: AtomicBool,
+    claim: Script,
     commit: Script,
     release: Script,
     renew: Script,
@@ -345,6 +408,7 @@ impl RedisStore {
             claim_ttl: cfg.claim_ttl,
             ttl,
             healthy: AtomicBool::new(true),
+            claim: Script::new(CLAIM),
             commit: Script::new(COMMIT),
             release: Script::new(RELEASE),
             renew: Script::new(RENEW),
@@ -523,11 +587,14 @@ impl RedisStore {
         })
     }
 
-    /// Claims `key`, waiting on another replica's claim (bounded) until it is committed,
-    /// released or expired.
-    async fn claim(self: &Arc<Self>, key: &str) -> Result<Claim, StoreRefusal> {
-        let token = format!("c:{:032x}", rand::random::<u128>());
+    /// Claims `key` for `intent`, waiting on another replica's claim (bounded) until it is
+    /// committed, released or its lease ends. A key an earlier attempt released or left
+    /// behind is claimed with that attempt's intent, returned in [`Claim::Owner`].
+    async fn claim(self: &Arc<Self>, key: &str, intent: Intent) -> Result<Claim, StoreRefusal> {
+        let token = format!("{:032x}", rand::random::<u128>());
         let px = self.claim_ttl.as_millis().max(1) as u64;
+        let keep_px = self.ttl.as_millis().max(1) as u64;
+        let id = intent.id.to_string();
         let deadline = Instant::now() + self.claim_ttl + WAIT_MARGIN;
         let mut pause = FIRST_POLL;
         let mut waited = false;
@@ -538,16 +605,15 @@ impl RedisStore {
             let Some(conn) = self.conn() else {
                 return Err(StoreRefusal::Unavailable);
             };
-            let found: Option<String> = match self
+            let found: String = match self
                 .run_on(conn.clone(), Op::Claim, |mut c| {
-                    let mut cmd = redis::cmd("SET");
-                    cmd.arg(key)
-                        .arg(&token)
-                        .arg("NX")
-                        .arg("PX")
+                    let mut inv = self.claim.key(key);
+                    inv.arg(&token)
+                        .arg(&id)
+                        .arg(intent.received_at_ms)
                         .arg(px)
-                        .arg("GET");
-                    async move { cmd.query_async(&mut c).await }
+                        .arg(keep_px);
+                    async move { inv.invoke_async(&mut c).await }
                 })
                 .await
             {
@@ -561,39 +627,47 @@ impl RedisStore {
                     return Err(StoreRefusal::Unavailable);
                 }
             };
-            match found.as_deref() {
-                None => {
-                    self.meters.claims.increment(1);
-                    return Ok(Claim::Owner(token));
+            if let Some(owned) = found.strip_prefix("o:") {
+                let Some(got) = parse_intent(owned) else {
+                    return Err(self.foreign_value());
+                };
+                self.meters.claims.increment(1);
+                if got != intent {
+                    self.meters.reused.increment(1);
                 }
-                Some(v) if v.starts_with("d:") => {
-                    return match Ulid::from_string(v.get(2..).unwrap_or_default()) {
-                        Ok(u) => {
-                            self.meters.remote_hits.increment(1);
-                            Ok(Claim::Committed(u))
-                        }
-                        Err(_) => {
-                            tracing::error!(
-                                "redis dedupe: a key under key_prefix holds a value hookgate did not write; is the prefix shared with something else?"
-                            );
-                            Err(StoreRefusal::Unavailable)
-                        }
-                    };
-                }
-                Some(_) => {
-                    if !waited {
-                        waited = true;
-                        self.meters.waits.increment(1);
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(StoreRefusal::Pending);
-                    }
-                    tokio::time::sleep(pause.min(deadline - now)).await;
-                    pause = (pause * 2).min(MAX_POLL);
-                }
+                return Ok(Claim::Owner(token, got));
             }
+            if let Some(done) = found.strip_prefix("d:") {
+                return match Ulid::from_string(done) {
+                    Ok(u) => {
+                        self.meters.remote_hits.increment(1);
+                        Ok(Claim::Committed(u))
+                    }
+                    Err(_) => Err(self.foreign_value()),
+                };
+            }
+            if found != "w" {
+                return Err(self.foreign_value());
+            }
+            if !waited {
+                waited = true;
+                self.meters.waits.increment(1);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StoreRefusal::Pending);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(MAX_POLL);
         }
+    }
+
+    /// A key under the prefix holds something hookgate did not write.
+    fn foreign_value(&self) -> StoreRefusal {
+        tracing::error!(
+            "redis dedupe: a key under key_prefix holds a value hookgate did not write; is the prefix shared with something else?"
+        );
+        StoreRefusal::Unavailable
     }
 
     /// Turns the owner's claim into `d:<id>` for the dedupe TTL. `false` when the store
@@ -704,6 +778,15 @@ impl RedisStore {
     }
 }
 
+/// `<hookgate-id>:<received-at ms>` as the claim script returns it.
+fn parse_intent(s: &str) -> Option<Intent> {
+    let (id, at) = s.split_once(':')?;
+    Some(Intent {
+        id: Ulid::from_string(id).ok()?,
+        received_at_ms: at.parse().ok()?,
+    })
+}
+
 /// Releases a claim whose owner's future was dropped before it finished.
 struct ClaimGuard {
     store: Arc<RedisStore>,
@@ -788,38 +871,49 @@ impl SharedDedupe {
 
     /// Runs `append` unless `(source, id)` was already committed (here or, with Redis, on
     /// any replica) or is being committed; semantics of [`Dedupe::admit`], across replicas.
+    /// `append` gets the record to write: `intent`, or with Redis the intent of an earlier
+    /// attempt at the same delivery that failed or died (one hookgate-id per delivery).
     /// A store that cannot decide refuses with `E::from(`[`StoreRefusal`]`)`.
-    pub async fn admit<E, F>(&self, source: u32, id: &str, append: F) -> Result<Admission, Arc<E>>
-    where
-        E: From<StoreRefusal> + Send + Sync + 'static,
-        F: Future<Output = Result<Ulid, E>>,
-    {
-        match &self.redis {
-            None => self.local.admit(source, id, append).await,
-            // Boxed: the claim, wait and renewal states would otherwise size (and be copied
-            // with) every request's future, with Redis or not.
-            Some(store) => Box::pin(self.admit_shared(store, source, id, append)).await,
-        }
-    }
-
-    async fn admit_shared<E, F>(
+    pub async fn admit<E, F, Fut>(
         &self,
-        store: &Arc<RedisStore>,
         source: u32,
         id: &str,
+        intent: Intent,
         append: F,
     ) -> Result<Admission, Arc<E>>
     where
         E: From<StoreRefusal> + Send + Sync + 'static,
-        F: Future<Output = Result<Ulid, E>>,
+        F: FnOnce(Intent) -> Fut,
+        Fut: Future<Output = Result<Ulid, E>>,
+    {
+        match &self.redis {
+            None => self.local.admit(source, id, append(intent)).await,
+            // Boxed: the claim, wait and renewal states would otherwise size (and be copied
+            // with) every request's future, with Redis or not.
+            Some(store) => Box::pin(self.admit_shared(store, source, id, intent, append)).await,
+        }
+    }
+
+    async fn admit_shared<E, F, Fut>(
+        &self,
+        store: &Arc<RedisStore>,
+        source: u32,
+        id: &str,
+        intent: Intent,
+        append: F,
+    ) -> Result<Admission, Arc<E>>
+    where
+        E: From<StoreRefusal> + Send + Sync + 'static,
+        F: FnOnce(Intent) -> Fut,
+        Fut: Future<Output = Result<Ulid, E>>,
     {
         let mut remote = false;
         let res = self
             .local
             .admit(source, id, async {
                 let key = store.key(source, id);
-                match store.claim(&key).await {
-                    Ok(Claim::Owner(token)) => store.run_owned(key, token, append).await,
+                match store.claim(&key, intent).await {
+                    Ok(Claim::Owner(token, got)) => store.run_owned(key, token, append(got)).await,
                     Ok(Claim::Committed(u)) => {
                         remote = true;
                         Ok(u)
@@ -828,7 +922,7 @@ impl SharedDedupe {
                         if store.on_unavailable == OnUnavailable::Local =>
                     {
                         store.meters.local_fallbacks.increment(1);
-                        append.await
+                        append(intent).await
                     }
                     Err(r) => {
                         match r {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hookgate_ingest::config::RedisDedupeConfig;
 use hookgate_ingest::dedupe::{Admission, Dedupe};
-use hookgate_ingest::redis_dedupe::{RedisStore, SharedDedupe, StoreRefusal};
+use hookgate_ingest::redis_dedupe::{Intent, RedisStore, SharedDedupe, StoreRefusal};
 use hookgate_proto::Ulid;
 
 use crate::harness::{redis_available, Redis, RedisCluster};
@@ -44,17 +44,29 @@ fn replica(redis: &Redis, extra: &str) -> SharedDedupe {
     )
 }
 
-/// Admits `id` with an append that counts itself, waits `hold`, and succeeds.
+/// A fresh record to append: a new hookgate-id, received now.
+fn intent() -> Intent {
+    Intent {
+        id: Ulid::new(),
+        received_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    }
+}
+
+/// Admits `id` with an append that counts itself, waits `hold`, and succeeds with the
+/// hookgate-id it was told to write (as the server does).
 async fn admit_counted(
     d: &SharedDedupe,
     id: &str,
     runs: &AtomicUsize,
     hold: Duration,
 ) -> Result<Admission, Arc<Fail>> {
-    d.admit(0, id, async {
+    d.admit(0, id, intent(), |i| async move {
         runs.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(hold).await;
-        Ok::<_, Fail>(Ulid::new())
+        Ok::<_, Fail>(i.id)
     })
     .await
 }
@@ -114,62 +126,88 @@ async fn concurrent_copies_on_two_replicas_append_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_append_releases_the_claim() {
+async fn a_failed_append_releases_the_claim_and_the_retry_keeps_its_id() {
     if !redis_available() {
         return;
     }
     let redis = Redis::start();
     let (a, b) = (replica(&redis, ""), replica(&redis, ""));
     let key = a.redis().unwrap().key(0, "d-2");
+    let first = intent();
     let failed = a
-        .admit(0, "d-2", async { Err::<Ulid, _>(Fail::Down) })
+        .admit(0, "d-2", first, |_| async { Err::<Ulid, _>(Fail::Down) })
         .await;
     assert_eq!(failed.map_err(|e| (*e).clone()), Err(Fail::Down));
-    assert_eq!(redis.cli(&["EXISTS", &key]), "0", "no key left behind");
-    let runs = AtomicUsize::new(0);
-    // Another replica takes the retry at once (no wait for a claim to expire).
-    let got = admit_counted(&b, "d-2", &runs, Duration::ZERO)
+    // Released, with the id the failed attempt may have written under.
+    assert_eq!(
+        redis.cli(&["GET", &key]),
+        format!("r:{}:{}", first.id, first.received_at_ms)
+    );
+    // Another replica takes the retry at once (no wait for a claim to expire), and writes
+    // the same record: same hookgate-id, same received-at.
+    let told = std::sync::Mutex::new(None);
+    let got = b
+        .admit(0, "d-2", intent(), |i| {
+            *told.lock().unwrap() = Some(i);
+            async move { Ok::<_, Fail>(i.id) }
+        })
         .await
         .unwrap();
-    assert!(matches!(got, Admission::New(_)), "{got:?}");
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(got, Admission::New(first.id));
+    assert_eq!(*told.lock().unwrap(), Some(first));
+    assert_eq!(redis.cli(&["GET", &key]), format!("d:{}", first.id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_owners_claim_expires_and_the_retry_appends_once() {
+async fn a_dead_owners_claim_expires_and_the_retry_appends_the_same_record() {
     if !redis_available() {
         return;
     }
     let redis = Redis::start();
     let (a, b) = (replica(&redis, ""), replica(&redis, ""));
     let key = a.redis().unwrap().key(0, "d-3");
-    // Replica A claims and "dies" mid-append: its future is leaked, never polled again and
-    // never dropped, like a process killed with its claim in Redis.
-    let mut dying = Box::pin(a.admit(0, "d-3", std::future::pending::<Result<Ulid, Fail>>()));
+    // Replica A claims and "dies" mid-append (perhaps after Kafka got its record): its future
+    // is leaked, never polled again and never dropped, like a process killed with its claim
+    // in Redis.
+    let dead = intent();
+    let mut dying = Box::pin(a.admit(0, "d-3", dead, |_| {
+        std::future::pending::<Result<Ulid, Fail>>()
+    }));
     let end = std::time::Instant::now() + Duration::from_secs(10);
     while redis.cli(&["EXISTS", &key]) != "1" {
         assert!(std::time::Instant::now() < end, "A never claimed");
         let _ = tokio::time::timeout(Duration::from_millis(20), &mut dying).await;
     }
     std::mem::forget(dying);
-    assert!(redis.cli(&["GET", &key]).starts_with("c:"));
-    // B's copy waits on the claim, then takes it over once it expires (claim_ttl = 1s).
+    let held = redis.cli(&["GET", &key]);
+    assert!(
+        held.starts_with("c:") && held.contains(&format!(":{}:{}:", dead.id, dead.received_at_ms)),
+        "the claim carries the record A was writing: {held}"
+    );
+    // B's copy (its own fresh id) waits on the claim, then takes it over once the lease
+    // ends (claim_ttl = 1s), writing A's record: same hookgate-id and received-at, so a
+    // copy A may have put in Kafka is the same record.
     let runs = AtomicUsize::new(0);
-    let got = admit_counted(&b, "d-3", &runs, Duration::ZERO)
+    let told = std::sync::Mutex::new(None);
+    let got = b
+        .admit(0, "d-3", intent(), |i| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            *told.lock().unwrap() = Some(i);
+            async move { Ok::<_, Fail>(i.id) }
+        })
         .await
         .unwrap();
-    let Admission::New(id) = got else {
-        panic!("the retry is appended: {got:?}")
-    };
+    assert_eq!(got, Admission::New(dead.id), "the retry reuses A's id");
+    assert_eq!(*told.lock().unwrap(), Some(dead));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert_eq!(redis.cli(&["GET", &key]), format!("d:{id}"));
+    assert_eq!(redis.cli(&["GET", &key]), format!("d:{}", dead.id));
     // And only once: the next copy is a duplicate, on a replica that never saw it.
     let c = replica(&redis, "");
     assert_eq!(
         admit_counted(&c, "d-3", &runs, Duration::ZERO)
             .await
             .unwrap(),
-        Admission::Duplicate(id)
+        Admission::Duplicate(dead.id)
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
@@ -216,7 +254,7 @@ async fn a_replica_that_lost_its_claim_cannot_release_or_commit_over_the_new_own
         let redis_ref = &redis;
         let key_ref = &key;
         let res = a
-            .admit(0, id, async move {
+            .admit(0, id, intent(), move |_| async move {
                 // While A appends, its claim is taken over (it expired and another replica
                 // claimed the delivery).
                 redis_ref.cli(&["SET", key_ref, "c:someone-else", "PX", "60000"]);
@@ -627,14 +665,13 @@ async fn cluster_claims_commit_release_and_renew_across_slots() {
     assert!(per_node.iter().all(|&n| n > 0), "{per_node:?}");
     // Release: a failed append leaves no key, and the retry on the other replica appends.
     let failed = a
-        .admit(0, "c-fail", async { Err::<Ulid, _>(Fail::Down) })
+        .admit(0, "c-fail", intent(), |_| async { Err::<Ulid, _>(Fail::Down) })
         .await;
     assert_eq!(failed.map_err(|e| (*e).clone()), Err(Fail::Down));
     let key = a.redis().unwrap().key(0, "c-fail");
-    assert_eq!(
-        cluster.nodes[cluster.owner(&key)].cli(&["EXISTS", &key]),
-        "0"
-    );
+    assert!(cluster.nodes[cluster.owner(&key)]
+        .cli(&["GET", &key])
+        .starts_with("r:"));
     let got = admit_counted(&b, "c-fail", &runs, Duration::ZERO)
         .await
         .unwrap();
