@@ -34,17 +34,24 @@
 //!   different replicas), it needs no subscriber connection per replica, and it works
 //!   unchanged on Redis Cluster.
 //!
-//! Redis unavailable (refused, a timeout, a paused server): the store is marked degraded
-//! and a prober pings it every [`PROBE_EVERY`] until it answers; while degraded no request
-//! waits on Redis. `reject` answers 503 `dedupe_unavailable`; `local` decides with this
-//! replica's set alone (copies landing on other replicas meanwhile can be written twice).
+//! Redis unavailable is decided per operation: a command that fails or times out (refused,
+//! a paused server, a paused Cluster node) fails *that* request per `on_unavailable`
+//! (`reject`: 503 `dedupe_unavailable`; `local`: this replica's set alone decides, and the
+//! id is queued to be written back to Redis once it answers, so a retry landing on
+//! another replica later is still a duplicate). Requests whose keys live on nodes that
+//! answer go on as usual. Health is a gauge of recent failures, not a gate: the first
+//! failure marks the store failing, a prober pings every [`PROBE_EVERY`], and a probe that
+//! every node answered clears it. [`Health`] tells whether any operation has succeeded
+//! since the failures began (`Partial`: e.g. one Cluster node down) or none (`Down`).
 //!
 //! Keys are `key_prefix` + source name + `:` + the first 128 bits of SHA-256 of the
 //! delivery id (hex): bounded whatever the id's length, and not forgeable into a collision.
 //! The URL may hold a password: it is never logged, and errors name only their kind.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +72,12 @@ pub const WAIT_MARGIN: Duration = Duration::from_secs(2);
 pub const UNAVAILABLE_RETRY_AFTER: u32 = 1;
 /// `Retry-After` when another replica's attempt did not finish in time (seconds).
 pub const PENDING_RETRY_AFTER: u32 = 2;
+
+/// Ids committed on one replica alone while Redis failed (`local`) that are kept to be
+/// written back; more are dropped (and counted).
+pub const WRITE_BACK_MAX: usize = 100_000;
+/// Ids written back per prober round at most.
+const WRITE_BACK_BATCH: usize = 512;
 
 const FIRST_POLL: Duration = Duration::from_millis(2);
 const MAX_POLL: Duration = Duration::from_millis(100);
@@ -169,10 +182,18 @@ enum Op {
     Commit,
     Release,
     Ping,
+    WriteBack,
 }
 
 impl Op {
-    const ALL: [Op; 5] = [Op::Claim, Op::Renew, Op::Commit, Op::Release, Op::Ping];
+    const ALL: [Op; 6] = [
+        Op::Claim,
+        Op::Renew,
+        Op::Commit,
+        Op::Release,
+        Op::Ping,
+        Op::WriteBack,
+    ];
     fn name(self) -> &'static str {
         match self {
             Op::Claim => "claim",
@@ -180,6 +201,7 @@ impl Op {
             Op::Commit => "commit",
             Op::Release => "release",
             Op::Ping => "ping",
+            Op::WriteBack => "write_back",
         }
     }
 }
@@ -197,6 +219,10 @@ struct Meters {
     refused_pending: Counter,
     claims_lost: Counter,
     reused: Counter,
+    written_back: Counter,
+    write_back_present: Counter,
+    write_back_dropped: Counter,
+    write_back_pending: Gauge,
     degraded: Gauge,
     degraded_total: Counter,
 }
@@ -225,6 +251,10 @@ impl Meters {
             refused_pending: metrics::counter!("hookgate_dedupe_redis_refused_total", "reason" => "pending"),
             claims_lost: metrics::counter!("hookgate_dedupe_redis_claims_lost_total"),
             reused: metrics::counter!("hookgate_dedupe_redis_reused_total"),
+            written_back: metrics::counter!("hookgate_dedupe_redis_write_back_total", "result" => "written"),
+            write_back_present: metrics::counter!("hookgate_dedupe_redis_write_back_total", "result" => "present"),
+            write_back_dropped: metrics::counter!("hookgate_dedupe_redis_write_back_total", "result" => "dropped"),
+            write_back_pending: metrics::gauge!("hookgate_dedupe_redis_write_back_pending"),
             degraded: metrics::gauge!("hookgate_dedupe_redis_degraded"),
             degraded_total: metrics::counter!("hookgate_dedupe_redis_degraded_total"),
         }
@@ -292,6 +322,16 @@ if owner == ARGV[1] then
 end
 return 0";
 
+/// Writes back an id committed while Redis failed: SET NX with the dedupe TTL, and over a
+/// released key (the request's own timed-out claim, released when the server woke).
+const WRITE_BACK: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, 2) == 'r:' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
 /// Extends the owner's lease only if it still holds the claim.
 const RENEW: &str = r"
 local v = redis.call('GET', KEYS[1])
@@ -312,6 +352,17 @@ enum Claim {
     Committed(Ulid),
 }
 
+/// How the shared store is doing (`/readyz`, [`RedisStore::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No operation failed since the last probe every node answered.
+    Ok,
+    /// Some operations failed, and some succeeded since (e.g. one Cluster node down).
+    Partial,
+    /// Operations fail, and none succeeded since the failures began.
+    Down,
+}
+
 /// The Redis side: connections, the claim protocol, health.
 pub struct RedisStore {
     conns: Vec<Conn>,
@@ -323,7 +374,16 @@ pub struct RedisStore {
     command_timeout: Duration,
     claim_ttl: Duration,
     ttl: Duration,
-    healthy: AtomicBool,
+    /// The origin of the millisecond instants below.
+    epoch: Instant,
+    /// When operations began to fail (ms after `epoch`, plus one; 0: they do not): set by
+    /// the first failure, cleared by a probe that every node answered.
+    failing_since: AtomicU64,
+    /// When an operation last succeeded (ms after `epoch`, plus one).
+    last_ok: AtomicU64,
+    /// Keys and ids committed locally while Redis failed, to write back (bounded).
+    write_back: Mutex<VecDeque<(String, Ulid)>>,
+    write_back_script: Script,
     claim: Script,
     commit: Script,
     release: Script,
@@ -407,7 +467,11 @@ impl RedisStore {
             command_timeout: cfg.command_timeout,
             claim_ttl: cfg.claim_ttl,
             ttl,
-            healthy: AtomicBool::new(true),
+            epoch: Instant::now(),
+            failing_since: AtomicU64::new(0),
+            last_ok: AtomicU64::new(0),
+            write_back: Mutex::new(VecDeque::new()),
+            write_back_script: Script::new(WRITE_BACK),
             claim: Script::new(CLAIM),
             commit: Script::new(COMMIT),
             release: Script::new(RELEASE),
@@ -420,9 +484,77 @@ impl RedisStore {
         })
     }
 
-    /// Whether Redis answered the last command sent to it.
+    /// Whether no operation has failed since the last probe every node answered.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.failing_since.load(Ordering::Relaxed) == 0
+    }
+
+    /// How the store is doing: see [`Health`].
+    pub fn health(&self) -> Health {
+        let since = self.failing_since.load(Ordering::Relaxed);
+        if since == 0 {
+            Health::Ok
+        } else if self.last_ok.load(Ordering::Relaxed) > since {
+            Health::Partial
+        } else {
+            Health::Down
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Ids waiting to be written back to Redis.
+    pub fn write_back_pending(&self) -> usize {
+        self.write_back.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    /// Queues an id committed on this replica alone while Redis failed.
+    fn queue_write_back(&self, key: String, id: Ulid) {
+        let Ok(mut q) = self.write_back.lock() else {
+            return;
+        };
+        if q.len() >= WRITE_BACK_MAX {
+            self.meters.write_back_dropped.increment(1);
+            return;
+        }
+        q.push_back((key, id));
+        self.meters.write_back_pending.set(q.len() as f64);
+    }
+
+    /// Writes queued ids back to Redis (at most a batch), stopping at the first failure
+    /// (the id stays queued). Returns how many were handled.
+    pub async fn write_back(&self) -> usize {
+        let px = self.ttl.as_millis().max(1) as u64;
+        let mut done = 0;
+        while done < WRITE_BACK_BATCH {
+            let next = self.write_back.lock().ok().and_then(|mut q| q.pop_front());
+            let Some((key, id)) = next else { break };
+            let value = format!("d:{id}");
+            let res: Result<i64, ()> = self
+                .run(Op::WriteBack, |mut c| {
+                    let mut inv = self.write_back_script.key(&key);
+                    inv.arg(&value).arg(px);
+                    async move { inv.invoke_async(&mut c).await }
+                })
+                .await;
+            match res {
+                Ok(1) => self.meters.written_back.increment(1),
+                Ok(_) => self.meters.write_back_present.increment(1),
+                Err(()) => {
+                    if let Ok(mut q) = self.write_back.lock() {
+                        q.push_front((key, id));
+                    }
+                    break;
+                }
+            }
+            done += 1;
+        }
+        self.meters
+            .write_back_pending
+            .set(self.write_back_pending() as f64);
+        done
     }
 
     /// What an outage does.
@@ -479,7 +611,10 @@ impl RedisStore {
             h.record(start.elapsed().as_secs_f64());
         }
         match res {
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok(v)) => {
+                self.last_ok.fetch_max(self.now_ms(), Ordering::Relaxed);
+                Ok(v)
+            }
             Ok(Err(e)) => {
                 let (counters, kind) = if e.is_timeout() {
                     (&self.meters.errors_timeout, "timeout")
@@ -504,13 +639,20 @@ impl RedisStore {
     }
 
     fn set_degraded(&self, op: Op, kind: &str, detail: Option<&str>) {
-        if self.healthy.swap(false, Ordering::Relaxed) {
+        let now = self.now_ms();
+        let first = self
+            .failing_since
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if first {
             self.meters.degraded.set(1.0);
             self.meters.degraded_total.increment(1);
             let mode = match self.on_unavailable {
-                OnUnavailable::Reject => "deliveries are refused with 503 until it answers",
+                OnUnavailable::Reject => {
+                    "deliveries whose commands fail are refused with 503 until it answers"
+                }
                 OnUnavailable::Local => {
-                    "each replica dedupes alone until it answers (on_unavailable = local)"
+                    "deliveries whose commands fail are deduped on this replica alone and written back later (on_unavailable = local)"
                 }
             };
             tracing::warn!(
@@ -523,14 +665,15 @@ impl RedisStore {
     }
 
     fn set_healthy(&self) {
-        if !self.healthy.swap(true, Ordering::Relaxed) {
+        if self.failing_since.swap(0, Ordering::Relaxed) != 0 {
             self.diagnosed.store(false, Ordering::Relaxed);
             self.meters.degraded.set(0.0);
             tracing::info!("redis dedupe store reachable again: shared dedupe resumed");
         }
     }
 
-    /// A PING on every connection; marks the store healthy when all answered.
+    /// A PING on every connection (on a Cluster, every node); marks the store healthy when
+    /// all answered.
     pub async fn probe(&self) -> bool {
         for conn in &self.conns {
             let ok = self
@@ -579,6 +722,9 @@ impl RedisStore {
         tokio::spawn(async move {
             loop {
                 me.probe().await;
+                if me.write_back_pending() > 0 {
+                    me.write_back().await;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(PROBE_EVERY) => {}
                     _ = stop.changed() => return,
@@ -599,9 +745,6 @@ impl RedisStore {
         let mut pause = FIRST_POLL;
         let mut waited = false;
         loop {
-            if !self.is_healthy() {
-                return Err(StoreRefusal::Unavailable);
-            }
             let Some(conn) = self.conn() else {
                 return Err(StoreRefusal::Unavailable);
             };
@@ -858,14 +1001,16 @@ impl SharedDedupe {
         self.redis.as_ref()
     }
 
-    /// For `/readyz`: `None` without Redis, else `ok`, `degraded` (`local`: deduping
-    /// alone) or `unavailable` (`reject`: refusing deliveries).
+    /// For `/readyz`: `None` without Redis, else `ok`, `degraded` (some operations fail
+    /// while others succeed, e.g. one Cluster node down; or, under `local`, any failure:
+    /// deduping alone) or `unavailable` (`reject`, and no operation has succeeded since
+    /// the failures began: every delivery is refused).
     pub fn status(&self) -> Option<&'static str> {
         let r = self.redis.as_ref()?;
-        Some(match (r.is_healthy(), r.on_unavailable) {
-            (true, _) => "ok",
-            (false, OnUnavailable::Local) => "degraded",
-            (false, OnUnavailable::Reject) => "unavailable",
+        Some(match (r.health(), r.on_unavailable) {
+            (Health::Ok, _) => "ok",
+            (Health::Down, OnUnavailable::Reject) => "unavailable",
+            _ => "degraded",
         })
     }
 
@@ -922,7 +1067,12 @@ impl SharedDedupe {
                         if store.on_unavailable == OnUnavailable::Local =>
                     {
                         store.meters.local_fallbacks.increment(1);
-                        append(intent).await
+                        let res = append(intent).await;
+                        if let Ok(id) = &res {
+                            // Known to this replica alone until Redis hears of it.
+                            store.queue_write_back(key, *id);
+                        }
+                        res
                     }
                     Err(r) => {
                         match r {

@@ -1213,6 +1213,10 @@ impl RedisCluster {
                     &bus,
                     "--cluster-node-timeout",
                     "5000",
+                    // Live masters keep serving their slots once a paused one is marked
+                    // failed (the default refuses every key then: CLUSTERDOWN).
+                    "--cluster-require-full-coverage",
+                    "no",
                 ])
             })
             .collect();

@@ -700,10 +700,11 @@ async fn cluster_claims_commit_release_and_renew_across_slots() {
 
 /// Two hookgate processes on a 3-master cluster: concurrent copies of one delivery across
 /// them give one non-duplicate answer; with one node paused (SIGSTOP), `reject` refuses
-/// (503) every delivery whose key lives on that node and never accepts one without its key
-/// committed, and `local` accepts them alone and says "degraded".
+/// (503) every delivery whose key lives on that node, accepts every delivery whose key
+/// lives on the two others (with its key committed there), and says "degraded" (some
+/// operations fail, not all); `local` accepts them all and says "degraded".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_its_keys() {
+async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_only_its_keys() {
     if !redis_available() {
         return;
     }
@@ -756,8 +757,15 @@ async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_its_keys() {
         local_answers.push(post(&local, &format!("{id}-l")).await);
     }
     let ready = get_text(&local, "/readyz").await;
+    let ready_reject = get_text(&a, "/readyz").await;
     cluster.nodes[paused].resume();
     let mut accepted_elsewhere = 0;
+    let seq: Vec<String> = ids
+        .iter()
+        .zip(&answers)
+        .zip(&on_paused)
+        .map(|((id, (s, _)), p)| format!("{id}:{s}:{}", if *p { "paused" } else { "live" }))
+        .collect();
     for ((id, (s, body)), &p) in ids.iter().zip(&answers).zip(&on_paused) {
         if p {
             assert_eq!(*s, 503, "{id} lives on the paused node: {body}");
@@ -774,13 +782,68 @@ async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_its_keys() {
             assert_eq!(*s, 503, "{id}: {body}");
         }
     }
+    let live = on_paused.iter().filter(|&&p| !p).count();
     eprintln!(
-        "reject: {accepted_elsewhere} of {} deliveries on live nodes accepted while a node was paused",
-        on_paused.iter().filter(|&&p| !p).count()
+        "reject: {accepted_elsewhere} of {live} deliveries on live nodes accepted while a node was paused: {seq:?}"
+    );
+    // Health is per operation, not one flag: most deliveries whose keys live on the two
+    // answering nodes are accepted (with one flag for the whole store, 1 of 22 was). Not
+    // all: the cluster client (redis 1.8) stalls a connection while it reconnects to the
+    // hung node, and a command queued behind that times out (README, "Running N replicas").
+    assert!(
+        accepted_elsewhere * 2 >= live,
+        "most live-node deliveries accepted: {accepted_elsewhere} of {live}: {seq:?}"
+    );
+    assert!(
+        ready_reject.contains("\"dedupe\":\"degraded\""),
+        "some operations fail, not all: {ready_reject}"
     );
     assert!(
         local_answers.iter().all(|(s, _)| *s == 200),
         "local accepts everything: {local_answers:?}"
     );
     assert!(ready.contains("\"dedupe\":\"degraded\""), "{ready}");
+}
+
+/// `local` writes back what it decided alone: Redis paused, delivery A accepted by hookgate
+/// 1 on its own; once Redis answers again the id is written back (metric), and A sent to
+/// hookgate 2, which never saw it, is a duplicate with A's id, not a second record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_accepted_locally_during_an_outage_are_written_back() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let section = format!("url = \"{}\"\non_unavailable = \"local\"\n", redis.url());
+    let one = crate::harness::Hookgate::start(&gate_config(&section));
+    let two = crate::harness::Hookgate::start(&gate_config(&section));
+    redis.pause();
+    let (s, first) = post(&one, "wb-1").await;
+    assert_eq!((s, &first["duplicate"]), (200, &serde_json::json!(false)), "{first}");
+    assert!(get_text(&one, "/readyz").await.contains("\"dedupe\":\"degraded\""));
+    redis.resume();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = get_text(&one, "/metrics").await;
+        // Two ids: the delivery id and the body's digest (GitHub dedupes on both).
+        let written = m
+            .lines()
+            .find_map(|l| l.strip_prefix("hookgate_dedupe_redis_write_back_total{result=\"written\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if written >= 1.0 && m.lines().any(|l| l == "hookgate_dedupe_redis_write_back_pending 0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "never written back: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let key = {
+        let probe = replica(&redis, "");
+        probe.redis().unwrap().key(0, "wb-1")
+    };
+    assert_eq!(redis.cli(&["GET", &key]), format!("d:{}", first["id"].as_str().unwrap()));
+    let (s, again) = post(&two, "wb-1").await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["id"], first["id"]);
 }
