@@ -141,11 +141,67 @@ fn tls_certs(cfg: &RedisDedupeConfig) -> Result<Option<redis::TlsCertificates>, 
     }))
 }
 
-/// A connection: one multiplexed, reconnecting connection to a server, or a cluster client.
+/// A connection: one multiplexed, reconnecting connection to a server, a cluster client,
+/// or the master that Sentinel names.
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
+    Sentinel(Arc<SentinelConn>),
+}
+
+impl Conn {
+    /// A command on this connection failed or timed out: with Sentinel, ask again which
+    /// server is the master before the next one (it may have failed over).
+    fn failed(&self) {
+        if let Conn::Sentinel(s) = self {
+            s.forget();
+        }
+    }
+}
+
+/// One multiplexed connection to the master Sentinel names, found again after a failure.
+struct SentinelConn {
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    current: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    config: redis::AsyncConnectionConfig,
+}
+
+impl SentinelConn {
+    fn cached(&self) -> Option<redis::aio::MultiplexedConnection> {
+        self.current.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// The connection to the master, asking the sentinels when there is none.
+    async fn get(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let mut client = self.client.lock().await;
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let c = client.get_async_connection_with_config(&self.config).await?;
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = Some(c.clone());
+        }
+        Ok(c)
+    }
+
+    fn forget(&self) {
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = None;
+        }
+    }
+
+    /// Whether `e` says the server is gone or no longer the master. (A timeout is not
+    /// decided here: see [`RedisStore::run_on`].)
+    fn is_lost(e: &redis::RedisError) -> bool {
+        e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -153,6 +209,14 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let mut c = s.get().await.inspect_err(|_| s.forget())?;
+                c.req_packed_command(cmd).await.inspect_err(|e| {
+                    if SentinelConn::is_lost(e) {
+                        s.forget();
+                    }
+                })
+            }),
         }
     }
     fn req_packed_commands<'a>(
@@ -164,12 +228,23 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let mut c = s.get().await.inspect_err(|_| s.forget())?;
+                c.req_packed_commands(pipeline, offset, count)
+                    .await
+                    .inspect_err(|e| {
+                        if SentinelConn::is_lost(e) {
+                            s.forget();
+                        }
+                    })
+            }),
         }
     }
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(s) => s.cached().map(|c| c.get_db()).unwrap_or(0),
         }
     }
 }
@@ -417,7 +492,27 @@ impl RedisStore {
             .ok()
         });
         let mut conns = Vec::with_capacity(cfg.pool_size);
-        if cfg.cluster {
+        if !cfg.sentinels.is_empty() {
+            let name = cfg.service_name.clone().unwrap_or_default();
+            for _ in 0..cfg.pool_size.max(1) {
+                let client = redis::sentinel::SentinelClient::build(
+                    urls.iter().map(|u| u.expose().to_owned()).collect(),
+                    name.clone(),
+                    None,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| format!("redis sentinel: {}", redact(e)))?;
+                conns.push(Conn::Sentinel(Arc::new(SentinelConn {
+                    client: tokio::sync::Mutex::new(client),
+                    current: Mutex::new(None),
+                    // No response timeout here: `run_on` bounds every command, and decides
+                    // when a slow server is given up for another.
+                    config: redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(cfg.connect_timeout))
+                        .set_response_timeout(None),
+                })));
+            }
+        } else if cfg.cluster {
             let mut builder = redis::cluster::ClusterClientBuilder::new(
                 urls.iter().map(|u| u.expose().to_owned()),
             )
@@ -605,7 +700,13 @@ impl RedisStore {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let start = Instant::now();
+        let on_fail = conn.clone();
         let res = tokio::time::timeout(self.command_timeout, f(conn)).await;
+        // A claim that failed is released down the same connection first (see `claim`),
+        // which then gives the connection up if that fails too.
+        if !matches!(res, Ok(Ok(_))) && !matches!(op, Op::Claim) {
+            on_fail.failed();
+        }
         let i = op as usize;
         if let Some(h) = self.meters.seconds.get(i) {
             h.record(start.elapsed().as_secs_f64());
@@ -764,7 +865,9 @@ impl RedisStore {
                 Err(()) => {
                     // A hung server may still run the claim when it wakes: the release goes
                     // down the same connection, so it runs after the claim and frees the key
-                    // for the provider's retry at once instead of after `claim_ttl`.
+                    // for the provider's retry at once instead of after `claim_ttl`. (With
+                    // Sentinel the connection is given up only if the release fails too:
+                    // a new one could run the release before the claim.)
                     let (me, key, token) = (self.clone(), key.to_owned(), token.clone());
                     tokio::spawn(async move { me.release_on(Some(conn), &key, &token).await });
                     return Err(StoreRefusal::Unavailable);
