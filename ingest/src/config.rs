@@ -369,7 +369,9 @@ impl RedisDedupeConfig {
             }
         }
         match (self.sentinels.is_empty(), &self.service_name) {
-            (false, None) => out.push("`sentinels` need `service_name` (the master's name in Sentinel)".into()),
+            (false, None) => {
+                out.push("`sentinels` need `service_name` (the master's name in Sentinel)".into())
+            }
             (false, Some(n)) if n.is_empty() => out.push("service_name must not be empty".into()),
             (true, Some(_)) => out.push("`service_name` needs `sentinels`".into()),
             _ => {}
@@ -379,7 +381,10 @@ impl RedisDedupeConfig {
                 out.push("`sentinels` and `cluster = true` exclude each other".into());
             }
             if self.ca_file.is_some() {
-                out.push("ca_file is not supported with `sentinels` (TLS through Sentinel is not)".into());
+                out.push(
+                    "ca_file is not supported with `sentinels` (TLS through Sentinel is not)"
+                        .into(),
+                );
             }
         }
         if self.key_prefix.is_empty() {

@@ -48,11 +48,11 @@
 //! delivery id (hex): bounded whatever the id's length, and not forgeable into a collision.
 //! The URL may hold a password: it is never logged, and errors name only their kind.
 
-use std::future::Future;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hookgate_proto::Ulid;
@@ -181,7 +181,9 @@ impl SentinelConn {
         if let Some(c) = self.cached() {
             return Ok(c);
         }
-        let c = client.get_async_connection_with_config(&self.config).await?;
+        let c = client
+            .get_async_connection_with_config(&self.config)
+            .await?;
         if let Ok(mut slot) = self.current.lock() {
             *slot = Some(c.clone());
         }

@@ -724,10 +724,7 @@ impl App {
                 Ok::<_, Failure>(id)
             };
             let Some(digest) = &digest else {
-                let outcome = app
-                    .dedupe
-                    .admit(idx, &ev.delivery_id, intent, append)
-                    .await;
+                let outcome = app.dedupe.admit(idx, &ev.delivery_id, intent, append).await;
                 return (outcome, false, stored_at);
             };
             // Boxed: the two nested admissions make a large state, which would otherwise

@@ -674,7 +674,9 @@ async fn cluster_claims_commit_release_and_renew_across_slots() {
     assert!(per_node.iter().all(|&n| n > 0), "{per_node:?}");
     // Release: a failed append leaves no key, and the retry on the other replica appends.
     let failed = a
-        .admit(0, "c-fail", intent(), |_| async { Err::<Ulid, _>(Fail::Down) })
+        .admit(0, "c-fail", intent(), |_| async {
+            Err::<Ulid, _>(Fail::Down)
+        })
         .await;
     assert_eq!(failed.map_err(|e| (*e).clone()), Err(Fail::Down));
     let key = a.redis().unwrap().key(0, "c-fail");
@@ -828,8 +830,14 @@ async fn ids_accepted_locally_during_an_outage_are_written_back() {
     let two = crate::harness::Hookgate::start(&gate_config(&section));
     redis.pause();
     let (s, first) = post(&one, "wb-1").await;
-    assert_eq!((s, &first["duplicate"]), (200, &serde_json::json!(false)), "{first}");
-    assert!(get_text(&one, "/readyz").await.contains("\"dedupe\":\"degraded\""));
+    assert_eq!(
+        (s, &first["duplicate"]),
+        (200, &serde_json::json!(false)),
+        "{first}"
+    );
+    assert!(get_text(&one, "/readyz")
+        .await
+        .contains("\"dedupe\":\"degraded\""));
     redis.resume();
     let end = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -837,10 +845,15 @@ async fn ids_accepted_locally_during_an_outage_are_written_back() {
         // Two ids: the delivery id and the body's digest (GitHub dedupes on both).
         let written = m
             .lines()
-            .find_map(|l| l.strip_prefix("hookgate_dedupe_redis_write_back_total{result=\"written\"} "))
+            .find_map(|l| {
+                l.strip_prefix("hookgate_dedupe_redis_write_back_total{result=\"written\"} ")
+            })
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0);
-        if written >= 1.0 && m.lines().any(|l| l == "hookgate_dedupe_redis_write_back_pending 0") {
+        if written >= 1.0
+            && m.lines()
+                .any(|l| l == "hookgate_dedupe_redis_write_back_pending 0")
+        {
             break;
         }
         assert!(std::time::Instant::now() < end, "never written back: {m}");
@@ -850,7 +863,10 @@ async fn ids_accepted_locally_during_an_outage_are_written_back() {
         let probe = replica(&redis, "");
         probe.redis().unwrap().key(0, "wb-1")
     };
-    assert_eq!(redis.cli(&["GET", &key]), format!("d:{}", first["id"].as_str().unwrap()));
+    assert_eq!(
+        redis.cli(&["GET", &key]),
+        format!("d:{}", first["id"].as_str().unwrap())
+    );
     let (s, again) = post(&two, "wb-1").await;
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["duplicate"], true, "{again}");
@@ -866,7 +882,10 @@ async fn post_until_accepted(hg: &crate::harness::Hookgate, delivery: &str) -> s
             return v;
         }
         assert_eq!(s, 503, "{delivery}: {v}");
-        assert!(std::time::Instant::now() < end, "{delivery} never accepted: {v}");
+        assert!(
+            std::time::Instant::now() < end,
+            "{delivery} never accepted: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -979,7 +998,11 @@ async fn sentinel_follows_a_failover_and_keeps_deduping() {
     let first = post_until_accepted(&one, "sn-1").await;
     assert_eq!(first["duplicate"], false, "{first}");
     let committed = format!("d:{}", first["id"].as_str().unwrap());
-    assert_eq!(master.cli(&["GET", &key("sn-1")]), committed, "deduped on the master");
+    assert_eq!(
+        master.cli(&["GET", &key("sn-1")]),
+        committed,
+        "deduped on the master"
+    );
     let end = std::time::Instant::now() + Duration::from_secs(30);
     while replica_srv.cli(&["GET", &key("sn-1")]) != committed {
         assert!(std::time::Instant::now() < end, "never replicated");
