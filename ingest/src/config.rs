@@ -252,6 +252,13 @@ pub struct RedisDedupeConfig {
     /// Talk Redis Cluster protocol (`urls`, or `url` as the one seed node).
     #[serde(default)]
     pub cluster: bool,
+    /// Redis Sentinel: the sentinels' URLs (`redis://host:26379`), with `service_name`.
+    /// The master is asked of them, and asked again after a failure (a failover).
+    #[serde(default)]
+    pub sentinels: Vec<Secret>,
+    /// The master's name in Sentinel (`sentinel monitor <name> …`), with `sentinels`.
+    #[serde(default)]
+    pub service_name: Option<String>,
     /// PEM file of the CA certificate(s) that sign the Redis server's certificate
     /// (`rediss://` only). Absent: the system's roots. Read at start (a restart picks up a
     /// new file); it replaces the system roots rather than adding to them.
@@ -313,6 +320,12 @@ impl RedisDedupeConfig {
             self.url.as_ref(),
             self.url_file.as_deref(),
         )?;
+        if !self.sentinels.is_empty() {
+            if one.is_some() || !self.urls.is_empty() {
+                return Err("set `sentinels` or `url`/`url_file`/`urls`, not both".into());
+            }
+            return Ok(self.sentinels.clone());
+        }
         match (one, self.urls.is_empty()) {
             (Some(_), false) => Err("set `url` (or `url_file`) or `urls`, not both".into()),
             (Some(u), true) => Ok(vec![u]),
@@ -327,7 +340,7 @@ impl RedisDedupeConfig {
         match self.node_urls() {
             Err(m) => out.push(m),
             Ok(urls) => {
-                if urls.len() > 1 && !self.cluster {
+                if urls.len() > 1 && !self.cluster && self.sentinels.is_empty() {
                     out.push("several `urls` need `cluster = true` (one URL otherwise)".into());
                 }
                 if self.ca_file.is_some()
@@ -339,7 +352,9 @@ impl RedisDedupeConfig {
                 }
                 for (i, u) in urls.iter().enumerate() {
                     if let Err(m) = crate::redis_dedupe::check_url(u.expose()) {
-                        out.push(if urls.len() > 1 {
+                        out.push(if !self.sentinels.is_empty() {
+                            format!("sentinels[{i}]: {m}")
+                        } else if urls.len() > 1 {
                             format!("urls[{i}]: {m}")
                         } else {
                             format!("url: {m}")
@@ -351,6 +366,25 @@ impl RedisDedupeConfig {
         if let Some(p) = &self.ca_file {
             if let Err(m) = crate::redis_dedupe::load_ca(p) {
                 out.push(m);
+            }
+        }
+        match (self.sentinels.is_empty(), &self.service_name) {
+            (false, None) => {
+                out.push("`sentinels` need `service_name` (the master's name in Sentinel)".into())
+            }
+            (false, Some(n)) if n.is_empty() => out.push("service_name must not be empty".into()),
+            (true, Some(_)) => out.push("`service_name` needs `sentinels`".into()),
+            _ => {}
+        }
+        if !self.sentinels.is_empty() {
+            if self.cluster {
+                out.push("`sentinels` and `cluster = true` exclude each other".into());
+            }
+            if self.ca_file.is_some() {
+                out.push(
+                    "ca_file is not supported with `sentinels` (TLS through Sentinel is not)"
+                        .into(),
+                );
             }
         }
         if self.key_prefix.is_empty() {
@@ -1588,6 +1622,13 @@ secrets = ["${MISSING}"]
         assert_eq!(r.claim_ttl, Duration::from_secs(30));
         assert_eq!(r.key_prefix, "hookgate:dedupe:");
         assert!(!format!("{r:?}").contains("pw@"), "the URL prints as ***");
+        let (c, _) = parse(
+            "sentinels = [\"redis://127.0.0.1:26379\", \"redis://127.0.0.2:26379\"]\nservice_name = \"mymaster\"\n",
+        )
+        .unwrap();
+        let r = c.dedupe.redis.unwrap();
+        assert_eq!(r.node_urls().unwrap().len(), 2);
+        assert_eq!(r.service_name.as_deref(), Some("mymaster"));
         for (bad, want) in [
             ("", "set `url`, `url_file` or `urls`"),
             (
@@ -1619,6 +1660,26 @@ secrets = ["${MISSING}"]
                 "more than 3 x command_timeout",
             ),
             ("url = \"redis://a:1\"\npool_size = 0\n", "pool_size = 0"),
+            (
+                "url = \"redis://a:1\"\nsentinels = [\"redis://s:26379\"]\nservice_name = \"m\"\n",
+                "set `sentinels` or `url`/`url_file`/`urls`, not both",
+            ),
+            (
+                "sentinels = [\"redis://s:26379\"]\n",
+                "`sentinels` need `service_name`",
+            ),
+            (
+                "url = \"redis://a:1\"\nservice_name = \"m\"\n",
+                "`service_name` needs `sentinels`",
+            ),
+            (
+                "sentinels = [\"redis://s:26379\"]\nservice_name = \"m\"\ncluster = true\n",
+                "`sentinels` and `cluster = true` exclude each other",
+            ),
+            (
+                "sentinels = [\"http://:hunter2x@s:26379\"]\nservice_name = \"m\"\n",
+                "sentinels[0]: must start with redis://",
+            ),
             (
                 "url = \"redis://:hunter2x@a:1\"\nca_file = \"/dev/null\"\n",
                 "ca_file needs rediss://",

@@ -5,35 +5,54 @@
 //! hit there costs no round trip, and duplicates inside one replica still coalesce onto one
 //! attempt before Redis is asked. A local miss claims the key in Redis:
 //!
-//! - `SET key "c:<owner token>" NX PX claim_ttl GET`: one round trip that either claims the
-//!   key or returns what it holds, `c:<token>` (another attempt is running) or `d:<event id>`
-//!   (committed).
-//! - The owner runs the append, renewing its claim every `claim_ttl / 3` while it runs (a
+//! - One Lua script claims the key in one round trip, and tells what it holds: a claim
+//!   `c:<owner token>:<hookgate-id>:<received-at ms>:<lease end ms>` (another attempt is
+//!   running), `d:<hookgate-id>` (committed), or `r:<hookgate-id>:<received-at ms>` (an
+//!   earlier attempt failed and released it). The lease end is on the Redis server's clock
+//!   (`TIME`), so replicas' clocks do not matter.
+//! - **One hookgate-id per delivery.** A claim carries the record the owner is about to
+//!   append (its hookgate-id and received-at time). A later claim on a key whose earlier
+//!   attempt released it (the append failed, perhaps after the broker got it) or whose
+//!   owner died (the lease ended: a replica killed between its append and its answer) takes
+//!   the key over *with that id and time*: if the dead attempt's record did reach Kafka,
+//!   the retry's record is the same record again (same `hookgate-id`, same
+//!   `hookgate-received-at`), which a consumer deduping on `hookgate-id` sees as one
+//!   event. The key itself lives for the dedupe TTL from the first claim, so the id is not
+//!   forgotten when a lease ends.
+//! - The owner runs the append, renewing its lease every `claim_ttl / 3` while it runs (a
 //!   slow append is not mistaken for a dead owner). Success: a compare-and-set (Lua) turns
-//!   the key into `d:<event id>` with the dedupe TTL. Failure: a compare-and-delete (Lua)
-//!   releases it, so the provider's retry is accepted. Both compare the owner token: a
-//!   replica whose claim expired and was taken over cannot release or overwrite the new
-//!   owner's claim.
-//! - A claim held by another replica is waited on by polling the same `SET NX GET` with
+//!   the key into `d:<event id>` with the dedupe TTL. Failure: a compare-and-set turns it
+//!   into `r:…` (released, id kept), so the provider's retry is accepted at once. Both
+//!   compare the owner token: a replica whose claim was taken over cannot release or
+//!   overwrite the new owner's claim.
+//! - A claim held by another replica is waited on by polling the same claim script with
 //!   backoff (2 ms doubling to 100 ms): committed → a duplicate with the owner's event id;
-//!   released or expired (the owner failed or died) → this call claims and appends itself.
-//!   The wait is bounded by `claim_ttl` plus a margin; unresolved, the request is refused
-//!   with 503 + Retry-After and the provider retries. Polling rather than pub/sub: waits are
-//!   rare (only concurrent copies on different replicas), it needs no subscriber connection
-//!   per replica, and it works unchanged on Redis Cluster.
+//!   released or lease ended (the owner failed or died) → this call claims and appends
+//!   itself, with the earlier attempt's id. The wait is bounded by `claim_ttl` plus a
+//!   margin; unresolved, the request is refused with 503 + Retry-After and the provider
+//!   retries. Polling rather than pub/sub: waits are rare (only concurrent copies on
+//!   different replicas), it needs no subscriber connection per replica, and it works
+//!   unchanged on Redis Cluster.
 //!
-//! Redis unavailable (refused, a timeout, a paused server): the store is marked degraded
-//! and a prober pings it every [`PROBE_EVERY`] until it answers; while degraded no request
-//! waits on Redis. `reject` answers 503 `dedupe_unavailable`; `local` decides with this
-//! replica's set alone (copies landing on other replicas meanwhile can be written twice).
+//! Redis unavailable is decided per operation: a command that fails or times out (refused,
+//! a paused server, a paused Cluster node) fails *that* request per `on_unavailable`
+//! (`reject`: 503 `dedupe_unavailable`; `local`: this replica's set alone decides, and the
+//! id is queued to be written back to Redis once it answers, so a retry landing on
+//! another replica later is still a duplicate). Requests whose keys live on nodes that
+//! answer go on as usual. Health is a gauge of recent failures, not a gate: the first
+//! failure marks the store failing, a prober pings every [`PROBE_EVERY`], and a probe that
+//! every node answered clears it. [`Health`] tells whether any operation has succeeded
+//! since the failures began (`Partial`: e.g. one Cluster node down) or none (`Down`).
 //!
 //! Keys are `key_prefix` + source name + `:` + the first 128 bits of SHA-256 of the
 //! delivery id (hex): bounded whatever the id's length, and not forgeable into a collision.
 //! The URL may hold a password: it is never logged, and errors name only their kind.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hookgate_proto::Ulid;
@@ -53,6 +72,12 @@ pub const WAIT_MARGIN: Duration = Duration::from_secs(2);
 pub const UNAVAILABLE_RETRY_AFTER: u32 = 1;
 /// `Retry-After` when another replica's attempt did not finish in time (seconds).
 pub const PENDING_RETRY_AFTER: u32 = 2;
+
+/// Ids committed on one replica alone while Redis failed (`local`) that are kept to be
+/// written back; more are dropped (and counted).
+pub const WRITE_BACK_MAX: usize = 100_000;
+/// Ids written back per prober round at most.
+const WRITE_BACK_BATCH: usize = 512;
 
 const FIRST_POLL: Duration = Duration::from_millis(2);
 const MAX_POLL: Duration = Duration::from_millis(100);
@@ -116,11 +141,69 @@ fn tls_certs(cfg: &RedisDedupeConfig) -> Result<Option<redis::TlsCertificates>, 
     }))
 }
 
-/// A connection: one multiplexed, reconnecting connection to a server, or a cluster client.
+/// A connection: one multiplexed, reconnecting connection to a server, a cluster client,
+/// or the master that Sentinel names.
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
     Cluster(redis::cluster_async::ClusterConnection),
+    Sentinel(Arc<SentinelConn>),
+}
+
+impl Conn {
+    /// A command on this connection failed or timed out: with Sentinel, ask again which
+    /// server is the master before the next one (it may have failed over).
+    fn failed(&self) {
+        if let Conn::Sentinel(s) = self {
+            s.forget();
+        }
+    }
+}
+
+/// One multiplexed connection to the master Sentinel names, found again after a failure.
+struct SentinelConn {
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    current: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    config: redis::AsyncConnectionConfig,
+}
+
+impl SentinelConn {
+    fn cached(&self) -> Option<redis::aio::MultiplexedConnection> {
+        self.current.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// The connection to the master, asking the sentinels when there is none.
+    async fn get(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let mut client = self.client.lock().await;
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let c = client
+            .get_async_connection_with_config(&self.config)
+            .await?;
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = Some(c.clone());
+        }
+        Ok(c)
+    }
+
+    fn forget(&self) {
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = None;
+        }
+    }
+
+    /// Whether `e` says the server is gone or no longer the master. (A timeout is not
+    /// decided here: see [`RedisStore::run_on`].)
+    fn is_lost(e: &redis::RedisError) -> bool {
+        e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -128,6 +211,14 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let mut c = s.get().await.inspect_err(|_| s.forget())?;
+                c.req_packed_command(cmd).await.inspect_err(|e| {
+                    if SentinelConn::is_lost(e) {
+                        s.forget();
+                    }
+                })
+            }),
         }
     }
     fn req_packed_commands<'a>(
@@ -139,12 +230,23 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let mut c = s.get().await.inspect_err(|_| s.forget())?;
+                c.req_packed_commands(pipeline, offset, count)
+                    .await
+                    .inspect_err(|e| {
+                        if SentinelConn::is_lost(e) {
+                            s.forget();
+                        }
+                    })
+            }),
         }
     }
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(s) => s.cached().map(|c| c.get_db()).unwrap_or(0),
         }
     }
 }
@@ -157,10 +259,18 @@ enum Op {
     Commit,
     Release,
     Ping,
+    WriteBack,
 }
 
 impl Op {
-    const ALL: [Op; 5] = [Op::Claim, Op::Renew, Op::Commit, Op::Release, Op::Ping];
+    const ALL: [Op; 6] = [
+        Op::Claim,
+        Op::Renew,
+        Op::Commit,
+        Op::Release,
+        Op::Ping,
+        Op::WriteBack,
+    ];
     fn name(self) -> &'static str {
         match self {
             Op::Claim => "claim",
@@ -168,6 +278,7 @@ impl Op {
             Op::Commit => "commit",
             Op::Release => "release",
             Op::Ping => "ping",
+            Op::WriteBack => "write_back",
         }
     }
 }
@@ -184,6 +295,11 @@ struct Meters {
     refused_unavailable: Counter,
     refused_pending: Counter,
     claims_lost: Counter,
+    reused: Counter,
+    written_back: Counter,
+    write_back_present: Counter,
+    write_back_dropped: Counter,
+    write_back_pending: Gauge,
     degraded: Gauge,
     degraded_total: Counter,
 }
@@ -211,43 +327,117 @@ impl Meters {
             refused_unavailable: metrics::counter!("hookgate_dedupe_redis_refused_total", "reason" => "unavailable"),
             refused_pending: metrics::counter!("hookgate_dedupe_redis_refused_total", "reason" => "pending"),
             claims_lost: metrics::counter!("hookgate_dedupe_redis_claims_lost_total"),
+            reused: metrics::counter!("hookgate_dedupe_redis_reused_total"),
+            written_back: metrics::counter!("hookgate_dedupe_redis_write_back_total", "result" => "written"),
+            write_back_present: metrics::counter!("hookgate_dedupe_redis_write_back_total", "result" => "present"),
+            write_back_dropped: metrics::counter!("hookgate_dedupe_redis_write_back_total", "result" => "dropped"),
+            write_back_pending: metrics::gauge!("hookgate_dedupe_redis_write_back_pending"),
             degraded: metrics::gauge!("hookgate_dedupe_redis_degraded"),
             degraded_total: metrics::counter!("hookgate_dedupe_redis_degraded_total"),
         }
     }
 }
 
-/// Turns a claim into a commit: only the owner's claim (or an expired one nobody took: the
-/// event is in the log either way) becomes `d:<event id>`.
+/// The record a delivery is appended as: its hookgate-id and received-at time. A claim in
+/// Redis carries it, so whichever replica appends the delivery appends the same record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intent {
+    /// The event's hookgate-id.
+    pub id: Ulid,
+    /// The event's received-at time (ms since the epoch).
+    pub received_at_ms: i64,
+}
+
+/// Claims a key (KEYS[1]; ARGV: owner token, hookgate-id, received-at ms, claim TTL ms,
+/// key TTL ms). Returns `o:<id>:<received-at>` (this call owns it, and appends as that:
+/// its own intent, or an earlier attempt's), `d:<id>` (committed), `w` (another attempt
+/// holds a live claim), or an unknown value as it is.
+const CLAIM: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('GET', KEYS[1])
+local id, at = ARGV[2], ARGV[3]
+if v then
+  if string.sub(v, 1, 2) == 'd:' then return v end
+  local owner, cid, cat, lease = string.match(v, '^c:([^:]+):([^:]+):([^:]+):(%d+)$')
+  if owner then
+    if tonumber(lease) > now then return 'w' end
+    id, at = cid, cat
+  else
+    local rid, rat = string.match(v, '^r:([^:]+):([^:]+)$')
+    if rid then
+      id, at = rid, rat
+    elseif string.sub(v, 1, 2) == 'c:' then
+      return 'w'
+    else
+      return v
+    end
+  end
+end
+redis.call('SET', KEYS[1], 'c:' .. ARGV[1] .. ':' .. id .. ':' .. at .. ':' .. string.format('%d', now + tonumber(ARGV[4])), 'PX', ARGV[5])
+return 'o:' .. id .. ':' .. at";
+
+/// Turns a claim into a commit: only the owner's claim (or a key gone meanwhile: the event
+/// is in the log either way) becomes `d:<event id>`.
 const COMMIT: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] or not v then
+if not v or string.match(v, '^c:([^:]+):') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0";
 
-/// Deletes the key only if it still holds the owner's claim.
+/// Releases the owner's claim, keeping the id it carried (`r:<id>:<received-at>`): the
+/// failed append may have reached the broker, and the retry must append the same record.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local owner, id, at = string.match(v, '^c:([^:]+):([^:]+):([^:]+):')
+if owner == ARGV[1] then
+  redis.call('SET', KEYS[1], 'r:' .. id .. ':' .. at, 'KEEPTTL')
+  return 1
 end
 return 0";
 
-/// Extends the owner's claim only if it still holds it.
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+/// Writes back an id committed while Redis failed: SET NX with the dedupe TTL, and over a
+/// released key (the request's own timed-out claim, released when the server woke).
+const WRITE_BACK: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, 2) == 'r:' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0";
+
+/// Extends the owner's lease only if it still holds the claim.
+const RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local owner, id, at = string.match(v, '^c:([^:]+):([^:]+):([^:]+):')
+if owner ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], 'c:' .. owner .. ':' .. id .. ':' .. at .. ':' .. string.format('%d', now + tonumber(ARGV[2])), 'KEEPTTL')
+return 1";
 
 /// What claiming a key found.
 #[derive(Debug, PartialEq, Eq)]
 enum Claim {
-    /// This call owns the key under this token.
-    Owner(String),
+    /// This call owns the key under this token, and appends as this intent.
+    Owner(String, Intent),
     /// Committed, by this or another replica, as this event.
     Committed(Ulid),
+}
+
+/// How the shared store is doing (`/readyz`, [`RedisStore::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No operation failed since the last probe every node answered.
+    Ok,
+    /// Some operations failed, and some succeeded since (e.g. one Cluster node down).
+    Partial,
+    /// Operations fail, and none succeeded since the failures began.
+    Down,
 }
 
 /// The Redis side: connections, the claim protocol, health.
@@ -261,7 +451,17 @@ pub struct RedisStore {
     command_timeout: Duration,
     claim_ttl: Duration,
     ttl: Duration,
-    healthy: AtomicBool,
+    /// The origin of the millisecond instants below.
+    epoch: Instant,
+    /// When operations began to fail (ms after `epoch`, plus one; 0: they do not): set by
+    /// the first failure, cleared by a probe that every node answered.
+    failing_since: AtomicU64,
+    /// When an operation last succeeded (ms after `epoch`, plus one).
+    last_ok: AtomicU64,
+    /// Keys and ids committed locally while Redis failed, to write back (bounded).
+    write_back: Mutex<VecDeque<(String, Ulid)>>,
+    write_back_script: Script,
+    claim: Script,
     commit: Script,
     release: Script,
     renew: Script,
@@ -294,7 +494,27 @@ impl RedisStore {
             .ok()
         });
         let mut conns = Vec::with_capacity(cfg.pool_size);
-        if cfg.cluster {
+        if !cfg.sentinels.is_empty() {
+            let name = cfg.service_name.clone().unwrap_or_default();
+            for _ in 0..cfg.pool_size.max(1) {
+                let client = redis::sentinel::SentinelClient::build(
+                    urls.iter().map(|u| u.expose().to_owned()).collect(),
+                    name.clone(),
+                    None,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| format!("redis sentinel: {}", redact(e)))?;
+                conns.push(Conn::Sentinel(Arc::new(SentinelConn {
+                    client: tokio::sync::Mutex::new(client),
+                    current: Mutex::new(None),
+                    // No response timeout here: `run_on` bounds every command, and decides
+                    // when a slow server is given up for another.
+                    config: redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(cfg.connect_timeout))
+                        .set_response_timeout(None),
+                })));
+            }
+        } else if cfg.cluster {
             let mut builder = redis::cluster::ClusterClientBuilder::new(
                 urls.iter().map(|u| u.expose().to_owned()),
             )
@@ -344,7 +564,12 @@ impl RedisStore {
             command_timeout: cfg.command_timeout,
             claim_ttl: cfg.claim_ttl,
             ttl,
-            healthy: AtomicBool::new(true),
+            epoch: Instant::now(),
+            failing_since: AtomicU64::new(0),
+            last_ok: AtomicU64::new(0),
+            write_back: Mutex::new(VecDeque::new()),
+            write_back_script: Script::new(WRITE_BACK),
+            claim: Script::new(CLAIM),
             commit: Script::new(COMMIT),
             release: Script::new(RELEASE),
             renew: Script::new(RENEW),
@@ -356,9 +581,77 @@ impl RedisStore {
         })
     }
 
-    /// Whether Redis answered the last command sent to it.
+    /// Whether no operation has failed since the last probe every node answered.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.failing_since.load(Ordering::Relaxed) == 0
+    }
+
+    /// How the store is doing: see [`Health`].
+    pub fn health(&self) -> Health {
+        let since = self.failing_since.load(Ordering::Relaxed);
+        if since == 0 {
+            Health::Ok
+        } else if self.last_ok.load(Ordering::Relaxed) > since {
+            Health::Partial
+        } else {
+            Health::Down
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Ids waiting to be written back to Redis.
+    pub fn write_back_pending(&self) -> usize {
+        self.write_back.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    /// Queues an id committed on this replica alone while Redis failed.
+    fn queue_write_back(&self, key: String, id: Ulid) {
+        let Ok(mut q) = self.write_back.lock() else {
+            return;
+        };
+        if q.len() >= WRITE_BACK_MAX {
+            self.meters.write_back_dropped.increment(1);
+            return;
+        }
+        q.push_back((key, id));
+        self.meters.write_back_pending.set(q.len() as f64);
+    }
+
+    /// Writes queued ids back to Redis (at most a batch), stopping at the first failure
+    /// (the id stays queued). Returns how many were handled.
+    pub async fn write_back(&self) -> usize {
+        let px = self.ttl.as_millis().max(1) as u64;
+        let mut done = 0;
+        while done < WRITE_BACK_BATCH {
+            let next = self.write_back.lock().ok().and_then(|mut q| q.pop_front());
+            let Some((key, id)) = next else { break };
+            let value = format!("d:{id}");
+            let res: Result<i64, ()> = self
+                .run(Op::WriteBack, |mut c| {
+                    let mut inv = self.write_back_script.key(&key);
+                    inv.arg(&value).arg(px);
+                    async move { inv.invoke_async(&mut c).await }
+                })
+                .await;
+            match res {
+                Ok(1) => self.meters.written_back.increment(1),
+                Ok(_) => self.meters.write_back_present.increment(1),
+                Err(()) => {
+                    if let Ok(mut q) = self.write_back.lock() {
+                        q.push_front((key, id));
+                    }
+                    break;
+                }
+            }
+            done += 1;
+        }
+        self.meters
+            .write_back_pending
+            .set(self.write_back_pending() as f64);
+        done
     }
 
     /// What an outage does.
@@ -409,13 +702,22 @@ impl RedisStore {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let start = Instant::now();
+        let on_fail = conn.clone();
         let res = tokio::time::timeout(self.command_timeout, f(conn)).await;
+        // A claim that failed is released down the same connection first (see `claim`),
+        // which then gives the connection up if that fails too.
+        if !matches!(res, Ok(Ok(_))) && !matches!(op, Op::Claim) {
+            on_fail.failed();
+        }
         let i = op as usize;
         if let Some(h) = self.meters.seconds.get(i) {
             h.record(start.elapsed().as_secs_f64());
         }
         match res {
-            Ok(Ok(v)) => Ok(v),
+            Ok(Ok(v)) => {
+                self.last_ok.fetch_max(self.now_ms(), Ordering::Relaxed);
+                Ok(v)
+            }
             Ok(Err(e)) => {
                 let (counters, kind) = if e.is_timeout() {
                     (&self.meters.errors_timeout, "timeout")
@@ -440,13 +742,20 @@ impl RedisStore {
     }
 
     fn set_degraded(&self, op: Op, kind: &str, detail: Option<&str>) {
-        if self.healthy.swap(false, Ordering::Relaxed) {
+        let now = self.now_ms();
+        let first = self
+            .failing_since
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if first {
             self.meters.degraded.set(1.0);
             self.meters.degraded_total.increment(1);
             let mode = match self.on_unavailable {
-                OnUnavailable::Reject => "deliveries are refused with 503 until it answers",
+                OnUnavailable::Reject => {
+                    "deliveries whose commands fail are refused with 503 until it answers"
+                }
                 OnUnavailable::Local => {
-                    "each replica dedupes alone until it answers (on_unavailable = local)"
+                    "deliveries whose commands fail are deduped on this replica alone and written back later (on_unavailable = local)"
                 }
             };
             tracing::warn!(
@@ -459,14 +768,15 @@ impl RedisStore {
     }
 
     fn set_healthy(&self) {
-        if !self.healthy.swap(true, Ordering::Relaxed) {
+        if self.failing_since.swap(0, Ordering::Relaxed) != 0 {
             self.diagnosed.store(false, Ordering::Relaxed);
             self.meters.degraded.set(0.0);
             tracing::info!("redis dedupe store reachable again: shared dedupe resumed");
         }
     }
 
-    /// A PING on every connection; marks the store healthy when all answered.
+    /// A PING on every connection (on a Cluster, every node); marks the store healthy when
+    /// all answered.
     pub async fn probe(&self) -> bool {
         for conn in &self.conns {
             let ok = self
@@ -515,6 +825,9 @@ impl RedisStore {
         tokio::spawn(async move {
             loop {
                 me.probe().await;
+                if me.write_back_pending() > 0 {
+                    me.write_back().await;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(PROBE_EVERY) => {}
                     _ = stop.changed() => return,
@@ -523,31 +836,30 @@ impl RedisStore {
         })
     }
 
-    /// Claims `key`, waiting on another replica's claim (bounded) until it is committed,
-    /// released or expired.
-    async fn claim(self: &Arc<Self>, key: &str) -> Result<Claim, StoreRefusal> {
-        let token = format!("c:{:032x}", rand::random::<u128>());
+    /// Claims `key` for `intent`, waiting on another replica's claim (bounded) until it is
+    /// committed, released or its lease ends. A key an earlier attempt released or left
+    /// behind is claimed with that attempt's intent, returned in [`Claim::Owner`].
+    async fn claim(self: &Arc<Self>, key: &str, intent: Intent) -> Result<Claim, StoreRefusal> {
+        let token = format!("{:032x}", rand::random::<u128>());
         let px = self.claim_ttl.as_millis().max(1) as u64;
+        let keep_px = self.ttl.as_millis().max(1) as u64;
+        let id = intent.id.to_string();
         let deadline = Instant::now() + self.claim_ttl + WAIT_MARGIN;
         let mut pause = FIRST_POLL;
         let mut waited = false;
         loop {
-            if !self.is_healthy() {
-                return Err(StoreRefusal::Unavailable);
-            }
             let Some(conn) = self.conn() else {
                 return Err(StoreRefusal::Unavailable);
             };
-            let found: Option<String> = match self
+            let found: String = match self
                 .run_on(conn.clone(), Op::Claim, |mut c| {
-                    let mut cmd = redis::cmd("SET");
-                    cmd.arg(key)
-                        .arg(&token)
-                        .arg("NX")
-                        .arg("PX")
+                    let mut inv = self.claim.key(key);
+                    inv.arg(&token)
+                        .arg(&id)
+                        .arg(intent.received_at_ms)
                         .arg(px)
-                        .arg("GET");
-                    async move { cmd.query_async(&mut c).await }
+                        .arg(keep_px);
+                    async move { inv.invoke_async(&mut c).await }
                 })
                 .await
             {
@@ -555,45 +867,55 @@ impl RedisStore {
                 Err(()) => {
                     // A hung server may still run the claim when it wakes: the release goes
                     // down the same connection, so it runs after the claim and frees the key
-                    // for the provider's retry at once instead of after `claim_ttl`.
+                    // for the provider's retry at once instead of after `claim_ttl`. (With
+                    // Sentinel the connection is given up only if the release fails too:
+                    // a new one could run the release before the claim.)
                     let (me, key, token) = (self.clone(), key.to_owned(), token.clone());
                     tokio::spawn(async move { me.release_on(Some(conn), &key, &token).await });
                     return Err(StoreRefusal::Unavailable);
                 }
             };
-            match found.as_deref() {
-                None => {
-                    self.meters.claims.increment(1);
-                    return Ok(Claim::Owner(token));
+            if let Some(owned) = found.strip_prefix("o:") {
+                let Some(got) = parse_intent(owned) else {
+                    return Err(self.foreign_value());
+                };
+                self.meters.claims.increment(1);
+                if got != intent {
+                    self.meters.reused.increment(1);
                 }
-                Some(v) if v.starts_with("d:") => {
-                    return match Ulid::from_string(v.get(2..).unwrap_or_default()) {
-                        Ok(u) => {
-                            self.meters.remote_hits.increment(1);
-                            Ok(Claim::Committed(u))
-                        }
-                        Err(_) => {
-                            tracing::error!(
-                                "redis dedupe: a key under key_prefix holds a value hookgate did not write; is the prefix shared with something else?"
-                            );
-                            Err(StoreRefusal::Unavailable)
-                        }
-                    };
-                }
-                Some(_) => {
-                    if !waited {
-                        waited = true;
-                        self.meters.waits.increment(1);
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(StoreRefusal::Pending);
-                    }
-                    tokio::time::sleep(pause.min(deadline - now)).await;
-                    pause = (pause * 2).min(MAX_POLL);
-                }
+                return Ok(Claim::Owner(token, got));
             }
+            if let Some(done) = found.strip_prefix("d:") {
+                return match Ulid::from_string(done) {
+                    Ok(u) => {
+                        self.meters.remote_hits.increment(1);
+                        Ok(Claim::Committed(u))
+                    }
+                    Err(_) => Err(self.foreign_value()),
+                };
+            }
+            if found != "w" {
+                return Err(self.foreign_value());
+            }
+            if !waited {
+                waited = true;
+                self.meters.waits.increment(1);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StoreRefusal::Pending);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(MAX_POLL);
         }
+    }
+
+    /// A key under the prefix holds something hookgate did not write.
+    fn foreign_value(&self) -> StoreRefusal {
+        tracing::error!(
+            "redis dedupe: a key under key_prefix holds a value hookgate did not write; is the prefix shared with something else?"
+        );
+        StoreRefusal::Unavailable
     }
 
     /// Turns the owner's claim into `d:<id>` for the dedupe TTL. `false` when the store
@@ -704,6 +1026,15 @@ impl RedisStore {
     }
 }
 
+/// `<hookgate-id>:<received-at ms>` as the claim script returns it.
+fn parse_intent(s: &str) -> Option<Intent> {
+    let (id, at) = s.split_once(':')?;
+    Some(Intent {
+        id: Ulid::from_string(id).ok()?,
+        received_at_ms: at.parse().ok()?,
+    })
+}
+
 /// Releases a claim whose owner's future was dropped before it finished.
 struct ClaimGuard {
     store: Arc<RedisStore>,
@@ -775,51 +1106,64 @@ impl SharedDedupe {
         self.redis.as_ref()
     }
 
-    /// For `/readyz`: `None` without Redis, else `ok`, `degraded` (`local`: deduping
-    /// alone) or `unavailable` (`reject`: refusing deliveries).
+    /// For `/readyz`: `None` without Redis, else `ok`, `degraded` (some operations fail
+    /// while others succeed, e.g. one Cluster node down; or, under `local`, any failure:
+    /// deduping alone) or `unavailable` (`reject`, and no operation has succeeded since
+    /// the failures began: every delivery is refused).
     pub fn status(&self) -> Option<&'static str> {
         let r = self.redis.as_ref()?;
-        Some(match (r.is_healthy(), r.on_unavailable) {
-            (true, _) => "ok",
-            (false, OnUnavailable::Local) => "degraded",
-            (false, OnUnavailable::Reject) => "unavailable",
+        Some(match (r.health(), r.on_unavailable) {
+            (Health::Ok, _) => "ok",
+            (Health::Down, OnUnavailable::Reject) => "unavailable",
+            _ => "degraded",
         })
     }
 
     /// Runs `append` unless `(source, id)` was already committed (here or, with Redis, on
     /// any replica) or is being committed; semantics of [`Dedupe::admit`], across replicas.
+    /// `append` gets the record to write: `intent`, or with Redis the intent of an earlier
+    /// attempt at the same delivery that failed or died (one hookgate-id per delivery).
     /// A store that cannot decide refuses with `E::from(`[`StoreRefusal`]`)`.
-    pub async fn admit<E, F>(&self, source: u32, id: &str, append: F) -> Result<Admission, Arc<E>>
-    where
-        E: From<StoreRefusal> + Send + Sync + 'static,
-        F: Future<Output = Result<Ulid, E>>,
-    {
-        match &self.redis {
-            None => self.local.admit(source, id, append).await,
-            // Boxed: the claim, wait and renewal states would otherwise size (and be copied
-            // with) every request's future, with Redis or not.
-            Some(store) => Box::pin(self.admit_shared(store, source, id, append)).await,
-        }
-    }
-
-    async fn admit_shared<E, F>(
+    pub async fn admit<E, F, Fut>(
         &self,
-        store: &Arc<RedisStore>,
         source: u32,
         id: &str,
+        intent: Intent,
         append: F,
     ) -> Result<Admission, Arc<E>>
     where
         E: From<StoreRefusal> + Send + Sync + 'static,
-        F: Future<Output = Result<Ulid, E>>,
+        F: FnOnce(Intent) -> Fut,
+        Fut: Future<Output = Result<Ulid, E>>,
+    {
+        match &self.redis {
+            None => self.local.admit(source, id, append(intent)).await,
+            // Boxed: the claim, wait and renewal states would otherwise size (and be copied
+            // with) every request's future, with Redis or not.
+            Some(store) => Box::pin(self.admit_shared(store, source, id, intent, append)).await,
+        }
+    }
+
+    async fn admit_shared<E, F, Fut>(
+        &self,
+        store: &Arc<RedisStore>,
+        source: u32,
+        id: &str,
+        intent: Intent,
+        append: F,
+    ) -> Result<Admission, Arc<E>>
+    where
+        E: From<StoreRefusal> + Send + Sync + 'static,
+        F: FnOnce(Intent) -> Fut,
+        Fut: Future<Output = Result<Ulid, E>>,
     {
         let mut remote = false;
         let res = self
             .local
             .admit(source, id, async {
                 let key = store.key(source, id);
-                match store.claim(&key).await {
-                    Ok(Claim::Owner(token)) => store.run_owned(key, token, append).await,
+                match store.claim(&key, intent).await {
+                    Ok(Claim::Owner(token, got)) => store.run_owned(key, token, append(got)).await,
                     Ok(Claim::Committed(u)) => {
                         remote = true;
                         Ok(u)
@@ -828,7 +1172,12 @@ impl SharedDedupe {
                         if store.on_unavailable == OnUnavailable::Local =>
                     {
                         store.meters.local_fallbacks.increment(1);
-                        append.await
+                        let res = append(intent).await;
+                        if let Ok(id) = &res {
+                            // Known to this replica alone until Redis hears of it.
+                            store.queue_write_back(key, *id);
+                        }
+                        res
                     }
                     Err(r) => {
                         match r {

@@ -35,7 +35,7 @@ use crate::config::{Config, ServerConfig};
 use crate::dedupe::{Admission, Dedupe, DedupeStore};
 use crate::edge::Edge;
 use crate::extract::{Extracted, Extractor, FieldSpec};
-use crate::redis_dedupe::{RedisStore, SharedDedupe, StoreRefusal};
+use crate::redis_dedupe::{Intent, RedisStore, SharedDedupe, StoreRefusal};
 use crate::verify::{Verifier, VerifyError};
 
 /// One configured source, ready for the request path.
@@ -675,12 +675,32 @@ impl App {
         let idx = src.idx;
         let task = Detached::new(async move {
             let _slots = (permit, client_slot);
-            let id = event.id;
+            // The record to write; with Redis, an earlier attempt's (see `append` below).
+            let intent = Intent {
+                id: event.id,
+                received_at_ms: event.received_at_ms,
+            };
             // Where the log put the event, for the console's read-back (a `Copy` value).
             let mut stored_at = Position::Unknown;
-            let append = async {
-                match app.log.append(&event).await {
-                    Ok(at) => stored_at = at,
+            let (app, ev, at, dg) = (&app, &event, &mut stored_at, &digest);
+            // `intent` is this request's record, or (shared dedupe) that of an earlier attempt
+            // at the delivery that failed or died: the record is then that attempt's again
+            // (same hookgate-id and received-at), one id per delivery whichever replica wrote.
+            let append = move |intent: Intent| async move {
+                let retold;
+                let event = if intent.id == ev.id && intent.received_at_ms == ev.received_at_ms {
+                    ev
+                } else {
+                    retold = Event {
+                        id: intent.id,
+                        received_at_ms: intent.received_at_ms,
+                        ..ev.clone()
+                    };
+                    &retold
+                };
+                let id = event.id;
+                match app.log.append(event).await {
+                    Ok(pos) => *at = pos,
                     Err(e) => {
                         if e.maybe_written() {
                             app.maybe_written.note(idx, &event.delivery_id, id);
@@ -692,7 +712,7 @@ impl App {
                     app.maybe_written.clear(idx, &event.delivery_id);
                 }
                 if let Some(store) = &app.store {
-                    let keys = std::iter::once(&event.delivery_id).chain(digest.as_ref());
+                    let keys = std::iter::once(&event.delivery_id).chain(dg.as_ref());
                     for key in keys {
                         if let Err(e) = store.record(&event.source, key, id) {
                             // The event is durable; only cross-restart dedupe of it is at risk.
@@ -704,20 +724,21 @@ impl App {
                 Ok::<_, Failure>(id)
             };
             let Some(digest) = &digest else {
-                let outcome = app.dedupe.admit(idx, &event.delivery_id, append).await;
+                let outcome = app.dedupe.admit(idx, &ev.delivery_id, intent, append).await;
                 return (outcome, false, stored_at);
             };
             // Boxed: the two nested admissions make a large state, which would otherwise
             // size (and be copied with) every request's future, digest or not.
             let (outcome, replayed) = Box::pin(async {
                 let mut replayed = false;
+                let seen = &mut replayed;
                 let outcome = app
                     .dedupe
-                    .admit(idx, &event.delivery_id, async {
-                        match app.dedupe.admit(idx, digest, append).await {
+                    .admit(idx, &ev.delivery_id, intent, move |intent| async move {
+                        match app.dedupe.admit(idx, digest, intent, append).await {
                             Ok(Admission::New(id)) => Ok(id),
                             Ok(Admission::Duplicate(id)) => {
-                                replayed = true;
+                                *seen = true;
                                 Ok(id)
                             }
                             Err(e) => Err(Arc::unwrap_or_clone(e)),

@@ -965,8 +965,8 @@ topic = "{topic}"
     )
 }
 
-const REDIS_SERVER: &str = "/usr/bin/redis-server";
-const REDIS_CLI: &str = "/usr/bin/redis-cli";
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
 
 /// Whether `redis-server` is installed. When it is not: under CI (`CI` set) the test fails
 /// (scripts/test.sh installs it); elsewhere it prints a SKIPPED line and returns `false`.
@@ -1213,6 +1213,10 @@ impl RedisCluster {
                     &bus,
                     "--cluster-node-timeout",
                     "5000",
+                    // Live masters keep serving their slots once a paused one is marked
+                    // failed (the default refuses every key then: CLUSTERDOWN).
+                    "--cluster-require-full-coverage",
+                    "no",
                 ])
             })
             .collect();

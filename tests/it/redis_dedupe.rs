@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hookgate_ingest::config::RedisDedupeConfig;
 use hookgate_ingest::dedupe::{Admission, Dedupe};
-use hookgate_ingest::redis_dedupe::{RedisStore, SharedDedupe, StoreRefusal};
+use hookgate_ingest::redis_dedupe::{Intent, RedisStore, SharedDedupe, StoreRefusal};
 use hookgate_proto::Ulid;
 
 use crate::harness::{redis_available, Redis, RedisCluster};
@@ -44,17 +44,29 @@ fn replica(redis: &Redis, extra: &str) -> SharedDedupe {
     )
 }
 
-/// Admits `id` with an append that counts itself, waits `hold`, and succeeds.
+/// A fresh record to append: a new hookgate-id, received now.
+fn intent() -> Intent {
+    Intent {
+        id: Ulid::new(),
+        received_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    }
+}
+
+/// Admits `id` with an append that counts itself, waits `hold`, and succeeds with the
+/// hookgate-id it was told to write (as the server does).
 async fn admit_counted(
     d: &SharedDedupe,
     id: &str,
     runs: &AtomicUsize,
     hold: Duration,
 ) -> Result<Admission, Arc<Fail>> {
-    d.admit(0, id, async {
+    d.admit(0, id, intent(), |i| async move {
         runs.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(hold).await;
-        Ok::<_, Fail>(Ulid::new())
+        Ok::<_, Fail>(i.id)
     })
     .await
 }
@@ -114,62 +126,88 @@ async fn concurrent_copies_on_two_replicas_append_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_append_releases_the_claim() {
+async fn a_failed_append_releases_the_claim_and_the_retry_keeps_its_id() {
     if !redis_available() {
         return;
     }
     let redis = Redis::start();
     let (a, b) = (replica(&redis, ""), replica(&redis, ""));
     let key = a.redis().unwrap().key(0, "d-2");
+    let first = intent();
     let failed = a
-        .admit(0, "d-2", async { Err::<Ulid, _>(Fail::Down) })
+        .admit(0, "d-2", first, |_| async { Err::<Ulid, _>(Fail::Down) })
         .await;
     assert_eq!(failed.map_err(|e| (*e).clone()), Err(Fail::Down));
-    assert_eq!(redis.cli(&["EXISTS", &key]), "0", "no key left behind");
-    let runs = AtomicUsize::new(0);
-    // Another replica takes the retry at once (no wait for a claim to expire).
-    let got = admit_counted(&b, "d-2", &runs, Duration::ZERO)
+    // Released, with the id the failed attempt may have written under.
+    assert_eq!(
+        redis.cli(&["GET", &key]),
+        format!("r:{}:{}", first.id, first.received_at_ms)
+    );
+    // Another replica takes the retry at once (no wait for a claim to expire), and writes
+    // the same record: same hookgate-id, same received-at.
+    let told = std::sync::Mutex::new(None);
+    let got = b
+        .admit(0, "d-2", intent(), |i| {
+            *told.lock().unwrap() = Some(i);
+            async move { Ok::<_, Fail>(i.id) }
+        })
         .await
         .unwrap();
-    assert!(matches!(got, Admission::New(_)), "{got:?}");
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(got, Admission::New(first.id));
+    assert_eq!(*told.lock().unwrap(), Some(first));
+    assert_eq!(redis.cli(&["GET", &key]), format!("d:{}", first.id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_owners_claim_expires_and_the_retry_appends_once() {
+async fn a_dead_owners_claim_expires_and_the_retry_appends_the_same_record() {
     if !redis_available() {
         return;
     }
     let redis = Redis::start();
     let (a, b) = (replica(&redis, ""), replica(&redis, ""));
     let key = a.redis().unwrap().key(0, "d-3");
-    // Replica A claims and "dies" mid-append: its future is leaked, never polled again and
-    // never dropped, like a process killed with its claim in Redis.
-    let mut dying = Box::pin(a.admit(0, "d-3", std::future::pending::<Result<Ulid, Fail>>()));
+    // Replica A claims and "dies" mid-append (perhaps after Kafka got its record): its future
+    // is leaked, never polled again and never dropped, like a process killed with its claim
+    // in Redis.
+    let dead = intent();
+    let mut dying = Box::pin(a.admit(0, "d-3", dead, |_| {
+        std::future::pending::<Result<Ulid, Fail>>()
+    }));
     let end = std::time::Instant::now() + Duration::from_secs(10);
     while redis.cli(&["EXISTS", &key]) != "1" {
         assert!(std::time::Instant::now() < end, "A never claimed");
         let _ = tokio::time::timeout(Duration::from_millis(20), &mut dying).await;
     }
     std::mem::forget(dying);
-    assert!(redis.cli(&["GET", &key]).starts_with("c:"));
-    // B's copy waits on the claim, then takes it over once it expires (claim_ttl = 1s).
+    let held = redis.cli(&["GET", &key]);
+    assert!(
+        held.starts_with("c:") && held.contains(&format!(":{}:{}:", dead.id, dead.received_at_ms)),
+        "the claim carries the record A was writing: {held}"
+    );
+    // B's copy (its own fresh id) waits on the claim, then takes it over once the lease
+    // ends (claim_ttl = 1s), writing A's record: same hookgate-id and received-at, so a
+    // copy A may have put in Kafka is the same record.
     let runs = AtomicUsize::new(0);
-    let got = admit_counted(&b, "d-3", &runs, Duration::ZERO)
+    let told = std::sync::Mutex::new(None);
+    let got = b
+        .admit(0, "d-3", intent(), |i| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            *told.lock().unwrap() = Some(i);
+            async move { Ok::<_, Fail>(i.id) }
+        })
         .await
         .unwrap();
-    let Admission::New(id) = got else {
-        panic!("the retry is appended: {got:?}")
-    };
+    assert_eq!(got, Admission::New(dead.id), "the retry reuses A's id");
+    assert_eq!(*told.lock().unwrap(), Some(dead));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert_eq!(redis.cli(&["GET", &key]), format!("d:{id}"));
+    assert_eq!(redis.cli(&["GET", &key]), format!("d:{}", dead.id));
     // And only once: the next copy is a duplicate, on a replica that never saw it.
     let c = replica(&redis, "");
     assert_eq!(
         admit_counted(&c, "d-3", &runs, Duration::ZERO)
             .await
             .unwrap(),
-        Admission::Duplicate(id)
+        Admission::Duplicate(dead.id)
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
@@ -216,7 +254,7 @@ async fn a_replica_that_lost_its_claim_cannot_release_or_commit_over_the_new_own
         let redis_ref = &redis;
         let key_ref = &key;
         let res = a
-            .admit(0, id, async move {
+            .admit(0, id, intent(), move |_| async move {
                 // While A appends, its claim is taken over (it expired and another replica
                 // claimed the delivery).
                 redis_ref.cli(&["SET", key_ref, "c:someone-else", "PX", "60000"]);
@@ -505,8 +543,17 @@ async fn rediss_with_ca_file_dedupes_across_two_hookgates_and_hides_the_password
         assert!(value.starts_with("d:"), "committed in Redis: {value}");
     }
     for hg in [&a, &b] {
-        let ready = get_text(hg, "/readyz").await;
-        assert!(ready.contains("\"dedupe\":\"ok\""), "{ready}");
+        // Health is a gauge of recent failures: a ping that timed out while the machine was
+        // busy (a TLS handshake at start) reads "degraded" until the next probe answers.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = get_text(hg, "/readyz").await;
+            if ready.contains("\"dedupe\":\"ok\"") {
+                break;
+            }
+            assert!(std::time::Instant::now() < end, "{ready}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let metrics = get_text(hg, "/metrics").await;
         let output = hg.output();
         for (what, text) in [("output", &output), ("metrics", &metrics)] {
@@ -627,14 +674,15 @@ async fn cluster_claims_commit_release_and_renew_across_slots() {
     assert!(per_node.iter().all(|&n| n > 0), "{per_node:?}");
     // Release: a failed append leaves no key, and the retry on the other replica appends.
     let failed = a
-        .admit(0, "c-fail", async { Err::<Ulid, _>(Fail::Down) })
+        .admit(0, "c-fail", intent(), |_| async {
+            Err::<Ulid, _>(Fail::Down)
+        })
         .await;
     assert_eq!(failed.map_err(|e| (*e).clone()), Err(Fail::Down));
     let key = a.redis().unwrap().key(0, "c-fail");
-    assert_eq!(
-        cluster.nodes[cluster.owner(&key)].cli(&["EXISTS", &key]),
-        "0"
-    );
+    assert!(cluster.nodes[cluster.owner(&key)]
+        .cli(&["GET", &key])
+        .starts_with("r:"));
     let got = admit_counted(&b, "c-fail", &runs, Duration::ZERO)
         .await
         .unwrap();
@@ -663,10 +711,11 @@ async fn cluster_claims_commit_release_and_renew_across_slots() {
 
 /// Two hookgate processes on a 3-master cluster: concurrent copies of one delivery across
 /// them give one non-duplicate answer; with one node paused (SIGSTOP), `reject` refuses
-/// (503) every delivery whose key lives on that node and never accepts one without its key
-/// committed, and `local` accepts them alone and says "degraded".
+/// (503) every delivery whose key lives on that node, accepts every delivery whose key
+/// lives on the two others (with its key committed there), and says "degraded" (some
+/// operations fail, not all); `local` accepts them all and says "degraded".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_its_keys() {
+async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_only_its_keys() {
     if !redis_available() {
         return;
     }
@@ -719,8 +768,15 @@ async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_its_keys() {
         local_answers.push(post(&local, &format!("{id}-l")).await);
     }
     let ready = get_text(&local, "/readyz").await;
+    let ready_reject = get_text(&a, "/readyz").await;
     cluster.nodes[paused].resume();
     let mut accepted_elsewhere = 0;
+    let seq: Vec<String> = ids
+        .iter()
+        .zip(&answers)
+        .zip(&on_paused)
+        .map(|((id, (s, _)), p)| format!("{id}:{s}:{}", if *p { "paused" } else { "live" }))
+        .collect();
     for ((id, (s, body)), &p) in ids.iter().zip(&answers).zip(&on_paused) {
         if p {
             assert_eq!(*s, 503, "{id} lives on the paused node: {body}");
@@ -737,13 +793,238 @@ async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_its_keys() {
             assert_eq!(*s, 503, "{id}: {body}");
         }
     }
+    let live = on_paused.iter().filter(|&&p| !p).count();
     eprintln!(
-        "reject: {accepted_elsewhere} of {} deliveries on live nodes accepted while a node was paused",
-        on_paused.iter().filter(|&&p| !p).count()
+        "reject: {accepted_elsewhere} of {live} deliveries on live nodes accepted while a node was paused: {seq:?}"
+    );
+    // Health is per operation, not one flag: most deliveries whose keys live on the two
+    // answering nodes are accepted (with one flag for the whole store, 1 of 22 was). Not
+    // all: the cluster client (redis 1.8) stalls a connection while it reconnects to the
+    // hung node, and a command queued behind that times out (README, "Running N replicas").
+    assert!(
+        accepted_elsewhere * 2 >= live,
+        "most live-node deliveries accepted: {accepted_elsewhere} of {live}: {seq:?}"
+    );
+    assert!(
+        ready_reject.contains("\"dedupe\":\"degraded\""),
+        "some operations fail, not all: {ready_reject}"
     );
     assert!(
         local_answers.iter().all(|(s, _)| *s == 200),
         "local accepts everything: {local_answers:?}"
     );
     assert!(ready.contains("\"dedupe\":\"degraded\""), "{ready}");
+}
+
+/// `local` writes back what it decided alone: Redis paused, delivery A accepted by hookgate
+/// 1 on its own; once Redis answers again the id is written back (metric), and A sent to
+/// hookgate 2, which never saw it, is a duplicate with A's id, not a second record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_accepted_locally_during_an_outage_are_written_back() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let section = format!("url = \"{}\"\non_unavailable = \"local\"\n", redis.url());
+    let one = crate::harness::Hookgate::start(&gate_config(&section));
+    let two = crate::harness::Hookgate::start(&gate_config(&section));
+    redis.pause();
+    let (s, first) = post(&one, "wb-1").await;
+    assert_eq!(
+        (s, &first["duplicate"]),
+        (200, &serde_json::json!(false)),
+        "{first}"
+    );
+    assert!(get_text(&one, "/readyz")
+        .await
+        .contains("\"dedupe\":\"degraded\""));
+    redis.resume();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = get_text(&one, "/metrics").await;
+        // Two ids: the delivery id and the body's digest (GitHub dedupes on both).
+        let written = m
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("hookgate_dedupe_redis_write_back_total{result=\"written\"} ")
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if written >= 1.0
+            && m.lines()
+                .any(|l| l == "hookgate_dedupe_redis_write_back_pending 0")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "never written back: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let key = {
+        let probe = replica(&redis, "");
+        probe.redis().unwrap().key(0, "wb-1")
+    };
+    assert_eq!(
+        redis.cli(&["GET", &key]),
+        format!("d:{}", first["id"].as_str().unwrap())
+    );
+    let (s, again) = post(&two, "wb-1").await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["id"], first["id"]);
+}
+
+/// Posts `delivery` until it is answered 200, as a provider retries a 503 (bounded: 30 s).
+async fn post_until_accepted(hg: &crate::harness::Hookgate, delivery: &str) -> serde_json::Value {
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = post(hg, delivery).await;
+        if s == 200 {
+            return v;
+        }
+        assert_eq!(s, 503, "{delivery}: {v}");
+        assert!(
+            std::time::Instant::now() < end,
+            "{delivery} never accepted: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A Redis Sentinel (`redis-server --sentinel`) on loopback watching the master on
+/// `master_port` as `mymaster`: quorum 1, down after 1 s, failover timeout 2 s. Killed on
+/// drop.
+struct Sentinel {
+    _child: crate::harness::KillOnDrop,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    fn start(master_port: u16) -> Sentinel {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::harness::free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 2000\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("sentinel.log")).unwrap();
+        let child = crate::harness::KillOnDrop(
+            Command::new(crate::harness::REDIS_SERVER)
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start redis-server --sentinel"),
+        );
+        let s = Sentinel {
+            _child: child,
+            port,
+            dir,
+        };
+        s.wait_for("sentinel answers", |s| s.cli(&["PING"]).contains("PONG"));
+        s
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = crate::harness::run(
+            std::process::Command::new(crate::harness::REDIS_CLI)
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(args),
+            Duration::from_secs(5),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The port of the server the sentinel calls the master.
+    fn master_port(&self) -> Option<u16> {
+        let out = self.cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"]);
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// Waits (bounded: 30 s) until `ok`.
+    fn wait_for(&self, what: &str, ok: impl Fn(&Sentinel) -> bool) {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while !ok(self) {
+            assert!(
+                std::time::Instant::now() < end,
+                "{what}: {}",
+                std::fs::read_to_string(self.dir.path().join("sentinel.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Sentinel (`sentinels`, `service_name`): a master, a replica and a sentinel on loopback.
+/// hookgate finds the master through the sentinel and dedupes there; the master is killed
+/// (SIGKILL), the sentinel promotes the replica, and hookgate follows it: it accepts and
+/// dedupes new deliveries again (a second hookgate that never saw them answers duplicate),
+/// and an id committed before the failover and replicated is still a duplicate. (An id
+/// committed in the last moment before the kill may not have reached the replica:
+/// replication is asynchronous; README.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_follows_a_failover_and_keeps_deduping() {
+    if !redis_available() {
+        return;
+    }
+    let mut master = Redis::start();
+    let replica_srv = Redis::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let sentinel = Sentinel::start(master.port);
+    let replica_port = replica_srv.port.to_string();
+    sentinel.wait_for("the sentinel knows the replica", |s| {
+        s.cli(&["SENTINEL", "replicas", "mymaster"])
+            .contains(&replica_port)
+    });
+    // A short claim_ttl: a claim whose answer timed out under load (the server ran it, the
+    // request got 503) holds its key for at most that long.
+    let section = format!(
+        "sentinels = [\"redis://127.0.0.1:{}\"]\nservice_name = \"mymaster\"\nclaim_ttl = \"2s\"\n",
+        sentinel.port
+    );
+    let keys = replica(&master, "");
+    let key = |id: &str| keys.redis().unwrap().key(0, id);
+    let one = crate::harness::Hookgate::start(&gate_config(&section));
+    let first = post_until_accepted(&one, "sn-1").await;
+    assert_eq!(first["duplicate"], false, "{first}");
+    let committed = format!("d:{}", first["id"].as_str().unwrap());
+    assert_eq!(
+        master.cli(&["GET", &key("sn-1")]),
+        committed,
+        "deduped on the master"
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while replica_srv.cli(&["GET", &key("sn-1")]) != committed {
+        assert!(std::time::Instant::now() < end, "never replicated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    master.stop();
+    sentinel.wait_for("the sentinel promotes the replica", |s| {
+        s.master_port() == Some(replica_srv.port)
+    });
+    // hookgate follows: a new delivery is accepted (503 while it still asks the dead one).
+    let after = post_until_accepted(&one, "sn-2").await;
+    assert_eq!(after["duplicate"], false, "{after}");
+    assert_eq!(
+        replica_srv.cli(&["GET", &key("sn-2")]),
+        format!("d:{}", after["id"].as_str().unwrap()),
+        "committed on the new master"
+    );
+    // A hookgate that never saw either delivery: both are duplicates, through Redis.
+    let two = crate::harness::Hookgate::start(&gate_config(&section));
+    for (id, v) in [("sn-1", &first), ("sn-2", &after)] {
+        let got = post_until_accepted(&two, id).await;
+        assert_eq!(got["duplicate"], true, "{id}: {got}");
+        assert_eq!(got["id"], v["id"], "{id}");
+    }
 }
