@@ -62,7 +62,10 @@ kill -TERM "$SERVE"; wait "$SERVE" 2>/dev/null || true
 SINK=$!; PIDS+=($SINK)
 SINK_ADDR=$(wait_line "$OUT/sink.stdout" "listening on ")
 APORT=$(free_port)
+# DISPATCH_OPTIONS: extra librdkafka options for the dispatcher only, lines of
+# `"name" = "value"` (they land in the [kafka.options] table the fill config ends with).
 cat "$OUT/serve.toml" - >"$OUT/dispatch.toml" <<TOML
+${DISPATCH_OPTIONS:-}
 
 [admin]
 listen = "127.0.0.1:$APORT"

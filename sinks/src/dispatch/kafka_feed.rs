@@ -8,8 +8,12 @@
 //!
 //! Partitions are processed concurrently, each in order, by one worker task per partition:
 //! the consumer's stream hands each message to its partition's queue. A queue holding
-//! [`PAUSE_AT`] messages pauses the partition's fetching until the worker is down to
-//! [`RESUME_AT`], so a slow sink holds back only its partition and memory stays bounded.
+//! [`PAUSE_AT`] messages (or [`PAUSE_AT_BYTES`] of payload) pauses the partition's fetching
+//! until the worker is down to [`RESUME_AT`] (and [`RESUME_AT_BYTES`]), so a slow sink holds
+//! back only its partition and memory stays bounded. Each pause makes librdkafka drop what
+//! it had fetched ahead for the partition and fetch it again on resume, so the bounds are
+//! wide: with 64/16 one dispatcher carried 278 events/s into a sink that answers at once,
+//! `bench/dispatch-rate.sh`, see bench/RESULTS.md.
 //! Every assignment of a partition gets a new epoch; messages received under an older one
 //! (the partition was revoked meanwhile) are dropped unprocessed, since the new owner (or
 //! the new assignment) reads them again from the committed offset.
@@ -38,9 +42,14 @@ use crate::dispatch::feed::{
 use crate::log::kafka::KafkaConfig;
 
 /// Queued messages of one partition at which its fetching is paused.
-pub const PAUSE_AT: usize = 64;
+pub const PAUSE_AT: usize = 1024;
 /// Queued messages of a paused partition at which its fetching resumes.
-pub const RESUME_AT: usize = 16;
+pub const RESUME_AT: usize = 256;
+/// Queued payload bytes of one partition at which its fetching is paused (bodies can be
+/// large: the count alone would let 1,024 one-megabyte events queue up).
+pub const PAUSE_AT_BYTES: usize = 16 << 20;
+/// Queued payload bytes of a paused partition at which its fetching resumes.
+pub const RESUME_AT_BYTES: usize = 4 << 20;
 
 type Key = (String, i32);
 
@@ -110,6 +119,7 @@ type Feed = StreamConsumer<FeedContext>;
 #[derive(Default)]
 struct Flow {
     queued: usize,
+    queued_bytes: usize,
     paused: bool,
 }
 
@@ -178,6 +188,7 @@ pub async fn run_kafka_feed(
             }
         };
         let key: Key = (msg.topic().to_owned(), msg.partition());
+        let size = item_size(&msg);
         let item = Item {
             epoch: consumer.context().epoch(&key),
             msg: msg.detach(),
@@ -193,7 +204,8 @@ pub async fn run_kafka_feed(
         {
             let mut flow = lock(&worker.flow);
             flow.queued += 1;
-            if flow.queued >= PAUSE_AT && !flow.paused {
+            flow.queued_bytes += size;
+            if (flow.queued >= PAUSE_AT || flow.queued_bytes >= PAUSE_AT_BYTES) && !flow.paused {
                 flow.paused = true;
                 if let Err(e) = consumer.pause(&one(&key)) {
                     tracing::debug!(topic = %key.0, partition = key.1, error = %e, "pause failed");
@@ -227,6 +239,11 @@ pub async fn run_kafka_feed(
     Ok(())
 }
 
+/// What a queued message holds in memory, for the byte bounds.
+fn item_size(msg: &impl Message) -> usize {
+    msg.payload().map_or(0, <[u8]>::len) + msg.key().map_or(0, <[u8]>::len)
+}
+
 fn lock(flow: &Mutex<Flow>) -> std::sync::MutexGuard<'_, Flow> {
     flow.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -251,6 +268,7 @@ fn spawn_worker(
             if stopped(&stop) {
                 break;
             }
+            let size = item_size(&item.msg);
             let current = || consumer.context().epoch(&key) == item.epoch;
             if item.epoch.is_some() && current() {
                 let offset = item.msg.offset();
@@ -270,7 +288,8 @@ fn spawn_worker(
             }
             let mut flow = lock(&wflow);
             flow.queued = flow.queued.saturating_sub(1);
-            if flow.paused && flow.queued <= RESUME_AT {
+            flow.queued_bytes = flow.queued_bytes.saturating_sub(size);
+            if flow.paused && flow.queued <= RESUME_AT && flow.queued_bytes <= RESUME_AT_BYTES {
                 flow.paused = false;
                 if let Err(e) = consumer.resume(&one(&key)) {
                     tracing::debug!(topic = %key.0, partition = key.1, error = %e, "resume failed");
