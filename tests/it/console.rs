@@ -708,3 +708,71 @@ async fn dead_letters_replay_with_progress_and_events_are_sent_again() {
         .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("unknown_sink")));
 }
+
+/// `GET /api/v1/stats` per sink: deliveries ok, failed (retried, permanent) and
+/// dead-lettered counted in the 1/5/15-minute windows, with their series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_windows_count_deliveries_and_failures() {
+    let tg = FakeTelegram::start().await;
+    let a = Admin::start(&format!("token = \"{TOKEN}\""), Some(&tg)).await;
+    for i in 0..2 {
+        // Distinct bodies: a repeated body is refused as a replay.
+        let body = format!(r#"{{"ref":"ok-{i}"}}"#);
+        let (s, v) = post_github(&a.hg, &format!("sw-ok-{i}"), body.as_bytes(), &[]).await;
+        assert_eq!(s, 200, "{v}");
+        assert_ne!(v["duplicate"].as_bool(), Some(true), "{v}");
+    }
+    assert_eq!(tg.wait_for(2, WAIT).await.len(), 2);
+    // A 400: permanent, dead-lettered without a retry.
+    tg.push(Reply::BadRequest);
+    let (s, _) = post_github(&a.hg, "sw-bad", br#"{"ref":"bad"}"#, &[]).await;
+    assert_eq!(s, 200);
+    dead_letters(&a, 1).await;
+    // A 500 twice (max_attempts = 2): one retry, then dead-lettered.
+    tg.set_default(Reply::ServerError);
+    let (s, _) = post_github(&a.hg, "sw-500", br#"{"ref":"five"}"#, &[]).await;
+    assert_eq!(s, 200);
+    dead_letters(&a, 2).await;
+
+    let want = [
+        ("ok", 2),
+        ("failed_retriable", 1),
+        ("failed_permanent", 1),
+        ("dead_lettered", 2),
+    ];
+    let end = Instant::now() + WAIT;
+    let sink = loop {
+        let (s, st) = a.get("/api/v1/stats", Some(TOKEN)).await;
+        assert_eq!(s, 200, "{st}");
+        let sink = st["sinks"][0].clone();
+        assert_eq!(sink["name"], "team-chat", "{st}");
+        if want
+            .iter()
+            .all(|(k, n)| sink["counts"][k]["15m"].as_u64() == Some(*n))
+        {
+            break sink;
+        }
+        assert!(Instant::now() < end, "sink counts expected {want:?}: {sink}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Each GET samples the counters again: what was counted is not counted twice.
+    let (_, again) = a.get("/api/v1/stats", Some(TOKEN)).await;
+    assert_eq!(again["sinks"][0]["counts"], sink["counts"], "{again}");
+    for (k, n) in want {
+        // All of it happened within the last minute (the test takes seconds).
+        assert_eq!(sink["counts"][k]["1m"].as_u64(), Some(n), "{k}: {sink}");
+        assert_eq!(sink["counts"][k]["5m"].as_u64(), Some(n), "{k}: {sink}");
+        let r = sink["rates_per_second"][k]["1m"].as_f64().expect("rate");
+        assert!((r - n as f64 / 60.0).abs() < 0.001, "{k}: {sink}");
+    }
+    let sum = |k: &str| -> u64 {
+        sink["series"][k]
+            .as_array()
+            .expect("series")
+            .iter()
+            .map(|x| x.as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(sink["series"]["ok"].as_array().map(Vec::len), Some(90));
+    assert_eq!((sum("ok"), sum("failed")), (2, 4), "{sink}");
+}

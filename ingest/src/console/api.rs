@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::auth::{self, Door};
 use super::pages;
-use super::stats::{self, parse_prometheus, quantile, Sample};
+use super::stats::{self, quantile, Sample};
 use super::{logread, Console, EventMeta};
 
 /// Largest request body the console reads (login form, replay requests).
@@ -245,12 +245,14 @@ fn f(x: f64) -> Value {
     json!((x * 1000.0).round() / 1000.0)
 }
 
+/// `{"1m": x, "5m": y, "15m": z}` of `f` over each window.
+fn windows(f: impl Fn(usize) -> Value) -> Value {
+    json!({"1m": f(1), "5m": f(5), "15m": f(15)})
+}
+
 async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
-    let samples = c
-        .prometheus
-        .as_ref()
-        .map(|p| parse_prometheus(&p.render()))
-        .unwrap_or_default();
+    let samples = c.sample_sinks();
+    let now = stats::now_epoch();
     let mut sources = Vec::new();
     for s in c.sources.iter().chain(std::iter::once(&c.unknown)) {
         let series = s.series();
@@ -283,7 +285,20 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
         }));
     }
     let mut sinks = Vec::new();
-    for name in &c.sink_names {
+    for (i, name) in c.sink_names.iter().enumerate() {
+        let series = c.sink_stats.series_at(i, now);
+        let mut counts = serde_json::Map::new();
+        let mut rates = serde_json::Map::new();
+        for (kind, n) in stats::SINK_NAMES.iter().enumerate() {
+            counts.insert(
+                (*n).to_owned(),
+                windows(|m| json!(stats::sum(&series, kind, m))),
+            );
+            rates.insert(
+                (*n).to_owned(),
+                windows(|m| f(stats::rate(&series, kind, m))),
+            );
+        }
         let mut outcomes = serde_json::Map::new();
         for s in samples
             .iter()
@@ -296,7 +311,18 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
             "hookgate_sink_delivery_latency_seconds",
             Some(name),
         );
-        sinks.push(json!({"name": name, "deliveries": outcomes, "latency_seconds": lat}));
+        sinks.push(json!({
+            "name": name,
+            "deliveries": outcomes,
+            "latency_seconds": lat,
+            "counts": counts,
+            "rates_per_second": rates,
+            "series": {
+                "bucket_seconds": stats::BUCKET_SECS,
+                "ok": series.iter().map(|b| b[stats::SINK_OK]).collect::<Vec<_>>(),
+                "failed": series.iter().map(|b| b[stats::SINK_RETRIABLE] + b[stats::SINK_PERMANENT] + b[stats::SINK_DEAD_LETTERED]).collect::<Vec<_>>(),
+            },
+        }));
     }
     let gauge = |n: &str| {
         samples
@@ -312,6 +338,8 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
         },
         None => Value::Null,
     };
+    let lag = c.sink_stats.lag_series_at(now);
+    let lag_peak = windows(|m| json!(stats::peak(&lag, m)));
     let log = &c.log;
     let body = json!({
         "started_at": rfc3339(c.started_ms),
@@ -332,6 +360,7 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
         "dispatcher": {
             "routes": c.routes.len(),
             "lag": gauge("hookgate_dispatch_lag"),
+            "lag_peak": lag_peak,
             "spool_consumer_lag_bytes": gauge("hookgate_spool_consumer_lag_bytes"),
         },
         "quarantine": log.quarantine().map(|q| q.len()),
