@@ -127,11 +127,81 @@ async fn with_kafka_only_the_body_is_read_back_and_the_index_survives_a_restart(
         assert!(headers.contains("visible-note"), "{ev}");
         assert!(!ev.to_string().contains("upstream-cred-9"), "{ev}");
     }
-    // With Kafka alone, an id that is not indexed is not found (no scan of the topics).
+    // With Kafka alone, an id that is not indexed is looked for where its time points:
+    // one from 2016 is not there.
     let (s, v) = a
         .get("/api/v1/events/01ARZ3NDEKTSV4RRFFQ69G5FAV", Some(TOKEN))
         .await;
     assert_eq!((s, v["error"].as_str()), (404, Some("event_not_found")));
+}
+
+/// An event the bounded index no longer holds is found in Kafka by the time in its id
+/// (offsets-for-times, then a bounded read); an id whose time points elsewhere is a 404
+/// that says how far the search went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_no_longer_indexed_is_found_in_kafka_by_its_ids_time() {
+    let broker = Broker::start();
+    let topic = topic("console-kafka-find");
+    let port = free_port();
+    let config = kafka_config(port, &broker, &topic, true).replace(
+        &format!("token = \"{TOKEN}\""),
+        &format!("token = \"{TOKEN}\"\nconsole_events = 2"),
+    );
+    let a = Admin {
+        hg: Hookgate::start(&config),
+        port,
+    };
+    a.wait_up().await;
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let body = format!(r#"{{"ref":"refs/heads/f{i}","n":{i}}}"#);
+        let (s, v) = post_github(&a.hg, &format!("find-{i}"), body.as_bytes(), &[]).await;
+        assert_eq!(s, 200, "{v}");
+        sent.push((v["id"].as_str().expect("id").to_owned(), body));
+    }
+    let (_, v) = a.get("/api/v1/events", Some(TOKEN)).await;
+    let listed: Vec<&str> = v["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(listed, [sent[5].0.as_str(), sent[4].0.as_str()], "{v}");
+    // The oldest two, not indexed: read from Kafka, where they were produced.
+    for (id, body) in &sent[..2] {
+        let (s, ev) = a.get(&format!("/api/v1/events/{id}"), Some(TOKEN)).await;
+        assert_eq!(s, 200, "{ev}");
+        assert_eq!(ev["id"], id.as_str(), "{ev}");
+        assert_eq!(ev["stored_at"]["log"], "kafka", "{ev}");
+        assert_eq!(ev["headers_from"], "log (kept headers only)", "{ev}");
+        assert_eq!(body_json(&ev), serde_json::from_str::<Value>(body).unwrap());
+    }
+    // An id of now that no event has: the window after its time is read, and the answer
+    // says what was searched.
+    let absent = ulid::Ulid::new().to_string();
+    let (s, v) = a.get(&format!("/api/v1/events/{absent}"), Some(TOKEN)).await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("event_not_found")), "{v}");
+    let msg = v["message"].as_str().unwrap_or("");
+    // create_topics makes 3 partitions.
+    assert!(msg.contains("searched 3 partition(s)"), "{v}");
+    assert!(msg.contains("60s after the time in the id"), "{v}");
+    // Tansu answers offsets-for-times: no fallback to reading from the earliest offset.
+    assert!(!msg.contains("could not seek by time"), "{v}");
+    // An id from long ago: nothing at that time; the search ends at once (the first
+    // record read is past the window).
+    let old = ulid::Ulid::from_parts(1_000_000_000_000, 42).to_string();
+    let (s, v) = a.get(&format!("/api/v1/events/{old}"), Some(TOKEN)).await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("event_not_found")), "{v}");
+    let msg = v["message"].as_str().unwrap_or("");
+    assert!(!msg.contains("stopped after"), "{v}");
+    // At most the first record of each partition was read.
+    let records: u64 = msg
+        .split(" record(s)")
+        .next()
+        .and_then(|m| m.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(records <= 3, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -441,8 +441,12 @@ fn parse_id(id: &str) -> Result<Ulid, Response<Full<Bytes>>> {
 
 /// Reads event `id` back from the log: at the position the index has for it (one Kafka
 /// record, or one spool record), else from the quarantine or by scanning the spool. `Err`
-/// says why the body is unavailable.
-async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Result<Event, String> {
+/// says why the body is unavailable; `Ok` has where it was found.
+async fn read_back(
+    c: &Arc<Console>,
+    id: Ulid,
+    meta: Option<&EventMeta>,
+) -> Result<(Event, Position), String> {
     let position = meta.map_or(Position::Unknown, |m| m.position);
     match position {
         Position::Kafka { partition, offset } => {
@@ -458,7 +462,7 @@ async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Resu
             })
             .await;
             return match read {
-                Ok(Some(Ok(ev))) => Ok(ev),
+                Ok(Some(Ok(ev))) => Ok((ev, position)),
                 Ok(Some(Err(e))) => Err(format!(
                     "cannot read it back from Kafka ({topic} partition {partition} offset {offset}): {e}"
                 )),
@@ -474,7 +478,7 @@ async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Resu
                 Ok(Ok((records, _))) => records
                     .into_iter()
                     .find(|(at, ev)| *at == offset && ev.id == id)
-                    .map(|(_, ev)| ev)
+                    .map(|(_, ev)| (ev, position))
                     .ok_or_else(|| "the spool no longer holds this event".to_owned()),
                 _ => Err("the spool could not be read".to_owned()),
             };
@@ -483,27 +487,26 @@ async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Resu
     }
     if let Some(q) = c.log.quarantine().cloned() {
         if let Ok(Some(e)) = tokio::task::spawn_blocking(move || q.get(&id)).await {
-            return Ok(e.event);
+            return Ok((e.event, Position::Quarantine));
         }
     }
     let Some(spool) = c.log.spool().cloned() else {
-        return Err(match (&c.log, meta) {
-            (Log::Discard, _) => "the log keeps no events (discard mode)",
-            (_, Some(_)) => "the log did not report where it stored this event",
-            (_, None) => "not in the recent-events index; Kafka records are read back at the position kept there",
-        }
-        .to_owned());
+        return match (&c.log, meta) {
+            (Log::Discard, _) => Err("the log keeps no events (discard mode)".to_owned()),
+            (_, Some(_)) => Err("the log did not report where it stored this event".to_owned()),
+            (_, None) => find_in_kafka(c, id).await,
+        };
     };
     // Not indexed: scan the spool from its oldest record.
-    tokio::task::spawn_blocking(move || {
+    let found = tokio::task::spawn_blocking(move || {
         let end = spool.end_offset();
         let mut at = spool.start_offset();
         loop {
             let Ok((batch, next)) = spool.read(at, SCAN_BATCH) else {
                 break;
             };
-            if let Some((_, ev)) = batch.into_iter().find(|(_, ev)| ev.id == id) {
-                return Some(ev);
+            if let Some((at, ev)) = batch.into_iter().find(|(_, ev)| ev.id == id) {
+                return Some((ev, Position::Spool(at)));
             }
             if next >= end || next <= at {
                 break;
@@ -514,8 +517,41 @@ async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Resu
     })
     .await
     .ok()
-    .flatten()
-    .ok_or_else(|| "the log no longer holds this event".to_owned())
+    .flatten();
+    match found {
+        Some(found) => Ok(found),
+        // With Kafka behind the spool, the event may have been forwarded and the spool
+        // trimmed since.
+        None if meta.is_none() && c.kafka_reader.is_some() => find_in_kafka(c, id)
+            .await
+            .map_err(|e| format!("the spool no longer holds this event; {e}")),
+        None => Err("the log no longer holds this event".to_owned()),
+    }
+}
+
+/// Looks for event `id`, not in the index, in the source topics by the time in its id
+/// ([`logread::KafkaReader::find`]). `Err` says how far it searched.
+async fn find_in_kafka(c: &Arc<Console>, id: Ulid) -> Result<(Event, Position), String> {
+    if c.kafka_reader.is_none() {
+        return Err("not in the recent-events index, and the log has no Kafka to search".to_owned());
+    }
+    let c2 = c.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        c2.kafka_reader
+            .as_ref()
+            .map(|k| k.find(&c2.topics, id, logread::FIND_WAIT))
+    })
+    .await;
+    match found {
+        Ok(Some(Ok((ev, partition, offset)))) => Ok((ev, Position::Kafka { partition, offset })),
+        Ok(Some(Err(logread::FindError::NotFound(s)))) => Err(format!(
+            "not in the recent-events index, nor in Kafka where its id's time points: {s}"
+        )),
+        Ok(Some(Err(e))) => Err(format!(
+            "not in the recent-events index, and Kafka could not be searched: {e}"
+        )),
+        Ok(None) | Err(_) => Err("the Kafka search failed".to_owned()),
+    }
 }
 
 fn redacted_headers<'a>(
@@ -552,11 +588,13 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
     };
     let meta = c.events.newest_first().into_iter().find(|e| e.id == id);
     let stored = read_back(c, id, meta.as_deref()).await;
-    if meta.is_none() && stored.is_err() {
+    let found_at = stored.as_ref().map_or(Position::Unknown, |(_, at)| *at);
+    let stored = stored.map(|(ev, _)| ev);
+    if let (None, Err(why)) = (&meta, &stored) {
         return error(
             StatusCode::NOT_FOUND,
             "event_not_found",
-            "no recent event and no event in the log has this id",
+            &format!("no recent event and no event in the log has this id: {why}"),
         );
     }
     let mut v = match (&meta, &stored) {
@@ -591,7 +629,7 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
     } else {
         "log (kept headers only)"
     });
-    v["stored_at"] = stored_at(meta.as_ref().map_or(Position::Unknown, |m| m.position));
+    v["stored_at"] = stored_at(meta.as_ref().map_or(found_at, |m| m.position));
     match &stored {
         Ok(ev) => {
             let pretty = serde_json::from_slice::<Value>(&ev.body)
@@ -638,7 +676,7 @@ async fn resend(c: &Arc<Console>, id: &str, body: &[u8]) -> Response<Full<Bytes>
     };
     let meta = c.events.newest_first().into_iter().find(|e| e.id == id);
     let ev = match read_back(c, id, meta.as_deref()).await {
-        Ok(ev) => ev,
+        Ok((ev, _)) => ev,
         Err(why) => {
             return error(
                 StatusCode::NOT_FOUND,

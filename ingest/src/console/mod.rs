@@ -133,8 +133,9 @@ pub struct Console {
     pub(crate) started_ms: i64,
     /// Reads single records back from Kafka (when the log has Kafka).
     pub(crate) kafka_reader: Option<logread::KafkaReader>,
-    /// The source topics, whose tails refill the index at start.
-    topics: Vec<String>,
+    /// The source topics, whose tails refill the index at start and where an event no
+    /// longer indexed is looked for by its id's time.
+    pub(crate) topics: Vec<String>,
 }
 
 impl Console {
