@@ -180,8 +180,14 @@ async fn an_event_no_longer_indexed_is_found_in_kafka_by_its_ids_time() {
     // An id of now that no event has: the window after its time is read, and the answer
     // says what was searched.
     let absent = ulid::Ulid::new().to_string();
-    let (s, v) = a.get(&format!("/api/v1/events/{absent}"), Some(TOKEN)).await;
-    assert_eq!((s, v["error"].as_str()), (404, Some("event_not_found")), "{v}");
+    let (s, v) = a
+        .get(&format!("/api/v1/events/{absent}"), Some(TOKEN))
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("event_not_found")),
+        "{v}"
+    );
     let msg = v["message"].as_str().unwrap_or("");
     // create_topics makes 3 partitions.
     assert!(msg.contains("searched 3 partition(s)"), "{v}");
@@ -192,7 +198,11 @@ async fn an_event_no_longer_indexed_is_found_in_kafka_by_its_ids_time() {
     // record read is past the window).
     let old = ulid::Ulid::from_parts(1_000_000_000_000, 42).to_string();
     let (s, v) = a.get(&format!("/api/v1/events/{old}"), Some(TOKEN)).await;
-    assert_eq!((s, v["error"].as_str()), (404, Some("event_not_found")), "{v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("event_not_found")),
+        "{v}"
+    );
     let msg = v["message"].as_str().unwrap_or("");
     assert!(!msg.contains("stopped after"), "{v}");
     // At most the first record of each partition was read.
@@ -516,7 +526,13 @@ template = "push {{{{ ref }}}}"
         port,
     };
     a.wait_up().await;
-    let (s, v) = post_github(&a.hg, "before-restart", br#"{"ref":"refs/heads/before"}"#, &[]).await;
+    let (s, v) = post_github(
+        &a.hg,
+        "before-restart",
+        br#"{"ref":"refs/heads/before"}"#,
+        &[],
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(tg.wait_for(1, WAIT).await.len(), 1, "{}", a.hg.log());
 

@@ -104,45 +104,9 @@ where
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such API path");
     };
-    // Who is asking: a bearer token (limited on its own, apart from the login form), or
-    // a session cookie (with CSRF on writes).
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
-    if let Some(presented) = auth::bearer(req.headers()) {
-        if let Some(wait) = c.auth.limited(Door::Bearer, client) {
-            return too_many(wait);
-        }
-        if !auth::token_eq(presented.as_bytes(), token.expose().as_bytes()) {
-            c.auth.failed(Door::Bearer, client);
-            tracing::info!(%client, "admin API: wrong bearer token");
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "bad_token",
-                "the bearer token is wrong",
-            );
-        }
-        c.auth.succeeded(Door::Bearer, client);
-    } else {
-        let Some(session) = c.auth.session(req.headers()) else {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "log in at /console/login or send Authorization: Bearer <token>",
-            );
-        };
-        if write {
-            let sent = req
-                .headers()
-                .get("x-csrf-token")
-                .map(|v| v.as_bytes())
-                .unwrap_or_default();
-            if !auth::token_eq(sent, session.csrf.as_bytes()) {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "csrf_failed",
-                    "missing or wrong X-CSRF-Token header",
-                );
-            }
-        }
+    if let Err(r) = authorize(c, req.headers(), write, client, &token) {
+        return r;
     }
     let query = req.uri().query().unwrap_or("").to_owned();
     let q: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
@@ -160,6 +124,12 @@ where
     let parts: Vec<&str> = rest.split('/').collect();
     match (&method, parts.as_slice()) {
         (&Method::GET, ["stats"]) => stats_answer(c).await,
+        // Served by `stream::handle` (a streaming body) before it gets here.
+        (&Method::GET, ["stream"]) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the stream is served on the admin listener only",
+        ),
         (&Method::GET, ["events"]) => events(c, &q),
         (&Method::GET, ["events", id]) => event(c, id).await,
         (&Method::POST, ["events", id, "resend"]) => resend(c, id, &body).await,
@@ -192,6 +162,54 @@ where
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such API path"),
     }
+}
+
+/// Who is asking: a bearer token (limited on its own, apart from the login form), or a
+/// session cookie (with CSRF on writes). `Err` is the answer to send.
+pub(crate) fn authorize(
+    c: &Console,
+    headers: &HeaderMap,
+    write: bool,
+    client: IpAddr,
+    token: &hookgate_sinks::Secret,
+) -> Result<(), Response<Full<Bytes>>> {
+    if let Some(presented) = auth::bearer(headers) {
+        if let Some(wait) = c.auth.limited(Door::Bearer, client) {
+            return Err(too_many(wait));
+        }
+        if !auth::token_eq(presented.as_bytes(), token.expose().as_bytes()) {
+            c.auth.failed(Door::Bearer, client);
+            tracing::info!(%client, "admin API: wrong bearer token");
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "bad_token",
+                "the bearer token is wrong",
+            ));
+        }
+        c.auth.succeeded(Door::Bearer, client);
+    } else {
+        let Some(session) = c.auth.session(headers) else {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "log in at /console/login or send Authorization: Bearer <token>",
+            ));
+        };
+        if write {
+            let sent = headers
+                .get("x-csrf-token")
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            if !auth::token_eq(sent, session.csrf.as_bytes()) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "missing or wrong X-CSRF-Token header",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn param<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
@@ -251,6 +269,11 @@ fn windows(f: impl Fn(usize) -> Value) -> Value {
 }
 
 async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
+    json_response(StatusCode::OK, &stats_json(c).await)
+}
+
+/// What `GET /stats` answers (also the stream's `stats` events).
+pub(crate) async fn stats_json(c: &Arc<Console>) -> Value {
     let samples = c.sample_sinks();
     let now = stats::now_epoch();
     let mut sources = Vec::new();
@@ -370,7 +393,7 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
             "rejections": {"len": c.rejections.len(), "capacity": c.rejections.capacity()},
         },
     });
-    json_response(StatusCode::OK, &body)
+    body
 }
 
 /// p50/p99 and count of a histogram in the Prometheus samples (seconds).
@@ -533,7 +556,9 @@ async fn read_back(
 /// ([`logread::KafkaReader::find`]). `Err` says how far it searched.
 async fn find_in_kafka(c: &Arc<Console>, id: Ulid) -> Result<(Event, Position), String> {
     if c.kafka_reader.is_none() {
-        return Err("not in the recent-events index, and the log has no Kafka to search".to_owned());
+        return Err(
+            "not in the recent-events index, and the log has no Kafka to search".to_owned(),
+        );
     }
     let c2 = c.clone();
     let found = tokio::task::spawn_blocking(move || {

@@ -182,7 +182,11 @@ impl KafkaReader {
             let md = c
                 .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
                 .map_err(|e| redact(e.to_string()))?;
-            for t in md.topics().iter().filter(|t| t.name() == topic && t.error().is_none()) {
+            for t in md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+            {
                 for p in t.partitions() {
                     let (low, high) = c
                         .fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)
@@ -200,7 +204,10 @@ impl KafkaReader {
             Err(e) => {
                 tracing::info!(error = %self.cfg.options.redact(&e), "console: cannot seek by time; reading from the earliest offsets");
                 searched.from_earliest = true;
-                marks.iter().map(|(k, (low, _))| (k.clone(), *low)).collect()
+                marks
+                    .iter()
+                    .map(|(k, (low, _))| (k.clone(), *low))
+                    .collect()
             }
         };
         // (topic, partition) -> the offset past the last one to read.
@@ -251,10 +258,7 @@ impl KafkaReader {
                     return Ok((ev, m.partition(), m.offset()));
                 }
             }
-            let past = m
-                .timestamp()
-                .to_millis()
-                .is_some_and(|t| t > until_ms);
+            let past = m.timestamp().to_millis().is_some_and(|t| t > until_ms);
             if past || m.offset() + 1 >= end {
                 ends.remove(&key);
             }

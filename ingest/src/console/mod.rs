@@ -12,6 +12,7 @@
 //! - [`bounded`]: the bounded ring both lists live in.
 //! - [`logread`]: reading events back from Kafka (one record by position; the topics'
 //!   tails for the refill after a restart).
+//! - [`stream`]: `GET /api/v1/stream`, live `stats` events (SSE) for the Overview page.
 //! - [`stats`]: the per-source buckets (lock-free) and the Prometheus text the sink,
 //!   latency and lag figures are read from.
 //!
@@ -30,6 +31,7 @@ pub mod bounded;
 pub mod logread;
 pub mod pages;
 pub mod stats;
+pub mod stream;
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -128,6 +130,8 @@ pub struct Console {
     /// Per-sink deliveries and the dispatcher's lag over the last 15 minutes.
     pub(crate) sink_stats: stats::SinkStats,
     pub(crate) jobs: api::Jobs,
+    /// Live streams open (`GET /api/v1/stream`), at most [`stream::MAX_STREAMS`].
+    pub(crate) streams: std::sync::atomic::AtomicUsize,
     /// Names of headers whose values are never shown (every provider's signature header).
     pub(crate) signature_headers: Vec<String>,
     pub(crate) started_ms: i64,
@@ -189,6 +193,7 @@ impl Console {
                     .collect::<Vec<_>>(),
             ),
             jobs: api::Jobs::default(),
+            streams: std::sync::atomic::AtomicUsize::new(0),
             signature_headers,
             started_ms: hookgate_proto::now_ms(),
             kafka_reader: log.kafka().map(|k| logread::KafkaReader::new(k.config())),

@@ -176,7 +176,12 @@ pub const SINK_PERMANENT: usize = 2;
 /// Sink counter index: written to the dead-letter store.
 pub const SINK_DEAD_LETTERED: usize = 3;
 /// The sink counters' names in the API, by index.
-pub const SINK_NAMES: [&str; 4] = ["ok", "failed_retriable", "failed_permanent", "dead_lettered"];
+pub const SINK_NAMES: [&str; 4] = [
+    "ok",
+    "failed_retriable",
+    "failed_permanent",
+    "dead_lettered",
+];
 /// The `outcome` label of `hookgate_sink_deliveries_total` each sink counter counts.
 const SINK_OUTCOMES: [&str; 4] = ["ok", "retry", "permanent", "dead_lettered"];
 

@@ -6,6 +6,24 @@
   const view = document.getElementById("view");
   const POLL_MS = 2000;
   let timer = null;
+  // The Overview's live stream (GET /api/v1/stream, server-sent events); polling when the
+  // browser or the server cannot stream (too many streams open, a proxy in the way).
+  let stream = null, streamFailed = false, streamed = null;
+
+  function closeStream() { if (stream) { stream.close(); stream = null; } streamed = null; }
+
+  function openStream() {
+    if (stream || streamFailed || !window.EventSource) return;
+    stream = new EventSource("/api/v1/stream");
+    stream.addEventListener("stats", ev => {
+      try { streamed = JSON.parse(ev.data); } catch (e) { return; }
+      if (currentPage() === "overview") render();
+    });
+    stream.addEventListener("end", () => { closeStream(); window.location = "/console/login"; });
+    stream.onerror = () => { closeStream(); streamFailed = true; if (currentPage() === "overview") render(); };
+  }
+
+  function currentPage() { return (window.location.hash.replace(/^#/, "") || "overview").split("/")[0]; }
   let selected = new Set();
   let selectedQ = new Set();
 
@@ -96,7 +114,7 @@
   function health(ok, text) { return el("span", { class: ok ? "ok" : "bad", text: (ok ? "OK: " : "PROBLEM: ") + text }); }
 
   async function overview() {
-    const s = await api("stats");
+    const s = streamed || await api("stats");
     const out = [el("h1", { text: "Overview" })];
     const rows = s.sources.map(src => row([
       src.name,
@@ -290,7 +308,9 @@
     view.dataset.page = page;
     if (active) { const a = document.getElementById(active); if (a) a.focus(); }
     document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString();
-    if (!(page === "events" && arg)) timer = setTimeout(render, POLL_MS);
+    if (page === "overview") openStream(); else closeStream();
+    // The open stream redraws the Overview on each stats event; otherwise poll.
+    if (!(page === "events" && arg) && !(page === "overview" && stream)) timer = setTimeout(render, POLL_MS);
   }
 
   window.addEventListener("hashchange", () => { render(); view.focus(); });
