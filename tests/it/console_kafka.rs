@@ -555,7 +555,8 @@ template = "push {{{{ ref }}}}"
             .map(|r| r.status().as_u16());
         assert!(
             matches!(health, Ok(200)),
-            "hookgate stopped answering /healthz after the broker restart ({health:?}):\n{}",
+            "hookgate stopped answering /healthz after the broker restart ({health:?}; {}):\n{}",
+            exit_of(a.hg.pid()),
             a.hg.log()
         );
         let body = format!(r#"{{"ref":"refs/heads/after-{round}"}}"#);
@@ -596,4 +597,29 @@ template = "push {{{{ ref }}}}"
         "{}",
         a.hg.log()
     );
+}
+
+/// How process `pid` ended, when it has (not reaped yet, its wait status is the last field
+/// of `/proc/PID/stat`): "killed by signal N" or "exited with N"; else "still running".
+fn exit_of(pid: Option<u32>) -> String {
+    let Some(stat) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+    else {
+        return "no process".to_owned();
+    };
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let state = fields.first().copied().unwrap_or("?");
+    let status: i64 = fields.last().and_then(|f| f.parse().ok()).unwrap_or(0);
+    if state != "Z" {
+        return format!("process state {state}");
+    }
+    if status & 0x7f != 0 {
+        format!("killed by signal {}", status & 0x7f)
+    } else {
+        format!("exited with {}", (status >> 8) & 0xff)
+    }
 }
