@@ -634,6 +634,7 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
     if let Some(c) = app.console() {
         // In the background: the listeners do not wait for the log's tail to be read.
         drop(c.spawn_refill());
+        drop(c.spawn_sampler());
     }
     let dlq = if cfg.dispatch.enabled || app.console().is_some() {
         runtime::shared_dlq_store(&cfg)?

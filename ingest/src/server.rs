@@ -1213,13 +1213,29 @@ pub async fn serve(
             let activity = Arc::new(Activity::default());
             let svc = {
                 let activity = activity.clone();
+                let stream_stop = stop.clone();
                 hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let app = app.clone();
                     let client = edge.client(&conn, req.headers());
                     let busy = activity.begin();
+                    let stream_stop = stream_stop.clone();
                     async move {
                         let _busy = busy;
-                        Ok::<_, Infallible>(app.handle_on(on, req, client).await)
+                        // The console's live stream has a streaming body; everything
+                        // else is answered whole.
+                        if on == Listener::Admin && req.uri().path() == "/api/v1/stream" {
+                            if let Some(c) = app.console() {
+                                return Ok::<_, Infallible>(
+                                    crate::console::stream::handle(c, req, client, stream_stop)
+                                        .await,
+                                );
+                            }
+                        }
+                        Ok::<_, Infallible>(
+                            app.handle_on(on, req, client)
+                                .await
+                                .map(http_body_util::Either::Left),
+                        )
                     }
                 })
             };

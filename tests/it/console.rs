@@ -708,3 +708,253 @@ async fn dead_letters_replay_with_progress_and_events_are_sent_again() {
         .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("unknown_sink")));
 }
+
+/// `GET /api/v1/stats` per sink: deliveries ok, failed (retried, permanent) and
+/// dead-lettered counted in the 1/5/15-minute windows, with their series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_windows_count_deliveries_and_failures() {
+    let tg = FakeTelegram::start().await;
+    let a = Admin::start(&format!("token = \"{TOKEN}\""), Some(&tg)).await;
+    for i in 0..2 {
+        // Distinct bodies: a repeated body is refused as a replay.
+        let body = format!(r#"{{"ref":"ok-{i}"}}"#);
+        let (s, v) = post_github(&a.hg, &format!("sw-ok-{i}"), body.as_bytes(), &[]).await;
+        assert_eq!(s, 200, "{v}");
+        assert_ne!(v["duplicate"].as_bool(), Some(true), "{v}");
+    }
+    assert_eq!(tg.wait_for(2, WAIT).await.len(), 2);
+    // A 400: permanent, dead-lettered without a retry.
+    tg.push(Reply::BadRequest);
+    let (s, _) = post_github(&a.hg, "sw-bad", br#"{"ref":"bad"}"#, &[]).await;
+    assert_eq!(s, 200);
+    dead_letters(&a, 1).await;
+    // A 500 twice (max_attempts = 2): one retry, then dead-lettered.
+    tg.set_default(Reply::ServerError);
+    let (s, _) = post_github(&a.hg, "sw-500", br#"{"ref":"five"}"#, &[]).await;
+    assert_eq!(s, 200);
+    dead_letters(&a, 2).await;
+
+    let want = [
+        ("ok", 2),
+        ("failed_retriable", 1),
+        ("failed_permanent", 1),
+        ("dead_lettered", 2),
+    ];
+    let end = Instant::now() + WAIT;
+    let sink = loop {
+        let (s, st) = a.get("/api/v1/stats", Some(TOKEN)).await;
+        assert_eq!(s, 200, "{st}");
+        let sink = st["sinks"][0].clone();
+        assert_eq!(sink["name"], "team-chat", "{st}");
+        if want
+            .iter()
+            .all(|(k, n)| sink["counts"][k]["15m"].as_u64() == Some(*n))
+        {
+            break sink;
+        }
+        assert!(
+            Instant::now() < end,
+            "sink counts expected {want:?}: {sink}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Each GET samples the counters again: what was counted is not counted twice.
+    let (_, again) = a.get("/api/v1/stats", Some(TOKEN)).await;
+    assert_eq!(again["sinks"][0]["counts"], sink["counts"], "{again}");
+    for (k, n) in want {
+        // All of it happened within the last minute (the test takes seconds).
+        assert_eq!(sink["counts"][k]["1m"].as_u64(), Some(n), "{k}: {sink}");
+        assert_eq!(sink["counts"][k]["5m"].as_u64(), Some(n), "{k}: {sink}");
+        let r = sink["rates_per_second"][k]["1m"].as_f64().expect("rate");
+        assert!((r - n as f64 / 60.0).abs() < 0.001, "{k}: {sink}");
+    }
+    let sum = |k: &str| -> u64 {
+        sink["series"][k]
+            .as_array()
+            .expect("series")
+            .iter()
+            .map(|x| x.as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(sink["series"]["ok"].as_array().map(Vec::len), Some(90));
+    assert_eq!((sum("ok"), sum("failed")), (2, 4), "{sink}");
+}
+
+/// A raw HTTP/1.1 connection to the admin listener reading a server-sent-events stream.
+struct RawStream {
+    reader: tokio::io::BufReader<tokio::net::TcpStream>,
+    status: u16,
+    head: String,
+}
+
+impl RawStream {
+    async fn open(a: &Admin, auth_header: &str) -> RawStream {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", a.port))
+            .await
+            .expect("connect");
+        let req = format!(
+            "GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{auth_header}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut reader = tokio::io::BufReader::new(s);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(WAIT, reader.read_line(&mut line))
+                .await
+                .expect("response head in time")
+                .expect("read");
+            assert!(n > 0, "connection closed in the head: {head}");
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        RawStream {
+            reader,
+            status,
+            head,
+        }
+    }
+
+    /// Reads body lines (chunked framing lines included, they never match an SSE field)
+    /// until one satisfies `want`; `None` when the stream ends first. Panics when none
+    /// comes within `WAIT` (a stream that keeps sending other lines does not hang it).
+    async fn until(&mut self, want: impl Fn(&str) -> bool) -> Option<String> {
+        use tokio::io::AsyncBufReadExt;
+        let end = Instant::now() + WAIT;
+        loop {
+            let left = end
+                .checked_duration_since(Instant::now())
+                .expect("the wanted stream line in time");
+            let mut line = String::new();
+            let n = tokio::time::timeout(left, self.reader.read_line(&mut line))
+                .await
+                .expect("the wanted stream line in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if want(line) {
+                return Some(line.to_owned());
+            }
+        }
+    }
+
+    /// The `data:` of the next event named `name`.
+    async fn event(&mut self, name: &str) -> Option<Value> {
+        let header = format!("event: {name}");
+        self.until(|l| l == header).await?;
+        let data = self.until(|l| l.starts_with("data: ")).await?;
+        serde_json::from_str(&data["data: ".len()..]).ok()
+    }
+}
+
+/// `GET /api/v1/stream`: auth as the API, `stats` events and heartbeat comments, a bound
+/// on open streams (a closed one frees its place), and the end of the stream on logout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_stream_sends_stats_and_heartbeats_is_bounded_and_ends_on_logout() {
+    let a = Admin::start(&format!("token = \"{TOKEN}\""), None).await;
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+
+    let none = RawStream::open(&a, "X-None: 1").await;
+    assert_eq!(none.status, 401, "{}", none.head);
+    let wrong = RawStream::open(&a, "Authorization: Bearer wrong-token-0000").await;
+    assert_eq!(wrong.status, 401, "{}", wrong.head);
+
+    let mut first = RawStream::open(&a, &bearer).await;
+    assert_eq!(first.status, 200, "{}", first.head);
+    assert!(
+        first
+            .head
+            .to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{}",
+        first.head
+    );
+    let stats = first.event("stats").await.expect("a stats event");
+    assert_eq!(stats["sources"][0]["name"], "github", "{stats}");
+    // An event accepted now shows in a later stats event.
+    let (s, _) = post_github(&a.hg, "stream-1", br#"{"ref":"refs/heads/s"}"#, &[]).await;
+    assert_eq!(s, 200);
+    let mut seen = false;
+    for _ in 0..10 {
+        let st = first.event("stats").await.expect("stats");
+        if st["sources"][0]["totals"]["accepted"] == 1 {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the accepted event never showed in the stream");
+    assert!(
+        first.until(|l| l == ": heartbeat").await.is_some(),
+        "no heartbeat"
+    );
+
+    // Bounded: 8 open at once (the first included); the 9th is refused.
+    let mut more = Vec::new();
+    for _ in 1..8 {
+        let s = RawStream::open(&a, &bearer).await;
+        assert_eq!(s.status, 200, "{}", s.head);
+        more.push(s);
+    }
+    let over = RawStream::open(&a, &bearer).await;
+    assert_eq!(over.status, 429, "{}", over.head);
+    // A client that goes away frees its place (once the server notices the closed socket).
+    drop(more.pop());
+    let end = Instant::now() + WAIT;
+    loop {
+        let again = RawStream::open(&a, &bearer).await;
+        if again.status == 200 {
+            more.push(again);
+            break;
+        }
+        assert_eq!(again.status, 429, "{}", again.head);
+        assert!(
+            Instant::now() < end,
+            "the closed stream's place was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(more);
+    drop(first);
+
+    // A session's stream ends when it logs out.
+    let (s, cookie) = login(&a, TOKEN).await;
+    assert_eq!(s, 303);
+    let sid = cookie.expect("session cookie").1;
+    let csrf = shell_csrf(&a, &sid).await;
+    let end = Instant::now() + WAIT;
+    let mut mine = loop {
+        // The dropped bearer streams' places come back as their sockets close.
+        let s = RawStream::open(&a, &format!("Cookie: hookgate_session={sid}")).await;
+        if s.status == 200 {
+            break s;
+        }
+        assert!(Instant::now() < end, "{}", s.head);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    mine.event("stats").await.expect("stats for the session");
+    let r = client()
+        .post(a.url("/console/logout"))
+        .header(COOKIE, format!("hookgate_session={sid}"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 303);
+    let why = mine.event("end").await.expect("an end event");
+    assert_eq!(why["reason"], "logged out", "{why}");
+    // Then the response ends (the terminating chunk; the server keeps the connection).
+    assert!(
+        mine.until(|l| l == "0").await.is_some(),
+        "the stream did not end"
+    );
+}

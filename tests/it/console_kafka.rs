@@ -11,6 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 
 use crate::console::{post_github, Admin, GH_SECRET, TOKEN};
+use crate::fakes::FakeTelegram;
 use crate::harness::{free_port, topic, Broker, Hookgate};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -127,11 +128,91 @@ async fn with_kafka_only_the_body_is_read_back_and_the_index_survives_a_restart(
         assert!(headers.contains("visible-note"), "{ev}");
         assert!(!ev.to_string().contains("upstream-cred-9"), "{ev}");
     }
-    // With Kafka alone, an id that is not indexed is not found (no scan of the topics).
+    // With Kafka alone, an id that is not indexed is looked for where its time points:
+    // one from 2016 is not there.
     let (s, v) = a
         .get("/api/v1/events/01ARZ3NDEKTSV4RRFFQ69G5FAV", Some(TOKEN))
         .await;
     assert_eq!((s, v["error"].as_str()), (404, Some("event_not_found")));
+}
+
+/// An event the bounded index no longer holds is found in Kafka by the time in its id
+/// (offsets-for-times, then a bounded read); an id whose time points elsewhere is a 404
+/// that says how far the search went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_no_longer_indexed_is_found_in_kafka_by_its_ids_time() {
+    let broker = Broker::start();
+    let topic = topic("console-kafka-find");
+    let port = free_port();
+    let config = kafka_config(port, &broker, &topic, true).replace(
+        &format!("token = \"{TOKEN}\""),
+        &format!("token = \"{TOKEN}\"\nconsole_events = 2"),
+    );
+    let a = Admin {
+        hg: Hookgate::start(&config),
+        port,
+    };
+    a.wait_up().await;
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let body = format!(r#"{{"ref":"refs/heads/f{i}","n":{i}}}"#);
+        let (s, v) = post_github(&a.hg, &format!("find-{i}"), body.as_bytes(), &[]).await;
+        assert_eq!(s, 200, "{v}");
+        sent.push((v["id"].as_str().expect("id").to_owned(), body));
+    }
+    let (_, v) = a.get("/api/v1/events", Some(TOKEN)).await;
+    let listed: Vec<&str> = v["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert_eq!(listed, [sent[5].0.as_str(), sent[4].0.as_str()], "{v}");
+    // The oldest two, not indexed: read from Kafka, where they were produced.
+    for (id, body) in &sent[..2] {
+        let (s, ev) = a.get(&format!("/api/v1/events/{id}"), Some(TOKEN)).await;
+        assert_eq!(s, 200, "{ev}");
+        assert_eq!(ev["id"], id.as_str(), "{ev}");
+        assert_eq!(ev["stored_at"]["log"], "kafka", "{ev}");
+        assert_eq!(ev["headers_from"], "log (kept headers only)", "{ev}");
+        assert_eq!(body_json(&ev), serde_json::from_str::<Value>(body).unwrap());
+    }
+    // An id of now that no event has: the window after its time is read, and the answer
+    // says what was searched.
+    let absent = ulid::Ulid::new().to_string();
+    let (s, v) = a
+        .get(&format!("/api/v1/events/{absent}"), Some(TOKEN))
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("event_not_found")),
+        "{v}"
+    );
+    let msg = v["message"].as_str().unwrap_or("");
+    // create_topics makes 3 partitions.
+    assert!(msg.contains("searched 3 partition(s)"), "{v}");
+    assert!(msg.contains("60s after the time in the id"), "{v}");
+    // Tansu answers offsets-for-times: no fallback to reading from the earliest offset.
+    assert!(!msg.contains("could not seek by time"), "{v}");
+    // An id from long ago: nothing at that time; the search ends at once (the first
+    // record read is past the window).
+    let old = ulid::Ulid::from_parts(1_000_000_000_000, 42).to_string();
+    let (s, v) = a.get(&format!("/api/v1/events/{old}"), Some(TOKEN)).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("event_not_found")),
+        "{v}"
+    );
+    let msg = v["message"].as_str().unwrap_or("");
+    assert!(!msg.contains("stopped after"), "{v}");
+    // At most the first record of each partition was read.
+    let records: u64 = msg
+        .split(" record(s)")
+        .next()
+        .and_then(|m| m.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(records <= 3, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,4 +477,149 @@ topic = "{t}"
         "{j}"
     );
     quarantined(&a, 0).await;
+}
+
+/// The dispatcher's consumer lives as long as the process. A previous engineer saw
+/// librdkafka crash (SIGSEGV in `rd_kafka_metadata_cache_find`) in a long-lived consumer
+/// after a Tansu in-memory restart, where every topic vanishes and is created again. Here:
+/// serve with Kafka and a routed fake sink, restart the broker, recreate the topics as
+/// the harness does, and keep posting: hookgate must stay up (`/healthz`), the
+/// dispatcher must count and log the broker's loss instead of dying, and deliver again.
+/// Metadata is refreshed every second to exercise the metadata cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatcher_survives_a_broker_restart_that_loses_its_topics() {
+    let mut broker = Broker::start();
+    let tg = FakeTelegram::start().await;
+    let topic = topic("console-kafka-restart");
+    let dlq = format!("{topic}.dlq");
+    let port = free_port();
+    let config = format!(
+        r#"{base}
+[kafka.options]
+"topic.metadata.refresh.interval.ms" = "1000"
+
+[dispatch]
+group_id = "g-{topic}"
+dlq_topic = "{dlq}"
+
+[[sinks]]
+name = "team-chat"
+type = "telegram"
+bot_token = "123456:console-bot-token"
+chat_id = "-1001"
+api_url = "{tg}"
+max_attempts = 2
+backoff_base = "50ms"
+backoff_max = "100ms"
+chat_interval = "10ms"
+
+[[routes]]
+source = "github"
+sink = "team-chat"
+template = "push {{{{ ref }}}}"
+"#,
+        base = kafka_config(port, &broker, &topic, true),
+        tg = tg.api_url(),
+    );
+    let a = Admin {
+        hg: Hookgate::start(&config),
+        port,
+    };
+    a.wait_up().await;
+    let (s, v) = post_github(
+        &a.hg,
+        "before-restart",
+        br#"{"ref":"refs/heads/before"}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(tg.wait_for(1, WAIT).await.len(), 1, "{}", a.hg.log());
+
+    // In-memory storage: the topics (and the group's offsets) are gone after this.
+    broker.restart();
+    broker.create_topic(&topic, 3).await;
+    broker.create_topic(&dlq, 3).await;
+
+    // Keep posting for a while (at least 20 rounds, so the 1 s metadata refreshes run
+    // many times against the new topics), until an event sent after the restart is
+    // delivered. hookgate must answer /healthz all along.
+    let end = Instant::now() + Duration::from_secs(90);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let health = crate::console::client()
+            .get(a.url("/healthz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        assert!(
+            matches!(health, Ok(200)),
+            "hookgate stopped answering /healthz after the broker restart ({health:?}; {}):\n{}",
+            exit_of(a.hg.pid()),
+            a.hg.log()
+        );
+        let body = format!(r#"{{"ref":"refs/heads/after-{round}"}}"#);
+        // 200, or 503 while the producer reconnects: both are fine here.
+        let _ = post_github(&a.hg, &format!("after-{round}"), body.as_bytes(), &[]).await;
+        let delivered_after = tg.sent().iter().any(|(_, text)| text.contains("after-"));
+        if delivered_after && round >= 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no event sent after the broker restart was delivered:\n{}",
+            a.hg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The loss was reported: counted in the metrics and logged, not fatal.
+    let metrics = crate::console::client()
+        .get(a.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let errors: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("hookgate_dispatch_kafka_errors_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        errors > 0.0,
+        "no dispatcher error counted:\n{metrics}\n{}",
+        a.hg.log()
+    );
+    assert!(
+        a.hg.log().contains("dispatcher: kafka consumer error"),
+        "{}",
+        a.hg.log()
+    );
+}
+
+/// How process `pid` ended, when it has (not reaped yet, its wait status is the last field
+/// of `/proc/PID/stat`): "killed by signal N" or "exited with N"; else "still running".
+fn exit_of(pid: Option<u32>) -> String {
+    let Some(stat) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+    else {
+        return "no process".to_owned();
+    };
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let state = fields.first().copied().unwrap_or("?");
+    let status: i64 = fields.last().and_then(|f| f.parse().ok()).unwrap_or(0);
+    if state != "Z" {
+        return format!("process state {state}");
+    }
+    if status & 0x7f != 0 {
+        format!("killed by signal {}", status & 0x7f)
+    } else {
+        format!("exited with {}", (status >> 8) & 0xff)
+    }
 }

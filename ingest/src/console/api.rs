@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::auth::{self, Door};
 use super::pages;
-use super::stats::{self, parse_prometheus, quantile, Sample};
+use super::stats::{self, quantile, Sample};
 use super::{logread, Console, EventMeta};
 
 /// Largest request body the console reads (login form, replay requests).
@@ -104,45 +104,9 @@ where
     let Some(rest) = path.strip_prefix("/api/v1/") else {
         return error(StatusCode::NOT_FOUND, "not_found", "no such API path");
     };
-    // Who is asking: a bearer token (limited on its own, apart from the login form), or
-    // a session cookie (with CSRF on writes).
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
-    if let Some(presented) = auth::bearer(req.headers()) {
-        if let Some(wait) = c.auth.limited(Door::Bearer, client) {
-            return too_many(wait);
-        }
-        if !auth::token_eq(presented.as_bytes(), token.expose().as_bytes()) {
-            c.auth.failed(Door::Bearer, client);
-            tracing::info!(%client, "admin API: wrong bearer token");
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "bad_token",
-                "the bearer token is wrong",
-            );
-        }
-        c.auth.succeeded(Door::Bearer, client);
-    } else {
-        let Some(session) = c.auth.session(req.headers()) else {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "log in at /console/login or send Authorization: Bearer <token>",
-            );
-        };
-        if write {
-            let sent = req
-                .headers()
-                .get("x-csrf-token")
-                .map(|v| v.as_bytes())
-                .unwrap_or_default();
-            if !auth::token_eq(sent, session.csrf.as_bytes()) {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "csrf_failed",
-                    "missing or wrong X-CSRF-Token header",
-                );
-            }
-        }
+    if let Err(r) = authorize(c, req.headers(), write, client, &token) {
+        return r;
     }
     let query = req.uri().query().unwrap_or("").to_owned();
     let q: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
@@ -160,6 +124,12 @@ where
     let parts: Vec<&str> = rest.split('/').collect();
     match (&method, parts.as_slice()) {
         (&Method::GET, ["stats"]) => stats_answer(c).await,
+        // Served by `stream::handle` (a streaming body) before it gets here.
+        (&Method::GET, ["stream"]) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the stream is served on the admin listener only",
+        ),
         (&Method::GET, ["events"]) => events(c, &q),
         (&Method::GET, ["events", id]) => event(c, id).await,
         (&Method::POST, ["events", id, "resend"]) => resend(c, id, &body).await,
@@ -192,6 +162,54 @@ where
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such API path"),
     }
+}
+
+/// Who is asking: a bearer token (limited on its own, apart from the login form), or a
+/// session cookie (with CSRF on writes). `Err` is the answer to send.
+pub(crate) fn authorize(
+    c: &Console,
+    headers: &HeaderMap,
+    write: bool,
+    client: IpAddr,
+    token: &hookgate_sinks::Secret,
+) -> Result<(), Response<Full<Bytes>>> {
+    if let Some(presented) = auth::bearer(headers) {
+        if let Some(wait) = c.auth.limited(Door::Bearer, client) {
+            return Err(too_many(wait));
+        }
+        if !auth::token_eq(presented.as_bytes(), token.expose().as_bytes()) {
+            c.auth.failed(Door::Bearer, client);
+            tracing::info!(%client, "admin API: wrong bearer token");
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "bad_token",
+                "the bearer token is wrong",
+            ));
+        }
+        c.auth.succeeded(Door::Bearer, client);
+    } else {
+        let Some(session) = c.auth.session(headers) else {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "log in at /console/login or send Authorization: Bearer <token>",
+            ));
+        };
+        if write {
+            let sent = headers
+                .get("x-csrf-token")
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            if !auth::token_eq(sent, session.csrf.as_bytes()) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "missing or wrong X-CSRF-Token header",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn param<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
@@ -245,12 +263,19 @@ fn f(x: f64) -> Value {
     json!((x * 1000.0).round() / 1000.0)
 }
 
+/// `{"1m": x, "5m": y, "15m": z}` of `f` over each window.
+fn windows(f: impl Fn(usize) -> Value) -> Value {
+    json!({"1m": f(1), "5m": f(5), "15m": f(15)})
+}
+
 async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
-    let samples = c
-        .prometheus
-        .as_ref()
-        .map(|p| parse_prometheus(&p.render()))
-        .unwrap_or_default();
+    json_response(StatusCode::OK, &stats_json(c).await)
+}
+
+/// What `GET /stats` answers (also the stream's `stats` events).
+pub(crate) async fn stats_json(c: &Arc<Console>) -> Value {
+    let samples = c.sample_sinks();
+    let now = stats::now_epoch();
     let mut sources = Vec::new();
     for s in c.sources.iter().chain(std::iter::once(&c.unknown)) {
         let series = s.series();
@@ -283,7 +308,20 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
         }));
     }
     let mut sinks = Vec::new();
-    for name in &c.sink_names {
+    for (i, name) in c.sink_names.iter().enumerate() {
+        let series = c.sink_stats.series_at(i, now);
+        let mut counts = serde_json::Map::new();
+        let mut rates = serde_json::Map::new();
+        for (kind, n) in stats::SINK_NAMES.iter().enumerate() {
+            counts.insert(
+                (*n).to_owned(),
+                windows(|m| json!(stats::sum(&series, kind, m))),
+            );
+            rates.insert(
+                (*n).to_owned(),
+                windows(|m| f(stats::rate(&series, kind, m))),
+            );
+        }
         let mut outcomes = serde_json::Map::new();
         for s in samples
             .iter()
@@ -296,7 +334,18 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
             "hookgate_sink_delivery_latency_seconds",
             Some(name),
         );
-        sinks.push(json!({"name": name, "deliveries": outcomes, "latency_seconds": lat}));
+        sinks.push(json!({
+            "name": name,
+            "deliveries": outcomes,
+            "latency_seconds": lat,
+            "counts": counts,
+            "rates_per_second": rates,
+            "series": {
+                "bucket_seconds": stats::BUCKET_SECS,
+                "ok": series.iter().map(|b| b[stats::SINK_OK]).collect::<Vec<_>>(),
+                "failed": series.iter().map(|b| b[stats::SINK_RETRIABLE] + b[stats::SINK_PERMANENT] + b[stats::SINK_DEAD_LETTERED]).collect::<Vec<_>>(),
+            },
+        }));
     }
     let gauge = |n: &str| {
         samples
@@ -312,6 +361,8 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
         },
         None => Value::Null,
     };
+    let lag = c.sink_stats.lag_series_at(now);
+    let lag_peak = windows(|m| json!(stats::peak(&lag, m)));
     let log = &c.log;
     let body = json!({
         "started_at": rfc3339(c.started_ms),
@@ -332,6 +383,7 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
         "dispatcher": {
             "routes": c.routes.len(),
             "lag": gauge("hookgate_dispatch_lag"),
+            "lag_peak": lag_peak,
             "spool_consumer_lag_bytes": gauge("hookgate_spool_consumer_lag_bytes"),
         },
         "quarantine": log.quarantine().map(|q| q.len()),
@@ -341,7 +393,7 @@ async fn stats_answer(c: &Arc<Console>) -> Response<Full<Bytes>> {
             "rejections": {"len": c.rejections.len(), "capacity": c.rejections.capacity()},
         },
     });
-    json_response(StatusCode::OK, &body)
+    body
 }
 
 /// p50/p99 and count of a histogram in the Prometheus samples (seconds).
@@ -412,8 +464,12 @@ fn parse_id(id: &str) -> Result<Ulid, Response<Full<Bytes>>> {
 
 /// Reads event `id` back from the log: at the position the index has for it (one Kafka
 /// record, or one spool record), else from the quarantine or by scanning the spool. `Err`
-/// says why the body is unavailable.
-async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Result<Event, String> {
+/// says why the body is unavailable; `Ok` has where it was found.
+async fn read_back(
+    c: &Arc<Console>,
+    id: Ulid,
+    meta: Option<&EventMeta>,
+) -> Result<(Event, Position), String> {
     let position = meta.map_or(Position::Unknown, |m| m.position);
     match position {
         Position::Kafka { partition, offset } => {
@@ -429,7 +485,7 @@ async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Resu
             })
             .await;
             return match read {
-                Ok(Some(Ok(ev))) => Ok(ev),
+                Ok(Some(Ok(ev))) => Ok((ev, position)),
                 Ok(Some(Err(e))) => Err(format!(
                     "cannot read it back from Kafka ({topic} partition {partition} offset {offset}): {e}"
                 )),
@@ -445,7 +501,7 @@ async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Resu
                 Ok(Ok((records, _))) => records
                     .into_iter()
                     .find(|(at, ev)| *at == offset && ev.id == id)
-                    .map(|(_, ev)| ev)
+                    .map(|(_, ev)| (ev, position))
                     .ok_or_else(|| "the spool no longer holds this event".to_owned()),
                 _ => Err("the spool could not be read".to_owned()),
             };
@@ -454,27 +510,26 @@ async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Resu
     }
     if let Some(q) = c.log.quarantine().cloned() {
         if let Ok(Some(e)) = tokio::task::spawn_blocking(move || q.get(&id)).await {
-            return Ok(e.event);
+            return Ok((e.event, Position::Quarantine));
         }
     }
     let Some(spool) = c.log.spool().cloned() else {
-        return Err(match (&c.log, meta) {
-            (Log::Discard, _) => "the log keeps no events (discard mode)",
-            (_, Some(_)) => "the log did not report where it stored this event",
-            (_, None) => "not in the recent-events index; Kafka records are read back at the position kept there",
-        }
-        .to_owned());
+        return match (&c.log, meta) {
+            (Log::Discard, _) => Err("the log keeps no events (discard mode)".to_owned()),
+            (_, Some(_)) => Err("the log did not report where it stored this event".to_owned()),
+            (_, None) => find_in_kafka(c, id).await,
+        };
     };
     // Not indexed: scan the spool from its oldest record.
-    tokio::task::spawn_blocking(move || {
+    let found = tokio::task::spawn_blocking(move || {
         let end = spool.end_offset();
         let mut at = spool.start_offset();
         loop {
             let Ok((batch, next)) = spool.read(at, SCAN_BATCH) else {
                 break;
             };
-            if let Some((_, ev)) = batch.into_iter().find(|(_, ev)| ev.id == id) {
-                return Some(ev);
+            if let Some((at, ev)) = batch.into_iter().find(|(_, ev)| ev.id == id) {
+                return Some((ev, Position::Spool(at)));
             }
             if next >= end || next <= at {
                 break;
@@ -485,8 +540,43 @@ async fn read_back(c: &Arc<Console>, id: Ulid, meta: Option<&EventMeta>) -> Resu
     })
     .await
     .ok()
-    .flatten()
-    .ok_or_else(|| "the log no longer holds this event".to_owned())
+    .flatten();
+    match found {
+        Some(found) => Ok(found),
+        // With Kafka behind the spool, the event may have been forwarded and the spool
+        // trimmed since.
+        None if meta.is_none() && c.kafka_reader.is_some() => find_in_kafka(c, id)
+            .await
+            .map_err(|e| format!("the spool no longer holds this event; {e}")),
+        None => Err("the log no longer holds this event".to_owned()),
+    }
+}
+
+/// Looks for event `id`, not in the index, in the source topics by the time in its id
+/// ([`logread::KafkaReader::find`]). `Err` says how far it searched.
+async fn find_in_kafka(c: &Arc<Console>, id: Ulid) -> Result<(Event, Position), String> {
+    if c.kafka_reader.is_none() {
+        return Err(
+            "not in the recent-events index, and the log has no Kafka to search".to_owned(),
+        );
+    }
+    let c2 = c.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        c2.kafka_reader
+            .as_ref()
+            .map(|k| k.find(&c2.topics, id, logread::FIND_WAIT))
+    })
+    .await;
+    match found {
+        Ok(Some(Ok((ev, partition, offset)))) => Ok((ev, Position::Kafka { partition, offset })),
+        Ok(Some(Err(logread::FindError::NotFound(s)))) => Err(format!(
+            "not in the recent-events index, nor in Kafka where its id's time points: {s}"
+        )),
+        Ok(Some(Err(e))) => Err(format!(
+            "not in the recent-events index, and Kafka could not be searched: {e}"
+        )),
+        Ok(None) | Err(_) => Err("the Kafka search failed".to_owned()),
+    }
 }
 
 fn redacted_headers<'a>(
@@ -523,11 +613,13 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
     };
     let meta = c.events.newest_first().into_iter().find(|e| e.id == id);
     let stored = read_back(c, id, meta.as_deref()).await;
-    if meta.is_none() && stored.is_err() {
+    let found_at = stored.as_ref().map_or(Position::Unknown, |(_, at)| *at);
+    let stored = stored.map(|(ev, _)| ev);
+    if let (None, Err(why)) = (&meta, &stored) {
         return error(
             StatusCode::NOT_FOUND,
             "event_not_found",
-            "no recent event and no event in the log has this id",
+            &format!("no recent event and no event in the log has this id: {why}"),
         );
     }
     let mut v = match (&meta, &stored) {
@@ -562,7 +654,7 @@ async fn event(c: &Arc<Console>, id: &str) -> Response<Full<Bytes>> {
     } else {
         "log (kept headers only)"
     });
-    v["stored_at"] = stored_at(meta.as_ref().map_or(Position::Unknown, |m| m.position));
+    v["stored_at"] = stored_at(meta.as_ref().map_or(found_at, |m| m.position));
     match &stored {
         Ok(ev) => {
             let pretty = serde_json::from_slice::<Value>(&ev.body)
@@ -609,7 +701,7 @@ async fn resend(c: &Arc<Console>, id: &str, body: &[u8]) -> Response<Full<Bytes>
     };
     let meta = c.events.newest_first().into_iter().find(|e| e.id == id);
     let ev = match read_back(c, id, meta.as_deref()).await {
-        Ok(ev) => ev,
+        Ok((ev, _)) => ev,
         Err(why) => {
             return error(
                 StatusCode::NOT_FOUND,

@@ -3,6 +3,11 @@
 //! records of the source topics to refill the recent-events index after a restart. The
 //! spool's side is [`hookgate_sinks::log::spool::Spool::read`] and `tail`.
 //!
+//! An event no longer in the index is looked for by its id's time ([`KafkaReader::find`]):
+//! the hookgate-id is a ULID whose timestamp is when the event was accepted, so each
+//! partition of the source topics is sought to that time (Kafka's offsets-for-times) and
+//! a bounded window after it is read for the record carrying that `hookgate-id`.
+//!
 //! Every read uses a `BaseConsumer` that is assigned partitions at given offsets: no group
 //! membership, no offset commit, `auto.offset.reset = error` (a record past retention is
 //! reported gone, not replaced by another), and a bounded wait. All of it blocks, so
@@ -26,6 +31,16 @@ pub const READ_WAIT: Duration = Duration::from_secs(5);
 pub const TAIL_WAIT: Duration = Duration::from_secs(20);
 /// Metadata and watermark requests.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A search by time starts this long before the id's time (the broker's and hookgate's
+/// clocks may differ a little; the record is produced after the id is made).
+pub const FIND_BEFORE: Duration = Duration::from_secs(5);
+/// A search by time reads records up to this long after the id's time (by the records'
+/// timestamps) in each partition: an event is produced within its `delivery_timeout`.
+pub const FIND_AFTER: Duration = Duration::from_secs(60);
+/// A search by time reads at most this many records per partition.
+pub const FIND_RECORDS: i64 = 10_000;
+/// How long one search by time may take in all.
+pub const FIND_WAIT: Duration = Duration::from_secs(10);
 /// The consumer group id the readers carry (they never join it nor commit to it).
 const GROUP: &str = "hookgate-console";
 
@@ -83,7 +98,175 @@ fn is_out_of_range(e: &KafkaError) -> bool {
     )
 }
 
+/// What a search by time looked at, for the answer when it found nothing.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Searched {
+    /// Partitions read (of all the topics).
+    pub partitions: usize,
+    /// Records read.
+    pub records: u64,
+    /// Whether every partition's window was read to its end (else the search ran out of
+    /// time, [`FIND_WAIT`]).
+    pub complete: bool,
+    /// Whether the broker could not seek by time and the partitions were read from their
+    /// earliest offset instead.
+    pub from_earliest: bool,
+}
+
+impl std::fmt::Display for Searched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "searched {} partition(s) of the source topics, {} record(s), from {}s before to {}s after the time in the id (at most {} records per partition{}){}",
+            self.partitions,
+            self.records,
+            FIND_BEFORE.as_secs(),
+            FIND_AFTER.as_secs(),
+            FIND_RECORDS,
+            if self.from_earliest {
+                "; the broker could not seek by time, so from each partition's earliest offset"
+            } else {
+                ""
+            },
+            if self.complete {
+                String::new()
+            } else {
+                format!("; the search stopped after {}s", FIND_WAIT.as_secs())
+            },
+        )
+    }
+}
+
+/// How a search by time ended without the event.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    /// The window was read and the event is not in it.
+    #[error("{0}")]
+    NotFound(Searched),
+    /// The cluster did not answer, or refused.
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+/// The value of header `name` of a record.
+fn header<'a, M: Message>(m: &'a M, name: &str) -> Option<&'a [u8]> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+}
+
 impl KafkaReader {
+    /// Looks for event `id` in `topics` by the time in its id: each partition is sought
+    /// to [`FIND_BEFORE`] before that time with offsets-for-times (from its earliest
+    /// offset when the broker cannot), then read until a record's timestamp is more than
+    /// [`FIND_AFTER`] after it, [`FIND_RECORDS`] records, or the partition's end, all
+    /// within `wait`. Blocks.
+    /// `Ok` has the event, its partition and offset.
+    pub fn find(
+        &self,
+        topics: &[String],
+        id: Ulid,
+        wait: Duration,
+    ) -> Result<(Event, i32, i64), FindError> {
+        let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+        let redact = |m: String| FindError::Kafka(self.cfg.options.redact(&m));
+        let c = consumer(&self.cfg, "hookgate-console-find").map_err(|e| redact(e.to_string()))?;
+        let deadline = Instant::now() + wait;
+        let at_ms = id.timestamp_ms().min(i64::MAX as u64) as i64;
+        let from_ms = at_ms.saturating_sub(FIND_BEFORE.as_millis() as i64);
+        let until_ms = at_ms.saturating_add(FIND_AFTER.as_millis() as i64);
+        // (topic, partition) -> (low, high) watermarks.
+        let mut marks: HashMap<(String, i32), (i64, i64)> = HashMap::new();
+        for topic in topics {
+            let md = c
+                .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+                .map_err(|e| redact(e.to_string()))?;
+            for t in md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+            {
+                for p in t.partitions() {
+                    let (low, high) = c
+                        .fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)
+                        .map_err(|e| redact(e.to_string()))?;
+                    marks.insert((topic.clone(), p.id()), (low, high));
+                }
+            }
+        }
+        let mut searched = Searched {
+            partitions: marks.len(),
+            ..Searched::default()
+        };
+        let starts = match seek_by_time(&c, &marks, from_ms) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(error = %self.cfg.options.redact(&e), "console: cannot seek by time; reading from the earliest offsets");
+                searched.from_earliest = true;
+                marks
+                    .iter()
+                    .map(|(k, (low, _))| (k.clone(), *low))
+                    .collect()
+            }
+        };
+        // (topic, partition) -> the offset past the last one to read.
+        let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for (k, &(low, high)) in &marks {
+            let start = starts.get(k).copied().unwrap_or(low).clamp(low, high);
+            let end = high.min(start.saturating_add(FIND_RECORDS));
+            if end > start {
+                tpl.add_partition_offset(&k.0, k.1, Offset::Offset(start))
+                    .map_err(|e| redact(e.to_string()))?;
+                ends.insert(k.clone(), end);
+            }
+        }
+        if !ends.is_empty() {
+            c.assign(&tpl).map_err(|e| redact(e.to_string()))?;
+        }
+        let wanted = id.to_string();
+        while !ends.is_empty() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Err(FindError::NotFound(searched));
+            };
+            let m = match c.poll(left) {
+                None => continue,
+                Some(Err(e)) if is_out_of_range(&e) => {
+                    // Retention moved past the start meanwhile: nothing older to read.
+                    tracing::debug!(error = %e, "console: search by time out of range");
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %self.cfg.options.redact(&e.to_string()), "console: search read error");
+                    continue;
+                }
+                Some(Ok(m)) => m,
+            };
+            let key = (m.topic().to_owned(), m.partition());
+            let Some(&end) = ends.get(&key) else {
+                continue;
+            };
+            if m.offset() >= end {
+                ends.remove(&key);
+                continue;
+            }
+            searched.records += 1;
+            if header(&m, hookgate_proto::header::ID) == Some(wanted.as_bytes()) {
+                let body = Bytes::copy_from_slice(m.payload().unwrap_or_default());
+                if let Some(ev) = event_of(&m, body).filter(|ev| ev.id == id) {
+                    return Ok((ev, m.partition(), m.offset()));
+                }
+            }
+            let past = m.timestamp().to_millis().is_some_and(|t| t > until_ms);
+            if past || m.offset() + 1 >= end {
+                ends.remove(&key);
+            }
+        }
+        searched.complete = true;
+        Err(FindError::NotFound(searched))
+    }
+
     /// A reader of the cluster `cfg` names (connects at each read).
     pub fn new(cfg: &KafkaConfig) -> KafkaReader {
         KafkaReader {
@@ -156,6 +339,46 @@ fn read_one(
     Err(ReadError::Kafka(last_error.unwrap_or_else(|| {
         format!("no record within {}s", wait.as_secs())
     })))
+}
+
+/// The first offset at or after `from_ms` of each partition in `marks`, by offsets-for-
+/// times; a partition with no record that new starts at its end. `Err` when the broker
+/// cannot answer it.
+fn seek_by_time(
+    c: &BaseConsumer,
+    marks: &HashMap<(String, i32), (i64, i64)>,
+    from_ms: i64,
+) -> Result<HashMap<(String, i32), i64>, String> {
+    let mut out = HashMap::new();
+    if marks.is_empty() {
+        return Ok(out);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, p) in marks.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(from_ms.max(0)))
+            .map_err(|e| e.to_string())?;
+    }
+    let found = c
+        .offsets_for_times(tpl, REQUEST_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    for e in found.elements() {
+        if let Err(err) = e.error() {
+            return Err(err.to_string());
+        }
+        let key = (e.topic().to_owned(), e.partition());
+        let Some(&(low, high)) = marks.get(&key) else {
+            continue;
+        };
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            // No record at or after the time.
+            Offset::End => high,
+            Offset::Beginning => low,
+            other => return Err(format!("unexpected offset {other:?}")),
+        };
+        out.insert(key, at);
+    }
+    Ok(out)
 }
 
 /// One record of a topic's tail, without its body.

@@ -12,6 +12,7 @@
 //! - [`bounded`]: the bounded ring both lists live in.
 //! - [`logread`]: reading events back from Kafka (one record by position; the topics'
 //!   tails for the refill after a restart).
+//! - [`stream`]: `GET /api/v1/stream`, live `stats` events (SSE) for the Overview page.
 //! - [`stats`]: the per-source buckets (lock-free) and the Prometheus text the sink,
 //!   latency and lag figures are read from.
 //!
@@ -30,6 +31,7 @@ pub mod bounded;
 pub mod logread;
 pub mod pages;
 pub mod stats;
+pub mod stream;
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -50,6 +52,8 @@ use stats::SourceStats;
 /// Longest source name or delivery id kept for a refused request (they may come from
 /// anyone: the unknown source's path segment, a forged header).
 const MAX_FIELD: usize = 128;
+/// How often the sink counters are sampled into their 10-second buckets.
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One accepted event in the recent-events index: metadata only.
 #[derive(Debug)]
@@ -123,14 +127,19 @@ pub struct Console {
     /// `(source, sinks)` per route: which sinks an event of a source may go to.
     pub(crate) routes: Vec<(String, Vec<String>)>,
     pub(crate) sink_names: Vec<String>,
+    /// Per-sink deliveries and the dispatcher's lag over the last 15 minutes.
+    pub(crate) sink_stats: stats::SinkStats,
     pub(crate) jobs: api::Jobs,
+    /// Live streams open (`GET /api/v1/stream`), at most [`stream::MAX_STREAMS`].
+    pub(crate) streams: std::sync::atomic::AtomicUsize,
     /// Names of headers whose values are never shown (every provider's signature header).
     pub(crate) signature_headers: Vec<String>,
     pub(crate) started_ms: i64,
     /// Reads single records back from Kafka (when the log has Kafka).
     pub(crate) kafka_reader: Option<logread::KafkaReader>,
-    /// The source topics, whose tails refill the index at start.
-    topics: Vec<String>,
+    /// The source topics, whose tails refill the index at start and where an event no
+    /// longer indexed is looked for by its id's time.
+    pub(crate) topics: Vec<String>,
 }
 
 impl Console {
@@ -177,7 +186,14 @@ impl Console {
                 })
                 .collect(),
             sink_names: cfg.sinks.iter().map(|s| s.name().to_owned()).collect(),
+            sink_stats: stats::SinkStats::new(
+                &cfg.sinks
+                    .iter()
+                    .map(|s| s.name().to_owned())
+                    .collect::<Vec<_>>(),
+            ),
             jobs: api::Jobs::default(),
+            streams: std::sync::atomic::AtomicUsize::new(0),
             signature_headers,
             started_ms: hookgate_proto::now_ms(),
             kafka_reader: log.kafka().map(|k| logread::KafkaReader::new(k.config())),
@@ -246,6 +262,33 @@ impl Console {
                 Err(e) => tracing::warn!(error = %e, "console: refilling recent events failed"),
             }
         })
+    }
+
+    /// Samples the sink delivery counters and the dispatcher's lag into
+    /// [`stats::SinkStats`] every [`SAMPLE_EVERY`], in the background (the API samples
+    /// too, at each `GET /api/v1/stats`). Nothing to do without the metrics recorder.
+    pub fn spawn_sampler(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        self.prometheus.as_ref()?;
+        let c = self.clone();
+        Some(tokio::spawn(async move {
+            let mut every = tokio::time::interval(SAMPLE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                c.sample_sinks();
+            }
+        }))
+    }
+
+    /// One sample of the sink counters (see [`Console::spawn_sampler`]).
+    pub(crate) fn sample_sinks(&self) -> Vec<stats::Sample> {
+        let samples = self
+            .prometheus
+            .as_ref()
+            .map(|p| stats::parse_prometheus(&p.render()))
+            .unwrap_or_default();
+        self.sink_stats.sample(&samples);
+        samples
     }
 
     fn refill_blocking(&self) -> usize {

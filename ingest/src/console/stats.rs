@@ -1,5 +1,6 @@
 //! Per-source counters in 10-second buckets over the last 15 minutes (lock-free: one
-//! atomic add per count), and the figures read from hookgate's own Prometheus metrics
+//! atomic add per count), the same buckets for each sink's deliveries and the dispatcher's
+//! lag (sampled from the metrics, [`SinkStats`]), and the figures read from hookgate's own Prometheus metrics
 //! (sink deliveries, latency histograms, dispatcher lag, quarantine size).
 
 use std::collections::HashMap;
@@ -22,23 +23,93 @@ pub const BUCKET_SECS: u64 = 10;
 /// Buckets kept: 15 minutes.
 pub const BUCKETS: usize = 90;
 
-struct Slot {
+struct Slot<const N: usize> {
     /// The bucket number (seconds / BUCKET_SECS) these counts belong to.
     epoch: AtomicU64,
-    counts: [AtomicU64; 4],
+    counts: [AtomicU64; N],
+}
+
+/// `N` counters in [`BUCKETS`] buckets of [`BUCKET_SECS`] over the last 15 minutes,
+/// lock-free (one atomic add per count). Time is a bucket number passed in (the clock is
+/// the caller's: [`now_epoch`] in service, any number in tests).
+pub struct Windows<const N: usize> {
+    slots: Vec<Slot<N>>,
+}
+
+impl<const N: usize> Default for Windows<N> {
+    fn default() -> Self {
+        Windows {
+            slots: (0..BUCKETS)
+                .map(|_| Slot {
+                    epoch: AtomicU64::new(0),
+                    counts: std::array::from_fn(|_| AtomicU64::new(0)),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl<const N: usize> Windows<N> {
+    /// The slot of bucket `epoch`, cleared first if it held an older bucket.
+    fn slot(&self, epoch: u64) -> &Slot<N> {
+        let slot = &self.slots[(epoch % BUCKETS as u64) as usize];
+        if slot.epoch.load(Ordering::Acquire) != epoch
+            && slot.epoch.swap(epoch, Ordering::AcqRel) != epoch
+        {
+            // First count of a new bucket: clear the old one's counts. A count racing this
+            // at the boundary may be lost: rates are for people, totals stay exact.
+            for c in &slot.counts {
+                c.store(0, Ordering::Relaxed);
+            }
+        }
+        slot
+    }
+
+    /// Adds `n` to counter `kind` in bucket `epoch`.
+    pub fn add_at(&self, kind: usize, n: u64, epoch: u64) {
+        if kind < N && n > 0 {
+            self.slot(epoch).counts[kind].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Raises counter `kind` of bucket `epoch` to at least `v` (a gauge's peak).
+    pub fn max_at(&self, kind: usize, v: u64, epoch: u64) {
+        if kind < N {
+            self.slot(epoch).counts[kind].fetch_max(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts per bucket for the 15 minutes up to bucket `now`, oldest first (bucket `now`,
+    /// the current and partial one, last). Buckets not written since they last rolled
+    /// over read as zero.
+    pub fn series_at(&self, now: u64) -> Vec<[u64; N]> {
+        (0..BUCKETS as u64)
+            .rev()
+            .map(|back| {
+                let e = now.saturating_sub(back);
+                let slot = &self.slots[(e % BUCKETS as u64) as usize];
+                if back > now || slot.epoch.load(Ordering::Acquire) != e {
+                    [0; N]
+                } else {
+                    std::array::from_fn(|i| slot.counts[i].load(Ordering::Relaxed))
+                }
+            })
+            .collect()
+    }
 }
 
 /// One source's counters.
 pub struct SourceStats {
     /// Source name.
     pub name: String,
-    slots: Vec<Slot>,
+    windows: Windows<4>,
     totals: [AtomicU64; 4],
     /// Refusals by reason code since start (refused path only).
     reasons: Mutex<HashMap<&'static str, u64>>,
 }
 
-fn now_epoch() -> u64 {
+/// The current bucket number (seconds since the epoch / [`BUCKET_SECS`]).
+pub fn now_epoch() -> u64 {
     (hookgate_proto::now_ms().max(0) as u64 / 1000) / BUCKET_SECS
 }
 
@@ -47,12 +118,7 @@ impl SourceStats {
     pub fn new(name: &str) -> SourceStats {
         SourceStats {
             name: name.to_owned(),
-            slots: (0..BUCKETS)
-                .map(|_| Slot {
-                    epoch: AtomicU64::new(0),
-                    counts: Default::default(),
-                })
-                .collect(),
+            windows: Windows::default(),
             totals: Default::default(),
             reasons: Mutex::new(HashMap::new()),
         }
@@ -68,17 +134,7 @@ impl SourceStats {
             return;
         };
         total.fetch_add(1, Ordering::Relaxed);
-        let slot = &self.slots[(epoch % BUCKETS as u64) as usize];
-        if slot.epoch.load(Ordering::Acquire) != epoch
-            && slot.epoch.swap(epoch, Ordering::AcqRel) != epoch
-        {
-            // First count of a new bucket: clear the old one's counts. A count racing this
-            // at the boundary may be lost: rates are for people, totals stay exact.
-            for c in &slot.counts {
-                c.store(0, Ordering::Relaxed);
-            }
-        }
-        slot.counts[kind].fetch_add(1, Ordering::Relaxed);
+        self.windows.add_at(kind, 1, epoch);
     }
 
     /// Counts a refusal under its reason code.
@@ -107,26 +163,137 @@ impl SourceStats {
     }
 
     fn series_at(&self, now: u64) -> Vec<[u64; 4]> {
-        (0..BUCKETS as u64)
-            .rev()
-            .map(|back| {
-                let e = now.saturating_sub(back);
-                let slot = &self.slots[(e % BUCKETS as u64) as usize];
-                if back > now || slot.epoch.load(Ordering::Acquire) != e {
-                    [0; 4]
-                } else {
-                    std::array::from_fn(|i| slot.counts[i].load(Ordering::Relaxed))
-                }
-            })
-            .collect()
+        self.windows.series_at(now)
     }
 }
 
-/// Per-second rates over the last `minutes` of a series (as [`SourceStats::series`]).
-pub fn rate(series: &[[u64; 4]], kind: usize, minutes: usize) -> f64 {
+/// Sink counter index: delivered.
+pub const SINK_OK: usize = 0;
+/// Sink counter index: a failed attempt that is retried.
+pub const SINK_RETRIABLE: usize = 1;
+/// Sink counter index: failed without retry.
+pub const SINK_PERMANENT: usize = 2;
+/// Sink counter index: written to the dead-letter store.
+pub const SINK_DEAD_LETTERED: usize = 3;
+/// The sink counters' names in the API, by index.
+pub const SINK_NAMES: [&str; 4] = [
+    "ok",
+    "failed_retriable",
+    "failed_permanent",
+    "dead_lettered",
+];
+/// The `outcome` label of `hookgate_sink_deliveries_total` each sink counter counts.
+const SINK_OUTCOMES: [&str; 4] = ["ok", "retry", "permanent", "dead_lettered"];
+
+/// Per-sink delivery counts and the dispatcher's lag in the same 10-second buckets as
+/// the sources'. Filled by sampling hookgate's own Prometheus counters
+/// (`hookgate_sink_deliveries_total{sink,outcome}`, the `hookgate_dispatch_lag` gauge):
+/// each sample adds what the counters grew by since the previous one to the current
+/// bucket, and the lag's peak. The console samples every few seconds and at each
+/// `GET /api/v1/stats`, so a bucket holds what happened within it, give or take one
+/// sampling interval.
+pub struct SinkStats {
+    names: Vec<String>,
+    windows: Vec<Windows<4>>,
+    /// `[peak lag, samples]` per bucket (no sample: no figure, not a zero lag).
+    lag: Windows<2>,
+    /// The counters' values at the previous sample, by (sink index, counter).
+    seen: Mutex<HashMap<(usize, usize), f64>>,
+}
+
+impl SinkStats {
+    /// Zeroed windows for the sinks `names`.
+    pub fn new(names: &[String]) -> SinkStats {
+        SinkStats {
+            names: names.to_vec(),
+            windows: names.iter().map(|_| Windows::default()).collect(),
+            lag: Windows::default(),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Samples the metrics now.
+    pub fn sample(&self, samples: &[Sample]) {
+        self.sample_at(samples, now_epoch());
+    }
+
+    /// Adds what the delivery counters in `samples` grew by since the previous sample to
+    /// bucket `epoch`, and the dispatcher's lag to its peak.
+    pub fn sample_at(&self, samples: &[Sample], epoch: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for s in samples
+            .iter()
+            .filter(|s| s.name == "hookgate_sink_deliveries_total")
+        {
+            let (Some(sink), Some(outcome)) = (s.label("sink"), s.label("outcome")) else {
+                continue;
+            };
+            let (Some(i), Some(kind)) = (
+                self.names.iter().position(|n| n == sink),
+                SINK_OUTCOMES.iter().position(|o| *o == outcome),
+            ) else {
+                continue;
+            };
+            let before = seen.insert((i, kind), s.value).unwrap_or(0.0);
+            // A counter never goes down; if it did (a reset), all of it is new.
+            let grew = if s.value >= before {
+                s.value - before
+            } else {
+                s.value
+            };
+            self.windows[i].add_at(kind, grew.round() as u64, epoch);
+        }
+        let lag = samples
+            .iter()
+            .filter(|s| s.name == "hookgate_dispatch_lag" && s.value.is_finite())
+            .map(|s| s.value.max(0.0))
+            .reduce(f64::max);
+        if let Some(lag) = lag {
+            self.lag.max_at(0, lag.round() as u64, epoch);
+            self.lag.add_at(1, 1, epoch);
+        }
+    }
+
+    /// The sinks' names, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Sink `i`'s counts per bucket up to bucket `now` (as [`Windows::series_at`]).
+    pub fn series_at(&self, i: usize, now: u64) -> Vec<[u64; 4]> {
+        self.windows
+            .get(i)
+            .map(|w| w.series_at(now))
+            .unwrap_or_else(|| vec![[0; 4]; BUCKETS])
+    }
+
+    /// The dispatcher lag's `[peak, samples]` per bucket up to bucket `now`.
+    pub fn lag_series_at(&self, now: u64) -> Vec<[u64; 2]> {
+        self.lag.series_at(now)
+    }
+}
+
+/// The peak of counter 0 over the last `minutes` of a `[peak, samples]` series, `None`
+/// when no bucket in that time was sampled.
+pub fn peak(series: &[[u64; 2]], minutes: usize) -> Option<u64> {
     let n = (minutes * 60 / BUCKET_SECS as usize).min(series.len());
-    let sum: u64 = series[series.len() - n..].iter().map(|b| b[kind]).sum();
-    sum as f64 / (n as f64 * BUCKET_SECS as f64)
+    series[series.len() - n..]
+        .iter()
+        .filter(|b| b[1] > 0)
+        .map(|b| b[0])
+        .max()
+}
+
+/// The sum of counter `kind` over the last `minutes` of a series.
+pub fn sum<const N: usize>(series: &[[u64; N]], kind: usize, minutes: usize) -> u64 {
+    let n = (minutes * 60 / BUCKET_SECS as usize).min(series.len());
+    series[series.len() - n..].iter().map(|b| b[kind]).sum()
+}
+
+/// Per-second rates over the last `minutes` of a series (as [`SourceStats::series`]).
+pub fn rate<const N: usize>(series: &[[u64; N]], kind: usize, minutes: usize) -> f64 {
+    let n = (minutes * 60 / BUCKET_SECS as usize).min(series.len());
+    sum(series, kind, minutes) as f64 / (n.max(1) as f64 * BUCKET_SECS as f64)
 }
 
 /// One sample of Prometheus text: `name{labels} value`.
@@ -263,6 +430,57 @@ mod tests {
         assert_eq!(series.iter().map(|b| b[ACCEPTED]).sum::<u64>(), 1);
         assert_eq!(series.iter().map(|b| b[REFUSED]).sum::<u64>(), 1);
         assert_eq!(s.totals()[ACCEPTED], 3);
+    }
+
+    fn deliveries(sink: &str, ok: u64, retry: u64, dead: u64, lag: Option<u64>) -> Vec<Sample> {
+        let mut text = format!(
+            "hookgate_sink_deliveries_total{{sink=\"{sink}\",outcome=\"ok\"}} {ok}\n\
+             hookgate_sink_deliveries_total{{sink=\"{sink}\",outcome=\"retry\"}} {retry}\n\
+             hookgate_sink_deliveries_total{{sink=\"{sink}\",outcome=\"dead_lettered\"}} {dead}\n\
+             hookgate_sink_deliveries_total{{sink=\"{sink}\",outcome=\"skipped\"}} 7\n\
+             hookgate_sink_deliveries_total{{sink=\"other\",outcome=\"ok\"}} 99\n"
+        );
+        if let Some(l) = lag {
+            text.push_str(&format!("hookgate_dispatch_lag{{log=\"kafka\"}} {l}\n"));
+        }
+        parse_prometheus(&text)
+    }
+
+    #[test]
+    fn sink_windows_count_what_the_counters_grew_by_and_forget_old_buckets() {
+        let s = SinkStats::new(&["ops".to_owned()]);
+        // Counts from before the first sample (since start) land in the first bucket.
+        s.sample_at(&deliveries("ops", 2, 1, 0, Some(5)), 1000);
+        s.sample_at(&deliveries("ops", 3, 4, 1, Some(2)), 1001);
+        s.sample_at(&deliveries("ops", 3, 4, 1, None), 1002);
+        let series = s.series_at(0, 1002);
+        assert_eq!(series.len(), BUCKETS);
+        assert_eq!(sum(&series, SINK_OK, 1), 3);
+        assert_eq!(sum(&series, SINK_RETRIABLE, 1), 4);
+        assert_eq!(sum(&series, SINK_DEAD_LETTERED, 15), 1);
+        assert_eq!(sum(&series, SINK_PERMANENT, 15), 0);
+        assert_eq!(series[BUCKETS - 2][SINK_OK], 1);
+        assert_eq!(series[BUCKETS - 3][SINK_OK], 2);
+        assert!((rate(&series, SINK_RETRIABLE, 1) - 4.0 / 60.0).abs() < 1e-9);
+        assert_eq!(peak(&s.lag_series_at(1002), 1), Some(5));
+        // Unknown sinks and the skipped outcome are not counted; an unknown index reads 0.
+        assert_eq!(s.series_at(1, 1002).iter().map(|b| b[0]).sum::<u64>(), 0);
+
+        // Six minutes later: out of the 1- and 5-minute windows, still in the 15-minute.
+        let later = 1002 + 6 * 60 / BUCKET_SECS;
+        let series = s.series_at(0, later);
+        assert_eq!(sum(&series, SINK_OK, 1), 0);
+        assert_eq!(sum(&series, SINK_OK, 5), 0);
+        assert_eq!(sum(&series, SINK_OK, 15), 3);
+        assert_eq!(peak(&s.lag_series_at(later), 5), None);
+        assert_eq!(peak(&s.lag_series_at(later), 15), Some(5));
+        // Fifteen minutes later: forgotten; new growth only.
+        let much_later = 1002 + BUCKETS as u64;
+        s.sample_at(&deliveries("ops", 4, 4, 1, Some(0)), much_later);
+        let series = s.series_at(0, much_later);
+        assert_eq!(sum(&series, SINK_OK, 15), 1);
+        assert_eq!(sum(&series, SINK_RETRIABLE, 15), 0);
+        assert_eq!(peak(&s.lag_series_at(much_later), 15), Some(0));
     }
 
     #[test]

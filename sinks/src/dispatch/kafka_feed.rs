@@ -178,7 +178,13 @@ pub async fn run_kafka_feed(
             Ok(m) => m,
             Err(e) => {
                 // Broker and transport errors are informational: librdkafka reconnects
-                // and retries by itself.
+                // and retries by itself. Counted, so a stalled dispatcher shows why
+                // (`code` is librdkafka's error code: a small fixed set).
+                let code = e
+                    .rdkafka_error_code()
+                    .map_or_else(|| "other".to_owned(), |c| format!("{c:?}"));
+                metrics::counter!("hookgate_dispatch_kafka_errors_total", "code" => code)
+                    .increment(1);
                 tracing::warn!(error = %e, "dispatcher: kafka consumer error");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}

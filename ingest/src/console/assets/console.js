@@ -6,6 +6,24 @@
   const view = document.getElementById("view");
   const POLL_MS = 2000;
   let timer = null;
+  // The Overview's live stream (GET /api/v1/stream, server-sent events); polling when the
+  // browser or the server cannot stream (too many streams open, a proxy in the way).
+  let stream = null, streamFailed = false, streamed = null;
+
+  function closeStream() { if (stream) { stream.close(); stream = null; } streamed = null; }
+
+  function openStream() {
+    if (stream || streamFailed || !window.EventSource) return;
+    stream = new EventSource("/api/v1/stream");
+    stream.addEventListener("stats", ev => {
+      try { streamed = JSON.parse(ev.data); } catch (e) { return; }
+      if (currentPage() === "overview") render();
+    });
+    stream.addEventListener("end", () => { closeStream(); window.location = "/console/login"; });
+    stream.onerror = () => { closeStream(); streamFailed = true; if (currentPage() === "overview") render(); };
+  }
+
+  function currentPage() { return (window.location.hash.replace(/^#/, "") || "overview").split("/")[0]; }
   let selected = new Set();
   let selectedQ = new Set();
 
@@ -57,9 +75,10 @@
     return tr;
   }
 
-  // A small chart of the last 15 minutes: accepted as bars, refused as a line. Labelled
-  // for screen readers with the totals it shows.
-  function chart(series, label) {
+  // A small chart of the last 15 minutes: accepted (or delivered) as bars, refused (or
+  // failed) as a line. Labelled for screen readers with the totals it shows.
+  function chart(series, label, names) {
+    names = names || ["accepted", "refused"];
     const NS = "http://www.w3.org/2000/svg";
     const w = 180, h = 36;
     const svg = document.createElementNS(NS, "svg");
@@ -67,9 +86,9 @@
     svg.setAttribute("width", w);
     svg.setAttribute("height", h);
     svg.setAttribute("role", "img");
-    const a = series.accepted, f = series.refused;
+    const a = series[names[0]], f = series[names[1]];
     const sumA = a.reduce((x, y) => x + y, 0), sumF = f.reduce((x, y) => x + y, 0);
-    svg.setAttribute("aria-label", label + ": " + sumA + " accepted, " + sumF + " refused in the last 15 minutes");
+    svg.setAttribute("aria-label", label + ": " + sumA + " " + names[0] + ", " + sumF + " " + names[1] + " in the last 15 minutes");
     const max = Math.max(1, ...a, ...f);
     const bw = w / a.length;
     a.forEach((v, i) => {
@@ -95,7 +114,7 @@
   function health(ok, text) { return el("span", { class: ok ? "ok" : "bad", text: (ok ? "OK: " : "PROBLEM: ") + text }); }
 
   async function overview() {
-    const s = await api("stats");
+    const s = streamed || await api("stats");
     const out = [el("h1", { text: "Overview" })];
     const rows = s.sources.map(src => row([
       src.name,
@@ -120,8 +139,14 @@
     if (s.quarantine != null) hl.append(el("li", {}, "Quarantine: ", health(s.quarantine === 0, s.quarantine + " event(s)")));
     out.push(el("h2", { text: "Health" }), hl);
     const sinks = s.sinks.map(k => row([k.name, Object.entries(k.deliveries).map(([o, n]) => o + " ×" + n).join(", ") || "none yet",
-      ms(k.latency_seconds.p50) + " / " + ms(k.latency_seconds.p99)], { "data-sink": k.name }));
-    out.push(table("sinks-table", "Sinks", ["Sink", "Deliveries", "Latency p50 / p99"], sinks));
+      rate(k.rates_per_second.ok), rate(k.rates_per_second.failed_retriable), rate(k.rates_per_second.failed_permanent),
+      rate(k.rates_per_second.dead_lettered),
+      ms(k.latency_seconds.p50) + " / " + ms(k.latency_seconds.p99),
+      chart(k.series, k.name, ["ok", "failed"])], { "data-sink": k.name }));
+    out.push(table("sinks-table", "Sinks (rates per second over 1 / 5 / 15 minutes)",
+      ["Sink", "Deliveries since start", "Delivered/s", "Failed, retried/s", "Failed, permanent/s", "Dead-lettered/s", "Latency p50 / p99", "Last 15 minutes"], sinks));
+    const lp = s.dispatcher.lag_peak;
+    if (s.dispatcher.routes && lp) hl.append(el("li", {}, "Dispatcher lag peak over 1 / 5 / 15 minutes: " + [lp["1m"], lp["5m"], lp["15m"]].map(x => x == null ? "n/a" : String(x)).join(" / ")));
     return out;
   }
 
@@ -283,7 +308,9 @@
     view.dataset.page = page;
     if (active) { const a = document.getElementById(active); if (a) a.focus(); }
     document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString();
-    if (!(page === "events" && arg)) timer = setTimeout(render, POLL_MS);
+    if (page === "overview") openStream(); else closeStream();
+    // The open stream redraws the Overview on each stats event; otherwise poll.
+    if (!(page === "events" && arg) && !(page === "overview" && stream)) timer = setTimeout(render, POLL_MS);
   }
 
   window.addEventListener("hashchange", () => { render(); view.focus(); });
