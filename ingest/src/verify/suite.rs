@@ -323,3 +323,41 @@ fn signed_headers_are_valid_http() {
         }
     }
 }
+
+/// The shared-token schemes (the sender echoes the secret in a header): a token that
+/// differs in one character, a prefix or an extension of it is `Invalid`; a tab inside is
+/// `Malformed`. Each provider's file keeps only its own cases (Telegram's case sensitivity
+/// and secret syntax).
+#[test]
+fn token_schemes_refuse_near_tokens() {
+    use super::providers::{gitlab, telegram};
+    for (p, header) in [
+        (gitlab::PROVIDER, "x-gitlab-token"),
+        (telegram::PROVIDER, "x-telegram-bot-api-secret-token"),
+    ] {
+        assert!(!p.spec().covers_body(), "{p}: a token scheme");
+        let [(secret, config), _] = secrets(p);
+        let v = build(p, &[&config]);
+        let pairs = signed(p, NOW);
+        assert_eq!(v.verify(&header_map(&pairs), BODY, NOW), Ok(()), "{p}");
+        let mut near: Vec<String> = [0, secret.len() / 2, secret.len() - 1]
+            .into_iter()
+            .map(|i| flip_char(&secret, i))
+            .collect();
+        near.push(secret[..secret.len() - 1].to_string());
+        near.push(format!("{secret}x"));
+        for bad in near {
+            assert_eq!(
+                v.verify(&with(&pairs, header, &bad), BODY, NOW),
+                Err(VerifyError::Invalid),
+                "{p}: {bad}"
+            );
+        }
+        let tab = format!("{}\t{}", &secret[..2], &secret[2..]);
+        assert_eq!(
+            v.verify(&with_raw(&pairs, header, tab.as_bytes()), BODY, NOW),
+            Err(VerifyError::Malformed),
+            "{p}: tab"
+        );
+    }
+}

@@ -40,6 +40,7 @@ registry! {
     coinbase,
     razorpay,
     jira,
+    atlassian_connect,
     meta,
     zoom,
     twitch,

@@ -117,34 +117,14 @@ mod tests {
         sign(P, SECRET, BODY, NOW, None).unwrap()
     }
 
-
-    /// Like GitLab, the token does not cover the body; pinned so nobody
-    /// assumes Telegram deliveries are integrity-protected by it.
+    /// The token is compared byte for byte: another case is another token (the shared
+    /// near-token cases are `suite::token_schemes_refuse_near_tokens`).
     #[test]
-    fn body_is_not_covered_by_the_token() {
+    fn the_token_is_case_sensitive() {
         let v = verifier(P, &[SECRET]);
-        assert_eq!(
-            v.verify(&header_map(&signed()), &flip_bit(BODY), NOW),
-            Ok(())
-        );
-    }
-
-    #[test]
-    fn flipped_token_char_fails() {
-        let v = verifier(P, &[SECRET]);
-        for index in [0, 12, SECRET.len() - 1] {
-            let bad = with(&signed(), H, &flip_char(SECRET, index));
-            assert_eq!(
-                v.verify(&bad, BODY, NOW),
-                Err(VerifyError::Invalid),
-                "{index}"
-            );
-        }
         let lower = with(&signed(), H, &SECRET.to_lowercase());
         assert_eq!(v.verify(&lower, BODY, NOW), Err(VerifyError::Invalid));
     }
-
-
 
     #[test]
     fn tokens_telegram_would_refuse_fail_closed() {
@@ -169,23 +149,4 @@ mod tests {
         .is_ok());
     }
 
-    #[test]
-    fn missing_header() {
-        let v = verifier(P, &[SECRET]);
-        assert_eq!(
-            v.verify(&without(&signed(), H), BODY, NOW),
-            Err(VerifyError::Missing)
-        );
-    }
-
-    #[test]
-    fn malformed_header() {
-        let v = verifier(P, &[SECRET]);
-        for raw in [&b"tg_\xff"[..], b"tab\there", b""] {
-            let r = v.verify(&with_raw(&signed(), H, raw), BODY, NOW);
-            assert_eq!(r, Err(VerifyError::Malformed), "{raw:?}");
-        }
-        let twice = duplicated(&signed(), H);
-        assert_eq!(v.verify(&twice, BODY, NOW), Err(VerifyError::Malformed));
-    }
 }
