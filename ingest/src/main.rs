@@ -424,12 +424,7 @@ async fn dispatch(config: &Path) -> anyhow::Result<std::process::ExitCode> {
     // Probes and the Prometheus scrape: ready while the consumer loop runs.
     let admin = match &cfg.admin {
         Some(a) => {
-            let l = tokio::net::TcpListener::bind(a.listen)
-                .await
-                .with_context(|| format!("admin: listen on {}", a.listen))?;
-            let addr = l.local_addr()?;
-            tracing::info!(%addr, "admin listener: /metrics, /healthz, /readyz");
-            println!("admin listening on {addr}");
+            let (l, _) = bind_admin(a).await?;
             let feed_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let done = feed_done.clone();
             let ready: hookgate_ingest::probe::Readiness = Arc::new(move || {
@@ -475,6 +470,21 @@ async fn dispatch(config: &Path) -> anyhow::Result<std::process::ExitCode> {
         Ok(Err(e)) => Err(anyhow::anyhow!("dispatcher: {e}")),
         Err(_) => bail!("the dispatcher task failed"),
     }
+}
+
+/// Binds `[admin] listen`, logs it and prints `admin listening on ADDR` (tests and scripts
+/// read the port from it when listening on :0).
+async fn bind_admin(
+    a: &hookgate_ingest::config::AdminConfig,
+) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let l = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("admin: listen on {}", a.listen))?;
+    let addr = l.local_addr()?;
+    tracing::info!(%addr, "admin listener: /metrics, /healthz, /readyz");
+    println!("admin listening on {addr}");
+    let _ = std::io::stdout().flush();
+    Ok((l, addr))
 }
 
 async fn dlq_cmd(cmd: DlqCmd) -> anyhow::Result<std::process::ExitCode> {
@@ -658,16 +668,10 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
     }
     let admin = match &cfg.admin {
         Some(a) => {
-            let l = tokio::net::TcpListener::bind(a.listen)
-                .await
-                .with_context(|| format!("admin: listen on {}", a.listen))?;
-            let addr = l.local_addr()?;
-            tracing::info!(%addr, "admin listener: /metrics, /healthz, /readyz");
+            let (l, addr) = bind_admin(a).await?;
             if app.console().is_some() {
                 tracing::info!("console at http://{addr}/console/ (admin API at /api/v1)");
             }
-            println!("admin listening on {addr}");
-            let _ = std::io::stdout().flush();
             Some(tokio::spawn(server::serve(
                 app.clone(),
                 l,
