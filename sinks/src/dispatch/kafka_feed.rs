@@ -213,6 +213,7 @@ pub async fn run_kafka_feed(
             flow.queued_bytes += size;
             if (flow.queued >= PAUSE_AT || flow.queued_bytes >= PAUSE_AT_BYTES) && !flow.paused {
                 flow.paused = true;
+                metrics::counter!("hookgate_dispatch_partition_pauses_total").increment(1);
                 if let Err(e) = consumer.pause(&one(&key)) {
                     tracing::debug!(topic = %key.0, partition = key.1, error = %e, "pause failed");
                 }
