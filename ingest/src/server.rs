@@ -1213,7 +1213,9 @@ pub async fn serve(
             let activity = Arc::new(Activity::default());
             let svc = {
                 let activity = activity.clone();
-                let stream_stop = stop.clone();
+                // Only the admin listener serves the live stream: public requests clone
+                // nothing for it.
+                let stream_stop = (on == Listener::Admin).then(|| stop.clone());
                 hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let app = app.clone();
                     let client = edge.client(&conn, req.headers());
@@ -1223,7 +1225,9 @@ pub async fn serve(
                         let _busy = busy;
                         // The console's live stream has a streaming body; everything
                         // else is answered whole.
-                        if on == Listener::Admin && req.uri().path() == "/api/v1/stream" {
+                        if let Some(stream_stop) =
+                            stream_stop.filter(|_| req.uri().path() == "/api/v1/stream")
+                        {
                             if let Some(c) = app.console() {
                                 return Ok::<_, Infallible>(
                                     crate::console::stream::handle(c, req, client, stream_stop)
