@@ -483,6 +483,25 @@ pub struct AdminConfig {
     /// How many recent refused requests the console keeps in memory.
     #[serde(default = "default_console_kept")]
     pub console_rejections: usize,
+    /// The `/metrics` URLs of `hookgate dispatch` processes (their `[admin] listen`) whose
+    /// sink deliveries and lag the console shows, summed with this process's own.
+    #[serde(default)]
+    pub dispatchers: Vec<String>,
+}
+
+/// A dispatcher's metrics URL from `[admin] dispatchers`, checked: http(s), a host, no
+/// credentials (the message never repeats what may be a password).
+pub fn dispatcher_url(u: &str) -> Result<url::Url, String> {
+    let hint =
+        "e.g. \"http://10.0.0.7:9091/metrics\", a `hookgate dispatch` process's [admin] listen";
+    let url = url::Url::parse(u).map_err(|e| format!("not a URL ({e}); {hint}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("a URL with credentials is not allowed; {hint}"));
+    }
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{u:?} is not an http(s) URL with a host; {hint}"));
+    }
+    Ok(url)
 }
 
 fn default_console_kept() -> usize {
@@ -921,6 +940,20 @@ impl Config {
                     location: lines.at("admin", None),
                     message: "admin.console_events and admin.console_rejections must be at least 1"
                         .into(),
+                });
+            }
+            for u in &a.dispatchers {
+                if let Err(m) = dispatcher_url(u) {
+                    problems.push(Problem {
+                        location: lines.at("admin", None),
+                        message: format!("admin.dispatchers: {m}"),
+                    });
+                }
+            }
+            if a.dispatchers.len() > 64 {
+                problems.push(Problem {
+                    location: lines.at("admin", None),
+                    message: "admin.dispatchers: at most 64 URLs".into(),
                 });
             }
         }
@@ -1529,6 +1562,33 @@ secrets = ["${MISSING}"]
             "{all}"
         );
         assert_eq!(err.0.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn admin_dispatchers_are_http_urls_without_credentials() {
+        let with = |urls: &str| {
+            format!(
+                "{GOOD}\n[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"0123456789abcdef\"\ndispatchers = [{urls}]\n"
+            )
+        };
+        let ok = with(r#""http://10.0.0.7:9091/metrics", "https://d.example/metrics""#);
+        let (c, _) = Config::parse(&ok, "t.toml", &env(&[("GH_SECRET", "x")])).unwrap();
+        assert_eq!(c.admin.map(|a| a.dispatchers.len()), Some(2));
+        for (bad, says) in [
+            (r#""ftp://10.0.0.7/metrics""#, "not an http(s) URL"),
+            (r#""10.0.0.7:9091""#, "not a URL"),
+            (r#""not a url""#, "not a URL"),
+            (r#""http://op:hunter2pass@10.0.0.7/metrics""#, "credentials"),
+        ] {
+            let all = Config::parse(&with(bad), "t.toml", &env(&[("GH_SECRET", "x")]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                all.contains("admin.dispatchers") && all.contains(says),
+                "{bad}: {all}"
+            );
+            assert!(!all.contains("hunter2pass"), "{all}");
+        }
     }
 
     #[test]

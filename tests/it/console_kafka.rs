@@ -479,6 +479,115 @@ topic = "{t}"
     quarantined(&a, 0).await;
 }
 
+/// Dispatchers run as separate `hookgate dispatch` processes (`[dispatch] enabled = false`
+/// in serve): the console reads their sink figures from their `/metrics`
+/// (`[admin] dispatchers`), and says which one it cannot reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_the_sink_figures_of_separate_dispatch_processes() {
+    let broker = Broker::start();
+    let tg = FakeTelegram::start().await;
+    let topic = topic("console-remote-dispatch");
+    let (port, dispatch_port, dead_port) = (free_port(), free_port(), free_port());
+    let base = format!(
+        r#"{base}
+[dispatch]
+enabled = false
+group_id = "g-{topic}"
+dlq_topic = "{topic}.dlq"
+
+[[sinks]]
+name = "team-chat"
+type = "telegram"
+bot_token = "123456:remote-bot-token"
+chat_id = "-1001"
+api_url = "{tg}"
+chat_interval = "10ms"
+
+[[routes]]
+source = "github"
+sink = "team-chat"
+template = "push {{{{ ref }}}}"
+"#,
+        base = kafka_config(port, &broker, &topic, true),
+        tg = tg.api_url(),
+    );
+    let serve = base.replace(
+        &format!("token = \"{TOKEN}\""),
+        &format!(
+            "token = \"{TOKEN}\"\ndispatchers = [\"http://127.0.0.1:{dispatch_port}/metrics\", \"http://127.0.0.1:{dead_port}/metrics\"]"
+        ),
+    );
+    assert_ne!(serve, base);
+    let a = Admin {
+        hg: Hookgate::start(&serve),
+        port,
+    };
+    a.wait_up().await;
+    broker.create_topic(&format!("{topic}.dlq"), 1).await;
+    let dispatch_cfg = a.hg.dir.join("dispatch.toml");
+    std::fs::write(
+        &dispatch_cfg,
+        base.replace("{listen}", "127.0.0.1:0").replace(
+            &format!("listen = \"127.0.0.1:{port}\""),
+            &format!("listen = \"127.0.0.1:{dispatch_port}\""),
+        ),
+    )
+    .expect("write dispatch config");
+    let _d = std::process::Command::new(crate::harness::hookgate_bin())
+        .args(["dispatch", "--config"])
+        .arg(&dispatch_cfg)
+        .current_dir(&a.hg.dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(a.hg.dir.join("dispatch.err")).expect("log file"))
+        .spawn()
+        .map(crate::harness::KillOnDrop)
+        .expect("spawn hookgate dispatch");
+    for i in 0..3 {
+        let body = format!(r#"{{"ref":"refs/heads/remote-{i}"}}"#);
+        let (s, v) = post_github(&a.hg, &format!("remote-{i}"), body.as_bytes(), &[]).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let dispatch_log =
+        || std::fs::read_to_string(a.hg.dir.join("dispatch.err")).unwrap_or_default();
+    assert_eq!(
+        tg.wait_for(3, Duration::from_secs(60)).await.len(),
+        3,
+        "{}",
+        dispatch_log()
+    );
+    // The console samples every 5 s: wait for the three deliveries to show.
+    let end = Instant::now() + WAIT;
+    let stats = loop {
+        let (s, v) = a.get("/api/v1/stats", Some(TOKEN)).await;
+        assert_eq!(s, 200, "{v}");
+        let sink = v["sinks"]
+            .as_array()
+            .and_then(|l| l.iter().find(|k| k["name"] == "team-chat"))
+            .cloned()
+            .unwrap_or_default();
+        if sink["deliveries"]["ok"].as_f64() == Some(3.0) && sink["counts"]["ok"]["1m"] == 3 {
+            break v;
+        }
+        assert!(
+            Instant::now() < end,
+            "the dispatch process's deliveries never showed: {v}\n{}\n{}",
+            a.hg.log(),
+            dispatch_log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let remote = stats["dispatcher"]["remote"].as_array().expect("remote");
+    assert_eq!(remote.len(), 2, "{stats}");
+    assert_eq!(remote[0]["up"], true, "{stats}");
+    assert!(remote[0]["last_scraped_at"].is_string(), "{stats}");
+    assert_eq!(remote[1]["up"], false, "{stats}");
+    assert!(
+        remote[1]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{stats}"
+    );
+    assert!(!stats.to_string().contains("remote-bot-token"), "{stats}");
+}
+
 /// The dispatcher's consumer lives as long as the process. A previous engineer saw
 /// librdkafka crash (SIGSEGV in `rd_kafka_metadata_cache_find`) in a long-lived consumer
 /// after a Tansu in-memory restart, where every topic vanishes and is created again. Here:

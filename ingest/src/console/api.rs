@@ -385,6 +385,15 @@ pub(crate) async fn stats_json(c: &Arc<Console>) -> Value {
             "lag": gauge("hookgate_dispatch_lag"),
             "lag_peak": lag_peak,
             "spool_consumer_lag_bytes": gauge("hookgate_spool_consumer_lag_bytes"),
+            "remote": c.remotes.iter().map(|r| {
+                let st = r.state.lock().unwrap_or_else(|p| p.into_inner());
+                json!({
+                    "url": r.url.as_str(),
+                    "up": st.error.is_none() && st.ok_ms.is_some(),
+                    "last_scraped_at": st.ok_ms.map(rfc3339),
+                    "error": st.error,
+                })
+            }).collect::<Vec<_>>(),
         },
         "quarantine": log.quarantine().map(|q| q.len()),
         "dead_letters": dlq,

@@ -140,7 +140,33 @@ pub struct Console {
     /// The source topics, whose tails refill the index at start and where an event no
     /// longer indexed is looked for by its id's time.
     pub(crate) topics: Vec<String>,
+    /// Separate `hookgate dispatch` processes whose metrics are scraped (`[admin]
+    /// dispatchers`); origin `i + 1` in [`stats::SinkStats`].
+    pub(crate) remotes: Vec<Remote>,
 }
+
+/// A `hookgate dispatch` process's `/metrics`, scraped by the sampler.
+pub(crate) struct Remote {
+    pub(crate) url: url::Url,
+    pub(crate) state: std::sync::Mutex<RemoteState>,
+}
+
+/// What the last scrape of a [`Remote`] found.
+#[derive(Default)]
+pub(crate) struct RemoteState {
+    /// Its sink and dispatcher samples (`hookgate_sink_*`, `hookgate_dispatch_*`) from the
+    /// last scrape that worked; empty while it fails.
+    pub(crate) samples: Vec<stats::Sample>,
+    /// When a scrape last worked, ms since the epoch.
+    pub(crate) ok_ms: Option<i64>,
+    /// Why the last scrape failed (`None` when it worked).
+    pub(crate) error: Option<String>,
+}
+
+/// How long one scrape of a dispatcher's metrics may take.
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Largest metrics page read from a dispatcher.
+const SCRAPE_MAX_BYTES: usize = 4 << 20;
 
 impl Console {
     /// The console for `cfg`, or `None` when `[admin]` has no token (the console is off).
@@ -203,6 +229,17 @@ impl Console {
                 t.dedup();
                 t
             },
+            remotes: admin
+                .dispatchers
+                .iter()
+                .map(|u| {
+                    Ok(Remote {
+                        url: crate::config::dispatcher_url(u)
+                            .map_err(|m| anyhow::anyhow!("admin.dispatchers: {m}"))?,
+                        state: Default::default(),
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
             log,
         }))
     }
@@ -266,21 +303,68 @@ impl Console {
 
     /// Samples the sink delivery counters and the dispatcher's lag into
     /// [`stats::SinkStats`] every [`SAMPLE_EVERY`], in the background (the API samples
-    /// too, at each `GET /api/v1/stats`). Nothing to do without the metrics recorder.
+    /// too, at each `GET /api/v1/stats`): hookgate's own metrics, and each dispatcher's in
+    /// `[admin] dispatchers` over HTTP. Nothing to do without either.
     pub fn spawn_sampler(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        self.prometheus.as_ref()?;
+        if self.prometheus.is_none() && self.remotes.is_empty() {
+            return None;
+        }
         let c = self.clone();
         Some(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(SCRAPE_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .ok();
             let mut every = tokio::time::interval(SAMPLE_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
                 c.sample_sinks();
+                if let Some(http) = &http {
+                    c.scrape_dispatchers(http).await;
+                }
             }
         }))
     }
 
-    /// One sample of the sink counters (see [`Console::spawn_sampler`]).
+    /// Reads every dispatcher's metrics once (concurrently) and samples them.
+    pub(crate) async fn scrape_dispatchers(&self, http: &reqwest::Client) {
+        let scrapes = self.remotes.iter().map(|r| scrape(http, r.url.clone()));
+        let results = futures_util::future::join_all(scrapes).await;
+        for (i, (r, result)) in self.remotes.iter().zip(results).enumerate() {
+            let origin = i + 1;
+            let mut st = r.state.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(text) => {
+                    let samples: Vec<stats::Sample> = stats::parse_prometheus(&text)
+                        .into_iter()
+                        .filter(|s| {
+                            s.name.starts_with("hookgate_sink_")
+                                || s.name.starts_with("hookgate_dispatch_")
+                        })
+                        .collect();
+                    self.sink_stats
+                        .sample_from(origin, &samples, stats::now_epoch());
+                    st.samples = samples;
+                    st.ok_ms = Some(hookgate_proto::now_ms());
+                    st.error = None;
+                }
+                Err(e) => {
+                    if st.error.is_none() {
+                        tracing::warn!(dispatcher = %r.url, error = %e, "console: reading a dispatcher's metrics failed");
+                    }
+                    self.sink_stats.forget_lag(origin);
+                    st.samples.clear();
+                    st.error = Some(e);
+                }
+            }
+        }
+    }
+
+    /// One sample of hookgate's own sink counters (see [`Console::spawn_sampler`]); returns
+    /// those metrics with the dispatchers' last scraped ones added in (the same series
+    /// summed).
     pub(crate) fn sample_sinks(&self) -> Vec<stats::Sample> {
         let samples = self
             .prometheus
@@ -288,7 +372,15 @@ impl Console {
             .map(|p| stats::parse_prometheus(&p.render()))
             .unwrap_or_default();
         self.sink_stats.sample(&samples);
-        samples
+        if self.remotes.is_empty() {
+            return samples;
+        }
+        let mut all = samples;
+        for r in &self.remotes {
+            let st = r.state.lock().unwrap_or_else(|p| p.into_inner());
+            all.extend(st.samples.iter().cloned());
+        }
+        stats::sum_same_series(all)
     }
 
     fn refill_blocking(&self) -> usize {
@@ -479,4 +571,41 @@ pub(crate) fn text_or_base64(b: &Bytes) -> (String, &'static str) {
             )
         }
     }
+}
+
+/// GET `url`, the Prometheus text, or why not (no URL credentials exist to leak: they are
+/// refused in the config).
+async fn scrape(http: &reqwest::Client, url: url::Url) -> Result<String, String> {
+    let mut resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| chain(&e.without_url()))?;
+    if !resp.status().is_success() {
+        return Err(format!("answered {}", resp.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| chain(&e.without_url()))? {
+        if body.len() + chunk.len() > SCRAPE_MAX_BYTES {
+            return Err(format!("metrics page larger than {SCRAPE_MAX_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "metrics page is not UTF-8".to_owned())
+}
+
+/// An error with its causes ("error sending request: connection refused"), which say
+/// what went wrong where the outer message alone does not.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }

@@ -186,20 +186,34 @@ pub const SINK_NAMES: [&str; 4] = [
 const SINK_OUTCOMES: [&str; 4] = ["ok", "retry", "permanent", "dead_lettered"];
 
 /// Per-sink delivery counts and the dispatcher's lag in the same 10-second buckets as
-/// the sources'. Filled by sampling hookgate's own Prometheus counters
-/// (`hookgate_sink_deliveries_total{sink,outcome}`, the `hookgate_dispatch_lag` gauge):
-/// each sample adds what the counters grew by since the previous one to the current
-/// bucket, and the lag's peak. The console samples every few seconds and at each
-/// `GET /api/v1/stats`, so a bucket holds what happened within it, give or take one
-/// sampling interval.
+/// the sources'. Filled by sampling Prometheus counters
+/// (`hookgate_sink_deliveries_total{sink,outcome}`, the `hookgate_dispatch_lag` gauge) of
+/// one or more origins: hookgate's own metrics (origin [`LOCAL`]) and the `/metrics` of
+/// separate `hookgate dispatch` processes (`[admin] dispatchers`, origins 1..). Each
+/// sample adds what an origin's counters grew by since that origin's previous sample to
+/// the current bucket (so a restarted dispatcher's reset counts as new growth, not as a
+/// drop of the others' totals), and records the lag summed over the origins that report
+/// one (a consumer group's members own disjoint partitions). The console samples every
+/// few seconds and at each `GET /api/v1/stats`, so a bucket holds what happened within
+/// it, give or take one sampling interval.
 pub struct SinkStats {
     names: Vec<String>,
     windows: Vec<Windows<4>>,
     /// `[peak lag, samples]` per bucket (no sample: no figure, not a zero lag).
     lag: Windows<2>,
-    /// The counters' values at the previous sample, by (sink index, counter).
-    seen: Mutex<HashMap<(usize, usize), f64>>,
+    /// The counters' values at each origin's previous sample, by (origin, sink, counter),
+    /// and each origin's last known lag.
+    seen: Mutex<Seen>,
 }
+
+#[derive(Default)]
+struct Seen {
+    counters: HashMap<(usize, usize, usize), f64>,
+    lags: HashMap<usize, f64>,
+}
+
+/// The origin of hookgate's own metrics in [`SinkStats::sample_from`].
+pub const LOCAL: usize = 0;
 
 impl SinkStats {
     /// Zeroed windows for the sinks `names`.
@@ -208,18 +222,23 @@ impl SinkStats {
             names: names.to_vec(),
             windows: names.iter().map(|_| Windows::default()).collect(),
             lag: Windows::default(),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
-    /// Samples the metrics now.
+    /// Samples hookgate's own metrics now.
     pub fn sample(&self, samples: &[Sample]) {
-        self.sample_at(samples, now_epoch());
+        self.sample_from(LOCAL, samples, now_epoch());
     }
 
-    /// Adds what the delivery counters in `samples` grew by since the previous sample to
-    /// bucket `epoch`, and the dispatcher's lag to its peak.
+    /// Samples hookgate's own metrics into bucket `epoch`.
     pub fn sample_at(&self, samples: &[Sample], epoch: u64) {
+        self.sample_from(LOCAL, samples, epoch);
+    }
+
+    /// Adds what origin `origin`'s delivery counters in `samples` grew by since its
+    /// previous sample to bucket `epoch`, and the lag summed over the origins to its peak.
+    pub fn sample_from(&self, origin: usize, samples: &[Sample], epoch: u64) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         for s in samples
             .iter()
@@ -234,7 +253,10 @@ impl SinkStats {
             ) else {
                 continue;
             };
-            let before = seen.insert((i, kind), s.value).unwrap_or(0.0);
+            let before = seen
+                .counters
+                .insert((origin, i, kind), s.value)
+                .unwrap_or(0.0);
             // A counter never goes down; if it did (a reset), all of it is new.
             let grew = if s.value >= before {
                 s.value - before
@@ -248,10 +270,22 @@ impl SinkStats {
             .filter(|s| s.name == "hookgate_dispatch_lag" && s.value.is_finite())
             .map(|s| s.value.max(0.0))
             .reduce(f64::max);
-        if let Some(lag) = lag {
-            self.lag.max_at(0, lag.round() as u64, epoch);
+        match lag {
+            Some(l) => seen.lags.insert(origin, l),
+            None => seen.lags.remove(&origin),
+        };
+        if lag.is_some() {
+            let total: f64 = seen.lags.values().sum();
+            self.lag.max_at(0, total.round() as u64, epoch);
             self.lag.add_at(1, 1, epoch);
         }
+    }
+
+    /// Forgets origin `origin`'s lag (its metrics could not be read): the lag figures
+    /// then leave it out rather than repeat a stale value.
+    pub fn forget_lag(&self, origin: usize) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.lags.remove(&origin);
     }
 
     /// The sinks' names, in order.
@@ -315,6 +349,24 @@ impl Sample {
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// The samples with those of the same series (name and labels) added up, in the order
+/// each series first appears: several processes' counters, histogram buckets and
+/// per-process gauges of one consumer group (its lag) are sums.
+pub fn sum_same_series(samples: Vec<Sample>) -> Vec<Sample> {
+    let mut at: HashMap<(String, Vec<(String, String)>), usize> = HashMap::new();
+    let mut out: Vec<Sample> = Vec::with_capacity(samples.len());
+    for s in samples {
+        match at.get(&(s.name.clone(), s.labels.clone())) {
+            Some(&i) => out[i].value += s.value,
+            None => {
+                at.insert((s.name.clone(), s.labels.clone()), out.len());
+                out.push(s);
+            }
+        }
+    }
+    out
 }
 
 /// Parses the Prometheus text exposition (what `/metrics` serves); lines it cannot read
@@ -481,6 +533,51 @@ mod tests {
         assert_eq!(sum(&series, SINK_OK, 15), 1);
         assert_eq!(sum(&series, SINK_RETRIABLE, 15), 0);
         assert_eq!(peak(&s.lag_series_at(much_later), 15), Some(0));
+    }
+
+    #[test]
+    fn origins_add_up_and_a_restarted_dispatcher_does_not_subtract() {
+        let s = SinkStats::new(&["ops".to_owned()]);
+        s.sample_from(LOCAL, &deliveries("ops", 2, 0, 0, Some(1)), 1000);
+        s.sample_from(1, &deliveries("ops", 10, 0, 0, Some(4)), 1000);
+        s.sample_from(2, &deliveries("ops", 5, 0, 0, None), 1000);
+        let series = s.series_at(0, 1000);
+        assert_eq!(sum(&series, SINK_OK, 1), 17);
+        // The lag is the sum of the origins that report one.
+        assert_eq!(peak(&s.lag_series_at(1000), 1), Some(5));
+        // Origin 1 grows by 3; origin 2 restarts (its counter starts again at 1).
+        s.sample_from(1, &deliveries("ops", 13, 0, 0, Some(6)), 1001);
+        s.sample_from(2, &deliveries("ops", 1, 0, 0, None), 1001);
+        assert_eq!(s.series_at(0, 1001)[BUCKETS - 1][SINK_OK], 4);
+        assert_eq!(peak(&s.lag_series_at(1001), 1), Some(7));
+        // Origin 1 unreachable: its lag is left out, not repeated.
+        s.forget_lag(1);
+        s.sample_from(LOCAL, &deliveries("ops", 2, 0, 0, Some(1)), 1002);
+        assert_eq!(s.lag_series_at(1002)[BUCKETS - 1][0], 1);
+    }
+
+    #[test]
+    fn the_same_series_from_several_processes_add_up() {
+        let mut all = deliveries("ops", 2, 1, 0, Some(5));
+        all.extend(deliveries("ops", 3, 0, 0, Some(4)));
+        let s = sum_same_series(all);
+        let value = |name: &str, outcome: Option<&str>| {
+            s.iter()
+                .filter(|x| x.name == name && outcome.is_none_or(|o| x.label("outcome") == Some(o)))
+                .filter(|x| x.label("sink") != Some("other"))
+                .map(|x| x.value)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            value("hookgate_sink_deliveries_total", Some("ok")),
+            vec![5.0]
+        );
+        assert_eq!(
+            value("hookgate_sink_deliveries_total", Some("retry")),
+            vec![1.0]
+        );
+        assert_eq!(value("hookgate_dispatch_lag", None), vec![9.0]);
+        assert_eq!(s.len(), 6);
     }
 
     #[test]

@@ -135,6 +135,8 @@
     if (s.log.spool) hl.append(el("li", {}, "Spool: ", health(!s.log.spool.full, s.log.spool.full ? "full" : "accepting"),
       " — " + s.log.spool.bytes + " bytes, fsync p50 " + ms(s.log.spool.fsync_seconds.p50) + ", p99 " + ms(s.log.spool.fsync_seconds.p99)));
     hl.append(el("li", {}, "Dispatcher: " + (s.dispatcher.routes ? s.dispatcher.routes + " route(s), lag " + (s.dispatcher.lag == null ? (s.dispatcher.spool_consumer_lag_bytes == null ? "n/a" : s.dispatcher.spool_consumer_lag_bytes + " bytes") : s.dispatcher.lag) : "no routes")));
+    for (const r of s.dispatcher.remote || []) hl.append(el("li", { "data-dispatcher": r.url }, "Dispatcher process " + r.url + ": ",
+      health(r.up, r.up ? "metrics read" : "unreachable"), r.error ? " — " + r.error : ""));
     hl.append(el("li", {}, "Dead letters: ", typeof s.dead_letters === "number" ? health(s.dead_letters === 0, String(s.dead_letters) + " pending") : el("span", { text: s.dead_letters == null ? "n/a" : JSON.stringify(s.dead_letters) })));
     if (s.quarantine != null) hl.append(el("li", {}, "Quarantine: ", health(s.quarantine === 0, s.quarantine + " event(s)")));
     out.push(el("h2", { text: "Health" }), hl);
