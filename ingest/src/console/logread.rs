@@ -176,25 +176,7 @@ impl KafkaReader {
         let at_ms = id.timestamp_ms().min(i64::MAX as u64) as i64;
         let from_ms = at_ms.saturating_sub(FIND_BEFORE.as_millis() as i64);
         let until_ms = at_ms.saturating_add(FIND_AFTER.as_millis() as i64);
-        // (topic, partition) -> (low, high) watermarks.
-        let mut marks: HashMap<(String, i32), (i64, i64)> = HashMap::new();
-        for topic in topics {
-            let md = c
-                .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-                .map_err(|e| redact(e.to_string()))?;
-            for t in md
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic && t.error().is_none())
-            {
-                for p in t.partitions() {
-                    let (low, high) = c
-                        .fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)
-                        .map_err(|e| redact(e.to_string()))?;
-                    marks.insert((topic.clone(), p.id()), (low, high));
-                }
-            }
-        }
+        let marks = watermarks(&c, topics).map_err(|e| redact(e.to_string()))?;
         let mut searched = Searched {
             partitions: marks.len(),
             ..Searched::default()
@@ -341,12 +323,35 @@ fn read_one(
     })))
 }
 
+/// (topic, partition) -> (low, high) watermarks.
+type Marks = HashMap<(String, i32), (i64, i64)>;
+
+/// The low and high watermarks of every partition of `topics` (a topic the broker does not
+/// know has none), by (topic, partition).
+fn watermarks(c: &BaseConsumer, topics: &[String]) -> Result<Marks, KafkaError> {
+    let mut marks = HashMap::new();
+    for topic in topics {
+        let md = c.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+        for t in md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+        {
+            for p in t.partitions() {
+                let (low, high) = c.fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)?;
+                marks.insert((topic.clone(), p.id()), (low, high));
+            }
+        }
+    }
+    Ok(marks)
+}
+
 /// The first offset at or after `from_ms` of each partition in `marks`, by offsets-for-
 /// times; a partition with no record that new starts at its end. `Err` when the broker
 /// cannot answer it.
 fn seek_by_time(
     c: &BaseConsumer,
-    marks: &HashMap<(String, i32), (i64, i64)>,
+    marks: &Marks,
     from_ms: i64,
 ) -> Result<HashMap<(String, i32), i64>, String> {
     let mut out = HashMap::new();
@@ -407,26 +412,12 @@ pub fn tail(
     let mut tpl = TopicPartitionList::new();
     // (topic, partition) -> the last offset to read.
     let mut last: HashMap<(String, i32), i64> = HashMap::new();
-    for topic in topics {
-        let md = c
-            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-            .map_err(redact)?;
-        let partitions: Vec<i32> = md
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        for p in partitions {
-            let (low, high) = c
-                .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
+    for ((topic, p), (low, high)) in watermarks(&c, topics).map_err(redact)? {
+        let start = low.max(high.saturating_sub(per_partition as i64));
+        if high > start {
+            tpl.add_partition_offset(&topic, p, Offset::Offset(start))
                 .map_err(redact)?;
-            let start = low.max(high.saturating_sub(per_partition as i64));
-            if high > start {
-                tpl.add_partition_offset(topic, p, Offset::Offset(start))
-                    .map_err(redact)?;
-                last.insert((topic.clone(), p), high - 1);
-            }
+            last.insert((topic, p), high - 1);
         }
     }
     let mut out = Vec::new();
