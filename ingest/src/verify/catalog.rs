@@ -143,6 +143,18 @@ mod tests {
         );
     }
 
+    /// The README's opening sentence counts the providers.
+    #[test]
+    fn readme_says_how_many_providers_there_are() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let want = format!("webhooks from {} providers", Provider::ALL.len());
+        assert!(
+            readme.replace('\n', " ").contains(&want),
+            "README.md should say {want:?}"
+        );
+    }
+
     #[test]
     fn every_provider_is_listed_once_in_each_form() {
         let text = lines();
