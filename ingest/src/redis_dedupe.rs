@@ -50,6 +50,7 @@
 //!   `PEXPIRE`, released with `DEL`) and `d:<hookgate-id>` (committed);
 //! - this format: `c:<token>:<hookgate-id>:<received-at>:<lease end>` (key TTL the dedupe
 //!   TTL), `r:<hookgate-id>:<received-at>` and the same `d:<hookgate-id>`.
+//!
 //! This version reads both: a first-format claim is waited on like any live claim (its key
 //! expires after `claim_ttl` if its owner died). From this version on, a later one may
 //! append `:`-separated fields to any value (they are ignored here), and a change that must
