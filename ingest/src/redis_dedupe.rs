@@ -44,6 +44,21 @@
 //! every node answered clears it. [`Health`] tells whether any operation has succeeded
 //! since the failures began (`Partial`: e.g. one Cluster node down) or none (`Down`).
 //!
+//! **Value formats** (replicas of different versions share the keys during a rolling
+//! update, so every version must read the others' values):
+//! - first format (`4e495fa`): `c:<token>` (a claim, key TTL `claim_ttl`, renewed with
+//!   `PEXPIRE`, released with `DEL`) and `d:<hookgate-id>` (committed);
+//! - this format: `c:<token>:<hookgate-id>:<received-at>:<lease end>` (key TTL the dedupe
+//!   TTL), `r:<hookgate-id>:<received-at>` and the same `d:<hookgate-id>`.
+//!
+//! This version reads both: a first-format claim is waited on like any live claim (its key
+//! expires after `claim_ttl` if its owner died). From this version on, a later one may
+//! append `:`-separated fields to any value (they are ignored here), and a change that must
+//! not be ignored uses a new leading letter: this version then refuses the delivery with
+//! 503 `dedupe_unreadable` (never an append, under `local` too), counts it
+//! (`hookgate_dedupe_redis_unreadable_total`) and logs it once. `d:<hookgate-id>` stays as it
+//! is: committed keys are most keys, and every version reads it.
+//!
 //! Keys are `key_prefix` + source name + `:` + the first 128 bits of SHA-256 of the
 //! delivery id (hex): bounded whatever the id's length, and not forgeable into a collision.
 //! The URL may hold a password: it is never logged, and errors name only their kind.
@@ -92,6 +107,10 @@ pub enum StoreRefusal {
     /// Another replica holds the delivery's claim and did not finish within the wait.
     #[error("another replica's attempt at this delivery did not finish in time")]
     Pending,
+    /// The delivery's key holds a value this version cannot read (a later version's
+    /// format, or not hookgate's). Refused whatever `on_unavailable` says.
+    #[error("the shared dedupe store holds this delivery in a format this version does not read")]
+    Unreadable,
 }
 
 /// Checks a Redis URL without echoing it (it may hold a password).
@@ -294,8 +313,10 @@ struct Meters {
     local_fallbacks: Counter,
     refused_unavailable: Counter,
     refused_pending: Counter,
+    refused_unreadable: Counter,
     claims_lost: Counter,
     reused: Counter,
+    unreadable: Counter,
     written_back: Counter,
     write_back_present: Counter,
     write_back_dropped: Counter,
@@ -326,8 +347,10 @@ impl Meters {
             local_fallbacks: metrics::counter!("hookgate_dedupe_redis_local_total"),
             refused_unavailable: metrics::counter!("hookgate_dedupe_redis_refused_total", "reason" => "unavailable"),
             refused_pending: metrics::counter!("hookgate_dedupe_redis_refused_total", "reason" => "pending"),
+            refused_unreadable: metrics::counter!("hookgate_dedupe_redis_refused_total", "reason" => "unreadable"),
             claims_lost: metrics::counter!("hookgate_dedupe_redis_claims_lost_total"),
             reused: metrics::counter!("hookgate_dedupe_redis_reused_total"),
+            unreadable: metrics::counter!("hookgate_dedupe_redis_unreadable_total"),
             written_back: metrics::counter!("hookgate_dedupe_redis_write_back_total", "result" => "written"),
             write_back_present: metrics::counter!("hookgate_dedupe_redis_write_back_total", "result" => "present"),
             write_back_dropped: metrics::counter!("hookgate_dedupe_redis_write_back_total", "result" => "dropped"),
@@ -350,28 +373,36 @@ pub struct Intent {
 
 /// Claims a key (KEYS[1]; ARGV: owner token, hookgate-id, received-at ms, claim TTL ms,
 /// key TTL ms). Returns `o:<id>:<received-at>` (this call owns it, and appends as that:
-/// its own intent, or an earlier attempt's), `d:<id>` (committed), `w` (another attempt
-/// holds a live claim), or an unknown value as it is.
+/// its own intent, or an earlier attempt's), `d:<id>…` (committed), `w` (another attempt
+/// holds a live claim), or a value it cannot read as it is.
+///
+/// Formats it reads (see "Value formats" in the module docs): `d:<id>`, `c:<token>:<id>:
+/// <received-at>:<lease end>`, `r:<id>:<received-at>`, each possibly followed by more
+/// `:`-separated fields (a later version's additions, ignored); and the first format's
+/// claim `c:<token>`, which has no lease: it lives until its key expires (`claim_ttl`) or
+/// its owner commits or deletes it, so it is waited on.
 const CLAIM: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('GET', KEYS[1])
 local id, at = ARGV[2], ARGV[3]
 if v then
-  if string.sub(v, 1, 2) == 'd:' then return v end
-  local owner, cid, cat, lease = string.match(v, '^c:([^:]+):([^:]+):([^:]+):(%d+)$')
-  if owner then
-    if tonumber(lease) > now then return 'w' end
-    id, at = cid, cat
-  else
-    local rid, rat = string.match(v, '^r:([^:]+):([^:]+)$')
-    if rid then
-      id, at = rid, rat
-    elseif string.sub(v, 1, 2) == 'c:' then
-      return 'w'
-    else
+  local kind = string.sub(v, 1, 2)
+  if kind == 'd:' then return v end
+  if kind == 'c:' then
+    local owner, cid, cat, lease = string.match(v, '^c:([^:]+):([^:]+):([^:]+):(%d+)')
+    if not owner then
+      if string.match(v, '^c:[^:]+$') then return 'w' end
       return v
     end
+    if tonumber(lease) > now then return 'w' end
+    id, at = cid, cat
+  elseif kind == 'r:' then
+    local rid, rat = string.match(v, '^r:([^:]+):([^:]+)')
+    if not rid then return v end
+    id, at = rid, rat
+  else
+    return v
   end
 end
 redis.call('SET', KEYS[1], 'c:' .. ARGV[1] .. ':' .. id .. ':' .. at .. ':' .. string.format('%d', now + tonumber(ARGV[4])), 'PX', ARGV[5])
@@ -420,6 +451,44 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('SET', KEYS[1], 'c:' .. owner .. ':' .. id .. ':' .. at .. ':' .. string.format('%d', now + tonumber(ARGV[2])), 'KEEPTTL')
 return 1";
 
+/// A Lua script on one key, run by its SHA1 (`EVALSHA`) and, when the server does not
+/// hold it (`NOSCRIPT`: a restarted node, a promoted replica, `SCRIPT FLUSH`), by its body
+/// (`EVAL`, which also caches it there). Both are routed by the key, so on a Cluster they go
+/// to the key's node only. Not `redis::Script::invoke_async`: that loads a missing script
+/// with `SCRIPT LOAD`, which the cluster client sends to every node and which fails while
+/// any one node does not answer, failing deliveries whose keys live on answering nodes.
+struct Lua {
+    script: Script,
+    body: &'static str,
+}
+
+impl Lua {
+    fn new(body: &'static str) -> Lua {
+        Lua {
+            script: Script::new(body),
+            body,
+        }
+    }
+
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        c: &mut Conn,
+        key: &str,
+        args: &[String],
+    ) -> redis::RedisResult<T> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash()).arg(1).arg(key).arg(args);
+        match cmd.query_async(c).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(self.body).arg(1).arg(key).arg(args);
+                cmd.query_async(c).await
+            }
+            other => other,
+        }
+    }
+}
+
 /// What claiming a key found.
 #[derive(Debug, PartialEq, Eq)]
 enum Claim {
@@ -460,16 +529,18 @@ pub struct RedisStore {
     last_ok: AtomicU64,
     /// Keys and ids committed locally while Redis failed, to write back (bounded).
     write_back: Mutex<VecDeque<(String, Ulid)>>,
-    write_back_script: Script,
-    claim: Script,
-    commit: Script,
-    release: Script,
-    renew: Script,
+    write_back_script: Lua,
+    claim: Lua,
+    commit: Lua,
+    release: Lua,
+    renew: Lua,
     meters: Meters,
     /// A client for the first URL, used once per outage to learn why connecting fails
     /// (a distrusted certificate, a wrong password): the pooled connections only time out.
     diag: Option<redis::Client>,
     diagnosed: AtomicBool,
+    /// Whether an unreadable value was logged (once per process).
+    warned_unreadable: AtomicBool,
     connect_timeout: Duration,
     urls: Vec<Secret>,
 }
@@ -568,14 +639,15 @@ impl RedisStore {
             failing_since: AtomicU64::new(0),
             last_ok: AtomicU64::new(0),
             write_back: Mutex::new(VecDeque::new()),
-            write_back_script: Script::new(WRITE_BACK),
-            claim: Script::new(CLAIM),
-            commit: Script::new(COMMIT),
-            release: Script::new(RELEASE),
-            renew: Script::new(RENEW),
+            write_back_script: Lua::new(WRITE_BACK),
+            claim: Lua::new(CLAIM),
+            commit: Lua::new(COMMIT),
+            release: Lua::new(RELEASE),
+            renew: Lua::new(RENEW),
             meters,
             diag,
             diagnosed: AtomicBool::new(false),
+            warned_unreadable: AtomicBool::new(false),
             connect_timeout: cfg.connect_timeout,
             urls,
         })
@@ -631,9 +703,9 @@ impl RedisStore {
             let value = format!("d:{id}");
             let res: Result<i64, ()> = self
                 .run(Op::WriteBack, |mut c| {
-                    let mut inv = self.write_back_script.key(&key);
-                    inv.arg(&value).arg(px);
-                    async move { inv.invoke_async(&mut c).await }
+                    let args = [value.clone(), px.to_string()];
+                    let key = &key;
+                    async move { self.write_back_script.eval(&mut c, key, &args).await }
                 })
                 .await;
             match res {
@@ -853,13 +925,14 @@ impl RedisStore {
             };
             let found: String = match self
                 .run_on(conn.clone(), Op::Claim, |mut c| {
-                    let mut inv = self.claim.key(key);
-                    inv.arg(&token)
-                        .arg(&id)
-                        .arg(intent.received_at_ms)
-                        .arg(px)
-                        .arg(keep_px);
-                    async move { inv.invoke_async(&mut c).await }
+                    let args = [
+                        token.clone(),
+                        id.clone(),
+                        intent.received_at_ms.to_string(),
+                        px.to_string(),
+                        keep_px.to_string(),
+                    ];
+                    async move { self.claim.eval(&mut c, key, &args).await }
                 })
                 .await
             {
@@ -877,7 +950,7 @@ impl RedisStore {
             };
             if let Some(owned) = found.strip_prefix("o:") {
                 let Some(got) = parse_intent(owned) else {
-                    return Err(self.foreign_value());
+                    return Err(self.unreadable());
                 };
                 self.meters.claims.increment(1);
                 if got != intent {
@@ -886,16 +959,18 @@ impl RedisStore {
                 return Ok(Claim::Owner(token, got));
             }
             if let Some(done) = found.strip_prefix("d:") {
+                // A later version may append fields after the id.
+                let done = done.split(':').next().unwrap_or_default();
                 return match Ulid::from_string(done) {
                     Ok(u) => {
                         self.meters.remote_hits.increment(1);
                         Ok(Claim::Committed(u))
                     }
-                    Err(_) => Err(self.foreign_value()),
+                    Err(_) => Err(self.unreadable()),
                 };
             }
             if found != "w" {
-                return Err(self.foreign_value());
+                return Err(self.unreadable());
             }
             if !waited {
                 waited = true;
@@ -910,12 +985,18 @@ impl RedisStore {
         }
     }
 
-    /// A key under the prefix holds something hookgate did not write.
-    fn foreign_value(&self) -> StoreRefusal {
-        tracing::error!(
-            "redis dedupe: a key under key_prefix holds a value hookgate did not write; is the prefix shared with something else?"
-        );
-        StoreRefusal::Unavailable
+    /// A key under the prefix holds a value this version cannot read: written by a later
+    /// hookgate in a format it changed incompatibly (a mixed-version rollout), or by
+    /// something else sharing the prefix. The delivery is refused without an append, under
+    /// `local` too: the value may stand for a committed or running attempt.
+    fn unreadable(&self) -> StoreRefusal {
+        self.meters.unreadable.increment(1);
+        if !self.warned_unreadable.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "redis dedupe: a key under key_prefix holds a value this version cannot read (a newer hookgate's format, or the prefix is shared with something else); such deliveries are refused with 503 dedupe_unreadable until every replica runs the same version (logged once; hookgate_dedupe_redis_unreadable_total counts them)"
+            );
+        }
+        StoreRefusal::Unreadable
     }
 
     /// Turns the owner's claim into `d:<id>` for the dedupe TTL. `false` when the store
@@ -925,13 +1006,8 @@ impl RedisStore {
         let value = format!("d:{id}");
         let res: Result<i64, ()> = self
             .run(Op::Commit, |mut c| async move {
-                self.commit
-                    .key(key)
-                    .arg(token)
-                    .arg(&value)
-                    .arg(px)
-                    .invoke_async(&mut c)
-                    .await
+                let args = [token.to_owned(), value, px.to_string()];
+                self.commit.eval(&mut c, key, &args).await
             })
             .await;
         match res {
@@ -961,9 +1037,7 @@ impl RedisStore {
         let _ = self
             .run_on(conn, Op::Release, |mut c| async move {
                 self.release
-                    .key(key)
-                    .arg(token)
-                    .invoke_async::<i64>(&mut c)
+                    .eval::<i64>(&mut c, key, &[token.to_owned()])
                     .await
             })
             .await;
@@ -974,12 +1048,8 @@ impl RedisStore {
         let px = self.claim_ttl.as_millis().max(1) as u64;
         let res: Result<i64, ()> = self
             .run(Op::Renew, |mut c| async move {
-                self.renew
-                    .key(key)
-                    .arg(token)
-                    .arg(px)
-                    .invoke_async(&mut c)
-                    .await
+                let args = [token.to_owned(), px.to_string()];
+                self.renew.eval(&mut c, key, &args).await
             })
             .await;
         if res == Ok(0) {
@@ -1183,6 +1253,7 @@ impl SharedDedupe {
                         match r {
                             StoreRefusal::Unavailable => &store.meters.refused_unavailable,
                             StoreRefusal::Pending => &store.meters.refused_pending,
+                            StoreRefusal::Unreadable => &store.meters.refused_unreadable,
                         }
                         .increment(1);
                         Err(E::from(r))

@@ -949,6 +949,14 @@ fn dedupe_reject(r: StoreRefusal) -> Reject {
                 "another replica is still storing this delivery; retry later",
             )
         },
+        StoreRefusal::Unreadable => Reject {
+            retry_after: Some(crate::redis_dedupe::PENDING_RETRY_AFTER),
+            ..reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dedupe_unreadable",
+                "the shared dedupe store holds this delivery in a format this version does not read (replicas of different versions?); nothing was stored; retry later",
+            )
+        },
     }
 }
 

@@ -317,6 +317,132 @@ async fn redis_paused_reject_refuses_local_accepts_then_both_recover() {
     assert!(redis.cli(&["GET", &key]).starts_with("d:"));
 }
 
+/// Values in the first format (before the claim carried the hookgate-id, commit `4e495fa`:
+/// claims `c:<token>` with the key's TTL as the lease, `DEL` on release), as a replica of
+/// that version writes them during a rolling update, are read right by this version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_of_the_first_format_are_read_during_a_rolling_update() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let d = replica(&redis, "");
+    let key = |id: &str| d.redis().unwrap().key(0, id);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let old_token = |n: u128| format!("c:{n:032x}");
+    // Committed by an old replica: a duplicate with its id, nothing appended.
+    let old = Ulid::new();
+    redis.cli(&["SET", &key("v0-done"), &format!("d:{old}"), "PX", "3600000"]);
+    let got = admit_counted(&d, "v0-done", &runs, Duration::ZERO).await;
+    assert_eq!(got.unwrap(), Admission::Duplicate(old));
+    // An old replica's claim, its append running: waited on; the old owner commits
+    // (`SET d:<id>` as it did), and the copy here is a duplicate with that id.
+    redis.cli(&["SET", &key("v0-commit"), &old_token(1), "PX", "5000"]);
+    let waiting = {
+        let (d, runs) = (d.clone(), runs.clone());
+        tokio::spawn(async move { admit_counted(&d, "v0-commit", &runs, Duration::ZERO).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "an old claim is waited on");
+    let committed = Ulid::new();
+    redis.cli(&[
+        "SET",
+        &key("v0-commit"),
+        &format!("d:{committed}"),
+        "PX",
+        "3600000",
+    ]);
+    assert_eq!(
+        waiting.await.unwrap().unwrap(),
+        Admission::Duplicate(committed)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing appended yet");
+    // An old replica's claim released (it deleted the key): claimed and appended here.
+    redis.cli(&["SET", &key("v0-release"), &old_token(2), "PX", "5000"]);
+    let waiting = {
+        let (d, runs) = (d.clone(), runs.clone());
+        tokio::spawn(async move { admit_counted(&d, "v0-release", &runs, Duration::ZERO).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "an old claim is waited on");
+    redis.cli(&["DEL", &key("v0-release")]);
+    let Admission::New(id) = waiting.await.unwrap().unwrap() else {
+        panic!("the released delivery is appended here")
+    };
+    assert_eq!(redis.cli(&["GET", &key("v0-release")]), format!("d:{id}"));
+    // An old replica died holding a claim: its key expires after its claim_ttl, then the
+    // delivery is claimed and appended here, once.
+    redis.cli(&["SET", &key("v0-dead"), &old_token(3), "PX", "400"]);
+    let Admission::New(id) = admit_counted(&d, "v0-dead", &runs, Duration::ZERO)
+        .await
+        .unwrap()
+    else {
+        panic!("appended once the old claim expired")
+    };
+    assert_eq!(redis.cli(&["GET", &key("v0-dead")]), format!("d:{id}"));
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one append per delivery");
+}
+
+/// A value this version cannot read (a later version's incompatible format, or something
+/// else under the prefix) refuses the delivery, also under `local`, and nothing is
+/// appended; fields a later version appends to a known value are ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_value_refuses_without_an_append_and_extra_fields_are_ignored() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let d = replica(&redis, "on_unavailable = \"local\"");
+    let key = |id: &str| d.redis().unwrap().key(0, id);
+    let runs = AtomicUsize::new(0);
+    for (n, v) in ["x:1:2", "d:not-an-id", "c:a:b", "r:only-one-field", "plain"]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("u-{n}");
+        redis.cli(&["SET", &key(&id), v, "PX", "3600000"]);
+        let got = admit_counted(&d, &id, &runs, Duration::ZERO).await;
+        assert_eq!(
+            got.map_err(|e| (*e).clone()),
+            Err(Fail::Store(StoreRefusal::Unreadable)),
+            "{v}"
+        );
+        assert_eq!(redis.cli(&["GET", &key(&id)]), *v, "left as it was");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "nothing appended");
+    // Committed, with a later version's extra field: a duplicate with the id.
+    let old = Ulid::new();
+    redis.cli(&[
+        "SET",
+        &key("x-done"),
+        &format!("d:{old}:later"),
+        "PX",
+        "3600000",
+    ]);
+    assert_eq!(
+        admit_counted(&d, "x-done", &runs, Duration::ZERO)
+            .await
+            .unwrap(),
+        Admission::Duplicate(old)
+    );
+    // Released, with an extra field: taken over with its hookgate-id.
+    let released = Ulid::new();
+    redis.cli(&[
+        "SET",
+        &key("x-released"),
+        &format!("r:{released}:1700000000000:later"),
+        "PX",
+        "3600000",
+    ]);
+    assert_eq!(
+        admit_counted(&d, "x-released", &runs, Duration::ZERO)
+            .await
+            .unwrap(),
+        Admission::New(released)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 /// The Redis URL's password never shows: not in hookgate's output (start, an outage and
 /// its recovery are all logged), not in `/metrics`, not in an answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -709,11 +835,24 @@ async fn cluster_claims_commit_release_and_renew_across_slots() {
     assert_eq!(runs.load(Ordering::SeqCst), 26);
 }
 
+/// The Redis keys a GitHub delivery of [`post`] touches: its delivery id's, and its body
+/// digest's (GitHub sources dedupe on both; `body_key` in `ingest/src/server.rs`).
+fn delivery_keys(d: &SharedDedupe, delivery: &str) -> [String; 2] {
+    let (body, _) = crate::tls::push(delivery);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &body);
+    let store = d.redis().unwrap();
+    [
+        store.key(0, delivery),
+        store.key(0, &format!("\u{1}body:{}", hex::encode(digest.as_ref()))),
+    ]
+}
+
 /// Two hookgate processes on a 3-master cluster: concurrent copies of one delivery across
-/// them give one non-duplicate answer; with one node paused (SIGSTOP), `reject` refuses
-/// (503) every delivery whose key lives on that node, accepts every delivery whose key
-/// lives on the two others (with its key committed there), and says "degraded" (some
-/// operations fail, not all); `local` accepts them all and says "degraded".
+/// them give one non-duplicate answer; with one node paused (SIGSTOP) and the others'
+/// script caches flushed, `reject` refuses (503) every delivery with a key on that node (a
+/// GitHub delivery has two: its id's and its body digest's), accepts every delivery whose
+/// two keys live on the others (committed there), and says "degraded" (some operations
+/// fail, not all); `local` accepts them all and says "degraded".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_only_its_keys() {
     if !redis_available() {
@@ -726,8 +865,14 @@ async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_only_its_key
             cluster.urls_toml()
         )
     };
-    let a = crate::harness::Hookgate::start(&gate_config(&section("reject")));
-    let b = crate::harness::Hookgate::start(&gate_config(&section("reject")));
+    // A slower command timeout than the other tests: a live node's answer must not time
+    // out on a loaded machine, since every live-node delivery must be accepted below.
+    let config = |mode: &str| {
+        gate_config(&section(mode))
+            .replace("command_timeout = \"200ms\"", "command_timeout = \"1s\"")
+    };
+    let a = crate::harness::Hookgate::start(&config("reject"));
+    let b = crate::harness::Hookgate::start(&config("reject"));
     for n in 0..6 {
         let delivery = format!("cl-{n}");
         let mut posts = Vec::new();
@@ -754,11 +899,31 @@ async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_only_its_key
     let ids: Vec<String> = (0..30).map(|n| format!("pz-{n}")).collect();
     let on_paused: Vec<bool> = ids
         .iter()
+        .map(|id| {
+            delivery_keys(&keys, id)
+                .iter()
+                .any(|k| cluster.owner(k) == paused)
+        })
+        .collect();
+    let id_on_paused: Vec<bool> = ids
+        .iter()
         .map(|id| cluster.owner(&keys.redis().unwrap().key(0, id)) == paused)
         .collect();
-    assert!(on_paused.iter().any(|&p| p) && on_paused.iter().any(|&p| !p));
-    let local = crate::harness::Hookgate::start(&gate_config(&section("local")));
+    // Each class is there: both keys on live nodes; the delivery id's key live and the
+    // digest's on the paused node; the delivery id's key on the paused node.
+    assert!(on_paused.iter().any(|&p| !p));
+    assert!(on_paused.iter().zip(&id_on_paused).any(|(&p, &i)| p && !i));
+    assert!(id_on_paused.iter().any(|&i| i));
+    let local = crate::harness::Hookgate::start(&config("local"));
     cluster.nodes[paused].pause();
+    // The live nodes lose their script cache (as a restarted node or a promoted replica
+    // has): a script must then be sent to its key's node alone, not loaded on every node
+    // with SCRIPT LOAD, which waits for the paused one.
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if i != paused {
+            assert_eq!(node.cli(&["SCRIPT", "FLUSH"]), "OK");
+        }
+    }
     let mut answers = Vec::new();
     for id in &ids {
         answers.push(post(&a, id).await);
@@ -770,41 +935,44 @@ async fn two_hookgates_on_a_cluster_agree_and_a_paused_node_refuses_only_its_key
     let ready = get_text(&local, "/readyz").await;
     let ready_reject = get_text(&a, "/readyz").await;
     cluster.nodes[paused].resume();
-    let mut accepted_elsewhere = 0;
     let seq: Vec<String> = ids
         .iter()
         .zip(&answers)
         .zip(&on_paused)
         .map(|((id, (s, _)), p)| format!("{id}:{s}:{}", if *p { "paused" } else { "live" }))
         .collect();
-    for ((id, (s, body)), &p) in ids.iter().zip(&answers).zip(&on_paused) {
+    // Every delivery with a key on the paused node is refused (GitHub dedupes on the
+    // delivery id and on the body's digest: two keys, either may be there); every delivery
+    // whose two keys live on the answering nodes is accepted, its keys committed there.
+    for (((id, (s, body)), &p), &on_id) in
+        ids.iter().zip(&answers).zip(&on_paused).zip(&id_on_paused)
+    {
         if p {
-            assert_eq!(*s, 503, "{id} lives on the paused node: {body}");
-            assert!(body.to_string().contains("dedupe_unavailable"), "{body}");
-        } else if *s == 200 {
-            accepted_elsewhere += 1;
-            let key = keys.redis().unwrap().key(0, id);
-            let v = cluster.nodes[cluster.owner(&key)].cli(&["GET", &key]);
-            assert!(
-                v.starts_with("d:"),
-                "{id} accepted with its key committed: {v}"
+            assert_eq!(
+                *s, 503,
+                "{id} has a key on the paused node: {body}: {seq:?}"
             );
+            assert!(body.to_string().contains("dedupe_unavailable"), "{body}");
+            if !on_id {
+                // Its delivery id's claim (on a live node) was released for the retry.
+                let key = keys.redis().unwrap().key(0, id);
+                let v = cluster.nodes[cluster.owner(&key)].cli(&["GET", &key]);
+                assert!(v.starts_with("r:"), "{id}: released: {v}");
+            }
         } else {
-            assert_eq!(*s, 503, "{id}: {body}");
+            assert_eq!(
+                *s, 200,
+                "{id}: both keys live on answering nodes: {body}: {seq:?}"
+            );
+            for key in delivery_keys(&keys, id) {
+                let v = cluster.nodes[cluster.owner(&key)].cli(&["GET", &key]);
+                assert!(
+                    v.starts_with("d:"),
+                    "{id} accepted with its keys committed: {v}"
+                );
+            }
         }
     }
-    let live = on_paused.iter().filter(|&&p| !p).count();
-    eprintln!(
-        "reject: {accepted_elsewhere} of {live} deliveries on live nodes accepted while a node was paused: {seq:?}"
-    );
-    // Health is per operation, not one flag: most deliveries whose keys live on the two
-    // answering nodes are accepted (with one flag for the whole store, 1 of 22 was). Not
-    // all: the cluster client (redis 1.8) stalls a connection while it reconnects to the
-    // hung node, and a command queued behind that times out (README, "Running N replicas").
-    assert!(
-        accepted_elsewhere * 2 >= live,
-        "most live-node deliveries accepted: {accepted_elsewhere} of {live}: {seq:?}"
-    );
     assert!(
         ready_reject.contains("\"dedupe\":\"degraded\""),
         "some operations fail, not all: {ready_reject}"
