@@ -527,8 +527,9 @@ pub struct RedisStore {
     failing_since: AtomicU64,
     /// When an operation last succeeded (ms after `epoch`, plus one).
     last_ok: AtomicU64,
-    /// Keys and ids committed locally while Redis failed, to write back (bounded).
-    write_back: Mutex<VecDeque<(String, Ulid)>>,
+    /// Keys and ids committed locally while Redis failed, and commits whose command
+    /// failed (with the owner's token), to write back (bounded).
+    write_back: Mutex<VecDeque<WriteBack>>,
     write_back_script: Lua,
     claim: Lua,
     commit: Lua,
@@ -681,6 +682,14 @@ impl RedisStore {
 
     /// Queues an id committed on this replica alone while Redis failed.
     fn queue_write_back(&self, key: String, id: Ulid) {
+        self.queue(WriteBack {
+            key,
+            id,
+            owner: None,
+        });
+    }
+
+    fn queue(&self, w: WriteBack) {
         let Ok(mut q) = self.write_back.lock() else {
             return;
         };
@@ -688,7 +697,7 @@ impl RedisStore {
             self.meters.write_back_dropped.increment(1);
             return;
         }
-        q.push_back((key, id));
+        q.push_back(w);
         self.meters.write_back_pending.set(q.len() as f64);
     }
 
@@ -699,13 +708,19 @@ impl RedisStore {
         let mut done = 0;
         while done < WRITE_BACK_BATCH {
             let next = self.write_back.lock().ok().and_then(|mut q| q.pop_front());
-            let Some((key, id)) = next else { break };
-            let value = format!("d:{id}");
+            let Some(w) = next else { break };
+            let value = format!("d:{}", w.id);
             let res: Result<i64, ()> = self
                 .run(Op::WriteBack, |mut c| {
-                    let args = [value.clone(), px.to_string()];
-                    let key = &key;
-                    async move { self.write_back_script.eval(&mut c, key, &args).await }
+                    let key = &w.key;
+                    let (script, args) = match &w.owner {
+                        None => (&self.write_back_script, vec![value.clone(), px.to_string()]),
+                        Some(token) => (
+                            &self.commit,
+                            vec![token.clone(), value.clone(), px.to_string()],
+                        ),
+                    };
+                    async move { script.eval(&mut c, key, &args).await }
                 })
                 .await;
             match res {
@@ -713,7 +728,7 @@ impl RedisStore {
                 Ok(_) => self.meters.write_back_present.increment(1),
                 Err(()) => {
                     if let Ok(mut q) = self.write_back.lock() {
-                        q.push_front((key, id));
+                        q.push_front(w);
                     }
                     break;
                 }
@@ -1018,7 +1033,12 @@ impl RedisStore {
                 true
             }
             Err(()) => {
-                tracing::warn!("redis dedupe: the event is in the log but could not be recorded as committed in Redis; its claim expires after claim_ttl");
+                tracing::warn!("redis dedupe: the event is in the log but could not be recorded as committed in Redis; the commit is queued and written back when Redis answers (until then its claim's lease runs out after claim_ttl)");
+                self.queue(WriteBack {
+                    key: key.to_owned(),
+                    id,
+                    owner: Some(token.to_owned()),
+                });
                 false
             }
         }
@@ -1094,6 +1114,16 @@ impl RedisStore {
         }
         res
     }
+}
+
+/// An id to record in Redis once it answers again.
+struct WriteBack {
+    key: String,
+    id: Ulid,
+    /// `Some(token)`: this replica's own claim, whose commit failed (only that claim, or
+    /// an absent key, becomes the commit: a replica that took the key over after the
+    /// lease ended keeps it). `None`: an id committed under `local` while Redis failed.
+    owner: Option<String>,
 }
 
 /// `<hookgate-id>:<received-at ms>` as the claim script returns it.

@@ -270,6 +270,52 @@ async fn a_replica_that_lost_its_claim_cannot_release_or_commit_over_the_new_own
     }
 }
 
+/// A commit whose command fails (Redis went away between the claim and the commit) is not
+/// left to the claim's lease: it is queued and written back once Redis answers — unless
+/// another replica took the key over meanwhile, whose claim stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_failed_is_written_back_when_redis_answers() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let a = replica(&redis, "");
+    let store = a.redis().unwrap().clone();
+    for (id, taken_over) in [("wb-1", false), ("wb-2", true)] {
+        let key = store.key(0, id);
+        let redis_ref = &redis;
+        let got = a
+            .admit(0, id, intent(), move |i| async move {
+                // The event is in the log; Redis goes away before the commit (no
+                // persistence: it comes back empty).
+                redis_ref.cli(&["SHUTDOWN", "NOSAVE"]);
+                Ok::<_, Fail>(i.id)
+            })
+            .await
+            .unwrap();
+        let Admission::New(event) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(store.write_back_pending(), 1, "{id}: the commit is queued");
+        redis.restart();
+        if taken_over {
+            redis.cli(&["SET", &key, "c:someone-else:x:1:1", "PX", "60000"]);
+        }
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while store.write_back_pending() > 0 {
+            assert!(std::time::Instant::now() < end, "{id}: never written back");
+            store.write_back().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let want = if taken_over {
+            "c:someone-else:x:1:1".to_owned()
+        } else {
+            format!("d:{event}")
+        };
+        assert_eq!(redis.cli(&["GET", &key]), want, "{id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_reject_refuses_local_accepts_then_both_recover() {
     if !redis_available() {
@@ -994,8 +1040,9 @@ async fn ids_accepted_locally_during_an_outage_are_written_back() {
     }
     let redis = Redis::start();
     let section = format!("url = \"{}\"\non_unavailable = \"local\"\n", redis.url());
-    let one = crate::harness::Hookgate::start(&gate_config(&section));
-    let two = crate::harness::Hookgate::start(&gate_config(&section));
+    let config = gate_config(&section).replace("\"200ms\"", "\"2s\"");
+    let one = crate::harness::Hookgate::start(&config);
+    let two = crate::harness::Hookgate::start(&config);
     redis.pause();
     let (s, first) = post(&one, "wb-1").await;
     assert_eq!(
@@ -1155,7 +1202,9 @@ async fn sentinel_follows_a_failover_and_keeps_deduping() {
             .contains(&replica_port)
     });
     // A short claim_ttl: a claim whose answer timed out under load (the server ran it, the
-    // request got 503) holds its key for at most that long.
+    // request got 503) holds its key for at most that long. command_timeout 2 s instead of
+    // gate_config's 200 ms: a commit that times out on a loaded CI box is only written back
+    // a probe later, and this test reads the key at once.
     let section = format!(
         "sentinels = [\"redis://127.0.0.1:{}\"]\nservice_name = \"mymaster\"\nclaim_ttl = \"2s\"\n",
         sentinel.port
