@@ -590,3 +590,144 @@ async fn notion_verification_token_is_learned_once_and_signs_the_events_after_it
         "the learned token appears in hookgate's output"
     );
 }
+
+/// Rich notifications with `encryption_key_file`: a notification whose `encryptedContent`
+/// is signed (HMAC-SHA256 of `data`) with the key the source's private key decrypts is
+/// stored as received; the same with one bit of `dataSignature` changed is refused; the
+/// private key never appears in hookgate's output.
+#[tokio::test]
+async fn graph_rich_notifications_are_checked_with_the_encryption_key() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let private = String::from_utf8(rsa.private_key_to_pem().unwrap()).unwrap();
+    std::fs::write(dir.path().join("graph-key.pem"), &private).unwrap();
+    let hg = Hookgate::start_in(
+        dir.path(),
+        r#"
+[server]
+listen = "{listen}"
+
+[spool]
+path = "{dir}/spool"
+
+[[sources]]
+name = "graph-rich"
+provider = "microsoft-graph"
+secrets = ["secretClientValue"]
+encryption_key_file = "{dir}/graph-key.pem"
+encryption_certificate_ids = ["cert-1"]
+"#,
+        &[],
+    );
+    let public = rsa.public_key_to_pem().unwrap();
+    let content = hookgate_ingest::verify::providers::microsoft_graph::encrypted_content(
+        &public,
+        br#"{"id":"1565293727947","body":{"content":"hello"}}"#,
+        "cert-1",
+    )
+    .unwrap();
+    let body = |content: &Value| {
+        serde_json::json!({"value": [{
+            "subscriptionId": "76222963-cc7b-42d2-882d-8aaa69cb2ba3",
+            "clientState": "secretClientValue",
+            "changeType": "created",
+            "resource": "teams('1')/channels('2')/messages('3')",
+            "encryptedContent": content,
+        }]})
+        .to_string()
+    };
+    let send = |body: String| {
+        client()
+            .post(hg.url("/hooks/graph-rich"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let good = body(&content);
+    let r = send(good.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut sig = b64
+        .decode(content["dataSignature"].as_str().unwrap())
+        .unwrap();
+    sig[7] ^= 0x01;
+    let mut tampered = content.clone();
+    tampered["dataSignature"] = Value::String(b64.encode(&sig));
+    let r = send(body(&tampered)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "signature_invalid"
+    );
+    let mut malformed = content.clone();
+    malformed["dataKey"] = Value::String("not base64!".into());
+    let r = send(body(&malformed)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "signature_malformed"
+    );
+    assert_eq!(spooled(&hg, "graph-rich").len(), 1, "the signed one only");
+    let out = hg.cli(&["spool", "read"]);
+    let stored: Value = serde_json::from_slice(&out.stdout).expect("one spooled event");
+    assert_eq!(
+        stored["body"],
+        good.as_str(),
+        "the body is stored as received"
+    );
+    // A certificate rotation: the new key is refused until the file holds it and SIGHUP
+    // re-reads it; then both keys are accepted.
+    let new_rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let for_new_key = || {
+        let content = hookgate_ingest::verify::providers::microsoft_graph::encrypted_content(
+            &new_rsa.public_key_to_pem().unwrap(),
+            br#"{"id":"1565293727948"}"#,
+            "cert-1",
+        )
+        .unwrap();
+        body(&content)
+    };
+    let r = send(for_new_key()).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a key not in the file"
+    );
+    let new_private = String::from_utf8(new_rsa.private_key_to_pem().unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("graph-key.pem"),
+        format!("{private}{new_private}"),
+    )
+    .unwrap();
+    let pid = hg.pid().expect("running").to_string();
+    let out = crate::harness::run(
+        std::process::Command::new("kill").args(["-HUP", &pid]),
+        std::time::Duration::from_secs(10),
+    );
+    assert!(out.status.success());
+    let mut accepted = false;
+    for _ in 0..300 {
+        if send(for_new_key()).await.unwrap().status() == StatusCode::OK {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "the new key was never accepted: {}", hg.log());
+    let again = hookgate_ingest::verify::providers::microsoft_graph::encrypted_content(
+        &public,
+        br#"{"id":"1565293727949"}"#,
+        "cert-1",
+    )
+    .unwrap();
+    let r = send(body(&again)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the old key still decrypts");
+    let key_line = private.lines().nth(2).unwrap();
+    let new_key_line = new_private.lines().nth(2).unwrap();
+    let output = hg.output();
+    assert!(
+        !output.contains(key_line) && !output.contains(new_key_line),
+        "a private key appears in hookgate's output"
+    );
+}
