@@ -250,9 +250,23 @@ async fn twitch_callback_verification_echoes_the_challenge_and_revocations_are_r
         .to_str()
         .unwrap()
         .starts_with("text/plain"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert_eq!(r.text().await.unwrap(), "pogchamp-kappa-360noscope-vohiyo");
     let r = post(&hg, "twitch", "twitch", "another-secret", body, &[kind]).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A challenge that is not echoed: refused with the handshake's own status and code.
+    let html = br#"{"challenge":"<b>hi</b>","subscription":{"id":"f1c2a387-161a-49f9-a165-0f21d7a4e1c4","type":"channel.follow","version":"1"}}"#;
+    let r = post(
+        &hg,
+        "twitch",
+        "twitch",
+        "twitch-eventsub-secret",
+        html,
+        &[kind],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no HTML is reflected");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_handshake");
     let revoked = br#"{"subscription":{"id":"f1c2a387-161a-49f9-a165-0f21d7a4e1c4","status":"authorization_revoked","type":"channel.follow","version":"1"}}"#;
     let r = post(
         &hg,
