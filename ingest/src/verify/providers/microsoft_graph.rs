@@ -154,8 +154,9 @@ fn load_rsa_keys(path: &Path) -> Result<Vec<Rsa<Private>>, KeyError> {
         let label_end = block.get(11..).and_then(|b| b.find("-----")).unwrap_or(0) + 11;
         let label = block.get(11..label_end).unwrap_or_default().to_owned();
         let end_marker = format!("-----END {label}-----");
+        let file = path.display();
         let Some(end) = block.find(&end_marker) else {
-            return Err(bad(NAME, format!("{}: a PEM block is not closed", path.display())));
+            return Err(bad(NAME, format!("{file}: a PEM block is not closed")));
         };
         let len = end + end_marker.len();
         let pem = block.get(..len).unwrap_or_default();
@@ -164,20 +165,18 @@ fn load_rsa_keys(path: &Path) -> Result<Vec<Rsa<Private>>, KeyError> {
             continue;
         }
         if label.contains("ENCRYPTED") {
-            return Err(bad(
-                NAME,
-                format!("{}: the private key is encrypted; hookgate needs it unencrypted (protect the file instead)", path.display()),
-            ));
+            let reason = "the private key is encrypted; hookgate needs it unencrypted (protect the file instead)";
+            return Err(bad(NAME, format!("{file}: {reason}")));
         }
+        let unreadable = format!("{file}: a private key block is not a readable RSA key");
         let key = openssl::pkey::PKey::private_key_from_pem(pem.as_bytes())
             .ok()
             .and_then(|k| k.rsa().ok())
-            .ok_or_else(|| bad(NAME, format!("{}: a private key block is not a readable RSA key", path.display())))?;
-        if !(2048..=4096).contains(&key.size().saturating_mul(8)) {
-            return Err(bad(
-                NAME,
-                format!("{}: an RSA key is {} bits; Microsoft Graph takes 2048 to 4096", path.display(), key.size().saturating_mul(8)),
-            ));
+            .ok_or_else(|| bad(NAME, unreadable))?;
+        let bits = key.size().saturating_mul(8);
+        if !(2048..=4096).contains(&bits) {
+            let reason = "Microsoft Graph takes 2048 to 4096";
+            return Err(bad(NAME, format!("{file}: an RSA key is {bits} bits; {reason}")));
         }
         keys.push(key);
     }
@@ -472,7 +471,8 @@ pub fn encrypted_content(
     let mut key = [0u8; 32];
     openssl::rand::rand_bytes(&mut key).map_err(|_| fail("make a random key"))?;
     let iv = key.get(..16).ok_or_else(|| fail("take the IV"))?;
-    let data = openssl::symm::encrypt(openssl::symm::Cipher::aes_256_cbc(), &key, Some(iv), resource)
+    let cipher = openssl::symm::Cipher::aes_256_cbc();
+    let data = openssl::symm::encrypt(cipher, &key, Some(iv), resource)
         .map_err(|_| fail("encrypt the resource"))?;
     let sig = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), &data);
     let mut wrapped = vec![0u8; usize::try_from(rsa.size()).map_err(|_| fail("size the key"))?];
