@@ -17,7 +17,8 @@ use serde::Deserialize;
 
 use crate::extract::FieldSpec;
 use crate::verify::{
-    GenericHmacOptions, HmacAlgorithm, KeyError, Options, Provider, SigEncoding, Verifier,
+    GenericHmacOptions, GraphOptions, HmacAlgorithm, KeyError, Options, Provider, SigEncoding,
+    Verifier,
 };
 
 /// Room a record needs beyond its body (key, contract headers, kept headers, framing): the
@@ -571,6 +572,23 @@ pub struct SourceConfig {
     /// Subscription handshakes that present a token of your choosing (Meta's
     /// `hub.verify_token`): the token. A secret: never logged.
     pub verify_token: Option<Secret>,
+    /// Microsoft Graph rich notifications: a PEM file of the RSA private key(s) of the
+    /// subscription's `encryptionCertificate`; with it every `encryptedContent` must carry a
+    /// `dataSignature` made with the `dataKey` this key decrypts. Read at start-up and on
+    /// SIGHUP; never logged.
+    pub encryption_key_file: Option<PathBuf>,
+    /// Microsoft Graph: the `encryptionCertificateId`s accepted (empty: any).
+    #[serde(default)]
+    pub encryption_certificate_ids: Vec<String>,
+    /// Microsoft Graph: a JWKS file of Microsoft's token signing keys; with it the
+    /// `validationTokens` of rich notifications are verified (needs `app_ids`, `tenant_ids`).
+    pub jwks_file: Option<PathBuf>,
+    /// Microsoft Graph: the app ids the validation tokens may be issued for (`aud`).
+    #[serde(default)]
+    pub app_ids: Vec<String>,
+    /// Microsoft Graph: the tenants whose tokens are accepted (`iss`).
+    #[serde(default)]
+    pub tenant_ids: Vec<String>,
     /// Where the delivery id comes from: `header:NAME` or a JSON pointer (`/id`).
     pub dedupe_key: Option<String>,
     /// Where the event type comes from: `header:NAME` or a JSON pointer.
@@ -602,6 +620,14 @@ pub struct SourceConfig {
 }
 
 impl SourceConfig {
+    /// Whether the source's verifier is built from files re-read on SIGHUP: `secrets_file`,
+    /// Microsoft Graph's `encryption_key_file` and `jwks_file`.
+    pub fn reads_files(&self) -> bool {
+        self.secrets_file.is_some()
+            || self.encryption_key_file.is_some()
+            || self.jwks_file.is_some()
+    }
+
     /// Whether requests of this source are also deduplicated on their body's digest.
     pub fn dedupe_body(&self) -> bool {
         self.dedupe_body.unwrap_or_else(|| {
@@ -828,6 +854,24 @@ impl Config {
                 && self.state_dir().is_none()
             {
                 bad("this provider learns its secret from a handshake and keeps it under the spool directory: add a [spool] section (or configure `secrets`)".into());
+            }
+            let graph_only = [
+                ("encryption_key_file", s.encryption_key_file.is_some()),
+                (
+                    "encryption_certificate_ids",
+                    !s.encryption_certificate_ids.is_empty(),
+                ),
+                ("jwks_file", s.jwks_file.is_some()),
+                ("app_ids", !s.app_ids.is_empty()),
+                ("tenant_ids", !s.tenant_ids.is_empty()),
+            ];
+            if s.provider().is_ok_and(|p| p.as_str() != "microsoft-graph") {
+                for (key, _) in graph_only.iter().filter(|(_, set)| *set) {
+                    warnings.push(format!(
+                        "source `{}`: {key} is set but only provider `microsoft-graph` uses it; it is ignored",
+                        s.name
+                    ));
+                }
             }
             if let Some(url) = &s.public_url {
                 if let Err(m) = check_public_url(url) {
@@ -1154,9 +1198,18 @@ impl SourceConfig {
             generic,
             public_url: self.public_url.clone(),
             verify_token: self.verify_token.as_ref().map(|t| t.expose().to_owned()),
+            graph: GraphOptions {
+                encryption_key_file: self.encryption_key_file.clone(),
+                encryption_certificate_ids: self.encryption_certificate_ids.clone(),
+                jwks_file: self.jwks_file.clone(),
+                app_ids: self.app_ids.clone(),
+                tenant_ids: self.tenant_ids.clone(),
+            },
         };
         Verifier::with_options(provider, &plain, options).map_err(|e| match e {
-            KeyError::MissingOption { .. } | KeyError::MissingOptions => e.to_string(),
+            KeyError::MissingOption { .. }
+            | KeyError::MissingOptions
+            | KeyError::BadOption { .. } => e.to_string(),
             _ => format!("secrets: {e}"),
         })
     }
@@ -1613,6 +1666,48 @@ secrets = ["${MISSING}"]
             .unwrap_err()
             .to_string();
         assert!(all.contains("`soon` is not a duration"), "{all}");
+    }
+
+    #[test]
+    fn graph_key_files_are_read_at_load_and_ignored_elsewhere_with_a_warning() {
+        let source = |provider: &str, extra: &str| {
+            format!("[[sources]]\nname = \"s\"\nprovider = \"{provider}\"\nsecrets = [\"x\"]\n{extra}\n")
+        };
+        let all = Config::parse(
+            &source(
+                "microsoft-graph",
+                "encryption_key_file = \"/nonexistent/key.pem\"",
+            ),
+            "t.toml",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            all.contains("encryption_key_file: cannot read /nonexistent/key.pem"),
+            "{all}"
+        );
+        assert!(!all.contains("secrets:"), "{all}");
+        let all = Config::parse(
+            &source("microsoft-graph", "app_ids = [\"a\"]\ntenant_ids = [\"t\"]"),
+            "t.toml",
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(all.contains("needs `jwks_file`"), "{all}");
+        let (_, warnings) = Config::parse(
+            &source("github", "encryption_key_file = \"/nonexistent/key.pem\""),
+            "t.toml",
+            &env(&[]),
+        )
+        .unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains(
+                "encryption_key_file is set but only provider `microsoft-graph` uses it"
+            )),
+            "{warnings:?}"
+        );
     }
 
     #[test]

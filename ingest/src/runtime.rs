@@ -207,13 +207,14 @@ async fn retention_task(log: Log, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Re-reads every source's `secrets_file` and swaps its verifier whole. A file that
+/// Re-reads every source's `secrets_file` (and Microsoft Graph's `encryption_key_file` and
+/// `jwks_file`) and swaps its verifier whole. A file that
 /// cannot be read, holds no secret or holds a secret the provider refuses keeps the old
 /// secrets (an error log, `hookgate_secret_reloads_total{result="error"}`). Returns how many
 /// sources were reloaded and how many failed.
 pub fn reload_source_secrets(cfg: &Config, app: &crate::server::App) -> (usize, usize) {
     let (mut ok, mut failed) = (0, 0);
-    for s in cfg.sources.iter().filter(|s| s.secrets_file.is_some()) {
+    for s in cfg.sources.iter().filter(|s| s.reads_files()) {
         match s
             .resolve_secrets()
             .and_then(|secrets| s.build_verifier_from(&secrets))
@@ -223,7 +224,7 @@ pub fn reload_source_secrets(cfg: &Config, app: &crate::server::App) -> (usize, 
                     ok += 1;
                     metrics::counter!("hookgate_secret_reloads_total", "result" => "ok")
                         .increment(1);
-                    tracing::info!(source = %s.name, "source secrets re-read from secrets_file");
+                    tracing::info!(source = %s.name, "source secrets and key files re-read");
                 }
             }
             Err(error) => {
@@ -237,7 +238,7 @@ pub fn reload_source_secrets(cfg: &Config, app: &crate::server::App) -> (usize, 
     (ok, failed)
 }
 
-/// On every SIGHUP, re-reads the sources' `secrets_file`s ([`reload_source_secrets`]);
+/// On every SIGHUP, re-reads the sources' `secrets_file`s and key files ([`reload_source_secrets`]);
 /// with none, SIGHUP is logged and otherwise ignored.
 /// Registers its own signal stream: other parts (TLS) may listen for SIGHUP too.
 pub fn spawn_secret_reload(

@@ -621,12 +621,7 @@ impl App {
                 event_type,
                 key,
             }) => (delivery_id, event_type, key),
-            Ok(Extracted::Handshake(answer)) => {
-                let mut r = json(StatusCode::OK, Bytes::from(answer.body));
-                r.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
-                return Ok(r);
-            }
+            Ok(Extracted::Handshake(answer)) => return Ok(answer_response(answer)),
             Err(e) => {
                 let status = match e {
                     crate::extract::ExtractError::UnsupportedMediaType => {

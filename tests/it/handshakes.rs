@@ -9,83 +9,55 @@ use crate::harness::{client, now, sign, Hookgate};
 
 const DISCORD_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 
+/// The sources under test: name, provider, and the rest of its `[[sources]]` table
+/// (`{discord_key}` stands for the public key of [`DISCORD_SEED`]).
+const SOURCES: &[(&str, &str, &str)] = &[
+    ("slack", "slack", r#"secrets = ["slack-signing-secret"]"#),
+    ("discord", "discord", r#"secrets = ["{discord_key}"]"#),
+    (
+        "meta",
+        "whatsapp",
+        "secrets = [\"meta-app-secret\"]\nverify_token = \"meta-verify-token-123\"",
+    ),
+    (
+        "zoom",
+        "zoom",
+        r#"secrets = ["zoom-old-token", "zoom-secret-token"]"#,
+    ),
+    (
+        "twitch",
+        "twitch",
+        "secrets = [\"twitch-eventsub-secret\"]\ntolerance = \"10m\"",
+    ),
+    ("dropbox", "dropbox", r#"secrets = ["dropbox-app-secret"]"#),
+    ("woocommerce", "woocommerce", r#"secrets = ["wc-webhook-secret"]"#),
+    (
+        "trello",
+        "trello",
+        "secrets = [\"trello-app-secret\"]\npublic_url = \"https://hooks.example.com/hooks/trello\"",
+    ),
+    ("okta", "okta", r#"secrets = ["okta-hook-secret-value"]"#),
+    (
+        "adyen",
+        "adyen",
+        r#"secrets = ["44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"]"#,
+    ),
+    ("graph", "microsoft-graph", r#"secrets = ["secretClientValue"]"#),
+    ("asana", "asana", ""),
+    ("notion", "notion", ""),
+];
+
 fn config() -> String {
     let discord_key = hookgate_ingest::verify::discord_public_key_hex(DISCORD_SEED).unwrap();
-    format!(
-        r#"
-[server]
-listen = "{{listen}}"
-
-[spool]
-path = "{{dir}}/spool"
-
-[[sources]]
-name = "slack"
-provider = "slack"
-secrets = ["slack-signing-secret"]
-
-[[sources]]
-name = "discord"
-provider = "discord"
-secrets = ["{discord_key}"]
-
-[[sources]]
-name = "meta"
-provider = "whatsapp"
-secrets = ["meta-app-secret"]
-verify_token = "meta-verify-token-123"
-
-[[sources]]
-name = "zoom"
-provider = "zoom"
-secrets = ["zoom-old-token", "zoom-secret-token"]
-
-[[sources]]
-name = "twitch"
-provider = "twitch"
-secrets = ["twitch-eventsub-secret"]
-tolerance = "10m"
-
-[[sources]]
-name = "dropbox"
-provider = "dropbox"
-secrets = ["dropbox-app-secret"]
-
-[[sources]]
-name = "woocommerce"
-provider = "woocommerce"
-secrets = ["wc-webhook-secret"]
-
-[[sources]]
-name = "trello"
-provider = "trello"
-secrets = ["trello-app-secret"]
-public_url = "https://hooks.example.com/hooks/trello"
-
-[[sources]]
-name = "okta"
-provider = "okta"
-secrets = ["okta-hook-secret-value"]
-
-[[sources]]
-name = "adyen"
-provider = "adyen"
-secrets = ["44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"]
-
-[[sources]]
-name = "graph"
-provider = "microsoft-graph"
-secrets = ["secretClientValue"]
-
-[[sources]]
-name = "asana"
-provider = "asana"
-
-[[sources]]
-name = "notion"
-provider = "notion"
-"#
-    )
+    let mut text =
+        "[server]\nlisten = \"{listen}\"\n\n[spool]\npath = \"{dir}/spool\"\n".to_owned();
+    for (name, provider, rest) in SOURCES {
+        let rest = rest.replace("{discord_key}", &discord_key);
+        text.push_str(&format!(
+            "\n[[sources]]\nname = \"{name}\"\nprovider = \"{provider}\"\n{rest}\n"
+        ));
+    }
+    text
 }
 
 /// Delivery ids of the spooled events of `source`.
@@ -126,20 +98,55 @@ async fn post(
     req.send().await.expect("post")
 }
 
+/// POSTs `body` to `source` signed with `secret`, then with `wrong`: the second is refused
+/// 401; the first answers 200 and is returned.
+async fn post_signed_only(
+    hg: &Hookgate,
+    (source, provider): (&str, &str),
+    (secret, wrong): (&str, &str),
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let r = post(hg, source, provider, secret, body, extra).await;
+    assert_eq!(r.status(), StatusCode::OK, "signed with the secret");
+    let refused = post(hg, source, provider, wrong, body, extra).await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::UNAUTHORIZED,
+        "signed with another secret"
+    );
+    r
+}
+
+/// The body of an echoed challenge, after checking it is `text/plain` with `nosniff`.
+async fn plain_text(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    r.text().await.unwrap()
+}
+
+/// Checks `r` is a refusal with `status` and hookgate's error `code`.
+async fn refused(r: reqwest::Response, status: StatusCode, code: &str) {
+    assert_eq!(r.status(), status);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], code);
+}
+
 #[tokio::test]
 async fn slack_url_verification_is_answered_after_verification_and_not_stored() {
     let hg = Hookgate::start(&config());
     let body = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
-    let r = post(&hg, "slack", "slack", "slack-signing-secret", body, &[]).await;
-    assert_eq!(r.status(), StatusCode::OK);
+    // Not signed with the source's secret: refused, not answered.
+    let secrets = ("slack-signing-secret", "another-secret");
+    let r = post_signed_only(&hg, ("slack", "slack"), secrets, body, &[]).await;
     let v: Value = r.json().await.unwrap();
     assert_eq!(
         v["challenge"],
         "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
     );
-    // Not signed with the source's secret: refused, not answered.
-    let r = post(&hg, "slack", "slack", "another-secret", body, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let event = br#"{"type":"event_callback","event_id":"Ev1","event":{"type":"message"}}"#;
     let r = post(&hg, "slack", "slack", "slack-signing-secret", event, &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -150,15 +157,13 @@ async fn slack_url_verification_is_answered_after_verification_and_not_stored() 
 async fn discord_ping_is_answered_with_pong_and_not_stored() {
     let hg = Hookgate::start(&config());
     let ping = br#"{"type":1,"id":"787053080478613555","application_id":"7"}"#;
-    let r = post(&hg, "discord", "discord", DISCORD_SEED, ping, &[]).await;
-    assert_eq!(r.status(), StatusCode::OK);
+    let other_seed = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
+    let seeds = (DISCORD_SEED, other_seed);
+    let r = post_signed_only(&hg, ("discord", "discord"), seeds, ping, &[]).await;
     assert_eq!(
         r.json::<Value>().await.unwrap(),
         serde_json::json!({"type": 1})
     );
-    let other_seed = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
-    let r = post(&hg, "discord", "discord", other_seed, ping, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let command = br#"{"type":2,"id":"787053080478613556","data":{"name":"ping"}}"#;
     let r = post(&hg, "discord", "discord", DISCORD_SEED, command, &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -176,31 +181,19 @@ async fn meta_verification_get_echoes_the_challenge_only_for_the_right_token() {
         get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=meta-verify-token-123")
             .await
             .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(r.text().await.unwrap(), "1158201444");
+    assert_eq!(plain_text(r).await, "1158201444");
     let r = get("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess")
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
-        "verify_token_mismatch"
-    );
+    refused(r, StatusCode::FORBIDDEN, "verify_token_mismatch").await;
     let r = get("hub.mode=subscribe&hub.challenge=%3Cb%3E&hub.verify_token=meta-verify-token-123")
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no HTML is reflected");
     // Events are POSTed and signed with the app secret.
     let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[]}]}"#;
-    let r = post(&hg, "meta", "meta", "meta-app-secret", body, &[]).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = post(&hg, "meta", "meta", "not-the-app-secret", body, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let secrets = ("meta-app-secret", "not-the-app-secret");
+    post_signed_only(&hg, ("meta", "meta"), secrets, body, &[]).await;
     assert_eq!(
         spooled(&hg, "meta").len(),
         1,
@@ -212,15 +205,13 @@ async fn meta_verification_get_echoes_the_challenge_only_for_the_right_token() {
 async fn zoom_url_validation_is_answered_with_the_encrypted_token_and_not_stored() {
     let hg = Hookgate::start(&config());
     let body = br#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
-    let r = post(&hg, "zoom", "zoom", "zoom-secret-token", body, &[]).await;
-    assert_eq!(r.status(), StatusCode::OK);
+    let secrets = ("zoom-secret-token", "not-zoom");
+    let r = post_signed_only(&hg, ("zoom", "zoom"), secrets, body, &[]).await;
     let v: Value = r.json().await.unwrap();
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"zoom-secret-token");
     let expected = hex::encode(ring::hmac::sign(&key, b"qgg8vlvZRS6UYooatFL8Aw").as_ref());
     assert_eq!(v["plainToken"], "qgg8vlvZRS6UYooatFL8Aw");
     assert_eq!(v["encryptedToken"], expected.as_str());
-    let r = post(&hg, "zoom", "zoom", "not-zoom", body, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let event =
         br#"{"event":"meeting.started","event_ts":1654503849681,"payload":{"object":{"id":"1"}}}"#;
     let r = post(&hg, "zoom", "zoom", "zoom-old-token", event, &[]).await;
@@ -236,23 +227,21 @@ async fn twitch_callback_verification_echoes_the_challenge_and_revocations_are_r
         "twitch-eventsub-message-type",
         "webhook_callback_verification",
     );
+    let secrets = ("twitch-eventsub-secret", "another-secret");
+    let r = post_signed_only(&hg, ("twitch", "twitch"), secrets, body, &[kind]).await;
+    assert_eq!(plain_text(r).await, "pogchamp-kappa-360noscope-vohiyo");
+    // A challenge that is not echoed: refused with the handshake's own status and code.
+    let html = br#"{"challenge":"<b>hi</b>","subscription":{"id":"f1c2a387-161a-49f9-a165-0f21d7a4e1c4","type":"channel.follow","version":"1"}}"#;
     let r = post(
         &hg,
         "twitch",
         "twitch",
         "twitch-eventsub-secret",
-        body,
+        html,
         &[kind],
     )
     .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    assert_eq!(r.text().await.unwrap(), "pogchamp-kappa-360noscope-vohiyo");
-    let r = post(&hg, "twitch", "twitch", "another-secret", body, &[kind]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    refused(r, StatusCode::BAD_REQUEST, "bad_handshake").await;
     let revoked = br#"{"subscription":{"id":"f1c2a387-161a-49f9-a165-0f21d7a4e1c4","status":"authorization_revoked","type":"channel.follow","version":"1"}}"#;
     let r = post(
         &hg,
@@ -273,31 +262,20 @@ async fn twitch_callback_verification_echoes_the_challenge_and_revocations_are_r
 #[tokio::test]
 async fn dropbox_challenge_get_is_echoed_as_plain_text_and_not_stored() {
     let hg = Hookgate::start(&config());
-    let r = client()
-        .get(hg.url("/hooks/dropbox?challenge=b5b9a8e3-Zz_09"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
-    assert_eq!(r.text().await.unwrap(), "b5b9a8e3-Zz_09");
-    for bad in ["", "?challenge=%3Cscript%3Ealert(1)%3C/script%3E"] {
-        let r = client()
-            .get(hg.url(&format!("/hooks/dropbox{bad}")))
+    let get = |query: &str| {
+        client()
+            .get(hg.url(&format!("/hooks/dropbox{query}")))
             .send()
-            .await
-            .unwrap();
+    };
+    let r = get("?challenge=b5b9a8e3-Zz_09").await.unwrap();
+    assert_eq!(plain_text(r).await, "b5b9a8e3-Zz_09");
+    for bad in ["", "?challenge=%3Cscript%3Ealert(1)%3C/script%3E"] {
+        let r = get(bad).await.unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
     let body = br#"{"list_folder":{"accounts":["dbid:AAH4f99T0taONIb-OurWxbNQ6ywGRopQngc"]},"delta":{"users":[12345678]}}"#;
-    let r = post(&hg, "dropbox", "dropbox", "dropbox-app-secret", body, &[]).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = post(&hg, "dropbox", "dropbox", "wrong", body, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let secrets = ("dropbox-app-secret", "wrong");
+    post_signed_only(&hg, ("dropbox", "dropbox"), secrets, body, &[]).await;
     assert_eq!(spooled(&hg, "dropbox").len(), 1);
 }
 
@@ -448,29 +426,20 @@ async fn adyen_notifications_are_answered_accepted_also_as_duplicates() {
 #[tokio::test]
 async fn graph_validation_token_is_echoed_as_text_and_notifications_need_the_client_state() {
     let hg = Hookgate::start(&config());
-    let r = client()
-        .post(hg.url(
-            "/hooks/graph?validationToken=Validation%3a+Testing+client+application+reachability",
-        ))
-        .header("content-type", "text/plain")
-        .send()
+    let validate = |query: &str| {
+        client()
+            .post(hg.url(&format!("/hooks/graph?validationToken={query}")))
+            .header("content-type", "text/plain")
+            .send()
+    };
+    let r = validate("Validation%3a+Testing+client+application+reachability")
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert_eq!(
-        r.text().await.unwrap(),
+        plain_text(r).await,
         "Validation: Testing client application reachability"
     );
-    let r = client()
-        .post(hg.url("/hooks/graph?validationToken=%3Chtml%3E"))
-        .send()
-        .await
-        .unwrap();
+    let r = validate("%3Chtml%3E").await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "no HTML is reflected");
     let note = |state: &str| {
         client()
@@ -492,53 +461,85 @@ async fn graph_validation_token_is_echoed_as_text_and_notifications_need_the_cli
     assert_eq!(spooled(&hg, "graph").len(), 1);
 }
 
-/// Asana's handshake sets the secret on first contact (stored under the spool directory,
-/// echoed, never logged); later events verify with it, also after a restart; a second
-/// handshake is refused.
-#[tokio::test]
-async fn asana_handshake_learns_the_secret_once_and_keeps_it_across_restarts() {
+/// A provider that learns its secret from a handshake (the source is named after it).
+struct Learning {
+    source: &'static str,
+    secret: &'static str,
+    /// The handshake handing `secret` over.
+    handshake: fn(&Hookgate, &str) -> reqwest::RequestBuilder,
+    /// Checks the answer to the first handshake (its status is checked already).
+    answer: fn(&reqwest::Response, &str),
+    /// A later handshake's secret, and how it is refused.
+    attacker: &'static str,
+    again: (StatusCode, Option<&'static str>),
+    /// Two events: one sent before the restart, one after.
+    events: [&'static [u8]; 2],
+}
+
+/// Before the handshake nothing verifies; the handshake stores the secret under the spool
+/// directory; events then verify with it (another secret: 401); a later handshake cannot
+/// replace it (trust on first use) and changes nothing; after a restart the learned secret
+/// still verifies; handshakes are not events; the secret never appears in the output.
+async fn learns_the_secret_once(l: Learning) {
     let mut hg = Hookgate::start(&config());
-    let secret = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
-    let body =
-        br#"{"events":[{"action":"changed","resource":{"gid":"1","resource_type":"task"}}]}"#;
-    // Before the handshake nothing verifies.
-    let r = post(&hg, "asana", "asana", secret, body, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let handshake = |value: &'static str| {
-        client()
-            .post(hg.url("/hooks/asana"))
-            .header("x-hook-secret", value)
-            .send()
-    };
-    let r = handshake(secret).await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()["x-hook-secret"], secret);
-    let file = hg.dir().join("spool/learned-secrets/asana.secret");
-    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), secret);
-    let r = post(&hg, "asana", "asana", secret, body, &[]).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = post(&hg, "asana", "asana", "someone-else", body, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    // Trust on first use: a later handshake cannot replace it.
-    let r = handshake("attacker-chosen-secret").await.unwrap();
-    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let [before_restart, after_restart] = l.events;
+    let r = post(&hg, l.source, l.source, l.secret, before_restart, &[]).await;
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
-        "secret_already_set"
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "before the handshake nothing verifies"
     );
+    let r = (l.handshake)(&hg, l.secret).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    (l.answer)(&r, l.secret);
+    let file = hg
+        .dir()
+        .join(format!("spool/learned-secrets/{}.secret", l.source));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), l.secret);
+    let secrets = (l.secret, "someone-else");
+    post_signed_only(&hg, (l.source, l.source), secrets, before_restart, &[]).await;
+    let r = (l.handshake)(&hg, l.attacker).send().await.unwrap();
+    match l.again {
+        (status, Some(code)) => refused(r, status, code).await,
+        (status, None) => assert_eq!(r.status(), status),
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), l.secret);
     hg.restart();
-    let other = br#"{"events":[{"action":"added","resource":{"gid":"2","resource_type":"task"}}]}"#;
-    let r = post(&hg, "asana", "asana", secret, other, &[]).await;
+    let r = post(&hg, l.source, l.source, l.secret, after_restart, &[]).await;
     assert_eq!(
         r.status(),
         StatusCode::OK,
         "the learned secret survives a restart"
     );
-    assert_eq!(spooled(&hg, "asana").len(), 2, "handshakes are not events");
+    assert_eq!(spooled(&hg, l.source).len(), 2, "handshakes are not events");
     assert!(
-        !hg.output().contains(secret),
+        !hg.output().contains(l.secret),
         "the learned secret appears in hookgate's output"
     );
+}
+
+/// Asana's handshake sets the secret on first contact (stored under the spool directory,
+/// echoed, never logged); later events verify with it, also after a restart; a second
+/// handshake is refused 409.
+#[tokio::test]
+async fn asana_handshake_learns_the_secret_once_and_keeps_it_across_restarts() {
+    learns_the_secret_once(Learning {
+        source: "asana",
+        secret: "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81",
+        handshake: |hg, secret| {
+            client()
+                .post(hg.url("/hooks/asana"))
+                .header("x-hook-secret", secret.to_owned())
+        },
+        answer: |r, secret| assert_eq!(r.headers()["x-hook-secret"], secret),
+        attacker: "attacker-chosen-secret",
+        again: (StatusCode::CONFLICT, Some("secret_already_set")),
+        events: [
+            br#"{"events":[{"action":"changed","resource":{"gid":"1","resource_type":"task"}}]}"#,
+            br#"{"events":[{"action":"added","resource":{"gid":"2","resource_type":"task"}}]}"#,
+        ],
+    })
+    .await;
 }
 
 /// Notion's verification request (an unsigned body holding only `verification_token`) sets
@@ -547,46 +548,155 @@ async fn asana_handshake_learns_the_secret_once_and_keeps_it_across_restarts() {
 /// restart; a later unsigned verification request is refused and changes nothing.
 #[tokio::test]
 async fn notion_verification_token_is_learned_once_and_signs_the_events_after_it() {
-    let mut hg = Hookgate::start(&config());
-    let token = "secret_tMrlL1qK5vuQAh1b6cZGhFChZTSYJlce98V0pYn7yBl";
-    let event = br#"{"id":"367cba44-b6f3-4c92-81e7-6a2e9659efd4","timestamp":"2024-12-05T23:55:34.285Z","type":"page.content_updated","entity":{"id":"153104cd-477e-809d-8dc4-ff2d96ae3090","type":"page"}}"#;
-    // Before the verification request nothing verifies.
-    let r = post(&hg, "notion", "notion", token, event, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let verification = |body: String| {
+    learns_the_secret_once(Learning {
+        source: "notion",
+        secret: "secret_tMrlL1qK5vuQAh1b6cZGhFChZTSYJlce98V0pYn7yBl",
+        handshake: |hg, token| {
+            client()
+                .post(hg.url("/hooks/notion"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"verification_token":"{token}"}}"#))
+        },
+        answer: |_, _| {},
+        attacker: "secret_attacker",
+        again: (StatusCode::UNAUTHORIZED, None),
+        events: [
+            br#"{"id":"367cba44-b6f3-4c92-81e7-6a2e9659efd4","timestamp":"2024-12-05T23:55:34.285Z","type":"page.content_updated","entity":{"id":"153104cd-477e-809d-8dc4-ff2d96ae3090","type":"page"}}"#,
+            br#"{"id":"c7e2b8f1-0000-4c92-81e7-6a2e9659efd4","timestamp":"2024-12-05T23:57:00.000Z","type":"page.created","entity":{"id":"253104cd-477e-809d-8dc4-ff2d96ae3090","type":"page"}}"#,
+        ],
+    })
+    .await;
+}
+
+/// Rich notifications with `encryption_key_file`: a notification whose `encryptedContent`
+/// is signed (HMAC-SHA256 of `data`) with the key the source's private key decrypts is
+/// stored as received; the same with one bit of `dataSignature` changed is refused; the
+/// private key never appears in hookgate's output.
+#[tokio::test]
+async fn graph_rich_notifications_are_checked_with_the_encryption_key() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let private = String::from_utf8(rsa.private_key_to_pem().unwrap()).unwrap();
+    std::fs::write(dir.path().join("graph-key.pem"), &private).unwrap();
+    let hg = Hookgate::start_in(
+        dir.path(),
+        r#"
+[server]
+listen = "{listen}"
+
+[spool]
+path = "{dir}/spool"
+
+[[sources]]
+name = "graph-rich"
+provider = "microsoft-graph"
+secrets = ["secretClientValue"]
+encryption_key_file = "{dir}/graph-key.pem"
+encryption_certificate_ids = ["cert-1"]
+"#,
+        &[],
+    );
+    let public = rsa.public_key_to_pem().unwrap();
+    let content = hookgate_ingest::verify::providers::microsoft_graph::encrypted_content(
+        &public,
+        br#"{"id":"1565293727947","body":{"content":"hello"}}"#,
+        "cert-1",
+    )
+    .unwrap();
+    let body = |content: &Value| {
+        serde_json::json!({"value": [{
+            "subscriptionId": "76222963-cc7b-42d2-882d-8aaa69cb2ba3",
+            "clientState": "secretClientValue",
+            "changeType": "created",
+            "resource": "teams('1')/channels('2')/messages('3')",
+            "encryptedContent": content,
+        }]})
+        .to_string()
+    };
+    let send = |body: String| {
         client()
-            .post(hg.url("/hooks/notion"))
+            .post(hg.url("/hooks/graph-rich"))
             .header("content-type", "application/json")
             .body(body)
             .send()
     };
-    let r = verification(format!(r#"{{"verification_token":"{token}"}}"#))
-        .await
-        .unwrap();
+    let good = body(&content);
+    let r = send(good.clone()).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let file = hg.dir().join("spool/learned-secrets/notion.secret");
-    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
-    let r = post(&hg, "notion", "notion", token, event, &[]).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = post(&hg, "notion", "notion", "someone-else", event, &[]).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    // A later verification request cannot replace the token.
-    let r = verification(r#"{"verification_token":"secret_attacker"}"#.to_owned())
-        .await
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut sig = b64
+        .decode(content["dataSignature"].as_str().unwrap())
         .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
-    hg.restart();
-    let other = br#"{"id":"c7e2b8f1-0000-4c92-81e7-6a2e9659efd4","timestamp":"2024-12-05T23:57:00.000Z","type":"page.created","entity":{"id":"253104cd-477e-809d-8dc4-ff2d96ae3090","type":"page"}}"#;
-    let r = post(&hg, "notion", "notion", token, other, &[]).await;
-    assert_eq!(r.status(), StatusCode::OK, "the token survives a restart");
+    sig[7] ^= 0x01;
+    let mut tampered = content.clone();
+    tampered["dataSignature"] = Value::String(b64.encode(&sig));
+    let r = send(body(&tampered)).await.unwrap();
+    refused(r, StatusCode::UNAUTHORIZED, "signature_invalid").await;
+    let mut malformed = content.clone();
+    malformed["dataKey"] = Value::String("not base64!".into());
+    let r = send(body(&malformed)).await.unwrap();
+    refused(r, StatusCode::UNAUTHORIZED, "signature_malformed").await;
+    assert_eq!(spooled(&hg, "graph-rich").len(), 1, "the signed one only");
+    let out = hg.cli(&["spool", "read"]);
+    let stored: Value = serde_json::from_slice(&out.stdout).expect("one spooled event");
     assert_eq!(
-        spooled(&hg, "notion").len(),
-        2,
-        "the verification request is not an event"
+        stored["body"],
+        good.as_str(),
+        "the body is stored as received"
     );
+    // A certificate rotation: the new key is refused until the file holds it and SIGHUP
+    // re-reads it; then both keys are accepted.
+    let new_rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let for_new_key = || {
+        let content = hookgate_ingest::verify::providers::microsoft_graph::encrypted_content(
+            &new_rsa.public_key_to_pem().unwrap(),
+            br#"{"id":"1565293727948"}"#,
+            "cert-1",
+        )
+        .unwrap();
+        body(&content)
+    };
+    let r = send(for_new_key()).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a key not in the file"
+    );
+    let new_private = String::from_utf8(new_rsa.private_key_to_pem().unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("graph-key.pem"),
+        format!("{private}{new_private}"),
+    )
+    .unwrap();
+    let pid = hg.pid().expect("running").to_string();
+    let out = crate::harness::run(
+        std::process::Command::new("kill").args(["-HUP", &pid]),
+        std::time::Duration::from_secs(10),
+    );
+    assert!(out.status.success());
+    let mut accepted = false;
+    for _ in 0..300 {
+        if send(for_new_key()).await.unwrap().status() == StatusCode::OK {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "the new key was never accepted: {}", hg.log());
+    let again = hookgate_ingest::verify::providers::microsoft_graph::encrypted_content(
+        &public,
+        br#"{"id":"1565293727949"}"#,
+        "cert-1",
+    )
+    .unwrap();
+    let r = send(body(&again)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the old key still decrypts");
+    let key_line = private.lines().nth(2).unwrap();
+    let new_key_line = new_private.lines().nth(2).unwrap();
+    let output = hg.output();
     assert!(
-        !hg.output().contains(token),
-        "the learned token appears in hookgate's output"
+        !output.contains(key_line) && !output.contains(new_key_line),
+        "a private key appears in hookgate's output"
     );
 }

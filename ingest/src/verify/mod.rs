@@ -44,6 +44,7 @@ mod spec;
 mod suite;
 
 pub use providers::discord::discord_public_key_hex;
+pub use providers::microsoft_graph::GraphOptions;
 pub use spec::{
     percent_decode, query_param, About, Answer, Defaults, Doc, Early, ProviderSpec, SecretKind,
     Signed,
@@ -291,6 +292,15 @@ pub enum KeyError {
         /// The config key.
         name: &'static str,
     },
+    /// A per-source option is set but unusable (a key file that cannot be read or holds
+    /// no usable key…).
+    #[error("{name}: {reason}")]
+    BadOption {
+        /// The config key.
+        name: &'static str,
+        /// What is wrong; never contains secret material (at most a path).
+        reason: String,
+    },
 }
 
 /// Per-source settings a scheme may need besides its secrets.
@@ -306,6 +316,9 @@ pub struct Options {
     pub public_url: Option<String>,
     /// The token a subscription handshake must present (Meta's `hub.verify_token`).
     pub verify_token: Option<String>,
+    /// Microsoft Graph rich notifications: the decryption key file and the validation
+    /// token settings (ignored elsewhere).
+    pub graph: GraphOptions,
 }
 
 impl Default for Options {
@@ -315,6 +328,7 @@ impl Default for Options {
             generic: None,
             public_url: None,
             verify_token: None,
+            graph: GraphOptions::default(),
         }
     }
 }
@@ -329,6 +343,7 @@ impl fmt::Debug for Options {
                 "verify_token",
                 &self.verify_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("graph", &self.graph)
             .finish()
     }
 }
@@ -370,6 +385,10 @@ pub enum Keys {
     /// that also accept an unkeyed `SHA-256(secret + …)`, HubSpot's v1/v2): the request
     /// path clones the context instead of keeping the secret's text.
     HmacAndDigest(Vec<hmac::Key>, Vec<ring::digest::Context>),
+    /// Shared tokens, and key material of the provider's own kind besides (Microsoft
+    /// Graph: the RSA keys that decrypt `encryptedContent.dataKey`, the JWKS of its
+    /// validation tokens), read back with [`Verifier::extra`].
+    TokensAnd(TokenSet, Box<dyn std::any::Any + Send + Sync>),
 }
 
 impl Keys {
@@ -386,7 +405,7 @@ impl Keys {
     fn len(&self) -> usize {
         match self {
             Keys::Hmac(k) => k.len(),
-            Keys::Tokens(t) => t.tags.len(),
+            Keys::Tokens(t) | Keys::TokensAnd(t, _) => t.tags.len(),
             Keys::Ed25519(k) => k.len(),
             Keys::EcdsaP256(k) => k.len(),
             Keys::HmacAndDigest(k, _) => k.len(),
@@ -522,8 +541,17 @@ impl Verifier {
     /// another kind of key).
     pub fn token_matches(&self, presented: &[u8]) -> bool {
         match &self.keys {
-            Keys::Tokens(t) => t.matches(presented),
+            Keys::Tokens(t) | Keys::TokensAnd(t, _) => t.matches(presented),
             _ => false,
+        }
+    }
+
+    /// The provider's own key material of type `T` (see [`Keys::TokensAnd`]); `None` when
+    /// this verifier holds none, or another type.
+    pub fn extra<T: 'static>(&self) -> Option<&T> {
+        match &self.keys {
+            Keys::TokensAnd(_, extra) => extra.downcast_ref::<T>(),
+            _ => None,
         }
     }
 
