@@ -491,9 +491,11 @@ topic = "{t}"
 /// fetches, by its cached topic id, a topic the restarted Tansu does not have: Tansu's
 /// answer carries a zero topic id with `CurrentLeader` and `NodeEndpoints` tags, which
 /// librdkafka turns into a metadata update for a topic without a name (see
-/// `sinks/src/dispatch/kafka_feed.rs`). Before the rebuild this test crashed hookgate in
-/// 6 of 10 runs with the 3 s wait (2 of 20 without it); the dispatcher now pauses its
-/// partitions as soon as every broker connection is down and closes that consumer.
+/// `sinks/src/dispatch/kafka_feed.rs`). Without the rebuild this test crashed hookgate
+/// (SIGSEGV) in 9 of 10 runs, the 10th failing the rebuild assertion (2026-12-01; before
+/// the 3 s wait was added: 2 crashes in 20 runs, with librdkafka debug logging on). The
+/// dispatcher now pauses its partitions as soon as every broker connection is down and
+/// closes that consumer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dispatcher_survives_a_broker_restart_that_loses_its_topics() {
     let mut broker = Broker::start();
