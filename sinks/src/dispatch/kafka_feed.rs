@@ -17,6 +17,26 @@
 //! Every assignment of a partition gets a new epoch; messages received under an older one
 //! (the partition was revoked meanwhile) are dropped unprocessed, since the new owner (or
 //! the new assignment) reads them again from the committed offset.
+//!
+//! When every broker connection is down ([`RDKafkaErrorCode::AllBrokersDown`]) after the
+//! consumer has had partitions, the feed pauses them at once, closes that consumer and
+//! builds a new one after [`REBUILD_AFTER`] (counted in
+//! `hookgate_dispatch_consumer_rebuilds_total`). The reason is a crash in librdkafka
+//! 2.12.1, not a preference: a consumer that goes on fetching after its broker came back
+//! without its topics (Tansu with in-memory storage, after a restart) sends Fetch v16 with
+//! the topic ids it had cached; Tansu answers an unknown topic id with a zero id, a
+//! `CurrentLeader` tag (leader 0) per partition and an empty `NodeEndpoints` tag
+//! (tansu-storage 0.6 `service/fetch.rs`, `unknown_topic_response`), and librdkafka's
+//! `rd_kafka_handle_Fetch_metadata_update` (rdkafka_fetcher.c) turns that into a metadata
+//! update for a topic with a NULL name and a zero id, which `rd_kafka_metadata_update_op`
+//! (rdkafka_metadata.c) looks up with `rd_kafka_metadata_cache_find(rk, NULL)`: strcmp on
+//! NULL, SIGSEGV, and `serve` dies with its ingest. No client setting avoids it: the Fetch
+//! version is negotiated (librdkafka uses v16 whenever its topics have ids, and there is no
+//! option to cap one request's version; `api.version.request=false` falls back to 0.9
+//! protocols without headers). A paused partition is not fetched, and a new consumer
+//! learns the topics' current ids from metadata before its first fetch. Nothing
+//! acknowledged is lost: offsets are committed only after delivery, so the new consumer
+//! (same group) reads again from the last commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,14 +70,24 @@ pub const RESUME_AT: usize = 256;
 pub const PAUSE_AT_BYTES: usize = 16 << 20;
 /// Queued payload bytes of a paused partition at which its fetching resumes.
 pub const RESUME_AT_BYTES: usize = 4 << 20;
+/// How long the feed waits, after closing a consumer whose broker connections all went
+/// down, before it builds the next one.
+pub const REBUILD_AFTER: Duration = Duration::from_secs(1);
+/// How long closing such a consumer may take before the feed goes on without waiting (it
+/// is paused, so it fetches nothing while it finishes closing in the background).
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 type Key = (String, i32);
 
-/// Consumer callbacks: assignment epochs and the lag gauge.
+/// Consumer callbacks: assignment epochs, the lag gauge, and whether fetching is halted.
 #[derive(Default)]
 struct FeedContext {
     epochs: Mutex<HashMap<Key, u64>>,
     next_epoch: AtomicU64,
+    /// Set (under this lock) when every broker connection went down: from then on this
+    /// consumer fetches nothing. Workers resume a partition only under the lock and only
+    /// while it is false, so a flow-control resume cannot undo the halt.
+    halted: Mutex<bool>,
 }
 
 impl FeedContext {
@@ -67,6 +97,15 @@ impl FeedContext {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, u64>> {
         self.epochs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn halt_lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.halted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether partitions were ever assigned to this consumer (it then holds topic ids).
+    fn ever_assigned(&self) -> bool {
+        self.next_epoch.load(Ordering::Relaxed) > 0
     }
 }
 
@@ -96,13 +135,22 @@ impl ConsumerContext for FeedContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let mut epochs = self.lock();
-                for e in tpl.elements() {
-                    let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
-                    epochs.insert((e.topic().to_owned(), e.partition()), epoch);
+                {
+                    let mut epochs = self.lock();
+                    for e in tpl.elements() {
+                        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+                        epochs.insert((e.topic().to_owned(), e.partition()), epoch);
+                    }
+                }
+                // A halted consumer is being closed; it must not start fetching again.
+                let halted = self.halt_lock();
+                if *halted {
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::debug!(error = %e, "pause of a halted consumer's assignment failed");
+                    }
                 }
                 tracing::info!(partitions = tpl.count(), "dispatcher: partitions assigned");
             }
@@ -136,9 +184,11 @@ struct Worker {
 
 /// Consumes `topics` in consumer group `group_id` (the CLI's default is
 /// [`DISPATCH_GROUP`](crate::dispatch::feed::DISPATCH_GROUP)) and dispatches every hookgate
-/// record, storing its offset only once the dispatch is done. Records without a valid `hookgate-id` are skipped with a
-/// warning. On `stop`: each partition finishes its current message, stored offsets are
-/// committed synchronously, and the function returns. Errors only when the consumer
+/// record, storing its offset only once the dispatch is done. Records without a valid
+/// `hookgate-id` are skipped with a warning. When every broker connection goes down after
+/// partitions were assigned, the consumer is closed and a new one built (see the module
+/// doc). On `stop`: each partition finishes its current message, stored offsets are
+/// committed synchronously, and the function returns. Errors only when the first consumer
 /// cannot be built or subscribed.
 pub async fn run_kafka_feed(
     kafka: &KafkaConfig,
@@ -147,6 +197,54 @@ pub async fn run_kafka_feed(
     dispatcher: Dispatcher,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), FeedError> {
+    let mut first = true;
+    loop {
+        let consumer = match build_consumer(kafka, group_id, &topics) {
+            Ok(c) => c,
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                // The same config built one before: a transient failure (subscribe).
+                tracing::warn!(error = %e, retry_in = ?REBUILD_AFTER, "dispatcher: kafka consumer not rebuilt");
+                if wait_or_stop(REBUILD_AFTER, &mut stop).await {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        if first {
+            tracing::info!(group = group_id, topics = ?topics, "dispatcher consuming kafka");
+        } else {
+            tracing::info!(group = group_id, "dispatcher: kafka consumer rebuilt");
+        }
+        first = false;
+        match consume(consumer, &dispatcher, &mut stop).await {
+            SessionEnd::Stopped => return Ok(()),
+            SessionEnd::BrokersDown => {
+                if wait_or_stop(REBUILD_AFTER, &mut stop).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `d`; true when `stop` fired meanwhile (or had).
+async fn wait_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if stopped(stop) {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stop.changed() => {}
+    }
+    stopped(stop)
+}
+
+fn build_consumer(
+    kafka: &KafkaConfig,
+    group_id: &str,
+    topics: &[String],
+) -> Result<Arc<Feed>, FeedError> {
     let mut cc = kafka.client_config(&[
         ("client.id", "hookgate-dispatcher"),
         ("auto.offset.reset", "earliest"),
@@ -163,12 +261,28 @@ pub async fn run_kafka_feed(
     );
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
-    tracing::info!(group = group_id, topics = ?topics, "dispatcher consuming kafka");
+    Ok(consumer)
+}
 
+/// Why one consumer's run ended.
+enum SessionEnd {
+    /// `stop` fired: offsets were committed, the consumer closed.
+    Stopped,
+    /// Every broker connection went down after partitions were assigned: the consumer was
+    /// halted and closed; build a new one.
+    BrokersDown,
+}
+
+/// Runs one consumer until `stop` or until every broker connection is down.
+async fn consume(
+    consumer: Arc<Feed>,
+    dispatcher: &Dispatcher,
+    stop: &mut watch::Receiver<bool>,
+) -> SessionEnd {
     let mut workers: HashMap<Key, Worker> = HashMap::new();
-    loop {
-        if stopped(&stop) {
-            break;
+    let end = loop {
+        if stopped(stop) {
+            break SessionEnd::Stopped;
         }
         let msg = tokio::select! {
             _ = stop.changed() => continue,
@@ -179,16 +293,19 @@ pub async fn run_kafka_feed(
             Err(e) => {
                 // Broker and transport errors are informational: librdkafka reconnects
                 // and retries by itself. Counted, so a stalled dispatcher shows why
-                // (`code` is librdkafka's error code: a small fixed set).
-                let code = e
-                    .rdkafka_error_code()
-                    .map_or_else(|| "other".to_owned(), |c| format!("{c:?}"));
-                metrics::counter!("hookgate_dispatch_kafka_errors_total", "code" => code)
+                // (`code` is librdkafka's error code: a small fixed set). No wait here:
+                // librdkafka paces its errors (reconnect and fetch backoffs), and an
+                // AllBrokersDown must be acted on before the broker is back.
+                let code = e.rdkafka_error_code();
+                let label = code.map_or_else(|| "other".to_owned(), |c| format!("{c:?}"));
+                metrics::counter!("hookgate_dispatch_kafka_errors_total", "code" => label)
                     .increment(1);
                 tracing::warn!(error = %e, "dispatcher: kafka consumer error");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.changed() => {}
+                if code == Some(RDKafkaErrorCode::AllBrokersDown)
+                    && consumer.context().ever_assigned()
+                {
+                    halt(&consumer);
+                    break SessionEnd::BrokersDown;
                 }
                 continue;
             }
@@ -223,7 +340,7 @@ pub async fn run_kafka_feed(
             // The worker ended (stop); the message is not stored and is read again later.
             tracing::debug!(topic = %key.0, partition = key.1, "partition worker gone");
         }
-    }
+    };
 
     // Closing the queues lets each worker finish its current message and exit; queued
     // ones are not processed (their offsets are not stored).
@@ -231,19 +348,69 @@ pub async fn run_kafka_feed(
     for t in tasks {
         let _ = t.await;
     }
-    let c = consumer.clone();
-    let res = tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await;
-    match res {
-        Ok(Ok(())) => tracing::info!("dispatcher: offsets committed"),
-        // Nothing stored since the last commit.
-        Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "dispatcher: final commit failed"),
-        Err(_) => tracing::warn!("dispatcher: final commit task failed"),
+    match end {
+        SessionEnd::Stopped => {
+            let c = consumer.clone();
+            let res =
+                tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync))
+                    .await;
+            match res {
+                Ok(Ok(())) => tracing::info!("dispatcher: offsets committed"),
+                // Nothing stored since the last commit.
+                Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "dispatcher: final commit failed"),
+                Err(_) => tracing::warn!("dispatcher: final commit task failed"),
+            }
+            consumer.unsubscribe();
+            // Closing the consumer leaves the group, a blocking round trip: off the runtime.
+            let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        }
+        SessionEnd::BrokersDown => {
+            // No explicit commit: no broker answers. Closing commits what was stored if
+            // it can; what it cannot is read again by the next consumer.
+            let started = std::time::Instant::now();
+            let close = tokio::task::spawn_blocking(move || {
+                consumer.unsubscribe();
+                drop(consumer);
+            });
+            match tokio::time::timeout(CLOSE_WAIT, close).await {
+                Ok(_) => {
+                    tracing::info!(took = ?started.elapsed(), "dispatcher: halted kafka consumer closed")
+                }
+                Err(_) => tracing::warn!(
+                    after = ?CLOSE_WAIT,
+                    "dispatcher: halted kafka consumer still closing; building the next one meanwhile"
+                ),
+            }
+        }
     }
-    consumer.unsubscribe();
-    // Closing the consumer leaves the group, a blocking round trip: off the runtime.
-    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-    Ok(())
+    end
+}
+
+/// Stops every fetch of `consumer` at once: its broker connections are all down, and when
+/// a broker is back its cached topic ids may be stale (see the module doc). Under the halt
+/// lock, so no worker resumes a partition afterwards.
+fn halt(consumer: &Feed) {
+    let ctx = consumer.context();
+    let mut halted = ctx.halt_lock();
+    *halted = true;
+    match consumer.assignment() {
+        Ok(tpl) => {
+            if let Err(e) = consumer.pause(&tpl) {
+                tracing::warn!(error = %e, "dispatcher: pausing the assignment failed");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "dispatcher: reading the assignment failed"),
+    }
+    drop(halted);
+    // Messages already handed to workers are dropped unprocessed (not stored): the next
+    // consumer reads them again.
+    ctx.lock().clear();
+    metrics::counter!("hookgate_dispatch_consumer_rebuilds_total").increment(1);
+    tracing::warn!(
+        rebuild_in = ?REBUILD_AFTER,
+        "dispatcher: every kafka broker connection is down; consumer halted, closing it and building a new one"
+    );
 }
 
 /// What a queued message holds in memory, for the byte bounds.
@@ -298,8 +465,11 @@ fn spawn_worker(
             flow.queued_bytes = flow.queued_bytes.saturating_sub(size);
             if flow.paused && flow.queued <= RESUME_AT && flow.queued_bytes <= RESUME_AT_BYTES {
                 flow.paused = false;
-                if let Err(e) = consumer.resume(&one(&key)) {
-                    tracing::debug!(topic = %key.0, partition = key.1, error = %e, "resume failed");
+                let halted = consumer.context().halt_lock();
+                if !*halted {
+                    if let Err(e) = consumer.resume(&one(&key)) {
+                        tracing::debug!(topic = %key.0, partition = key.1, error = %e, "resume failed");
+                    }
                 }
             }
         }
