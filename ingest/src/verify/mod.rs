@@ -994,11 +994,11 @@ const B64_VALUES: [u8; 256] = {
 /// A table lookup per digit and one check at the end, like [`decode_hex_exact`]: the
 /// general-purpose engine cost ~350 instructions for a 32-byte tag, this ~120 (callgrind,
 /// `bench/verify-ir.sh`), on every request of the base64 schemes.
-fn decode_b64_exact<'b>(
+fn decode_b64_exact(
     text: impl AsRef<[u8]>,
     len: usize,
-    buf: &'b mut B64Buf,
-) -> Result<&'b [u8], VerifyError> {
+    buf: &mut B64Buf,
+) -> Result<&[u8], VerifyError> {
     let text = text.as_ref();
     if text.len() > MAX_B64_LEN || text.len() != len.div_ceil(3) * 4 {
         return Err(VerifyError::Malformed);
