@@ -5,6 +5,7 @@
 #
 #   cargo bench --workspace --bench verify_ir --no-run
 #   bench/verify-ir.sh floor:1024 github box zendesk
+#   VERIFY_IR_REALISTIC=1 bench/verify-ir.sh box   # plus 9 unsigned headers (host, user agent…)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VERIFY_IR:-$(ls -t target/release/deps/verify_ir-* | grep -v '\.d$' | head -n1)}

@@ -690,10 +690,10 @@ impl<const N: usize> Sigs<N> {
     /// that does is skipped, not fatal: a spec's own multi-signature form may carry
     /// entries this verifier cannot read. When no supported entry was offered the list is
     /// empty and [`Sigs::matches`] says `Invalid` (nothing we accept was sent).
-    pub(crate) fn read<'s>(
+    pub(crate) fn read<E: AsRef<[u8]>>(
         &mut self,
-        entries: impl Iterator<Item = Option<&'s str>>,
-        decode: impl Fn(&str, &mut [u8; N]) -> Option<usize>,
+        entries: impl Iterator<Item = Option<E>>,
+        decode: impl Fn(&[u8], &mut [u8; N]) -> Option<usize>,
     ) -> Result<(), VerifyError> {
         let mut offered = false;
         for (index, entry) in entries.enumerate() {
@@ -705,7 +705,7 @@ impl<const N: usize> Sigs<N> {
             let Some(slot) = self.sigs.get_mut(self.count) else {
                 continue;
             };
-            if let Some(len) = decode(text, slot) {
+            if let Some(len) = decode(text.as_ref(), slot) {
                 self.len = len;
                 self.count += 1;
             }
@@ -744,7 +744,7 @@ impl<const N: usize> Sigs<N> {
 /// A [`Sigs::read`] decoder for hex signatures of exactly `len` bytes.
 pub(crate) fn hex_entry<const N: usize>(
     len: usize,
-) -> impl Fn(&str, &mut [u8; N]) -> Option<usize> {
+) -> impl Fn(&[u8], &mut [u8; N]) -> Option<usize> {
     move |text, buf| {
         let out = buf.get_mut(..len)?;
         decode_hex_exact(text, out).ok().map(|()| len)
@@ -752,7 +752,7 @@ pub(crate) fn hex_entry<const N: usize>(
 }
 
 /// A [`Sigs::read`] decoder for padded standard base64 of exactly `len` bytes.
-pub(crate) fn b64_entry(len: usize) -> impl Fn(&str, &mut B64Buf) -> Option<usize> {
+pub(crate) fn b64_entry(len: usize) -> impl Fn(&[u8], &mut B64Buf) -> Option<usize> {
     move |text, buf| decode_b64_exact(text, len, buf).ok().map(<[u8]>::len)
 }
 
@@ -763,12 +763,24 @@ pub(crate) fn b64_entry(len: usize) -> impl Fn(&str, &mut B64Buf) -> Option<usiz
 /// proxy-added header shadow the real one. Empty, or containing control or
 /// non-ASCII bytes (tab included) → `Malformed`.
 fn header_str<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Result<&str, VerifyError> {
+    let bytes = header_bytes(headers, name)?;
+    std::str::from_utf8(bytes).map_err(|_| VerifyError::Malformed)
+}
+
+/// [`header_str`] without the UTF-8 check, for values only hashed, compared or parsed
+/// as bytes: the bytes are visible ASCII (so valid UTF-8 anyway), and the second scan
+/// cost ~45–110 instructions a header (callgrind, `bench/verify-ir.sh`).
+fn header_bytes<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Result<&[u8], VerifyError> {
     let mut values = headers.get_all(name).iter();
     let value = values.next().ok_or(VerifyError::Missing)?;
     if values.next().is_some() {
         return Err(VerifyError::Malformed);
     }
-    let bytes = value.as_bytes();
+    visible_ascii(value.as_bytes())
+}
+
+/// `bytes` if it is non-empty visible ASCII (no tab), `Malformed` otherwise.
+fn visible_ascii(bytes: &[u8]) -> Result<&[u8], VerifyError> {
     // A fold without an early exit, so the check runs over whole vectors of bytes.
     let visible = bytes
         .iter()
@@ -776,60 +788,111 @@ fn header_str<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Result<&str, Ver
     if bytes.is_empty() || !visible {
         return Err(VerifyError::Malformed);
     }
-    std::str::from_utf8(bytes).map_err(|_| VerifyError::Malformed)
+    Ok(bytes)
+}
+
+/// Most header values a request may carry for [`header_values`] to read them in one pass
+/// over the map; with more, each name is looked up on its own (hashed), so a request with
+/// many headers costs what it did before.
+const ONE_PASS_MAX: usize = 32;
+
+/// [`header_bytes`] of each of `names`, in one pass over the map when it holds at most
+/// [`ONE_PASS_MAX`] values: a lookup hashes the name byte by byte and probes (~200
+/// instructions for a 20-odd-byte custom name, callgrind), where a pass compares each
+/// header's name with the few wanted (a length check, rarely a `memcmp`). Same answers,
+/// name by name: `Missing`, `Malformed` when repeated or not visible ASCII, or the bytes.
+fn header_values<'h, const N: usize>(
+    headers: &'h HeaderMap,
+    names: [&HeaderName; N],
+) -> [Result<&'h [u8], VerifyError>; N] {
+    if headers.len() > ONE_PASS_MAX {
+        return names.map(|name| header_bytes(headers, name));
+    }
+    let mut out = [Err(VerifyError::Missing); N];
+    for (name, value) in headers {
+        let Some(slot) = names
+            .iter()
+            .position(|wanted| *wanted == name)
+            .and_then(|i| out.get_mut(i))
+        else {
+            continue;
+        };
+        *slot = match *slot {
+            Err(VerifyError::Missing) => visible_ascii(value.as_bytes()),
+            _ => Err(VerifyError::Malformed),
+        };
+    }
+    out
 }
 
 /// Parses a unix-seconds timestamp: ASCII digits only (no sign, no spaces,
 /// no fraction), at most 18 of them so it always fits an `i64`.
-fn parse_timestamp(text: &str) -> Result<i64, VerifyError> {
-    if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
+fn parse_timestamp(text: impl AsRef<[u8]>) -> Result<i64, VerifyError> {
+    let text = text.as_ref();
+    if text.is_empty() || text.len() > 18 || !text.iter().all(u8::is_ascii_digit) {
         return Err(VerifyError::Malformed);
     }
     // At most 18 digits: no overflow. A fold instead of `str::parse`, which re-checks
     // every digit and the sign (this runs on every timestamped request).
-    Ok(text.bytes().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+    Ok(text.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
 }
 
 /// Parses an RFC 3339 date-time (`2020-01-01T00:00:00-07:00`, `…T10:11:12.634234626Z`)
 /// into unix seconds (fractions dropped). Strict: four-digit year, two-digit fields,
 /// `T` (or `t`), and `Z` or a `±HH:MM` offset; anything else is `Malformed`.
-pub(crate) fn parse_rfc3339(text: &str) -> Result<i64, VerifyError> {
-    let b = text.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Result<i64, VerifyError> {
-        let digits = b.get(range).ok_or(VerifyError::Malformed)?;
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(VerifyError::Malformed);
-        }
-        Ok(digits
-            .iter()
-            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+///
+/// The first 19 bytes have fixed places: their 14 digits are checked in one pass and
+/// read by position (a range lookup and a check per field cost ~100 instructions more,
+/// on every request of the RFC 3339 schemes).
+pub(crate) fn parse_rfc3339(text: impl AsRef<[u8]>) -> Result<i64, VerifyError> {
+    let b = text.as_ref();
+    let Some((head, tail)) = b.split_first_chunk::<19>() else {
+        return Err(VerifyError::Malformed);
     };
-    let at = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
-    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt") && at(13, b":") && at(16, b":")) {
+    let [y0, y1, y2, y3, dash1, mo0, mo1, dash2, d0, d1, t, h0, h1, colon1, mi0, mi1, colon2, s0, s1] =
+        *head;
+    if !(dash1 == b'-'
+        && dash2 == b'-'
+        && matches!(t, b'T' | b't')
+        && colon1 == b':'
+        && colon2 == b':')
+    {
         return Err(VerifyError::Malformed);
     }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut i = 19;
-    if at(i, b".") {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start {
-            return Err(VerifyError::Malformed);
-        }
+    let digits = [y0, y1, y2, y3, mo0, mo1, d0, d1, h0, h1, mi0, mi1, s0, s1]
+        .map(|c| i64::from(c.wrapping_sub(b'0')));
+    if digits.iter().any(|d| *d > 9) {
+        return Err(VerifyError::Malformed);
     }
-    let offset = match b.get(i) {
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && at(i + 3, b":") => {
-            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+    let [y0, y1, y2, y3, mo0, mo1, d0, d1, h0, h1, mi0, mi1, s0, s1] = digits;
+    let year = y0 * 1000 + y1 * 100 + y2 * 10 + y3;
+    let (month, day) = (mo0 * 10 + mo1, d0 * 10 + d1);
+    let (hour, minute, second) = (h0 * 10 + h1, mi0 * 10 + mi1, s0 * 10 + s1);
+    // The fraction's digits (dropped), then `Z` or `±HH:MM` and nothing after.
+    let tail = match tail.split_first() {
+        Some((b'.', fraction)) => {
+            let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+            if n == 0 {
+                return Err(VerifyError::Malformed);
+            }
+            fraction.get(n..).unwrap_or_default()
+        }
+        _ => tail,
+    };
+    let offset = match *tail {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), oh0, oh1, b':', om0, om1] => {
+            let o = [oh0, oh1, om0, om1].map(|c| i64::from(c.wrapping_sub(b'0')));
+            if o.iter().any(|d| *d > 9) {
+                return Err(VerifyError::Malformed);
+            }
+            let [oh0, oh1, om0, om1] = o;
+            let (oh, om) = (oh0 * 10 + oh1, om0 * 10 + om1);
             if oh > 23 || om > 59 {
                 return Err(VerifyError::Malformed);
             }
             let o = oh * 3600 + om * 60;
-            if *sign == b'+' {
+            if sign == b'+' {
                 o
             } else {
                 -o
@@ -910,18 +973,16 @@ const NOT_HEX: u8 = 0xFF;
 ///
 /// One table lookup per digit and one check at the end instead of a branch per
 /// digit: this runs on every signed request (about 0.1 µs saved per 64 digits).
-fn decode_hex_exact(text: &str, out: &mut [u8]) -> Result<(), VerifyError> {
-    let text = text.as_bytes();
+fn decode_hex_exact(text: impl AsRef<[u8]>, out: &mut [u8]) -> Result<(), VerifyError> {
+    let text = text.as_ref();
     if text.len() != out.len() * 2 {
         return Err(VerifyError::Malformed);
     }
-    let value = |b: &u8| HEX_VALUES.get(usize::from(*b)).copied().unwrap_or(NOT_HEX);
+    let value = |b: u8| HEX_VALUES.get(usize::from(b)).copied().unwrap_or(NOT_HEX);
     let mut seen = 0u8;
-    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        let (hi, lo) = match pair {
-            [hi, lo] => (value(hi), value(lo)),
-            _ => (NOT_HEX, NOT_HEX),
-        };
+    // Pairs as arrays: no slice pattern or length check per byte.
+    for (byte, &[hi, lo]) in out.iter_mut().zip(text.as_chunks::<2>().0) {
+        let (hi, lo) = (value(hi), value(lo));
         seen |= hi | lo;
         *byte = (hi << 4) | lo;
     }
@@ -961,41 +1022,41 @@ const B64_VALUES: [u8; 256] = {
 /// A table lookup per digit and one check at the end, like [`decode_hex_exact`]: the
 /// general-purpose engine cost ~350 instructions for a 32-byte tag, this ~120 (callgrind,
 /// `bench/verify-ir.sh`), on every request of the base64 schemes.
-fn decode_b64_exact<'b>(
-    text: &str,
+fn decode_b64_exact(
+    text: impl AsRef<[u8]>,
     len: usize,
-    buf: &'b mut B64Buf,
-) -> Result<&'b [u8], VerifyError> {
-    let text = text.as_bytes();
+    buf: &mut B64Buf,
+) -> Result<&[u8], VerifyError> {
+    let text = text.as_ref();
     if text.len() > MAX_B64_LEN || text.len() != len.div_ceil(3) * 4 {
         return Err(VerifyError::Malformed);
     }
     let out = buf.get_mut(..len).ok_or(VerifyError::Malformed)?;
     let value = |b: u8| u32::from(B64_VALUES.get(usize::from(b)).copied().unwrap_or(NOT_HEX));
     let (mut seen, mut unused_bits) = (0u32, 0u32);
-    let mut groups = out.chunks_exact_mut(3);
-    let mut quads = text.chunks_exact(4);
-    for (o, q) in (&mut groups).zip(&mut quads) {
-        if let ([o0, o1, o2], [a, b, c, d]) = (o, q) {
-            let (a, b, c, d) = (value(*a), value(*b), value(*c), value(*d));
-            seen |= a | b | c | d;
-            let n = (a << 18) | (b << 12) | (c << 6) | d;
-            *o0 = (n >> 16) as u8;
-            *o1 = (n >> 8) as u8;
-            *o2 = n as u8;
-        }
+    // Quads and groups as arrays: no slice pattern or length check per group.
+    let (quads, _) = text.as_chunks::<4>();
+    let (groups, rest) = out.as_chunks_mut::<3>();
+    let full = groups.len();
+    for ([o0, o1, o2], &[a, b, c, d]) in groups.iter_mut().zip(quads) {
+        let (a, b, c, d) = (value(a), value(b), value(c), value(d));
+        seen |= a | b | c | d;
+        let n = (a << 18) | (b << 12) | (c << 6) | d;
+        *o0 = (n >> 16) as u8;
+        *o1 = (n >> 8) as u8;
+        *o2 = n as u8;
     }
     // The padded last quad: `xx==` for one byte left, `xxx=` for two.
-    match (groups.into_remainder(), quads.next()) {
+    match (rest, quads.get(full)) {
         ([], None) => {}
-        ([o0], Some([a, b, b'=', b'='])) => {
-            let (a, b) = (value(*a), value(*b));
+        ([o0], Some(&[a, b, b'=', b'='])) => {
+            let (a, b) = (value(a), value(b));
             seen |= a | b;
             unused_bits = b & 0x0F;
             *o0 = ((a << 2) | (b >> 4)) as u8;
         }
-        ([o0, o1], Some([a, b, c, b'='])) => {
-            let (a, b, c) = (value(*a), value(*b), value(*c));
+        ([o0, o1], Some(&[a, b, c, b'='])) => {
+            let (a, b, c) = (value(a), value(b), value(c));
             seen |= a | b | c;
             unused_bits = c & 0x03;
             let n = (a << 10) | (b << 4) | (c >> 2);
@@ -1011,14 +1072,54 @@ fn decode_b64_exact<'b>(
         Err(VerifyError::Malformed)
     }
 }
+
 /// HMAC over several pieces without concatenating them, so schemes that sign
 /// `prefix || body` never copy the body.
+///
+/// A run of two or more small pieces (an id, a separator, a timestamp) is gathered on the
+/// stack and fed in one `update`: each `update` costs ~50 instructions besides hashing
+/// (ring copies a partial block each time), more than the short copy. Large pieces (the
+/// body) and a lone small piece are fed as they are.
 fn hmac_parts(key: &hmac::Key, parts: &[&[u8]]) -> hmac::Tag {
     let mut ctx = hmac::Context::with_key(key);
-    for part in parts {
-        ctx.update(part);
+    let mut rest = parts;
+    while let Some((first, tail)) = rest.split_first() {
+        let mut total = 0;
+        let run = rest
+            .iter()
+            .take_while(|part| {
+                total += part.len();
+                total <= GATHER
+            })
+            .count();
+        match rest.split_at_checked(run) {
+            Some((small, after)) if run >= 2 => {
+                gather(&mut ctx, small);
+                rest = after;
+            }
+            _ => {
+                ctx.update(first);
+                rest = tail;
+            }
+        }
     }
     ctx.sign()
+}
+
+/// Room for the small pieces [`hmac_parts`] gathers.
+const GATHER: usize = 128;
+
+/// Feeds `parts` (together at most [`GATHER`] bytes) in one `update`.
+fn gather(ctx: &mut hmac::Context, parts: &[&[u8]]) {
+    let mut buf = [0u8; GATHER];
+    let mut held = 0;
+    for part in parts {
+        if let Some(room) = buf.get_mut(held..held + part.len()) {
+            room.copy_from_slice(part);
+            held += part.len();
+        }
+    }
+    ctx.update(buf.get(..held).unwrap_or_default());
 }
 
 /// Constant-time equality for two HMAC tags.
@@ -1435,9 +1536,7 @@ mod tests {
             for b in 0..=255u8 {
                 let mut text = *b"0aF9";
                 text[pos] = b;
-                let Ok(text) = std::str::from_utf8(&text) else {
-                    continue; // not a &str: header_str never hands it over
-                };
+                let text = &text[..];
                 let mut ours = [0u8; 2];
                 let mut theirs = [0u8; 2];
                 let got = decode_hex_exact(text, &mut ours);
@@ -1503,9 +1602,6 @@ mod tests {
                 for &c in &subs {
                     let mut t = text.clone().into_bytes();
                     t[pos] = c;
-                    let Ok(t) = String::from_utf8(t) else {
-                        continue;
-                    };
                     let mut theirs = [0u8; MAX_SIG_LEN + 8];
                     let expected = engine
                         .decode_slice(&t, &mut theirs)
@@ -1520,6 +1616,250 @@ mod tests {
             }
         }
         assert!(checked > 10_000);
+    }
+
+    /// The parser before its fixed-offset rewrite, kept as the reference the new one
+    /// must agree with on every input.
+    fn parse_rfc3339_reference(text: &str) -> Result<i64, VerifyError> {
+        let b = text.as_bytes();
+        let num = |range: std::ops::Range<usize>| -> Result<i64, VerifyError> {
+            let digits = b.get(range).ok_or(VerifyError::Malformed)?;
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(VerifyError::Malformed);
+            }
+            Ok(digits
+                .iter()
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+        };
+        let at = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
+        if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt") && at(13, b":") && at(16, b":")) {
+            return Err(VerifyError::Malformed);
+        }
+        let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        let mut i = 19;
+        if at(i, b".") {
+            i += 1;
+            let start = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            if i == start {
+                return Err(VerifyError::Malformed);
+            }
+        }
+        let offset = match b.get(i) {
+            Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+            Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && at(i + 3, b":") => {
+                let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+                if oh > 23 || om > 59 {
+                    return Err(VerifyError::Malformed);
+                }
+                let o = oh * 3600 + om * 60;
+                if *sign == b'+' {
+                    o
+                } else {
+                    -o
+                }
+            }
+            _ => return Err(VerifyError::Malformed),
+        };
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let month_days = [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let max_day = usize::try_from(month - 1)
+            .ok()
+            .and_then(|m| month_days.get(m))
+            .copied()
+            .ok_or(VerifyError::Malformed)?;
+        if day < 1 || day > max_day || hour > 23 || minute > 59 || second > 60 {
+            return Err(VerifyError::Malformed);
+        }
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Ok(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+    }
+
+    /// The fixed-offset parser agrees with the one it replaced on valid samples, on
+    /// every one-character change of them (digits, separators, signs, letters, bytes
+    /// outside ASCII), on every truncation and on one extra character anywhere.
+    #[test]
+    fn fixed_offset_rfc3339_agrees_with_the_reference_parser() {
+        let samples = [
+            "2024-05-01T12:00:00Z",
+            "2020-01-01T00:00:00-07:00",
+            "2019-11-16t10:11:12.634234626z",
+            "2024-02-29T23:59:60.5+05:30",
+            "0000-03-01T00:00:00Z",
+            "9999-12-31T23:59:59.000-23:59",
+        ];
+        let subs = b"0159:-+.TtZzx /\x00";
+        let mut checked = 0;
+        for sample in samples {
+            assert!(parse_rfc3339(sample).is_ok(), "{sample}");
+            let bytes = sample.as_bytes();
+            let mut variants: Vec<Vec<u8>> =
+                (0..=bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+            for pos in 0..bytes.len() {
+                for &c in subs.iter() {
+                    let mut t = bytes.to_vec();
+                    t[pos] = c;
+                    variants.push(t.clone());
+                    t.insert(pos, c);
+                    variants.push(t);
+                }
+                let mut t = bytes.to_vec();
+                t.splice(pos..=pos, "é".bytes());
+                variants.push(t);
+            }
+            for v in variants {
+                let text = String::from_utf8(v).unwrap();
+                assert_eq!(
+                    parse_rfc3339(&text),
+                    parse_rfc3339_reference(&text),
+                    "{text:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 3_000, "{checked}");
+    }
+
+    /// Gathering small pieces on the stack never changes the MAC: every way of cutting
+    /// a message into pieces (around the 128-byte gather buffer's edges too) signs as the
+    /// whole message does.
+    #[test]
+    fn hmac_parts_signs_the_concatenation_however_it_is_cut() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"parts-key");
+        let msg: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8).collect();
+        let cuts: &[&[usize]] = &[
+            &[],
+            &[0],
+            &[1],
+            &[36, 56, 57],
+            &[127],
+            &[128],
+            &[129],
+            &[10, 138],
+            &[10, 137, 138],
+            &[100, 200, 201, 202, 600],
+            &[127, 255, 256, 383, 384],
+            &[0, 0, 5, 5, 699, 700],
+        ];
+        for len in [0usize, 1, 20, 127, 128, 129, 300, 700] {
+            let msg = &msg[..len];
+            let whole = hmac::sign(&key, msg);
+            for cut in cuts {
+                let mut parts = Vec::new();
+                let mut from = 0;
+                for &at in cut.iter() {
+                    let at = at.min(len).max(from);
+                    parts.push(&msg[from..at]);
+                    from = at;
+                }
+                parts.push(&msg[from..]);
+                assert_eq!(
+                    hmac_parts(&key, &parts).as_ref(),
+                    whole.as_ref(),
+                    "{len} bytes cut at {cut:?}"
+                );
+            }
+        }
+    }
+
+    /// One pass over the map answers what a lookup per name answers, for every mix of
+    /// absent, single, repeated, empty and non-ASCII values, among other headers, and
+    /// past [`ONE_PASS_MAX`] (where it looks each name up).
+    #[test]
+    fn header_values_answer_as_header_bytes_does() {
+        let names = [
+            HeaderName::from_static("x-a"),
+            HeaderName::from_static("x-bb"),
+            HeaderName::from_static("x-cc"),
+        ];
+        let values: [&[&[u8]]; 6] = [
+            &[],
+            &[b"one"],
+            &[b"one", b"two"],
+            &[b""],
+            &[b"caf\xc3\xa9"],
+            &[b"a\tb", b"ok"],
+        ];
+        let mut checked = 0;
+        for others in [0usize, 3, ONE_PASS_MAX - 1, ONE_PASS_MAX + 5] {
+            for a in values {
+                for b in values {
+                    for c in values {
+                        let mut map = HeaderMap::new();
+                        for i in 0..others {
+                            map.append(
+                                HeaderName::from_bytes(format!("x-other-{i}").as_bytes()).unwrap(),
+                                http::HeaderValue::from_static("v"),
+                            );
+                        }
+                        map.append(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+                        for (name, list) in names.iter().zip([a, b, c]) {
+                            for v in list {
+                                map.append(name, http::HeaderValue::from_bytes(v).unwrap());
+                            }
+                        }
+                        let expected =
+                            [&names[0], &names[1], &names[2]].map(|name| header_bytes(&map, name));
+                        let got = header_values(&map, [&names[0], &names[1], &names[2]]);
+                        assert_eq!(got, expected, "{map:?}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 4 * 6 * 6 * 6);
+    }
+
+    #[test]
+    fn header_bytes_reads_one_visible_ascii_value() {
+        let mut map = HeaderMap::new();
+        let name = HeaderName::from_static("x-sig");
+        assert_eq!(header_bytes(&map, &name), Err(VerifyError::Missing));
+        map.insert(&name, http::HeaderValue::from_static("abc ~!"));
+        assert_eq!(header_bytes(&map, &name), Ok(&b"abc ~!"[..]));
+        assert_eq!(header_str(&map, &name), Ok("abc ~!"));
+        for bad in [&b""[..], b"a\tb", b"caf\xc3\xa9", b"\x80x"] {
+            map.insert(&name, http::HeaderValue::from_bytes(bad).unwrap());
+            assert_eq!(
+                header_bytes(&map, &name),
+                Err(VerifyError::Malformed),
+                "{bad:?}"
+            );
+            assert_eq!(
+                header_str(&map, &name),
+                Err(VerifyError::Malformed),
+                "{bad:?}"
+            );
+        }
+        map.insert(&name, http::HeaderValue::from_static("one"));
+        map.append(&name, http::HeaderValue::from_static("one"));
+        assert_eq!(
+            header_bytes(&map, &name),
+            Err(VerifyError::Malformed),
+            "repeated"
+        );
     }
 
     #[test]

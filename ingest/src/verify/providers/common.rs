@@ -18,9 +18,9 @@ use http::{HeaderMap, HeaderName};
 use ring::hmac;
 
 use crate::verify::{
-    check_tolerance, decode_b64_exact, decode_hex_exact, header_str, hex_entry, hmac_parts,
-    parse_timestamp, About, Answer, B64Buf, Defaults, Early, HmacAlgorithm, KeyError, Keys,
-    Options, ProviderSpec, Request, SigEncoding, Sigs, Verifier, VerifyError, MAX_SIG_LEN,
+    check_tolerance, decode_b64_exact, decode_hex_exact, header_bytes, header_str, hex_entry,
+    hmac_parts, parse_timestamp, About, Answer, B64Buf, Defaults, Early, HmacAlgorithm, KeyError,
+    Keys, Options, ProviderSpec, Request, SigEncoding, Sigs, Verifier, VerifyError, MAX_SIG_LEN,
 };
 
 /// A signature header: `prefix` followed by the encoded HMAC of some bytes.
@@ -55,18 +55,18 @@ impl SigHeader {
         headers: &HeaderMap,
         buf: &'b mut B64Buf,
     ) -> Result<&'b [u8], VerifyError> {
-        let value = header_str(headers, self.name)?;
+        let value = header_bytes(headers, self.name)?;
         self.decode_value(value, buf)
     }
 
     /// Decodes one header value (prefix included) onto `buf`.
     pub fn decode_value<'b>(
         &self,
-        value: &str,
+        value: &[u8],
         buf: &'b mut B64Buf,
     ) -> Result<&'b [u8], VerifyError> {
         let encoded = value
-            .strip_prefix(self.prefix)
+            .strip_prefix(self.prefix.as_bytes())
             .ok_or(VerifyError::Malformed)?;
         let len = self.algorithm.tag_len();
         match self.encoding {

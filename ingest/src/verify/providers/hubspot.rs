@@ -25,7 +25,7 @@ use ring::{digest, hmac};
 use super::common::{check_parts, example_url_options, require_public_url, signed_url, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{
-    check_tolerance, ct_eq, decode_hex_exact, header_str, parse_timestamp, About, Defaults,
+    check_tolerance, ct_eq, decode_hex_exact, header_str, header_values, parse_timestamp, About, Defaults,
     HmacAlgorithm, KeyError, Keys, Options, Provider, ProviderSpec, Request, SigEncoding,
     Verifier, VerifyError, MAX_SIG_LEN,
 };
@@ -65,17 +65,23 @@ fn legacy_digest(
     ctx.finish()
 }
 
-fn verify_v3(v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-    let ts_text = header_str(req.headers, &TS_NAME)?;
+/// `sig_value` and `ts`: the v3 headers' values (read once, by [`HubSpot::verify`]).
+fn verify_v3(
+    v: &Verifier,
+    req: &Request<'_>,
+    sig_value: &[u8],
+    ts: Result<&[u8], VerifyError>,
+) -> Result<(), VerifyError> {
+    let ts_text = ts?;
     let ms = parse_timestamp(ts_text)?;
     let mut buf = [0u8; MAX_SIG_LEN + 8];
-    let sig = SIG.decode(req.headers, &mut buf)?;
+    let sig = SIG.decode_value(sig_value, &mut buf)?;
     check_tolerance(ms / 1000, req.now, v.tolerance_secs())?;
     let [url, sep, query] = signed_url(v, req.query)?;
     check_parts(
         v.hmac_keys(),
         sig,
-        &[b"POST", url, sep, query, req.body, ts_text.as_bytes()],
+        &[b"POST", url, sep, query, req.body, ts_text],
     )
 }
 
@@ -142,10 +148,17 @@ impl ProviderSpec for HubSpot {
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        if req.headers.contains_key(SIG.name) {
-            verify_v3(v, req)
-        } else {
-            verify_legacy(v, req)
+        // One lookup both picks the version and reads the v3 value; a repeated or
+        // garbled v3 header is v3's error, as before (the timestamp is still judged
+        // first).
+        let [sig, ts] = header_values(req.headers, [SIG.name, &TS_NAME]);
+        match sig {
+            Err(VerifyError::Missing) => verify_legacy(v, req),
+            Ok(value) => verify_v3(v, req, value, ts),
+            Err(e) => {
+                parse_timestamp(ts?)?;
+                Err(e)
+            }
         }
     }
 
@@ -341,5 +354,40 @@ mod tests {
         h.insert("x-hubspot-signature", DOC_V1_HASH.parse().unwrap());
         h.insert("x-hubspot-signature-version", "v1".parse().unwrap());
         assert_eq!(v.verify(&h, DOC_V1_BODY, NOW), Err(VerifyError::Invalid));
+    }
+
+    /// The v3 header is looked up once: a repeated or garbled v3 header is still v3's
+    /// `Malformed` (never a fall-back to the legacy versions), and the timestamp is still
+    /// judged before it (missing → `Missing`, not digits → `Malformed`).
+    #[test]
+    fn a_repeated_or_garbled_v3_header_is_v3s_error_after_the_timestamp() {
+        let v = verifier(super::PROVIDER, &[DOC_SECRET]);
+        let good = signed_by(super::PROVIDER, DOC_SECRET, DOC_V1_BODY, NOW);
+        let mut twice = legacy(DOC_V1_HASH, "v1");
+        for (n, val) in &good {
+            twice.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                val.parse().unwrap(),
+            );
+        }
+        twice.append(
+            "x-hubspot-signature-v3",
+            value_of(&good, "X-HubSpot-Signature-v3").parse().unwrap(),
+        );
+        assert_eq!(v.verify(&twice, DOC_V1_BODY, NOW), Err(VerifyError::Malformed));
+        let mut no_ts = twice.clone();
+        no_ts.remove("x-hubspot-request-timestamp");
+        assert_eq!(v.verify(&no_ts, DOC_V1_BODY, NOW), Err(VerifyError::Missing));
+        let garbled = with_raw(&good, "x-hubspot-signature-v3", b"caf\xc3\xa9");
+        assert_eq!(v.verify(&garbled, DOC_V1_BODY, NOW), Err(VerifyError::Malformed));
+        let mut bad_ts = garbled.clone();
+        bad_ts.insert("x-hubspot-request-timestamp", "soon".parse().unwrap());
+        assert_eq!(v.verify(&bad_ts, DOC_V1_BODY, NOW), Err(VerifyError::Malformed));
+        let mut garbled_no_ts = garbled;
+        garbled_no_ts.remove("x-hubspot-request-timestamp");
+        assert_eq!(
+            v.verify(&garbled_no_ts, DOC_V1_BODY, NOW),
+            Err(VerifyError::Missing)
+        );
     }
 }

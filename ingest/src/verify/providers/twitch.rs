@@ -17,7 +17,7 @@ use ring::hmac;
 use super::meta::echoable;
 use crate::extract::FieldSpec;
 use crate::verify::{
-    check_tolerance, decode_hex_exact, header_str, hmac_parts, parse_rfc3339, About, Answer, Defaults, Doc,
+    check_tolerance, decode_hex_exact, header_values, hmac_parts, parse_rfc3339, About, Answer, Defaults, Doc,
     KeyError, Keys, Options, Provider, ProviderSpec, Request, Verifier, VerifyError,
 };
 
@@ -67,18 +67,17 @@ impl ProviderSpec for Twitch {
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let id = header_str(req.headers, &ID_NAME)?;
-        let ts_text = header_str(req.headers, &TS_NAME)?;
-        let sig_value = header_str(req.headers, &SIG_NAME)?;
+        let [id, ts, sig] = header_values(req.headers, [&ID_NAME, &TS_NAME, &SIG_NAME]);
+        let (id, ts_text, sig_value) = (id?, ts?, sig?);
         let timestamp = parse_rfc3339(ts_text)?;
         let sig_hex = sig_value
-            .strip_prefix("sha256=")
+            .strip_prefix(b"sha256=")
             .ok_or(VerifyError::Malformed)?;
         let mut sig = [0u8; 32];
         decode_hex_exact(sig_hex, &mut sig)?;
         check_tolerance(timestamp, req.now, v.tolerance_secs())?;
         let matched = v.hmac_keys().iter().any(|key| {
-            let tag = hmac_parts(key, &[id.as_bytes(), ts_text.as_bytes(), req.body]);
+            let tag = hmac_parts(key, &[id, ts_text, req.body]);
             crate::verify::ct_eq(tag.as_ref(), &sig)
         });
         if matched {

@@ -14,7 +14,7 @@ use ring::hmac;
 use super::common::{check_parts, SigHeader};
 use crate::extract::FieldSpec;
 use crate::verify::{
-    check_tolerance, header_str, parse_rfc3339, About, Defaults, HmacAlgorithm, KeyError, Keys,
+    check_tolerance, header_values, parse_rfc3339, About, Defaults, HmacAlgorithm, KeyError, Keys,
     Options, Provider, ProviderSpec, Request, SigEncoding, Verifier, VerifyError,
 };
 
@@ -58,13 +58,14 @@ impl ProviderSpec for Zendesk {
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let ts_text = header_str(req.headers, &TS_NAME)?;
+        let [ts, sig] = header_values(req.headers, [&TS_NAME, SIG.name]);
+        let ts_text = ts?;
         let timestamp = parse_rfc3339(ts_text)?;
         // Decode the signature before judging the time, so a garbled header says so.
         let mut buf = [0u8; crate::verify::MAX_SIG_LEN + 8];
-        let sig = SIG.decode(req.headers, &mut buf)?;
+        let sig = SIG.decode_value(sig?, &mut buf)?;
         check_tolerance(timestamp, req.now, v.tolerance_secs())?;
-        check_parts(v.hmac_keys(), sig, &[ts_text.as_bytes(), req.body])
+        check_parts(v.hmac_keys(), sig, &[ts_text, req.body])
     }
 
     fn signature_present(&self, _: &Verifier, headers: &HeaderMap) -> bool {
