@@ -18,9 +18,9 @@ use http::{HeaderMap, HeaderName};
 use ring::hmac;
 
 use crate::verify::{
-    check_tolerance, decode_b64_exact, decode_hex_exact, header_bytes, header_str, hex_entry,
-    hmac_parts, parse_timestamp, About, Answer, B64Buf, Defaults, Early, HmacAlgorithm, KeyError,
-    Keys, Options, ProviderSpec, Request, SigEncoding, Sigs, Verifier, VerifyError, MAX_SIG_LEN,
+    check_tolerance, decode_b64_exact, decode_hex_exact, header_bytes, hex_entry, hmac_parts,
+    parse_timestamp, About, Answer, B64Buf, Defaults, Early, HmacAlgorithm, KeyError, Keys,
+    Options, ProviderSpec, Request, SigEncoding, Sigs, Verifier, VerifyError, MAX_SIG_LEN,
 };
 
 /// A signature header: `prefix` followed by the encoded HMAC of some bytes.
@@ -296,16 +296,17 @@ pub(crate) struct StripeLike {
 /// of every element named `version` into `sigs` (see [`Sigs::read`] for the rules).
 /// Elements without `=` and other keys are skipped.
 pub(crate) fn read_kv_header<'a>(
-    value: &'a str,
-    sep: char,
-    ts_key: Option<&str>,
-    version: &str,
+    value: &'a [u8],
+    sep: u8,
+    ts_key: Option<&[u8]>,
+    version: &[u8],
     sigs: &mut Sigs<32>,
-) -> Result<Option<&'a str>, VerifyError> {
+) -> Result<Option<&'a [u8]>, VerifyError> {
     let mut ts = None;
     let mut repeated = false;
-    let entries = value.split(sep).map(|element| {
-        let (key, val) = element.split_once('=')?;
+    let entries = value.split(|b| *b == sep).map(|element| {
+        let eq = element.iter().position(|b| *b == b'=')?;
+        let (key, val) = (element.get(..eq)?, element.get(eq + 1..)?);
         if key == version {
             Some(val)
         } else {
@@ -343,16 +344,16 @@ impl ProviderSpec for StripeLike {
     /// Reads the header once (decoding each `v1` once), judges the timestamp before any
     /// MAC, then computes one MAC per key and compares it with every `v1`.
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let value = header_str(req.headers, self.header_name)?;
+        let value = header_bytes(req.headers, self.header_name)?;
         let mut sigs = Sigs::new();
-        let t = read_kv_header(value, ',', Some("t"), "v1", &mut sigs)?
+        let t = read_kv_header(value, b',', Some(b"t"), b"v1", &mut sigs)?
             .ok_or(VerifyError::Malformed)?;
         let timestamp = parse_timestamp(t)?;
         check_tolerance(timestamp, req.now, v.tolerance_secs())?;
         let tags = v
             .hmac_keys()
             .iter()
-            .map(|key| hmac_parts(key, &[t.as_bytes(), b".", req.body]));
+            .map(|key| hmac_parts(key, &[t, b".", req.body]));
         sigs.matches(tags)
     }
 

@@ -15,7 +15,7 @@ use ring::hmac;
 use crate::extract::FieldSpec;
 use super::common::read_kv_header;
 use crate::verify::{
-    check_tolerance, header_str, hmac_parts, parse_timestamp, About, Defaults, KeyError, Keys,
+    check_tolerance, header_bytes, hmac_parts, parse_timestamp, About, Defaults, KeyError, Keys,
     Options, Provider, ProviderSpec, Request, Sigs, Verifier, VerifyError,
 };
 
@@ -51,16 +51,16 @@ impl ProviderSpec for Paddle {
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let value = header_str(req.headers, &SIG_NAME)?;
+        let value = header_bytes(req.headers, &SIG_NAME)?;
         let mut sigs = Sigs::new();
-        let ts_text =
-            read_kv_header(value, ';', Some("ts"), "h1", &mut sigs)?.ok_or(VerifyError::Malformed)?;
+        let ts_text = read_kv_header(value, b';', Some(b"ts"), b"h1", &mut sigs)?
+            .ok_or(VerifyError::Malformed)?;
         let timestamp = parse_timestamp(ts_text)?;
         check_tolerance(timestamp, req.now, v.tolerance_secs())?;
         let tags = v
             .hmac_keys()
             .iter()
-            .map(|key| hmac_parts(key, &[ts_text.as_bytes(), b":", req.body]));
+            .map(|key| hmac_parts(key, &[ts_text, b":", req.body]));
         sigs.matches(tags)
     }
 

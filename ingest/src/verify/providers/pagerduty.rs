@@ -12,7 +12,7 @@ use ring::hmac;
 use super::common::read_kv_header;
 use crate::extract::FieldSpec;
 use crate::verify::{
-    header_str, About, Defaults, KeyError, Keys, Options, Provider, ProviderSpec, Request,
+    header_bytes, About, Defaults, KeyError, Keys, Options, Provider, ProviderSpec, Request,
     Sigs, Verifier, VerifyError,
 };
 
@@ -48,9 +48,9 @@ impl ProviderSpec for PagerDuty {
     }
 
     fn verify(&self, v: &Verifier, req: &Request<'_>) -> Result<(), VerifyError> {
-        let value = header_str(req.headers, &SIG_NAME)?;
+        let value = header_bytes(req.headers, &SIG_NAME)?;
         let mut sigs = Sigs::new();
-        read_kv_header(value, ',', None, "v1", &mut sigs)?;
+        read_kv_header(value, b',', None, b"v1", &mut sigs)?;
         let tags = v.hmac_keys().iter().map(|key| hmac::sign(key, req.body));
         sigs.matches(tags)
     }
