@@ -900,6 +900,16 @@ pub(crate) fn parse_rfc3339(text: impl AsRef<[u8]>) -> Result<i64, VerifyError> 
         }
         _ => return Err(VerifyError::Malformed),
     };
+    unix_seconds([year, month, day, hour, minute, second], offset)
+}
+
+/// Seconds since the epoch of a civil date and time (`[year, month, day, hour, minute,
+/// second]`, as written) at UTC offset `offset` seconds; `Malformed` for a date or time
+/// that does not exist (a leap second, `:60`, is taken as written).
+fn unix_seconds(
+    [year, month, day, hour, minute, second]: [i64; 6],
+    offset: i64,
+) -> Result<i64, VerifyError> {
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
     let month_days = [
         31,
@@ -1664,37 +1674,8 @@ mod tests {
             }
             _ => return Err(VerifyError::Malformed),
         };
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-        let month_days = [
-            31,
-            if leap { 29 } else { 28 },
-            31,
-            30,
-            31,
-            30,
-            31,
-            31,
-            30,
-            31,
-            30,
-            31,
-        ];
-        let max_day = usize::try_from(month - 1)
-            .ok()
-            .and_then(|m| month_days.get(m))
-            .copied()
-            .ok_or(VerifyError::Malformed)?;
-        if day < 1 || day > max_day || hour > 23 || minute > 59 || second > 60 {
-            return Err(VerifyError::Malformed);
-        }
-        let y = if month <= 2 { year - 1 } else { year };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (month + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + day - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        Ok(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+        // The date arithmetic is shared: what is compared is how the fields are read.
+        unix_seconds([year, month, day, hour, minute, second], offset)
     }
 
     /// The fixed-offset parser agrees with the one it replaced on valid samples, on

@@ -257,18 +257,25 @@ mod tests {
         );
     }
 
-    /// The stream verifier answers what the one-slice `Verifier::verify` it replaced
-    /// answers, for the signed message split anywhere and for every byte of the signature
-    /// changed (non-canonical `s`, a different `R`, a bad point included).
-    #[test]
-    fn stream_verification_agrees_with_one_slice_verification() {
-        use ed25519_dalek::Verifier as _;
+    /// The test key, the signature of the signed request, and the message it signs
+    /// (timestamp || body).
+    fn signed_message() -> (ed25519_dalek::VerifyingKey, [u8; 64], Vec<u8>) {
         let headers = signed();
         let key = super::public_key(0, &public(SEED)).unwrap();
         let mut sig = [0u8; 64];
         hex::decode_to_slice(value_of(&headers, SIG), &mut sig).unwrap();
         let mut whole = NOW.to_string().into_bytes();
         whole.extend_from_slice(BODY);
+        (key, sig, whole)
+    }
+
+    /// The stream verifier answers what the one-slice `Verifier::verify` it replaced
+    /// answers, for the signed message split anywhere and for every byte of the signature
+    /// changed (non-canonical `s`, a different `R`, a bad point included).
+    #[test]
+    fn stream_verification_agrees_with_one_slice_verification() {
+        use ed25519_dalek::Verifier as _;
+        let (key, sig, whole) = signed_message();
         let one_slice = |msg: &[u8], sig: &[u8; 64]| {
             key.verify(msg, &ed25519_dalek::Signature::from_bytes(sig))
                 .map_err(|_| VerifyError::Invalid)
@@ -296,12 +303,7 @@ mod tests {
     /// same bytes differently between the two must give the same answer.
     #[test]
     fn message_is_timestamp_then_body() {
-        let headers = signed();
-        let key = super::public_key(0, &public(SEED)).unwrap();
-        let mut sig = [0u8; 64];
-        hex::decode_to_slice(value_of(&headers, SIG), &mut sig).unwrap();
-        let mut whole = NOW.to_string().into_bytes();
-        whole.extend_from_slice(BODY);
+        let (key, sig, whole) = signed_message();
         // Only the concatenation is signed, so any split point verifies...
         for split in [0, 5, whole.len()] {
             let key = super::public_key(0, &public(SEED)).unwrap();
