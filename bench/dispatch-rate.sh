@@ -13,15 +13,7 @@ BIN=${HOOKGATE_BENCH_BIN:-target/release}
 TANSU=${TANSU:-$HOME/.cargo/bin/tansu}
 OUT=target/hookgate-bench/dispatch-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# cpu_ticks PID: utime+stime of all its threads, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+. bench/lib.sh
 wait_line() { # FILE PREFIX — prints the rest of the first line starting with PREFIX
   for _ in $(seq 1 300); do
     local v; v=$(sed -n "s/^$2//p" "$1" | head -n1)

@@ -15,13 +15,7 @@ DURATION=${DURATION:-10s}
 OUT=target/hookgate-bench/openloop-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs to pin hookgate apart from the broker" >&2; exit 2; }
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 echo "| rate/s | achieved req/s | p99 ms | hookgate CPU µs/event | Tansu CPU µs/event | hookgate cores busy |" | tee "$OUT/table.md"
 echo "|---:|---:|---:|---:|---:|---:|" | tee -a "$OUT/table.md"
 for rate in $RATES; do
