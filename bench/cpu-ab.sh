@@ -8,6 +8,8 @@
 #   kafka:BIN[:CFG]   hookgate into a fresh Tansu broker (default bench/configs/kafka.toml)
 #   discard:BIN       hookgate, bench/configs/spool.toml with HOOKGATE__BENCH__DISCARD=true
 #   bare:BIN          bare-hyper
+#   barekafka:BIN     bare-hyper --kafka into a fresh Tansu broker (hookgate's producer, no
+#                     verify/dedupe/routing: the ceiling of hyper + librdkafka)
 #
 #   bench/cpu-ab.sh ROUNDS VARIANT...
 #   WORKERS=1 DUR=8s CONNS=64 bench/cpu-ab.sh 3 discard:old/hookgate discard:new/hookgate
@@ -35,14 +37,19 @@ one() {
   local env=()
   [ -n "$WORKERS" ] && env+=(TOKIO_WORKER_THREADS="$WORKERS")
   case $mode in
-    kafka)
+    kafka|barekafka)
       port=$(free_port)
       "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
         --storage-engine memory://tansu/ >/dev/null 2>>"$OUT/tansu.stderr" &
       tansu=$!; PIDS+=("$tansu")
       for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-      env HOOKGATE_BENCH_BROKERS="127.0.0.1:$port" HOOKGATE_BENCH_TOPIC="cpu-ab.$tag" "${env[@]}" \
-        "$bin" serve --config "${config:-bench/configs/kafka.toml}" >"$OUT/$tag.out" 2>"$OUT/$tag.err" & ;;
+      if [ "$mode" = barekafka ]; then
+        "$bin" --listen 127.0.0.1:0 ${WORKERS:+--threads "$WORKERS"} --kafka "127.0.0.1:$port" \
+          --topic "cpu-ab.$tag" >"$OUT/$tag.out" 2>"$OUT/$tag.err" &
+      else
+        env HOOKGATE_BENCH_BROKERS="127.0.0.1:$port" HOOKGATE_BENCH_TOPIC="cpu-ab.$tag" "${env[@]}" \
+          "$bin" serve --config "${config:-bench/configs/kafka.toml}" >"$OUT/$tag.out" 2>"$OUT/$tag.err" &
+      fi ;;
     discard)
       env HOOKGATE__BENCH__DISCARD=true HOOKGATE_BENCH_SPOOL="$OUT/spool-$tag" "${env[@]}" \
         "$bin" serve --config "${config:-bench/configs/spool.toml}" >"$OUT/$tag.out" 2>"$OUT/$tag.err" & ;;

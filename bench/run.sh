@@ -8,12 +8,18 @@
 #
 #   1. bare-hyper-w1/-w2      the ceiling: bare hyper with 1 and 2 runtime workers; plus
 #      bare-hyper-w2-hl       bare-hyper-w2 driven by hookgate-load (generator cross-check)
+#      bare-hyper-work-w1/-w2 control: bare hyper spinning --control-work per request (plain
+#                             CPU work the size of hookgate's own at 1 worker), in the same
+#                             rounds: what any extra per-request CPU costs at 1 and 2 workers
 #   2. hookgate-discard-w1/-w2 hookgate (TOKIO_WORKER_THREADS=1/2), verify + dedupe, a log
 #                             that discards (HOOKGATE__BENCH__DISCARD); 1 and 2 alternate for
 #                             --rounds rounds, each row reports its median round
 #   3. kafka-c64 / kafka-c256 hookgate into Kafka (Tansu on loopback, acks=all), closed loop
 #      kafka-c64-hl           kafka-c64 again, driven by hookgate-load (cross-check)
 #      kafka-open-half        open loop (hookgate-load) at half of kafka-c64's req/s
+#      kafka-ceiling          control, just before kafka-c64: bare hyper appending each body
+#                             through hookgate's own producer (bare-hyper --kafka: acks=all,
+#                             answer after the ack; no verify, dedupe or routing)
 #   4. spool                  hookgate with the local spool as the log (fsync group commit)
 #   5. spool-slow-sink        scenario 4 plus a route to an `http` sink that takes 5 s per call
 #   6. kafka-c64-1core/-2core kafka-c64 with hookgate pinned (taskset) to 1 and to 2 cores,
@@ -33,7 +39,7 @@
 # Usage: bench/run.sh [--duration 10s] [--warmup 1s] [--connections 64] [--no-build]
 #                     [--no-budgets] [--all-benches] [--skip-criterion]
 #                     [--only "1 2 3 4 5 6"] [--sink-delay 5s] [--rounds 3]
-#                     [--dup-ratio 0.01] [--rate-bound 160000]
+#                     [--dup-ratio 0.01] [--rate-bound 160000] [--control-work 2us]
 #   --all-benches     budgets runs every criterion bench (default: the budgeted ones only)
 #   --skip-criterion  budgets reads the criterion results already under target/criterion
 #   --sink-delay      how long scenario 5's sink takes per call
@@ -42,6 +48,8 @@
 #   --rate-bound      req/s no scenario can reach: the corpus holds (warm-up + duration) x
 #                     this many requests (~1.4 KB each, on disk under the results folder,
 #                     deleted at exit); a run that still wraps is refused
+#   --control-work    how long bare-hyper-work spins per request (about hookgate-discard-w1's
+#                     CPU per event minus bare-hyper-w1's in recent runs)
 set -euo pipefail
 
 DURATION=10s
@@ -55,6 +63,7 @@ SINK_DELAY=5s
 ROUNDS=3
 DUP_RATIO=0.01
 RATE_BOUND=160000
+CONTROL_WORK=2us
 ARGS_TEXT="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -70,6 +79,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --dup-ratio) DUP_RATIO=$2; shift 2 ;;
     --rate-bound) RATE_BOUND=$2; shift 2 ;;
+    --control-work) CONTROL_WORK=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -168,6 +178,13 @@ load() {
   "${GEN_PIN[@]}" "$BIN/hookgate-load" "${driver[@]}" --url "$url" --duration "$DURATION" --warmup "$WARMUP" \
     --label "$label" --json "$OUT/$file.json" --dup-ratio "$DUP_RATIO" "$@" \
     | tee "$OUT/$file.txt" || status=$?
+  # The ceiling (bare-hyper --kafka) has no dedupe: a re-sent delivery is stored again
+  # under a new id, which the read-back counts; only missing or twice-written ids count.
+  if [ "$status" = 3 ] && [ -n "${NO_DEDUPE:-}" ] &&
+    jq -e '.kafka.missing == 0 and .kafka.written_twice == 0' "$OUT/$file.json" >/dev/null 2>&1; then
+    echo "($label: delivery ids under two ids are its re-sends: it has no dedupe)"
+    status=0
+  fi
   case $status in
     0) ;;
     3) echo "!!! $label: accepted ids are MISSING from Kafka (see above)" ;;
@@ -194,6 +211,11 @@ if want 1 || want 2; then
         load "rounds/1-bare-hyper-w$w.r$r" "bare-hyper-w$w" "http://$SERVER_ADDR/hooks/github" \
           --connections "$CONNS" --cpu "bare-hyper=$SERVER_PID"
         stop_server "$SERVER_PID"
+        start_server "bare-hyper-work-w$w" "$BIN/bare-hyper" --listen 127.0.0.1:0 --threads "$w" \
+          --work "$CONTROL_WORK" --exit-after 900
+        load "rounds/1w-bare-hyper-work-w$w.r$r" "bare-hyper-work-w$w" "http://$SERVER_ADDR/hooks/github" \
+          --connections "$CONNS" --cpu "bare-hyper=$SERVER_PID"
+        stop_server "$SERVER_PID"
       fi
       if want 2; then
         rm -rf "$OUT/spool/discard"
@@ -205,11 +227,12 @@ if want 1 || want 2; then
       fi
     done
   done
-  CEILING_NOTE=$(python3 - "$OUT" "$ROUNDS" "$CONNS" <<'PY'
+  CEILING_NOTE=$(python3 - "$OUT" "$ROUNDS" "$CONNS" "$CONTROL_WORK" <<'PY'
 import json, shutil, sys
-out, rounds, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+out, rounds, conns, work = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 lines, rps = [], {}
-for name in ("1-bare-hyper-w1", "2-hookgate-discard-w1", "1-bare-hyper-w2", "2-hookgate-discard-w2"):
+for name in ("1-bare-hyper-w1", "1w-bare-hyper-work-w1", "2-hookgate-discard-w1",
+             "1-bare-hyper-w2", "1w-bare-hyper-work-w2", "2-hookgate-discard-w2"):
     runs = []
     for r in range(1, rounds + 1):
         try:
@@ -227,13 +250,16 @@ for name in ("1-bare-hyper-w1", "2-hookgate-discard-w1", "1-bare-hyper-w2", "2-h
         shutil.copy(f"{out}/rounds/{name}.r{median_round}.{ext}", f"{out}/{name}.{ext}")
     lines.append(f"{name}: " + ", ".join(f"{x:,.0f} req/s ({c:.1f} µs CPU/event)" for x, _, c in runs)
                  + f"; reported: round {median_round}, the median")
-for w in ("w1", "w2"):
-    b, d = rps.get(f"1-bare-hyper-{w}"), rps.get(f"2-hookgate-discard-{w}")
+def ratios(what, b, d):
     if b and d:
-        lines.append(f"hookgate-discard / bare-hyper at {w}, per round: req/s "
+        lines.append(f"{what}, per round: req/s "
                      + ", ".join(f"{y[0] / x[0]:.1%}" for x, y in zip(b, d) if x[0])
                      + "; server CPU per event "
                      + ", ".join(f"{y[2] / x[2]:.2f}×" for x, y in zip(b, d) if x[2]))
+for w in ("w1", "w2"):
+    b, d = rps.get(f"1-bare-hyper-{w}"), rps.get(f"2-hookgate-discard-{w}")
+    ratios(f"hookgate-discard / bare-hyper at {w}", b, d)
+    ratios(f"control: bare-hyper --work {work} / bare-hyper at {w}", b, rps.get(f"1w-bare-hyper-work-{w}"))
 print(f"Scenarios 1-2: {rounds} round(s), workers 1 then 2 in each, fresh server per run (c{conns}, wrk -t1):\n")
 print("\n".join(f"- {l}" for l in lines))
 PY
@@ -276,7 +302,21 @@ kafka_scenario() {
   stop_server "$TANSU_PID"
 }
 
+# kafka_ceiling: bare-hyper --kafka (hookgate's producer, nothing else) into a fresh broker,
+# closed loop c64 with wrk, read back like every Kafka scenario.
+kafka_ceiling() {
+  start_tansu
+  start_server kafka-ceiling "$BIN/bare-hyper" --listen 127.0.0.1:0 --kafka "$BROKERS" \
+    --topic bench.ceiling --exit-after 900
+  NO_DEDUPE=1 load 3k-kafka-ceiling kafka-ceiling "http://$SERVER_ADDR/hooks/github" --connections 64 \
+    --verify-kafka "$BROKERS" --topic bench.ceiling --verify-nudge \
+    --cpu "bare-hyper=$SERVER_PID" --cpu "tansu=$TANSU_PID"
+  stop_server "$SERVER_PID"
+  stop_server "$TANSU_PID"
+}
+
 if want 3; then
+  kafka_ceiling
   kafka_scenario 3a-kafka-c64 kafka-c64 bench.c64 --connections 64
   kafka_scenario 3b-kafka-c64-hl kafka-c64-hl bench.c64hl --by-hookgate-load --connections 64
   kafka_scenario 3c-kafka-c256 kafka-c256 bench.c256 --connections 256
@@ -310,6 +350,16 @@ for a, b in (("1-bare-hyper-w2", "1-bare-hyper-w2-hl"), ("3a-kafka-c64", "3b-kaf
                 f"{cpu(w, server):.1f} / {cpu(h, server):.1f} | "
                 f"{cpu(w, ('generator',)):.1f} / {cpu(h, ('generator',)):.1f} | "
                 f"{cpu(h, ('generator',)) / cpu(w, ('generator',)):.2f} |")
+ceil, hg = load("3k-kafka-ceiling"), load("3a-kafka-c64")
+if ceil and hg:
+    c_cpu, h_cpu = cpu(ceil, ("bare-hyper",)), cpu(hg, ("hookgate",))
+    print("### Kafka: hookgate against the ceiling of hyper + its producer (same run, back to back, wrk c64)\n")
+    print("| server | req/s | p99 ms | server CPU µs/event | broker CPU µs/event |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r, c in (("bare-hyper --kafka (read body, append, answer after the ack)", ceil, c_cpu),
+                       ("hookgate (verify, dedupe, route, append, answer after the ack)", hg, h_cpu)):
+        print(f"| {name} | {r['rps']:,.0f} | {r['latency_us']['p99'] / 1000:.2f} | {c:.1f} | {cpu(r, ('tansu',)):.1f} |")
+    print(f"\nhookgate / ceiling: req/s {hg['rps'] / ceil['rps']:.2f}×, CPU per event {h_cpu / c_cpu:.2f}×.\n")
 if rows:
     print("### Generator cross-check (same scenario, same run: wrk, then hookgate-load)\n")
     print("| scenario | wrk req/s | hookgate-load req/s | hl / wrk | server CPU µs/event (wrk run / hl run) | generator CPU µs/request (wrk / hl) | hl / wrk generator CPU |")

@@ -313,6 +313,58 @@ async fn verify_kafka_finds_every_accepted_id_once_and_reports_ids_never_stored(
     );
 }
 
+/// The Kafka ceiling (`bare-hyper --kafka`, bench/run.sh's kafka-ceiling) really stores
+/// what it acknowledges: every answered id is in the topic exactly once, and a re-sent
+/// delivery (it has no dedupe) is stored again under a new id, which the read-back reports.
+#[tokio::test]
+async fn bare_hyper_kafka_stores_every_body_it_acknowledges() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let topic = "instruments-ceiling";
+    let bare = BareHyper::start(&["--kafka", &bootstrap, "--topic", topic]);
+    let (r, _) = load_exiting(
+        3,
+        &bare.url(),
+        200,
+        8,
+        &[
+            "--dup-ratio",
+            "0.1",
+            "--verify-kafka",
+            &bootstrap,
+            "--topic",
+            topic,
+            "--verify-nudge",
+        ],
+    );
+    let said = bare.stop();
+    assert_eq!(r.status, BTreeMap::from([("200".to_owned(), 200)]));
+    assert!(r.resent > 0, "{r:?}");
+    let k = r.kafka.clone().expect("a kafka check");
+    assert_eq!((k.missing, k.written_twice), (0, 0), "{k:?}");
+    assert_eq!(k.records_of_run, r.accepted, "{k:?}");
+    // Counted per delivery id: one re-sent twice counts once.
+    assert!(
+        0 < k.delivery_ids_twice && k.delivery_ids_twice <= r.resent,
+        "{k:?} {r:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l == "requests: received 200, answered 200"),
+        "{said:?}"
+    );
+}
+
+/// `bare-hyper --work` spins that long on every request (a lower bound on each latency).
+#[test]
+fn bare_hyper_work_holds_every_request_at_least_that_long() {
+    let bare = BareHyper::start(&["--work", "30ms", "--threads", "1"]);
+    let (r, _) = load(&bare.url(), 20, 1, &[]);
+    bare.stop();
+    assert_eq!(r.status, BTreeMap::from([("200".to_owned(), 20)]));
+    assert!(r.latency_us.p50 >= 30_000, "{:?}", r.latency_us);
+}
+
 /// Writes criterion's `estimates.json` for `bench` with `median_ns`.
 fn criterion_median(target: &Path, bench: &str, median_ns: f64) {
     let dir = target.join("criterion").join(bench).join("new");
