@@ -20,6 +20,7 @@
 #      kafka-ceiling          control, just before kafka-c64: bare hyper appending each body
 #                             through hookgate's own producer (bare-hyper --kafka: acks=all,
 #                             answer after the ack; no verify, dedupe or routing)
+#      kafka-ceiling-open-half the same control, open loop, just before kafka-open-half
 #   4. spool                  hookgate with the local spool as the log (fsync group commit)
 #   5. spool-slow-sink        scenario 4 plus a route to an `http` sink that takes 5 s per call
 #   6. kafka-c64-1core/-2core kafka-c64 with hookgate pinned (taskset) to 1 and to 2 cores,
@@ -302,27 +303,30 @@ kafka_scenario() {
   stop_server "$TANSU_PID"
 }
 
-# kafka_ceiling: bare-hyper --kafka (hookgate's producer, nothing else) into a fresh broker,
-# closed loop c64 with wrk, read back like every Kafka scenario.
+# kafka_ceiling FILE LABEL TOPIC [load args…]: bare-hyper --kafka (hookgate's producer,
+# nothing else) into a fresh broker, read back like every Kafka scenario.
 kafka_ceiling() {
+  local file=$1 label=$2 topic=$3; shift 3
   start_tansu
-  start_server kafka-ceiling "$BIN/bare-hyper" --listen 127.0.0.1:0 --kafka "$BROKERS" \
-    --topic bench.ceiling --exit-after 900
-  NO_DEDUPE=1 load 3k-kafka-ceiling kafka-ceiling "http://$SERVER_ADDR/hooks/github" --connections 64 \
-    --verify-kafka "$BROKERS" --topic bench.ceiling --verify-nudge \
+  start_server "$label" "$BIN/bare-hyper" --listen 127.0.0.1:0 --kafka "$BROKERS" \
+    --topic "$topic" --exit-after 900
+  NO_DEDUPE=1 load "$file" "$label" "http://$SERVER_ADDR/hooks/github" "$@" \
+    --verify-kafka "$BROKERS" --topic "$topic" --verify-nudge \
     --cpu "bare-hyper=$SERVER_PID" --cpu "tansu=$TANSU_PID"
   stop_server "$SERVER_PID"
   stop_server "$TANSU_PID"
 }
 
 if want 3; then
-  kafka_ceiling
+  kafka_ceiling 3k-kafka-ceiling kafka-ceiling bench.ceiling --connections 64
   kafka_scenario 3a-kafka-c64 kafka-c64 bench.c64 --connections 64
   kafka_scenario 3b-kafka-c64-hl kafka-c64-hl bench.c64hl --by-hookgate-load --connections 64
   kafka_scenario 3c-kafka-c256 kafka-c256 bench.c256 --connections 256
   if [ -f "$OUT/3a-kafka-c64.json" ]; then
     HALF=$(jq -n --argjson a "$(rps_of 3a-kafka-c64)" '$a / 2 | floor')
     if [ "$HALF" -gt 0 ]; then
+      kafka_ceiling 3l-kafka-ceiling-open-half kafka-ceiling-open-half bench.ceilopen --by-hookgate-load \
+        --connections 256 --mode open --rate "$HALF"
       kafka_scenario 3d-kafka-open-half kafka-open-half bench.open --by-hookgate-load --connections 256 \
         --mode open --rate "$HALF"
     fi
@@ -350,16 +354,22 @@ for a, b in (("1-bare-hyper-w2", "1-bare-hyper-w2-hl"), ("3a-kafka-c64", "3b-kaf
                 f"{cpu(w, server):.1f} / {cpu(h, server):.1f} | "
                 f"{cpu(w, ('generator',)):.1f} / {cpu(h, ('generator',)):.1f} | "
                 f"{cpu(h, ('generator',)) / cpu(w, ('generator',)):.2f} |")
-ceil, hg = load("3k-kafka-ceiling"), load("3a-kafka-c64")
-if ceil and hg:
-    c_cpu, h_cpu = cpu(ceil, ("bare-hyper",)), cpu(hg, ("hookgate",))
-    print("### Kafka: hookgate against the ceiling of hyper + its producer (same run, back to back, wrk c64)\n")
-    print("| server | req/s | p99 ms | server CPU µs/event | broker CPU µs/event |")
-    print("|---|---:|---:|---:|---:|")
-    for name, r, c in (("bare-hyper --kafka (read body, append, answer after the ack)", ceil, c_cpu),
-                       ("hookgate (verify, dedupe, route, append, answer after the ack)", hg, h_cpu)):
-        print(f"| {name} | {r['rps']:,.0f} | {r['latency_us']['p99'] / 1000:.2f} | {c:.1f} | {cpu(r, ('tansu',)):.1f} |")
-    print(f"\nhookgate / ceiling: req/s {hg['rps'] / ceil['rps']:.2f}×, CPU per event {h_cpu / c_cpu:.2f}×.\n")
+pairs = [(what, load(a), load(b)) for what, a, b in (
+    ("closed loop c64 (wrk)", "3k-kafka-ceiling", "3a-kafka-c64"),
+    ("open loop at half of kafka-c64 (hookgate-load)", "3l-kafka-ceiling-open-half", "3d-kafka-open-half"))]
+pairs = [(w, c, h) for w, c, h in pairs if c and h]
+if pairs:
+    print("### Kafka: hookgate against the ceiling of hyper + its producer (same run, back to back)\n")
+    print("bare-hyper --kafka reads the body, appends it through hookgate's producer (acks=all) and answers after the ack; hookgate also verifies, dedupes and routes.\n")
+    print("| load | server | req/s | p99 ms | server CPU µs/event | broker CPU µs/event |")
+    print("|---|---|---:|---:|---:|---:|")
+    ratios = []
+    for what, ceil, hg in pairs:
+        c_cpu, h_cpu = cpu(ceil, ("bare-hyper",)), cpu(hg, ("hookgate",))
+        for name, r, c in (("bare-hyper --kafka", ceil, c_cpu), ("hookgate", hg, h_cpu)):
+            print(f"| {what} | {name} | {r['rps']:,.0f} | {r['latency_us']['p99'] / 1000:.2f} | {c:.1f} | {cpu(r, ('tansu',)):.1f} |")
+        ratios.append(f"{what}: req/s {hg['rps'] / ceil['rps']:.2f}×, p99 {hg['latency_us']['p99'] / ceil['latency_us']['p99']:.2f}×, CPU per event {h_cpu / c_cpu:.2f}×")
+    print("\nhookgate / ceiling: " + "; ".join(ratios) + ".\n")
 if rows:
     print("### Generator cross-check (same scenario, same run: wrk, then hookgate-load)\n")
     print("| scenario | wrk req/s | hookgate-load req/s | hl / wrk | server CPU µs/event (wrk run / hl run) | generator CPU µs/request (wrk / hl) | hl / wrk generator CPU |")
