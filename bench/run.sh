@@ -13,7 +13,8 @@
 #                             rounds: what any extra per-request CPU costs at 1 and 2 workers
 #   2. hookgate-discard-w1/-w2 hookgate (TOKIO_WORKER_THREADS=1/2), verify + dedupe, a log
 #                             that discards (HOOKGATE__BENCH__DISCARD); 1 and 2 alternate for
-#                             --rounds rounds, each row reports its median round
+#                             --rounds rounds; the rows of one worker count report the round
+#                             whose hookgate / bare-hyper ratio is the median of the rounds
 #   3. kafka-c64 / kafka-c256 hookgate into Kafka (Tansu on loopback, acks=all), closed loop
 #      kafka-c64-hl           kafka-c64 again, driven by hookgate-load (cross-check)
 #      kafka-open-half        open loop (hookgate-load) at half of kafka-c64's req/s
@@ -44,7 +45,8 @@
 #   --all-benches     budgets runs every criterion bench (default: the budgeted ones only)
 #   --skip-criterion  budgets reads the criterion results already under target/criterion
 #   --sink-delay      how long scenario 5's sink takes per call
-#   --rounds          how many alternating rounds of scenarios 1 and 2 (each reports its median)
+#   --rounds          how many alternating rounds of scenarios 1 and 2 (rows report the round of
+#                     the median hookgate / bare-hyper ratio at their worker count)
 #   --dup-ratio       share of requests that re-send an earlier delivery (W1: 1%)
 #   --rate-bound      req/s no scenario can reach: the corpus holds (warm-up + duration) x
 #                     this many requests (~1.4 KB each, on disk under the results folder,
@@ -246,11 +248,28 @@ for name in ("1-bare-hyper-w1", "1w-bare-hyper-work-w1", "2-hookgate-discard-w1"
     if not runs:
         continue
     rps[name] = runs
-    _, median_round, _ = sorted(runs)[(len(runs) - 1) // 2]
+# Which round each row reports: at each worker count, the round whose hookgate / bare-hyper
+# req/s ratio is the median of the rounds, for all three rows of that worker count (the
+# machine drifts between rounds; a ratio of two runs minutes apart measures the drift).
+# Without both (e.g. --only 1), each row's own median round.
+chosen = {}
+for w in ("w1", "w2"):
+    b, d = rps.get(f"1-bare-hyper-{w}"), rps.get(f"2-hookgate-discard-{w}")
+    if b and d:
+        by_round = {r: x for x, r, _ in b}
+        paired = sorted((y / by_round[r], r) for y, r, _ in d if by_round.get(r))
+        if paired:
+            _, r = paired[(len(paired) - 1) // 2]
+            for name in (f"1-bare-hyper-{w}", f"1w-bare-hyper-work-{w}", f"2-hookgate-discard-{w}"):
+                chosen[name] = (r, "the round of the median hookgate / bare-hyper ratio")
+for name, runs in rps.items():
+    if name not in chosen or not any(r == chosen[name][0] for _, r, _ in runs):
+        chosen[name] = (sorted(runs)[(len(runs) - 1) // 2][1], "the median")
+    r, why = chosen[name]
     for ext in ("json", "txt"):
-        shutil.copy(f"{out}/rounds/{name}.r{median_round}.{ext}", f"{out}/{name}.{ext}")
+        shutil.copy(f"{out}/rounds/{name}.r{r}.{ext}", f"{out}/{name}.{ext}")
     lines.append(f"{name}: " + ", ".join(f"{x:,.0f} req/s ({c:.1f} µs CPU/event)" for x, _, c in runs)
-                 + f"; reported: round {median_round}, the median")
+                 + f"; reported: round {r}, {why}")
 def ratios(what, b, d):
     if b and d:
         lines.append(f"{what}, per round: req/s "
