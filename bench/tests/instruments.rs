@@ -20,6 +20,19 @@ use harness::{Broker, Hookgate};
 use hookgate_bench::replay::{self, Kind};
 use hookgate_bench::report::{KafkaCheck, Latency, ProcCpu, RunResult};
 
+/// hookgate-load's arguments for a run with 10% re-sends whose topic is read back.
+fn resends_read_back<'a>(bootstrap: &'a str, topic: &'a str) -> [&'a str; 7] {
+    [
+        "--dup-ratio",
+        "0.1",
+        "--verify-kafka",
+        bootstrap,
+        "--topic",
+        topic,
+        "--verify-nudge",
+    ]
+}
+
 /// A bench config of this workspace, with its listen address left to the harness.
 fn bench_config(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -267,15 +280,7 @@ async fn verify_kafka_finds_every_accepted_id_once_and_reports_ids_never_stored(
         &hg.url("/hooks/github"),
         300,
         8,
-        &[
-            "--dup-ratio",
-            "0.1",
-            "--verify-kafka",
-            &bootstrap,
-            "--topic",
-            topic,
-            "--verify-nudge",
-        ],
+        &resends_read_back(&bootstrap, topic),
     );
     assert_eq!(r.status, BTreeMap::from([("200".to_owned(), 300)]));
     assert_eq!(r.duplicates, r.resent, "{r:?}");
@@ -327,15 +332,7 @@ async fn bare_hyper_kafka_stores_every_body_it_acknowledges() {
         &bare.url(),
         200,
         8,
-        &[
-            "--dup-ratio",
-            "0.1",
-            "--verify-kafka",
-            &bootstrap,
-            "--topic",
-            topic,
-            "--verify-nudge",
-        ],
+        &resends_read_back(&bootstrap, topic),
     );
     let said = bare.stop();
     assert_eq!(r.status, BTreeMap::from([("200".to_owned(), 200)]));
