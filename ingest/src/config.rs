@@ -1000,6 +1000,12 @@ impl Config {
                     message: "admin.dispatchers: at most 64 URLs".into(),
                 });
             }
+            if !a.dispatchers.is_empty() && a.token.is_none() && a.token_file.is_none() {
+                warnings.push(
+                    "admin.dispatchers is set but the console is off (no admin.token or admin.token_file): nothing reads those URLs"
+                        .into(),
+                );
+            }
         }
         if self.server.proxy_protocol && self.server.trusted_proxies.is_empty() {
             problems.push(Problem {
@@ -1615,6 +1621,26 @@ secrets = ["${MISSING}"]
             "{all}"
         );
         assert_eq!(err.0.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn admin_dispatchers_without_a_console_are_warned_about() {
+        let with = |token: &str| {
+            format!(
+                "{GOOD}\n[admin]\nlisten = \"127.0.0.1:9090\"\n{token}dispatchers = [\"http://10.0.0.7:9091/metrics\"]\n"
+            )
+        };
+        let says = "admin.dispatchers is set but the console is off";
+        let (_, warnings) =
+            Config::parse(&with(""), "t.toml", &env(&[("GH_SECRET", "x")])).unwrap();
+        assert!(warnings.iter().any(|w| w.contains(says)), "{warnings:?}");
+        let (_, warnings) = Config::parse(
+            &with("token = \"0123456789abcdef\"\n"),
+            "t.toml",
+            &env(&[("GH_SECRET", "x")]),
+        )
+        .unwrap();
+        assert!(!warnings.iter().any(|w| w.contains(says)), "{warnings:?}");
     }
 
     #[test]
