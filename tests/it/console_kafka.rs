@@ -611,49 +611,7 @@ async fn the_dispatcher_survives_a_broker_restart_that_loses_its_topics() {
     let tg = FakeTelegram::start().await;
     let topic = topic("console-kafka-restart");
     let dlq = format!("{topic}.dlq");
-    let port = free_port();
-    let config = format!(
-        r#"{base}
-[kafka.options]
-"topic.metadata.refresh.interval.ms" = "1000"
-
-[dispatch]
-group_id = "g-{topic}"
-dlq_topic = "{dlq}"
-
-[[sinks]]
-name = "team-chat"
-type = "telegram"
-bot_token = "123456:console-bot-token"
-chat_id = "-1001"
-api_url = "{tg}"
-max_attempts = 2
-backoff_base = "50ms"
-backoff_max = "100ms"
-chat_interval = "10ms"
-
-[[routes]]
-source = "github"
-sink = "team-chat"
-template = "push {{{{ ref }}}}"
-"#,
-        base = kafka_config(port, &broker, &topic, true),
-        tg = tg.api_url(),
-    );
-    let a = Admin {
-        hg: Hookgate::start(&config),
-        port,
-    };
-    a.wait_up().await;
-    let (s, v) = post_github(
-        &a.hg,
-        "before-restart",
-        br#"{"ref":"refs/heads/before"}"#,
-        &[],
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(tg.wait_for(1, WAIT).await.len(), 1, "{}", a.hg.log());
+    let a = started_with_one_delivered(&broker, &topic, &tg).await;
 
     // In-memory storage: the topics (and the group's offsets) are gone after this.
     broker.restart();
@@ -662,38 +620,9 @@ template = "push {{{{ ref }}}}"
     broker.create_topic(&topic, 3).await;
     broker.create_topic(&dlq, 3).await;
 
-    // Keep posting for a while (at least 20 rounds, so the 1 s metadata refreshes run
-    // many times against the new topics), until an event sent after the restart is
-    // delivered. hookgate must answer /healthz all along.
-    let end = Instant::now() + Duration::from_secs(90);
-    let mut round = 0;
-    loop {
-        round += 1;
-        let health = crate::console::client()
-            .get(a.url("/healthz"))
-            .send()
-            .await
-            .map(|r| r.status().as_u16());
-        assert!(
-            matches!(health, Ok(200)),
-            "hookgate stopped answering /healthz after the broker restart ({health:?}; {}):\n{}",
-            exit_of(a.hg.pid()),
-            a.hg.log()
-        );
-        let body = format!(r#"{{"ref":"refs/heads/after-{round}"}}"#);
-        // 200, or 503 while the producer reconnects: both are fine here.
-        let _ = post_github(&a.hg, &format!("after-{round}"), body.as_bytes(), &[]).await;
-        let delivered_after = tg.sent().iter().any(|(_, text)| text.contains("after-"));
-        if delivered_after && round >= 20 {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "no event sent after the broker restart was delivered:\n{}",
-            a.hg.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // Keep posting until an event sent after the restart is delivered; hookgate must
+    // answer /healthz all along.
+    post_until_one_after_is_delivered(&a, &tg, "the broker restart").await;
     // The loss was reported: counted in the metrics and logged, not fatal.
     let metrics = crate::console::client()
         .get(a.url("/metrics"))
@@ -733,6 +662,118 @@ template = "push {{{{ ref }}}}"
     assert!(
         a.hg.log().contains("dispatcher: kafka consumer rebuilt"),
         "{}",
+        a.hg.log()
+    );
+}
+
+/// An operator deletes the topic the dispatcher reads while the broker stays up, then
+/// creates it again: no broker goes down, so the consumer is not rebuilt for it, and the
+/// topic id the consumer cached is now unknown to the broker (the answer that crashed
+/// librdkafka after a restart, above). hookgate must stay up (`/healthz`) and deliver
+/// events posted after the topic is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatcher_survives_its_topic_deleted_and_created_again() {
+    let broker = Broker::start();
+    let tg = FakeTelegram::start().await;
+    let topic = topic("console-kafka-deleted");
+    let a = started_with_one_delivered(&broker, &topic, &tg).await;
+
+    broker.delete_topic(&topic).await;
+    // The consumer keeps fetching (and refreshing metadata every second) meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_alive(&a, "with its topic deleted").await;
+    broker.create_topic(&topic, 3).await;
+    post_until_one_after_is_delivered(&a, &tg, "its topic was deleted and created again").await;
+    // The broker's answer that crashed librdkafka reached it (vendor/rdkafka-sys's patch
+    // logs it and goes on).
+    assert!(a.hg.log().contains("neither id nor name"), "{}", a.hg.log());
+}
+
+/// serve as [`routed_to_telegram`] builds it, up, with one event posted and delivered.
+async fn started_with_one_delivered(broker: &Broker, topic: &str, tg: &FakeTelegram) -> Admin {
+    let port = free_port();
+    let a = Admin {
+        hg: Hookgate::start(&routed_to_telegram(port, broker, topic, tg)),
+        port,
+    };
+    a.wait_up().await;
+    let (s, v) = post_github(&a.hg, "before", br#"{"ref":"refs/heads/before"}"#, &[]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(tg.wait_for(1, WAIT).await.len(), 1, "{}", a.hg.log());
+    a
+}
+
+/// serve with Kafka (metadata refreshed every second), a dispatcher (DLQ `TOPIC.dlq`) and
+/// every GitHub event routed to the fake Telegram `tg`.
+fn routed_to_telegram(port: u16, broker: &Broker, topic: &str, tg: &FakeTelegram) -> String {
+    let dlq = format!("{topic}.dlq");
+    format!(
+        r#"{base}
+[kafka.options]
+"topic.metadata.refresh.interval.ms" = "1000"
+
+[dispatch]
+group_id = "g-{topic}"
+dlq_topic = "{dlq}"
+
+[[sinks]]
+name = "team-chat"
+type = "telegram"
+bot_token = "123456:console-bot-token"
+chat_id = "-1001"
+api_url = "{tg}"
+max_attempts = 2
+backoff_base = "50ms"
+backoff_max = "100ms"
+chat_interval = "10ms"
+
+[[routes]]
+source = "github"
+sink = "team-chat"
+template = "push {{{{ ref }}}}"
+"#,
+        base = kafka_config(port, broker, topic, true),
+        tg = tg.api_url(),
+    )
+}
+
+/// Posts for a while (at least 20 rounds, so 1 s metadata refreshes run many times against
+/// the topics), until an event posted now is delivered to `tg`; hookgate must answer
+/// /healthz all along. `what` names the fault for failure messages.
+async fn post_until_one_after_is_delivered(a: &Admin, tg: &FakeTelegram, what: &str) {
+    let end = Instant::now() + Duration::from_secs(90);
+    let mut round = 0;
+    loop {
+        round += 1;
+        assert_alive(a, &format!("after {what}")).await;
+        let body = format!(r#"{{"ref":"refs/heads/after-{round}"}}"#);
+        // 200, or 503 while the producer reconnects: both are fine here.
+        let _ = post_github(&a.hg, &format!("after-{round}"), body.as_bytes(), &[]).await;
+        let delivered_after = tg.sent().iter().any(|(_, text)| text.contains("after-"));
+        if delivered_after && round >= 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no event sent after {what} was delivered:\n{}",
+            a.hg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// hookgate answers /healthz 200 (`when` says at what point, for the failure message,
+/// which also says how the process ended if it did).
+async fn assert_alive(a: &Admin, when: &str) {
+    let health = crate::console::client()
+        .get(a.url("/healthz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert!(
+        matches!(health, Ok(200)),
+        "hookgate stopped answering /healthz {when} ({health:?}; {}):\n{}",
+        exit_of(a.hg.pid()),
         a.hg.log()
     );
 }

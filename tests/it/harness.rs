@@ -275,11 +275,15 @@ impl Broker {
     }
 
     /// Creates a topic (Tansu does not auto-create).
-    pub async fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    fn admin(&self) -> AdminClient<DefaultClientContext> {
+        ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .create()
-            .expect("admin client");
+            .expect("admin client")
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin = self.admin();
         let res = admin
             .create_topics(
                 &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
@@ -300,6 +304,27 @@ impl Broker {
 }
 
 impl Broker {
+    /// Deletes `name` (the broker stays up); an unknown topic is not an error.
+    pub async fn delete_topic(&self, name: &str) {
+        let admin = self.admin();
+        let res = admin
+            .delete_topics(
+                &[name],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .expect("delete_topics");
+        for r in res {
+            if let Err((t, e)) = r {
+                assert_eq!(
+                    e,
+                    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+                    "delete topic {t}"
+                );
+            }
+        }
+    }
+
     /// What the broker logged (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()

@@ -30,7 +30,9 @@
 //! `rd_kafka_handle_Fetch_metadata_update` (rdkafka_fetcher.c) turns that into a metadata
 //! update for a topic with a NULL name and a zero id, which `rd_kafka_metadata_update_op`
 //! (rdkafka_metadata.c) looks up with `rd_kafka_metadata_cache_find(rk, NULL)`: strcmp on
-//! NULL, SIGSEGV, and `serve` dies with its ingest. No client setting avoids it: the Fetch
+//! NULL, SIGSEGV, and `serve` dies with its ingest (hookgate now builds librdkafka with that
+//! lookup guarded: `vendor/rdkafka-sys/HOOKGATE-PATCH.md`; the rebuild stays, so a consumer
+//! never fetches from a broker that lost its state). No client setting avoids it: the Fetch
 //! version is negotiated (librdkafka uses v16 whenever its topics have ids, and there is no
 //! option to cap one request's version; `api.version.request=false` falls back to 0.9
 //! protocols without headers). A paused partition is not fetched, and a new consumer
