@@ -28,6 +28,9 @@ if ! cargo deny --version >/dev/null 2>&1; then
   echo "installing cargo-deny"
   cargo install cargo-deny --locked
 fi
+# cargo deny --offline reads the registry cache: on a fresh machine it is empty until the
+# locked crates are downloaded (crates.io), so fetch them first (a no-op once cached).
+cargo fetch --locked
 cargo deny --offline check licenses bans sources
 
 cargo fmt --all -- --check
