@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::console::{post_github, Admin, GH_SECRET, TOKEN};
 use crate::fakes::FakeTelegram;
@@ -682,8 +682,26 @@ async fn the_dispatcher_survives_its_topic_deleted_and_created_again() {
     // The consumer keeps fetching (and refreshing metadata every second) meanwhile.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_alive(&a, "with its topic deleted").await;
+    // Ingest refuses what it cannot append (the topic is gone, and Tansu does not create
+    // topics): 503, so the sender retries; never 200.
+    let body = br#"{"ref":"refs/heads/while-deleted"}"#;
+    let (s, v) = post_github(&a.hg, "while-deleted", body, &[]).await;
+    assert_eq!((s, &v["error"]), (503, &json!("log_unavailable")), "{v}");
     broker.create_topic(&topic, 3).await;
     post_until_one_after_is_delivered(&a, &tg, "its topic was deleted and created again").await;
+    // The sender's retry of the refused delivery is a new event, not a duplicate: the failed
+    // append left no mark in dedupe.
+    let (s, v) = post_github(&a.hg, "while-deleted", body, &[]).await;
+    assert_eq!((s, &v["duplicate"]), (200, &json!(false)), "{v}");
+    let end = Instant::now() + WAIT;
+    while !tg.sent().iter().any(|(_, t)| t.contains("while-deleted")) {
+        assert!(
+            Instant::now() < end,
+            "the retried delivery never reached the chat:\n{}",
+            a.hg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The broker's answer that crashed librdkafka reached it (vendor/rdkafka-sys's patch
     // logs it and goes on).
     assert!(a.hg.log().contains("neither id nor name"), "{}", a.hg.log());
