@@ -618,6 +618,18 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> 
         let (a, seeded) = app.with_dedupe_store(store.clone()).await;
         app = a;
         tracing::info!(seeded, "dedupe cache re-seeded from disk");
+        if let Some(redis) = app.redis_dedupe() {
+            let path = sc.path.join("dedupe").join("redis-write-back.jsonl");
+            let queued = redis
+                .open_journal(&path)
+                .with_context(|| format!("open the Redis write-back file {}", path.display()))?;
+            if queued > 0 {
+                tracing::info!(
+                    queued,
+                    "redis dedupe: ids a previous run could not tell Redis are queued to be written back"
+                );
+            }
+        }
         store_task = Some(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -530,6 +530,10 @@ pub struct RedisStore {
     /// Keys and ids committed locally while Redis failed, and commits whose command
     /// failed (with the owner's token), to write back (bounded).
     write_back: Mutex<VecDeque<WriteBack>>,
+    /// The queue on disk (`serve` with a spool: `<spool>/dedupe/redis-write-back.jsonl`),
+    /// so a restart or a crash during an outage does not lose it. Locked before
+    /// `write_back` wherever both are.
+    journal: Mutex<Option<Journal>>,
     write_back_script: Lua,
     claim: Lua,
     commit: Lua,
@@ -640,6 +644,7 @@ impl RedisStore {
             failing_since: AtomicU64::new(0),
             last_ok: AtomicU64::new(0),
             write_back: Mutex::new(VecDeque::new()),
+            journal: Mutex::new(None),
             write_back_script: Lua::new(WRITE_BACK),
             claim: Lua::new(CLAIM),
             commit: Lua::new(COMMIT),
@@ -690,6 +695,7 @@ impl RedisStore {
     }
 
     fn queue(&self, w: WriteBack) {
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         let Ok(mut q) = self.write_back.lock() else {
             return;
         };
@@ -697,8 +703,28 @@ impl RedisStore {
             self.meters.write_back_dropped.increment(1);
             return;
         }
+        if let Some(j) = journal.as_mut() {
+            // Written before the delivery is answered, like the spool's id store: a process
+            // killed after the answer still has it (fsync'd by the next write-back pass).
+            j.append(&w);
+        }
         q.push_back(w);
         self.meters.write_back_pending.set(q.len() as f64);
+    }
+
+    /// Keeps the write-back queue in the file at `path` from now on, and queues what an
+    /// earlier process left there (ids it accepted alone, or commits it could not tell
+    /// Redis, before it stopped or was killed during an outage). Returns how many were
+    /// re-queued. Call before serving.
+    pub fn open_journal(&self, path: &std::path::Path) -> std::io::Result<usize> {
+        let (file, left) = Journal::open(path)?;
+        let n = left.len();
+        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+        // Re-written by `queue`: the file was emptied, so what is still to do is in it once.
+        for w in left {
+            self.queue(w);
+        }
+        Ok(n)
     }
 
     /// Writes queued ids back to Redis (at most a batch), stopping at the first failure
@@ -734,6 +760,18 @@ impl RedisStore {
                 }
             }
             done += 1;
+        }
+        {
+            // Everything queued was handled: nothing in the file is left to do. (Entries
+            // are queued with the journal locked, so none is added between the two locks.)
+            let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(j) = journal.as_mut() {
+                if self.write_back_pending() == 0 {
+                    j.clear();
+                } else {
+                    j.sync();
+                }
+            }
         }
         self.meters
             .write_back_pending
@@ -1126,6 +1164,98 @@ struct WriteBack {
     owner: Option<String>,
 }
 
+/// The write-back queue on disk: one JSON line `[key, hookgate-id, owner token or null]`
+/// per queued entry, appended; emptied when the queue is; read back at start.
+struct Journal {
+    file: std::fs::File,
+    /// A write failed part-way: the next line starts with a newline.
+    broken_line: bool,
+}
+
+impl Journal {
+    /// Opens (creating) the file at `path`, returning what it held and emptying it. Lines
+    /// that cannot be read (torn by a crash) are skipped and logged.
+    fn open(path: &std::path::Path) -> std::io::Result<(Journal, Vec<WriteBack>)> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let data = match std::fs::read(path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut left = Vec::new();
+        let mut bad = 0usize;
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let parsed = serde_json::from_slice::<(String, String, Option<String>)>(line)
+                .ok()
+                .and_then(|(key, id, owner)| {
+                    Some(WriteBack {
+                        key,
+                        id: Ulid::from_string(&id).ok()?,
+                        owner,
+                    })
+                });
+            match parsed {
+                Some(w) => left.push(w),
+                None => bad += 1,
+            }
+        }
+        if bad > 0 {
+            tracing::warn!(
+                lines = bad,
+                file = %path.display(),
+                "redis dedupe: skipped unreadable lines of the write-back file (torn by a crash, or damaged)"
+            );
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        file.set_len(0)?;
+        file.sync_all()?;
+        Ok((
+            Journal {
+                file,
+                broken_line: false,
+            },
+            left,
+        ))
+    }
+
+    fn append(&mut self, w: &WriteBack) {
+        use std::io::Write as _;
+        let json = serde_json::json!([w.key, w.id.to_string(), w.owner]).to_string();
+        let mut line = String::with_capacity(json.len() + 2);
+        if self.broken_line {
+            line.push('\n');
+        }
+        line.push_str(&json);
+        line.push('\n');
+        let res = self.file.write_all(line.as_bytes());
+        self.broken_line = res.is_err();
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "redis dedupe: could not write the write-back file; this entry is kept in memory only");
+            metrics::counter!("hookgate_dedupe_store_errors_total").increment(1);
+        }
+    }
+
+    fn sync(&mut self) {
+        if let Err(e) = self.file.sync_data() {
+            tracing::warn!(error = %e, "redis dedupe: fsync of the write-back file failed");
+            metrics::counter!("hookgate_dedupe_store_errors_total").increment(1);
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Err(e) = self.file.set_len(0) {
+            tracing::warn!(error = %e, "redis dedupe: could not empty the write-back file; its entries will be written back again at the next start (harmless: only where absent)");
+            metrics::counter!("hookgate_dedupe_store_errors_total").increment(1);
+        }
+        self.broken_line = false;
+    }
+}
+
 /// `<hookgate-id>:<received-at ms>` as the claim script returns it.
 fn parse_intent(s: &str) -> Option<Intent> {
     let (id, at) = s.split_once(':')?;
@@ -1301,6 +1431,47 @@ impl SharedDedupe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_write_back_file_is_read_back_torn_lines_skipped_and_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d/redis-write-back.jsonl");
+        let (mut j, left) = Journal::open(&path).unwrap();
+        assert!(left.is_empty());
+        let (a, b) = (Ulid::new(), Ulid::new());
+        j.append(&WriteBack {
+            key: "hg:github:k1".into(),
+            id: a,
+            owner: None,
+        });
+        j.append(&WriteBack {
+            key: "hg:github:\"k2\"".into(),
+            id: b,
+            owner: Some("tok".into()),
+        });
+        drop(j);
+        // A crash tore a third line; a damaged line in between.
+        let mut data = std::fs::read(&path).unwrap();
+        data.extend_from_slice(b"[\"hg:github:k3\",\"01J");
+        let at = data.iter().position(|c| *c == b'\n').unwrap() + 1;
+        data.splice(at..at, b"not json\n".iter().copied());
+        std::fs::write(&path, data).unwrap();
+        let (j, left) = Journal::open(&path).unwrap();
+        let got: Vec<_> = left
+            .iter()
+            .map(|w| (w.key.as_str(), w.id, w.owner.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("hg:github:k1", a, None),
+                ("hg:github:\"k2\"", b, Some("tok"))
+            ]
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        drop(j);
+        assert!(Journal::open(&path).unwrap().1.is_empty());
+    }
 
     #[test]
     fn urls_are_checked_without_echoing_them() {

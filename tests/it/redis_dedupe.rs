@@ -1054,9 +1054,83 @@ async fn ids_accepted_locally_during_an_outage_are_written_back() {
         .await
         .contains("\"dedupe\":\"degraded\""));
     redis.resume();
+    written_back(&one).await;
+    the_other_replica_sees_a_duplicate(&redis, &two, "wb-1", &first).await;
+}
+
+/// The same, but the replica that accepted the delivery alone is killed (SIGKILL) right
+/// after answering, started again while Redis is still paused, killed again, and started
+/// once Redis answers: the queue it could not write back is kept on disk
+/// (`<spool>/dedupe/redis-write-back.jsonl`) across both crashes, so hookgate 2 still
+/// answers duplicate with the first id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_accepted_locally_are_written_back_after_the_replica_is_killed_twice() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let section = format!("url = \"{}\"\non_unavailable = \"local\"\n", redis.url());
+    let config = gate_config(&section).replace("\"200ms\"", "\"2s\"");
+    let mut one = crate::harness::Hookgate::start(&config);
+    let two = crate::harness::Hookgate::start(&config);
+    redis.pause();
+    let (s, first) = post(&one, "wb-killed").await;
+    assert_eq!(
+        (s, &first["duplicate"]),
+        (200, &serde_json::json!(false)),
+        "{first}"
+    );
+    // Each start re-reads the file and queues both ids (the delivery id and the body's
+    // digest) again, the one after the second kill included.
+    let queued = |hg: &crate::harness::Hookgate| {
+        hg.log()
+            .matches("queued to be written back queued=2")
+            .count()
+    };
+    one.restart();
+    assert_eq!(queued(&one), 1, "{}", one.log());
+    one.restart();
+    assert_eq!(queued(&one), 2, "{}", one.log());
+    redis.resume();
+    // Whichever start finds Redis answering first writes them back.
+    one.restart();
+    let key = key_of(&redis, "wb-killed");
+    let want = format!("d:{}", first["id"].as_str().unwrap());
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while redis.cli(&["GET", &key]) != want {
+        assert!(
+            std::time::Instant::now() < end,
+            "never written back:\n{}",
+            one.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    the_other_replica_sees_a_duplicate(&redis, &two, "wb-killed", &first).await;
+    // Written back, the file is emptied: a later start has nothing to write back.
+    let file = one.dir().join("spool/dedupe/redis-write-back.jsonl");
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) > 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "{} is not emptied",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    one.restart();
+    assert_eq!(queued(&one), 2, "{}", one.log());
+}
+
+/// The Redis key of GitHub delivery id `delivery`.
+fn key_of(redis: &Redis, delivery: &str) -> String {
+    replica(redis, "").redis().unwrap().key(0, delivery)
+}
+
+/// Waits (at most 30 s) until `hg` wrote back at least one id to Redis and has none left.
+async fn written_back(hg: &crate::harness::Hookgate) {
     let end = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let m = get_text(&one, "/metrics").await;
+        let m = get_text(hg, "/metrics").await;
         // Two ids: the delivery id and the body's digest (GitHub dedupes on both).
         let written = m
             .lines()
@@ -1069,20 +1143,31 @@ async fn ids_accepted_locally_during_an_outage_are_written_back() {
             && m.lines()
                 .any(|l| l == "hookgate_dedupe_redis_write_back_pending 0")
         {
-            break;
+            return;
         }
-        assert!(std::time::Instant::now() < end, "never written back: {m}");
+        assert!(
+            std::time::Instant::now() < end,
+            "never written back: {m}\n{}",
+            hg.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let key = {
-        let probe = replica(&redis, "");
-        probe.redis().unwrap().key(0, "wb-1")
-    };
+}
+
+/// `delivery`'s key in Redis holds the id of `first` (the first answer), and `other`, a
+/// replica that never saw the delivery, answers it as a duplicate with that id.
+async fn the_other_replica_sees_a_duplicate(
+    redis: &Redis,
+    other: &crate::harness::Hookgate,
+    delivery: &str,
+    first: &serde_json::Value,
+) {
+    let key = key_of(redis, delivery);
     assert_eq!(
         redis.cli(&["GET", &key]),
         format!("d:{}", first["id"].as_str().unwrap())
     );
-    let (s, again) = post(&two, "wb-1").await;
+    let (s, again) = post(other, delivery).await;
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["duplicate"], true, "{again}");
     assert_eq!(again["id"], first["id"]);
