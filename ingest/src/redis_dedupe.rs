@@ -41,7 +41,9 @@
 //! another replica later is still a duplicate). Requests whose keys live on nodes that
 //! answer go on as usual. Health is a gauge of recent failures, not a gate: the first
 //! failure marks the store failing, a prober pings every [`PROBE_EVERY`], and a probe that
-//! every node answered clears it. [`Health`] tells whether any operation has succeeded
+//! every node answered clears it, unless an operation failed since the probe before it
+//! (a PING can succeed while commands fail: Redis at `maxmemory` refusing writes, or a
+//! Cluster node the client holds no connection to). [`Health`] tells whether any operation has succeeded
 //! since the failures began (`Partial`: e.g. one Cluster node down) or none (`Down`).
 //!
 //! **Value formats** (replicas of different versions share the keys during a rolling
@@ -527,6 +529,10 @@ pub struct RedisStore {
     failing_since: AtomicU64,
     /// When an operation last succeeded (ms after `epoch`, plus one).
     last_ok: AtomicU64,
+    /// When an operation last failed (ms after `epoch`, plus one; 0: never).
+    last_fail: AtomicU64,
+    /// When the previous probe began (ms after `epoch`, plus one; 0: none yet).
+    last_probe: AtomicU64,
     /// Keys and ids committed locally while Redis failed, and commits whose command
     /// failed (with the owner's token), to write back (bounded).
     write_back: Mutex<VecDeque<WriteBack>>,
@@ -643,6 +649,8 @@ impl RedisStore {
             epoch: Instant::now(),
             failing_since: AtomicU64::new(0),
             last_ok: AtomicU64::new(0),
+            last_fail: AtomicU64::new(0),
+            last_probe: AtomicU64::new(0),
             write_back: Mutex::new(VecDeque::new()),
             journal: Mutex::new(None),
             write_back_script: Lua::new(WRITE_BACK),
@@ -868,6 +876,7 @@ impl RedisStore {
 
     fn set_degraded(&self, op: Op, kind: &str, detail: Option<&str>) {
         let now = self.now_ms();
+        self.last_fail.fetch_max(now, Ordering::Relaxed);
         let first = self
             .failing_since
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -901,8 +910,12 @@ impl RedisStore {
     }
 
     /// A PING on every connection (on a Cluster, every node); marks the store healthy when
-    /// all answered.
+    /// all answered and no operation failed since the previous probe began. So a store
+    /// that answers PING while its commands keep failing stays failing (before, each probe
+    /// cleared it and the next failure set it again: `/readyz` and the gauge flapped).
     pub async fn probe(&self) -> bool {
+        let began = self.now_ms();
+        let previous = self.last_probe.swap(began, Ordering::Relaxed);
         for conn in &self.conns {
             let ok = self
                 .run_on(conn.clone(), Op::Ping, |mut c| async move {
@@ -916,6 +929,10 @@ impl RedisStore {
                 }
                 return false;
             }
+        }
+        let failed = self.last_fail.load(Ordering::Relaxed);
+        if failed != 0 && failed >= previous {
+            return false;
         }
         self.set_healthy();
         true

@@ -1173,6 +1173,66 @@ async fn the_other_replica_sees_a_duplicate(
     assert_eq!(again["id"], first["id"]);
 }
 
+/// Redis at `maxmemory` (noeviction, as the README recommends) refuses every write with
+/// OOM but still answers PING. The store stays degraded as long as commands keep failing,
+/// one degraded period, not a flap per probe (before, each 500 ms probe's PING cleared it
+/// and the next delivery set it again: /readyz alternated and the period counter climbed);
+/// `local` accepts meanwhile, and once memory is raised the store is healthy again and the
+/// ids are written back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_refusing_writes_but_answering_ping_stays_degraded() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let section = format!("url = \"{}\"\non_unavailable = \"local\"\n", redis.url());
+    let hg = crate::harness::Hookgate::start(&gate_config(&section));
+    assert_eq!(post(&hg, "oom-0").await.0, 200);
+    assert!(get_text(&hg, "/readyz").await.contains("\"dedupe\":\"ok\""));
+    assert_eq!(
+        redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+        "OK"
+    );
+    assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "1"]), "OK");
+    let mut seen = Vec::new();
+    // 3 s: six probes, each with PING answered.
+    for n in 1..=15 {
+        let (s, v) = post(&hg, &format!("oom-{n}")).await;
+        assert_eq!(
+            (s, &v["duplicate"]),
+            (200, &serde_json::json!(false)),
+            "{v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        seen.push(get_text(&hg, "/readyz").await);
+    }
+    assert!(
+        seen.iter().all(|r| r.contains("\"dedupe\":\"degraded\"")),
+        "{seen:#?}"
+    );
+    let periods = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("hookgate_dedupe_redis_degraded_total "))
+            .map(str::to_owned)
+    };
+    let m = get_text(&hg, "/metrics").await;
+    assert_eq!(periods(&m).as_deref(), Some("1"), "{m}");
+    assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory", "0"]), "OK");
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !get_text(&hg, "/readyz").await.contains("\"dedupe\":\"ok\"") {
+        assert!(
+            std::time::Instant::now() < end,
+            "never healthy again:\n{}",
+            hg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    written_back(&hg).await;
+    assert!(redis
+        .cli(&["GET", &key_of(&redis, "oom-15")])
+        .starts_with("d:"));
+}
+
 /// Posts `delivery` until it is answered 200, as a provider retries a 503 (bounded: 30 s).
 async fn post_until_accepted(hg: &crate::harness::Hookgate, delivery: &str) -> serde_json::Value {
     let end = std::time::Instant::now() + Duration::from_secs(30);
