@@ -906,7 +906,6 @@ impl DedupeStore {
 
     /// Records an accepted delivery.
     pub fn record(&self, source: &str, delivery_id: &str, id: Ulid) -> std::io::Result<()> {
-        use std::io::Write as _;
         let now = hookgate_proto::now_ms().max(0) as u64;
         let json = serde_json::json!([now, source, delivery_id, id.to_string()]).to_string();
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -919,15 +918,8 @@ impl DedupeStore {
             cur.hour = now / HOUR_MS;
             cur.broken_line = false;
         }
-        let mut line = String::with_capacity(json.len() + 2);
-        if cur.broken_line {
-            line.push('\n');
-        }
-        line.push_str(&json);
-        line.push('\n');
-        let res = cur.file.write_all(line.as_bytes());
-        cur.broken_line = res.is_err();
-        res
+        let cur = &mut *cur;
+        append_line(&mut cur.file, &mut cur.broken_line, &json)
     }
 
     /// fsyncs the current file and deletes files past the TTL.
@@ -1016,6 +1008,26 @@ impl DedupeStore {
         v.sort();
         v
     }
+}
+
+/// Appends `text` and a newline to `file` in one `write` (a killed process loses nothing
+/// the kernel has), after a newline first if the last append failed part-way (`broken_line`,
+/// updated), so a fragment never swallows the line after it.
+pub(crate) fn append_line(
+    file: &mut std::fs::File,
+    broken_line: &mut bool,
+    text: &str,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut line = String::with_capacity(text.len() + 2);
+    if *broken_line {
+        line.push('\n');
+    }
+    line.push_str(text);
+    line.push('\n');
+    let res = file.write_all(line.as_bytes());
+    *broken_line = res.is_err();
+    res
 }
 
 /// Opens an hour's file for appending; if it does not end in a newline (a crash tore its

@@ -1241,16 +1241,8 @@ impl Journal {
     }
 
     fn append(&mut self, w: &WriteBack) {
-        use std::io::Write as _;
         let json = serde_json::json!([w.key, w.id.to_string(), w.owner]).to_string();
-        let mut line = String::with_capacity(json.len() + 2);
-        if self.broken_line {
-            line.push('\n');
-        }
-        line.push_str(&json);
-        line.push('\n');
-        let res = self.file.write_all(line.as_bytes());
-        self.broken_line = res.is_err();
+        let res = crate::dedupe::append_line(&mut self.file, &mut self.broken_line, &json);
         if let Err(e) = res {
             tracing::warn!(error = %e, "redis dedupe: could not write the write-back file; this entry is kept in memory only");
             metrics::counter!("hookgate_dedupe_store_errors_total").increment(1);

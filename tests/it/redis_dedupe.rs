@@ -1039,17 +1039,7 @@ async fn ids_accepted_locally_during_an_outage_are_written_back() {
         return;
     }
     let redis = Redis::start();
-    let section = format!("url = \"{}\"\non_unavailable = \"local\"\n", redis.url());
-    let config = gate_config(&section).replace("\"200ms\"", "\"2s\"");
-    let one = crate::harness::Hookgate::start(&config);
-    let two = crate::harness::Hookgate::start(&config);
-    redis.pause();
-    let (s, first) = post(&one, "wb-1").await;
-    assert_eq!(
-        (s, &first["duplicate"]),
-        (200, &serde_json::json!(false)),
-        "{first}"
-    );
+    let (one, two, first) = accepted_alone(&redis, "wb-1").await;
     assert!(get_text(&one, "/readyz")
         .await
         .contains("\"dedupe\":\"degraded\""));
@@ -1069,17 +1059,7 @@ async fn ids_accepted_locally_are_written_back_after_the_replica_is_killed_twice
         return;
     }
     let redis = Redis::start();
-    let section = format!("url = \"{}\"\non_unavailable = \"local\"\n", redis.url());
-    let config = gate_config(&section).replace("\"200ms\"", "\"2s\"");
-    let mut one = crate::harness::Hookgate::start(&config);
-    let two = crate::harness::Hookgate::start(&config);
-    redis.pause();
-    let (s, first) = post(&one, "wb-killed").await;
-    assert_eq!(
-        (s, &first["duplicate"]),
-        (200, &serde_json::json!(false)),
-        "{first}"
-    );
+    let (mut one, two, first) = accepted_alone(&redis, "wb-killed").await;
     // Each start re-reads the file and queues both ids (the delivery id and the body's
     // digest) again, the one after the second kill included.
     let queued = |hg: &crate::harness::Hookgate| {
@@ -1124,6 +1104,30 @@ async fn ids_accepted_locally_are_written_back_after_the_replica_is_killed_twice
 /// The Redis key of GitHub delivery id `delivery`.
 fn key_of(redis: &Redis, delivery: &str) -> String {
     replica(redis, "").redis().unwrap().key(0, delivery)
+}
+
+/// Two hookgates sharing `redis` under `local` (2 s command timeout); Redis is paused and
+/// `delivery` is posted to the first, which accepts it alone. Returns both and its answer.
+async fn accepted_alone(
+    redis: &Redis,
+    delivery: &str,
+) -> (
+    crate::harness::Hookgate,
+    crate::harness::Hookgate,
+    serde_json::Value,
+) {
+    let section = format!("url = \"{}\"\non_unavailable = \"local\"\n", redis.url());
+    let config = gate_config(&section).replace("\"200ms\"", "\"2s\"");
+    let one = crate::harness::Hookgate::start(&config);
+    let two = crate::harness::Hookgate::start(&config);
+    redis.pause();
+    let (s, first) = post(&one, delivery).await;
+    assert_eq!(
+        (s, &first["duplicate"]),
+        (200, &serde_json::json!(false)),
+        "{first}"
+    );
+    (one, two, first)
 }
 
 /// Waits (at most 30 s) until `hg` wrote back at least one id to Redis and has none left.
