@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::console::{post_github, Admin, GH_SECRET, TOKEN};
 use crate::fakes::FakeTelegram;
-use crate::harness::{free_port, topic, Broker, Hookgate};
+use crate::harness::{free_port, metric_in, topic, Broker, Hookgate};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -632,11 +632,7 @@ async fn the_dispatcher_survives_a_broker_restart_that_loses_its_topics() {
         .text()
         .await
         .unwrap_or_default();
-    let errors: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("hookgate_dispatch_kafka_errors_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let errors = metric_in(&metrics, "hookgate_dispatch_kafka_errors_total");
     assert!(
         errors > 0.0,
         "no dispatcher error counted:\n{metrics}\n{}",
@@ -649,11 +645,7 @@ async fn the_dispatcher_survives_a_broker_restart_that_loses_its_topics() {
     );
     // The dispatcher halted the consumer whose brokers all went down and built a new one
     // (without that, the old consumer's next fetch can crash librdkafka; see the comment).
-    let rebuilds: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("hookgate_dispatch_consumer_rebuilds_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let rebuilds = metric_in(&metrics, "hookgate_dispatch_consumer_rebuilds_total");
     assert!(
         rebuilds >= 1.0,
         "the kafka consumer was not rebuilt:\n{metrics}\n{}",

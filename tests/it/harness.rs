@@ -948,6 +948,12 @@ pub async fn metric(hg: &Hookgate, name: &str) -> f64 {
         .text()
         .await
         .unwrap_or_default();
+    metric_in(&text, name)
+}
+
+/// The sum of every sample in Prometheus text `text` whose line starts with `name` (see
+/// [`metric`]), 0 when absent.
+pub fn metric_in(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
