@@ -1351,16 +1351,18 @@ async fn sentinel_follows_a_failover_and_keeps_deduping() {
             .contains(&replica_port)
     });
     // A short claim_ttl: a claim whose answer timed out under load (the server ran it, the
-    // request got 503) holds its key for at most that long. command_timeout 2 s instead of
-    // gate_config's 200 ms: a commit that times out on a loaded CI box is only written back
-    // a probe later, and this test reads the key at once.
+    // request got 503) holds its key for at most that long (it must stay over 3 x
+    // command_timeout). command_timeout 1 s instead of gate_config's 200 ms: a commit that
+    // times out on a loaded CI box is only written back a probe later, and this test reads
+    // the key at once (it failed so in CI at 200 ms).
     let section = format!(
-        "sentinels = [\"redis://127.0.0.1:{}\"]\nservice_name = \"mymaster\"\nclaim_ttl = \"2s\"\n",
+        "sentinels = [\"redis://127.0.0.1:{}\"]\nservice_name = \"mymaster\"\nclaim_ttl = \"4s\"\n",
         sentinel.port
     );
+    let config = gate_config(&section).replace("\"200ms\"", "\"1s\"");
     let keys = replica(&master, "");
     let key = |id: &str| keys.redis().unwrap().key(0, id);
-    let one = crate::harness::Hookgate::start(&gate_config(&section));
+    let one = crate::harness::Hookgate::start(&config);
     let first = post_until_accepted(&one, "sn-1").await;
     assert_eq!(first["duplicate"], false, "{first}");
     let committed = format!("d:{}", first["id"].as_str().unwrap());
@@ -1387,7 +1389,7 @@ async fn sentinel_follows_a_failover_and_keeps_deduping() {
         "committed on the new master"
     );
     // A hookgate that never saw either delivery: both are duplicates, through Redis.
-    let two = crate::harness::Hookgate::start(&gate_config(&section));
+    let two = crate::harness::Hookgate::start(&config);
     for (id, v) in [("sn-1", &first), ("sn-2", &after)] {
         let got = post_until_accepted(&two, id).await;
         assert_eq!(got["duplicate"], true, "{id}: {got}");
